@@ -1,0 +1,1 @@
+"""The coordinator: Flower ServerApp, strategies, rounds, cross-tenant A/B, promotion."""

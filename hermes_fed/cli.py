@@ -1,0 +1,76 @@
+"""The ``hermes-fed`` command.
+
+Command groups are registered by name and loaded lazily, so ``hermes-fed log verify``
+does not pay for importing torch. Each group module exposes
+``register(parser: argparse.ArgumentParser) -> None`` which adds its sub-commands; every
+sub-command sets ``func(args) -> int`` as its default.
+
+The groups for the node and the coordinator live in ``tenant_node`` and ``coordinator``;
+they are named here as strings so that ``hermes_fed`` never imports them at module level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from hermes_fed.errors import HermesFedError
+
+# (group, help, "module:function")
+COMMAND_GROUPS: tuple[tuple[str, str, str], ...] = (
+    ("log", "inspect and verify a tenant's event log", "hermes_fed.store.commands:register"),
+    ("example", "bundled example: append sessions, verify, summarise",
+     "hermes_fed.store.example_commands:register"),
+)
+
+Register = Callable[[argparse.ArgumentParser], None]
+
+
+def _load(target: str) -> Register:
+    module_name, _, attr = target.partition(":")
+    module = importlib.import_module(module_name)
+    register: Register = getattr(module, attr)
+    return register
+
+
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hermes-fed", description="A federated data flywheel for AI agents."
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    groups = parser.add_subparsers(dest="group", metavar="COMMAND")
+    # Only the group actually invoked is imported (its import may pull in torch).
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    for name, help_text, target in COMMAND_GROUPS:
+        sub = groups.add_parser(name, help=help_text, description=help_text)
+        if name == wanted:
+            _load(target)(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(args_list)
+    args = parser.parse_args(args_list)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        return func(args)
+    except HermesFedError as exc:
+        print(f"hermes-fed: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""One error root for hermes-fed.
+
+Persistence errors are named after PEP 249 (``IntegrityError``, ``OperationalError``);
+domain errors say what went wrong and what to do. Messages name fields and types, never
+the values of event data (they may be personal).
+"""
+
+from __future__ import annotations
+
+
+class HermesFedError(Exception):
+    """Root of every error hermes-fed raises on purpose."""
+
+
+class ConfigError(HermesFedError, ValueError):
+    """A configuration value is invalid; the message names the key and the bad value."""
+
+
+# --- persistence (PEP 249 names) -------------------------------------------------------
+class DatabaseError(HermesFedError):
+    """An error from the event store's database."""
+
+
+class IntegrityError(DatabaseError):
+    """The log's integrity is violated: a broken hash chain, a refused mutation."""
+
+
+class OperationalError(DatabaseError):
+    """The database could not do the operation (unreachable, locked, disk full)."""
+
+
+class CorruptEventError(IntegrityError):
+    """A stored row cannot be decoded (bad ciphertext, bad JSON, wrong hash)."""
+
+
+# --- domain ------------------------------------------------------------------------------
+class ConcurrencyError(HermesFedError):
+    """Optimistic concurrency failed: the stream moved on since it was read."""
+
+    def __init__(self, stream_id: str, actual: int, expected: int) -> None:
+        super().__init__(
+            f"stream {stream_id} is at version {actual}, append expected {expected}; "
+            "re-read the stream and retry"
+        )
+        self.stream_id = stream_id
+        self.actual = actual
+        self.expected = expected
+
+
+class UnknownEventTypeError(HermesFedError, ValueError):
+    """An event type that is not in the catalog."""
+
+
+class SchemaError(HermesFedError, ValueError):
+    """Event data does not match its schema; names the field and the value's type only."""
+
+    def __init__(self, event_type: str, field: str, problem: str) -> None:
+        super().__init__(f"{event_type}.{field}: {problem}")
+        self.event_type = event_type
+        self.field = field
+        self.problem = problem
+
+
+class KeyringError(HermesFedError):
+    """A key is missing, malformed or wrong (decryption failed authentication)."""
+
+
+class SubjectErasedError(HermesFedError):
+    """The subject's key was destroyed (crypto-shredding); the fields are unreadable."""
+
+
+class RedactionError(HermesFedError):
+    """Redaction could not run; nothing is written when it fails."""
+
+
+class TrainingError(HermesFedError):
+    """Local training failed (for example a NaN/inf loss or tensor)."""
+
+
+class AggregationError(HermesFedError):
+    """Adapters could not be aggregated (shape mismatch, NaN update, empty round)."""
+
+
+class EgressError(HermesFedError):
+    """A reply to the coordinator would carry something that may not leave the node."""
+
+
+class FederationError(HermesFedError):
+    """A federated round failed (a process did not start, the run did not complete)."""
+
+
+class PrivacyBudgetExhausted(FederationError):
+    """The configured differential-privacy epsilon budget would be exceeded."""

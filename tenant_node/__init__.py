@@ -1,0 +1,1 @@
+"""The tenant node: gRPC ingest daemon, node runtime, Flower ClientApp."""
