@@ -1,0 +1,72 @@
+"""Canonical JSON and time-ordered ids.
+
+Canonical JSON is what the hash chain and the ciphertext are computed over, so it must be
+byte-stable: sorted keys, no whitespace, UTF-8, no NaN/inf (orjson would write them as
+``null`` silently, so non-finite floats are refused before encoding).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+_OPTS = orjson.OPT_SORT_KEYS
+
+
+def canonical_json(value: Any) -> bytes:
+    """Encode ``value`` as canonical JSON bytes (sorted keys, compact, UTF-8)."""
+    try:
+        return orjson.dumps(value, option=_OPTS)
+    except TypeError as exc:  # non-str keys, unsupported types
+        raise ValueError(f"not JSON-serialisable: {exc}") from None
+
+
+def loads(data: bytes | str) -> Any:
+    return orjson.loads(data)
+
+
+def json_problem(value: Any, path: str = "") -> str | None:
+    """Return a description of the first non-JSON part of ``value`` (path + type), or None.
+
+    Names the path and the type, never the value (it may be personal data).
+    """
+    if value is None or isinstance(value, (str, bool, int)):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{path or '<root>'}: non-finite float"
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{path or '<root>'}: key of type {type(key).__name__}, expected str"
+            problem = json_problem(item, f"{path}.{key}" if path else key)
+            if problem:
+                return problem
+        return None
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            problem = json_problem(item, f"{path}[{index}]")
+            if problem:
+                return problem
+        return None
+    return f"{path or '<root>'}: value of type {type(value).__name__} is not JSON"
+
+
+def uuid7() -> uuid.UUID:
+    """A time-ordered UUID (RFC 9562 version 7).
+
+    Time-ordered ids keep the unique index on ``event_id`` append-mostly; random UUID4 keys
+    cost ~40% of SQLite append throughput (FIELD_NOTES, SQLite event tables).
+    """
+    ms = time.time_ns() // 1_000_000
+    rand = bytearray(os.urandom(10))
+    raw = ms.to_bytes(6, "big") + bytes(rand)
+    b = bytearray(raw)
+    b[6] = 0x70 | (b[6] & 0x0F)  # version 7
+    b[8] = 0x80 | (b[8] & 0x3F)  # RFC 4122 variant
+    return uuid.UUID(bytes=bytes(b))

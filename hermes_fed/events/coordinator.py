@@ -1,0 +1,79 @@
+"""Events of the coordinator's own log: rounds, the model registry, A/B tests, promotion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .schema import EventRecord, event_type
+
+
+@event_type("RoundStarted")
+class RoundStarted(EventRecord):
+    round_id: str
+    round: int
+    mode: str
+    parent_version: str | None
+    node_ids: list[str]
+    config: dict[str, Any]
+
+
+@event_type("RoundCompleted")
+class RoundCompleted(EventRecord):
+    round_id: str
+    round: int
+    version: str | None
+    report: dict[str, Any]
+
+
+@event_type("RoundFailed")
+class RoundFailed(EventRecord):
+    round_id: str
+    round: int
+    error: str
+
+
+@event_type("AdapterVersionPublished")
+class AdapterVersionPublished(EventRecord):
+    version: str
+    parent: str | None
+    sha256: str
+    lineage: dict[str, Any]
+
+
+@event_type("ABTestCreated")
+class ABTestCreated(EventRecord):
+    ab_test_id: str
+    control: str
+    treatment: str
+    traffic_split: float = 0.1
+    min_samples: int = 1000
+    duration_days: int = 14
+
+
+@event_type("ABTestStatsReported")
+class ABTestStatsReported(EventRecord):
+    ab_test_id: str
+    round: int
+    stats: dict[str, Any]
+
+
+@event_type("ABTestConcluded")
+class ABTestConcluded(EventRecord):
+    ab_test_id: str
+    decision: str
+    numbers: dict[str, Any]
+
+
+@event_type("ModelPromoted")
+class ModelPromoted(EventRecord):
+    version: str
+    stage: str
+    traffic_fraction: float
+    reason: str = ""
+
+
+@event_type("ModelRolledBack")
+class ModelRolledBack(EventRecord):
+    version: str
+    to_version: str | None
+    reason: str

@@ -1,0 +1,213 @@
+"""Event schemas: typed records, a catalog, validation and upcasters.
+
+Every event type is a frozen dataclass registered in a :class:`Catalog` with a name and a
+schema version. The schema is derived from the dataclass's type hints. When a schema
+changes, the new dataclass gets ``VERSION + 1`` and an upcaster turns stored data of the
+old version into the new shape on read (events in the log are never rewritten).
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+from hermes_fed.errors import SchemaError, UnknownEventTypeError
+
+from .codec import json_problem
+
+
+class EventRecord:
+    """Base of typed event records (the dataclass decorator is applied by ``event_type``)."""
+
+    TYPE: ClassVar[str]
+    VERSION: ClassVar[int]
+    PERSONAL: ClassVar[frozenset[str]]
+
+    def to_data(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+
+R = TypeVar("R", bound=EventRecord)
+
+_JSON_KINDS: dict[Any, tuple[type, ...]] = {
+    str: (str,),
+    int: (int,),
+    float: (int, float),
+    bool: (bool,),
+    list: (list,),
+    dict: (dict,),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    name: str
+    kinds: tuple[type, ...] | None  # None: any JSON value
+    required: bool
+    nullable: bool
+
+    def check(self, event_type: str, value: Any) -> None:
+        if value is None:
+            if not self.nullable:
+                raise SchemaError(event_type, self.name, "must not be null")
+            return
+        if self.kinds is not None:
+            ok = isinstance(value, self.kinds) and not (
+                isinstance(value, bool) and bool not in self.kinds
+            )
+            if not ok:
+                expected = "|".join(k.__name__ for k in self.kinds)
+                raise SchemaError(
+                    event_type, self.name, f"expected {expected}, got {type(value).__name__}"
+                )
+            if isinstance(value, float) and not math.isfinite(value):
+                raise SchemaError(event_type, self.name, "non-finite float")
+        if isinstance(value, (list, dict)) or self.kinds is None:
+            problem = json_problem(value, self.name)
+            if problem:
+                raise SchemaError(event_type, self.name, problem)
+
+
+def _field_spec(name: str, hint: Any, has_default: bool) -> FieldSpec:
+    nullable = False
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        nullable = len(args) != len(typing.get_args(hint))
+        hint = args[0] if len(args) == 1 else Any
+        origin = typing.get_origin(hint)
+    base = origin or hint
+    if base in (Mapping, typing.Mapping):
+        base = dict
+    kinds = _JSON_KINDS.get(base)
+    if kinds is None and base is not Any:
+        raise TypeError(f"field {name}: unsupported type {hint!r} in an event schema")
+    return FieldSpec(name, kinds, required=not has_default, nullable=nullable)
+
+
+@dataclass(frozen=True, slots=True)
+class EventSchema:
+    type: str
+    version: int
+    record: builtins.type[EventRecord]
+    fields: tuple[FieldSpec, ...]
+    personal: frozenset[str]
+
+    def validate(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Return the data with defaults filled in, or raise ``SchemaError``.
+
+        Messages name the field and the value's type, never the value.
+        """
+        if not isinstance(data, Mapping):
+            raise SchemaError(self.type, "<data>", f"expected an object, got {type(data).__name__}")
+        known = {f.name for f in self.fields}
+        for key in data:
+            if key not in known:
+                raise SchemaError(self.type, str(key), "unknown field")
+        out: dict[str, Any] = {}
+        for spec in self.fields:
+            if spec.name in data:
+                value = data[spec.name]
+            elif spec.required:
+                raise SchemaError(self.type, spec.name, "required field missing")
+            else:
+                value = _default(self.record, spec.name)
+            spec.check(self.type, value)
+            out[spec.name] = value
+        return out
+
+
+def _default(record: type[EventRecord], name: str) -> Any:
+    for f in dataclasses.fields(record):  # type: ignore[arg-type]
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+    raise KeyError(name)
+
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class Catalog:
+    """Event types by name, their current schema, and upcasters from older versions."""
+
+    def __init__(self) -> None:
+        self._schemas: dict[str, EventSchema] = {}
+        self._upcasters: dict[tuple[str, int], Upcaster] = {}
+
+    def register(self, record: type[R], name: str, version: int, personal: Iterable[str]) -> None:
+        if not dataclasses.is_dataclass(record):
+            raise TypeError(f"{record.__name__} must be a dataclass")
+        hints = typing.get_type_hints(record)
+        specs = []
+        for f in dataclasses.fields(record):
+            has_default = (
+                f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+            )
+            specs.append(_field_spec(f.name, hints[f.name], has_default))
+        personal_set = frozenset(personal)
+        unknown = personal_set - {s.name for s in specs}
+        if unknown:
+            raise TypeError(f"{name}: personal fields {sorted(unknown)} are not fields")
+        record.TYPE, record.VERSION, record.PERSONAL = name, version, personal_set
+        self._schemas[name] = EventSchema(name, version, record, tuple(specs), personal_set)
+
+    def add_upcaster(self, event_type: str, from_version: int, upcaster: Upcaster) -> None:
+        """Register ``upcaster`` turning data of ``from_version`` into ``from_version + 1``."""
+        self._upcasters[(event_type, from_version)] = upcaster
+
+    def schema(self, event_type: str) -> EventSchema:
+        try:
+            return self._schemas[event_type]
+        except KeyError:
+            raise UnknownEventTypeError(f"unknown event type {event_type!r}") from None
+
+    def __contains__(self, event_type: object) -> bool:
+        return event_type in self._schemas
+
+    def types(self) -> list[str]:
+        return sorted(self._schemas)
+
+    def upcast(self, event_type: str, version: int, data: dict[str, Any]) -> dict[str, Any]:
+        """Bring stored ``data`` of ``version`` up to the current schema version."""
+        current = self.schema(event_type).version
+        while version < current:
+            try:
+                step = self._upcasters[(event_type, version)]
+            except KeyError:
+                raise SchemaError(
+                    event_type, "<schema_version>",
+                    f"no upcaster from version {version} to {version + 1}",
+                ) from None
+            data = step(dict(data))
+            version += 1
+        if version > current:
+            raise SchemaError(
+                event_type, "<schema_version>",
+                f"stored version {version} is newer than this code's version {current}",
+            )
+        return data
+
+
+DEFAULT_CATALOG = Catalog()
+
+
+def event_type(
+    name: str, version: int = 1, *, personal: Iterable[str] = (), catalog: Catalog | None = None
+) -> Callable[[type[R]], type[R]]:
+    """Class decorator: make ``cls`` a frozen slotted dataclass and register it."""
+
+    def wrap(cls: type[R]) -> type[R]:
+        data_cls = dataclass(frozen=True, slots=True)(cls)
+        (catalog or DEFAULT_CATALOG).register(data_cls, name, version, personal)
+        return data_cls
+
+    return wrap
