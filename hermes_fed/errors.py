@@ -91,3 +91,7 @@ class FederationError(HermesFedError):
 
 class PrivacyBudgetExhausted(FederationError):
     """The configured differential-privacy epsilon budget would be exceeded."""
+
+
+class FormatError(HermesFedError, ValueError):
+    """An import record is not in the declared format; names the line and the field."""
