@@ -1,0 +1,634 @@
+"""The SQLAlchemy event store: SQLite (default, one file per tenant, WAL) and PostgreSQL.
+
+SQLAlchemy creates the engine and the tables; the hot paths (append, read) use the DBAPI
+cursor directly, because per-row ORM/Core overhead would cost more than the hashing and
+encryption together.
+
+Appends are serialised per log (invariant 4): SQLite takes the write lock up front with
+``BEGIN IMMEDIATE``; PostgreSQL takes a transaction-scoped advisory lock. Positions are
+assigned under that lock, so position order is commit order and a reader of
+``position > checkpoint`` never skips an event (a bigserial would leave gaps that commit
+out of order).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+
+from hermes_fed.errors import (
+    ConcurrencyError,
+    CorruptEventError,
+    IntegrityError,
+    KeyringError,
+    OperationalError,
+    SchemaError,
+)
+from hermes_fed.events import DEFAULT_CATALOG, Catalog, NewEvent, StoredEvent, from_micros, to_micros
+from hermes_fed.events.codec import canonical_json, json_problem, loads
+from hermes_fed.events.erasure import SubjectErased
+
+from . import chain, payload
+from .keyring import Keyring
+from .port import AppendResult, EventStore, Gate, VerifyReport
+from .schema_ddl import metadata as ddl_metadata
+from .schema_ddl import postgres_triggers, sqlite_triggers
+
+log = logging.getLogger(__name__)
+
+_COLUMNS = (
+    "tenant_id, position, event_id, stream_id, stream_version, type, schema_version, "
+    "occurred_at, recorded_at, key_id, subject_id, data, metadata, prev_hash, hash"
+)
+_READ_COLUMNS = (
+    "position, event_id, stream_id, stream_version, type, schema_version, occurred_at, "
+    "recorded_at, key_id, subject_id, data, metadata, prev_hash, hash"
+)
+READ_CHUNK = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class _Sealed:
+    """An event encoded for storage; only position-dependent fields are left to fill."""
+
+    event: NewEvent
+    event_id: bytes
+    schema_version: int
+    occurred_at: int
+    key_id: str
+    subject_id: str | None
+    data: bytes
+    metadata: bytes
+
+
+class SqlEventStore(EventStore):
+    """An :class:`EventStore` on SQLite or PostgreSQL."""
+
+    def __init__(
+        self,
+        url: str,
+        tenant_id: str,
+        *,
+        keyring: Keyring | None = None,
+        schema: str | None = None,
+        gate: Gate | None = None,
+        catalog: Catalog = DEFAULT_CATALOG,
+        synchronous: str = "FULL",
+    ) -> None:
+        if not tenant_id or len(tenant_id) > 64:
+            raise ValueError(f"tenant_id must be 1..64 characters, got {tenant_id!r}")
+        if keyring is not None and keyring.tenant_id != tenant_id:
+            raise KeyringError(f"key ring belongs to tenant {keyring.tenant_id!r}, not {tenant_id!r}")
+        if synchronous not in ("FULL", "NORMAL", "EXTRA"):
+            raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, got {synchronous!r}")
+        self.tenant_id = tenant_id
+        self.keyring = keyring
+        self.gate = gate
+        self.catalog = catalog
+        self.schema = schema
+        self._subject_cache: dict[tuple[str, str], bytes | None] = {}
+        self._stream_subjects: dict[str, str | None] = {}
+        self._lock = threading.Lock()  # one appender per process at a time (the DB lock spans processes)
+        engine = sa.create_engine(url, future=True)
+        self.dialect = engine.dialect.name
+        if self.dialect == "sqlite":
+            self._setup_sqlite(engine, synchronous)
+            self._p = "?"
+            self._t = ""
+        elif self.dialect == "postgresql":
+            self._p = "%s"
+            self._t = ""
+            if schema:
+                self._setup_postgres(engine, schema)
+        else:
+            raise ValueError(f"unsupported database {self.dialect!r}: use sqlite or postgresql")
+        self.engine = engine
+        self._lock_key = int.from_bytes(
+            hashlib.sha256(f"{schema}.{tenant_id}".encode()).digest()[:8], "big", signed=True
+        )
+        self._create_schema()
+        self._check_keys()
+
+    # --- set-up ------------------------------------------------------------------------
+    @staticmethod
+    def _setup_sqlite(engine: sa.Engine, synchronous: str) -> None:
+        @sa_event.listens_for(engine, "connect")
+        def _connect(dbapi_conn: Any, _record: Any) -> None:
+            # Autocommit at the driver level; transactions are begun explicitly (the
+            # pysqlite default would begin them lazily, too late to take the write lock).
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA synchronous={synchronous}")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.execute("PRAGMA secure_delete=ON")  # shredded subject keys are overwritten
+            cur.close()
+
+        @sa_event.listens_for(engine, "begin")
+        def _begin(conn: sa.Connection) -> None:
+            conn.exec_driver_sql("BEGIN")
+
+    @staticmethod
+    def _setup_postgres(engine: sa.Engine, schema: str) -> None:
+        # search_path on every pooled connection: raw SQL, text() and the projections'
+        # tables all land in the tenant's schema.
+        @sa_event.listens_for(engine, "connect")
+        def _connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.execute(f'SET search_path TO "{schema}"')
+            dbapi_conn.commit()
+
+    def _create_schema(self) -> None:
+        try:
+            with self.engine.begin() as conn:
+                if self.dialect == "postgresql" and self.schema:
+                    conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                    # Concurrent openers of a fresh schema race on CREATE TABLE.
+                    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
+                ddl_metadata.create_all(conn)
+                triggers = (
+                    sqlite_triggers()
+                    if self.dialect == "sqlite"
+                    else postgres_triggers(self.schema or "public")
+                )
+                for ddl in triggers:
+                    conn.exec_driver_sql(ddl)
+        except sa.exc.OperationalError as exc:
+            raise OperationalError(f"cannot open the event store: {exc.orig}") from None
+
+    def _check_keys(self) -> None:
+        """Refuse a key ring whose keys differ from those the log was written with."""
+        if self.keyring is None:
+            return
+        with self.engine.begin() as conn:
+            rows: dict[str, str] = dict(
+                conn.execute(sa.text("SELECT key_id, fingerprint FROM key_fingerprints")).all()
+            )
+            for key_id in self.keyring.keys:
+                mine = self.keyring.fingerprint(key_id)
+                if key_id in rows and rows[key_id] != mine:
+                    raise KeyringError(
+                        f"key {key_id!r} in the key ring is not the key this log was written with"
+                    )
+                if key_id not in rows:
+                    conn.execute(
+                        sa.text("INSERT INTO key_fingerprints (key_id, fingerprint) VALUES (:k, :f)"),
+                        {"k": key_id, "f": mine},
+                    )
+
+    # --- append ------------------------------------------------------------------------
+    def append(
+        self,
+        events: Sequence[NewEvent],
+        expected_versions: Mapping[str, int] | None = None,
+    ) -> list[AppendResult]:
+        if not events:
+            return []
+        if self.gate is not None:
+            events = list(self.gate(events))
+        batch_subjects = self._stream_subjects_of(
+            e.stream_id for e in events if e.subject is None and self.catalog.schema(e.type).personal
+        )
+        # Validation and encryption happen before any lock is taken.
+        sealed = [self._seal(e, batch_subjects) for e in events]
+        results = self._write(sealed, expected_versions or {})
+        for stream_id, subject_id in batch_subjects.items():
+            if subject_id is not None:
+                self._stream_subjects.setdefault(stream_id, subject_id)
+        return results
+
+    def _validate(self, event: NewEvent) -> dict[str, Any]:
+        if not isinstance(event.stream_id, str) or not 0 < len(event.stream_id) <= 200:
+            raise SchemaError(event.type, "<stream_id>", "must be a string of 1..200 characters")
+        schema = self.catalog.schema(event.type)
+        data = schema.validate(event.data)
+        problem = json_problem(event.metadata)
+        if problem:
+            raise SchemaError(event.type, "<metadata>", problem)
+        return data
+
+    def _seal(self, event: NewEvent, batch_subjects: dict[str, str | None]) -> _Sealed:
+        data = self._validate(event)
+        schema = self.catalog.schema(event.type)
+        subject_id: str | None = None
+        if event.subject is not None:
+            if self.keyring is None:
+                raise KeyringError("events with a subject need a key ring (per-subject keys)")
+            subject_id = self.keyring.subject_id(event.subject)
+            batch_subjects.setdefault(event.stream_id, subject_id)
+        elif schema.personal:
+            # Personal fields of a stream follow the subject of the stream's first event
+            # that named one (possibly earlier in this very batch).
+            subject_id = batch_subjects.get(event.stream_id)
+        if subject_id is not None and schema.personal:
+            key, ref = self._subject_key(subject_id)
+            data = payload.seal_personal(data, schema.personal, event.event_id, key, ref)
+        key_id, blob = payload.encrypt_data(self.keyring, canonical_json(data), event.event_id)
+        return _Sealed(
+            event=event,
+            event_id=event.event_id.bytes,
+            schema_version=schema.version,
+            occurred_at=to_micros(event.occurred_at),
+            key_id=key_id,
+            subject_id=subject_id,
+            data=blob,
+            metadata=canonical_json(dict(event.metadata)),
+        )
+
+    def _write(
+        self,
+        sealed: list[_Sealed],
+        expected: Mapping[str, int],
+        extra_sql: Sequence[tuple[str, tuple[Any, ...]]] = (),
+    ) -> list[AppendResult]:
+        p, t = self._p, self._t
+        with self._lock:
+            raw = self.engine.raw_connection()
+            try:
+                cur = raw.cursor()
+                if self.dialect == "sqlite":
+                    cur.execute("BEGIN IMMEDIATE")
+                else:
+                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
+                ids = list(dict.fromkeys(s.event_id for s in sealed))
+                existing: dict[bytes, tuple[int, int]] = {}
+                for i in range(0, len(ids), 500):
+                    chunk = ids[i : i + 500]
+                    cur.execute(
+                        f"SELECT event_id, position, stream_version FROM {t}events "
+                        f"WHERE event_id IN ({','.join([p] * len(chunk))})",
+                        chunk,
+                    )
+                    for eid, pos, ver in cur.fetchall():
+                        existing[bytes(eid)] = (pos, ver)
+                fresh = [s for s in sealed if s.event_id not in existing]
+                streams: list[str] = list(dict.fromkeys(s.event.stream_id for s in fresh))
+                versions: dict[str, int] = {}
+                for i in range(0, len(streams), 500):
+                    stream_chunk = streams[i : i + 500]
+                    cur.execute(
+                        f"SELECT stream_id, MAX(stream_version) FROM {t}events WHERE tenant_id = {p} "
+                        f"AND stream_id IN ({','.join([p] * len(stream_chunk))}) GROUP BY stream_id",
+                        [self.tenant_id, *stream_chunk],
+                    )
+                    versions.update({sid: ver for sid, ver in cur.fetchall()})
+                for stream_id, want in expected.items():
+                    if stream_id in streams and versions.get(stream_id, 0) != want:
+                        raise ConcurrencyError(stream_id, versions.get(stream_id, 0), want)
+                cur.execute(
+                    f"SELECT position, hash FROM {t}events WHERE tenant_id = {p} "
+                    "ORDER BY position DESC LIMIT 1",
+                    (self.tenant_id,),
+                )
+                head = cur.fetchone()
+                position, prev = (head[0], bytes(head[1])) if head else (0, chain.GENESIS)
+                recorded_at = time.time_ns() // 1000
+                rows = []
+                results: dict[bytes, AppendResult] = {}
+                for s in fresh:
+                    if s.event_id in results:  # the same id twice in one batch
+                        continue
+                    position += 1
+                    version = versions.get(s.event.stream_id, 0) + 1
+                    versions[s.event.stream_id] = version
+                    env = chain.envelope_bytes(
+                        event_id=s.event_id,
+                        tenant_id=self.tenant_id,
+                        stream_id=s.event.stream_id,
+                        stream_version=version,
+                        position=position,
+                        type=s.event.type,
+                        schema_version=s.schema_version,
+                        occurred_at=s.occurred_at,
+                        recorded_at=recorded_at,
+                        key_id=s.key_id,
+                        subject_id=s.subject_id,
+                    )
+                    digest = chain.link(prev, env, s.data, s.metadata)
+                    rows.append(
+                        (
+                            self.tenant_id,
+                            position,
+                            s.event_id,
+                            s.event.stream_id,
+                            version,
+                            s.event.type,
+                            s.schema_version,
+                            s.occurred_at,
+                            recorded_at,
+                            s.key_id,
+                            s.subject_id,
+                            s.data,
+                            s.metadata,
+                            prev,
+                            digest,
+                        )
+                    )
+                    prev = digest
+                    results[s.event_id] = AppendResult(s.event.event_id, position, version, False)
+                if rows:
+                    cur.executemany(f"INSERT INTO {t}events ({_COLUMNS}) VALUES ({','.join([p] * 15)})", rows)
+                for sql, params in extra_sql:
+                    cur.execute(sql.format(t=t, p=p), params)
+                if self.dialect == "sqlite":
+                    cur.execute("COMMIT")
+                else:
+                    raw.commit()
+            except BaseException as exc:
+                self._rollback(raw)
+                if isinstance(exc, sa.exc.DBAPIError) or type(exc).__module__.startswith(
+                    ("sqlite3", "psycopg")
+                ):
+                    raise OperationalError(f"append failed, nothing written: {exc}") from exc
+                raise
+            finally:
+                raw.close()
+        for eid, (pos, ver) in existing.items():
+            results[eid] = AppendResult(uuid.UUID(bytes=eid), pos, ver, True)
+        return [results[s.event_id] for s in sealed]
+
+    def _rollback(self, raw: Any) -> None:
+        try:
+            if self.dialect == "sqlite":
+                raw.cursor().execute("ROLLBACK")
+            else:
+                raw.rollback()
+        except Exception:  # the transaction may already be gone
+            log.debug("rollback after a failed append also failed", exc_info=True)
+
+    # --- subjects ----------------------------------------------------------------------
+    def _stream_subjects_of(self, stream_ids: Iterable[str]) -> dict[str, str | None]:
+        """Subjects of streams: that of each stream's first event naming one (append-only,
+        so once known it never changes and is cached). One query per batch."""
+        wanted = [s for s in dict.fromkeys(stream_ids) if s not in self._stream_subjects]
+        found = {s: self._stream_subjects[s] for s in self._stream_subjects}
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i : i + 500]
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    sa.text(
+                        "SELECT stream_id, subject_id, stream_version FROM events "
+                        "WHERE tenant_id = :t AND subject_id IS NOT NULL AND stream_id IN :s"
+                    ).bindparams(sa.bindparam("s", expanding=True)),
+                    {"t": self.tenant_id, "s": chunk},
+                ).all()
+            for stream_id, subject_id, _ in sorted(rows, key=lambda r: -r[2]):
+                found[stream_id] = subject_id
+                self._stream_subjects[stream_id] = subject_id
+        return found
+
+    def _subject_key(self, subject_id: str) -> tuple[bytes, str]:
+        assert self.keyring is not None
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.text(
+                    "SELECT key_ref, wrap_key_id, wrapped FROM subject_keys WHERE subject_id = :s "
+                    "ORDER BY key_ref LIMIT 1"
+                ),
+                {"s": subject_id},
+            ).first()
+            if row is not None:
+                ref, wrap_id, wrapped = row
+                key = self.keyring.unwrap(wrap_id, bytes(wrapped), subject_id)
+            else:
+                key, ref = payload.new_subject_key()
+                wrap_id, wrapped = self.keyring.wrap(key, subject_id)
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO subject_keys (subject_id, key_ref, wrap_key_id, wrapped) "
+                        "VALUES (:s, :r, :k, :w)"
+                    ),
+                    {"s": subject_id, "r": ref, "k": wrap_id, "w": wrapped},
+                )
+        self._subject_cache[(subject_id, ref)] = key
+        return key, ref
+
+    def _lookup_subject_key(self, subject_id: str, ref: str) -> bytes | None:
+        cached = self._subject_cache.get((subject_id, ref), b"")
+        if cached != b"":
+            return cached
+        if self.keyring is None:
+            return None
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.text(
+                    "SELECT wrap_key_id, wrapped FROM subject_keys WHERE subject_id = :s AND key_ref = :r"
+                ),
+                {"s": subject_id, "r": ref},
+            ).first()
+        key = None if row is None else self.keyring.unwrap(row[0], bytes(row[1]), subject_id)
+        self._subject_cache[(subject_id, ref)] = key
+        return key
+
+    def erase_subject(self, user_ref: str, reason: str = "") -> int:
+        if self.keyring is None:
+            raise KeyringError("erasure needs a key ring: without one there are no subject keys to destroy")
+        subject_id = self.keyring.subject_id(user_ref)
+        event = NewEvent(
+            stream_id=f"subject-{subject_id}",
+            type=SubjectErased.TYPE,
+            data={"user_ref": user_ref, "reason": reason},
+            subject=user_ref,
+        )
+        sealed = self._seal(event, {})
+        # The key is destroyed in the same transaction that records the erasure.
+        result = self._write(
+            [sealed],
+            {},
+            extra_sql=[("DELETE FROM {t}subject_keys WHERE subject_id = {p}", (subject_id,))],
+        )
+        for key in [k for k in self._subject_cache if k[0] == subject_id]:
+            self._subject_cache[key] = None
+        log.info("subject erased subject_id=%s position=%d", subject_id, result[0].position)
+        return result[0].position
+
+    # --- read --------------------------------------------------------------------------
+    def _rows(
+        self, where: str, params: tuple[Any, ...], order: str, limit: int | None
+    ) -> Iterator[tuple[Any, ...]]:
+        """Keyset-paginated rows, so no read transaction is held open for long."""
+        p, t = self._p, self._t
+        raw = self.engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            last = params[-1]
+            remaining = limit
+            while remaining is None or remaining > 0:
+                n = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
+                cur.execute(
+                    f"SELECT {_READ_COLUMNS} FROM {t}events WHERE tenant_id = {p} AND {where} {p} "
+                    f"ORDER BY {order} LIMIT {n}",
+                    (*params[:-1], last),
+                )
+                rows = cur.fetchall()
+                if self.dialect == "postgresql":
+                    raw.commit()
+                yield from rows
+                if len(rows) < n:
+                    return
+                last = rows[-1][0] if order == "position" else rows[-1][3]
+                if remaining is not None:
+                    remaining -= len(rows)
+        finally:
+            raw.close()
+
+    def _decode(self, row: tuple[Any, ...]) -> StoredEvent:
+        (
+            position,
+            eid,
+            stream_id,
+            version,
+            etype,
+            schema_version,
+            occurred_at,
+            recorded_at,
+            key_id,
+            subject_id,
+            blob,
+            meta,
+            prev_hash,
+            digest,
+        ) = row
+        event_id = uuid.UUID(bytes=bytes(eid))
+        data = payload.decrypt_data(self.keyring, key_id, bytes(blob), event_id, position)
+        erased: tuple[str, ...] = ()
+        schema = self.catalog.schema(etype)
+        if schema.personal:
+            data, erased = payload.open_personal(
+                data, schema.personal, event_id, subject_id, self._lookup_subject_key, position
+            )
+        data = self.catalog.upcast(etype, schema_version, data)
+        return StoredEvent(
+            position=position,
+            event_id=event_id,
+            tenant_id=self.tenant_id,
+            stream_id=stream_id,
+            stream_version=version,
+            type=etype,
+            schema_version=schema_version,
+            occurred_at=from_micros(occurred_at),
+            recorded_at=from_micros(recorded_at),
+            data=data,
+            metadata=loads(bytes(meta)),
+            prev_hash=bytes(prev_hash),
+            hash=bytes(digest),
+            erased_fields=erased,
+        )
+
+    def read(self, after: int = 0, limit: int | None = None) -> Iterator[StoredEvent]:
+        for row in self._rows("position >", (self.tenant_id, after), "position", limit):
+            yield self._decode(row)
+
+    def read_stream(self, stream_id: str, after_version: int = 0) -> list[StoredEvent]:
+        rows = self._rows(
+            f"stream_id = {self._p} AND stream_version >",
+            (self.tenant_id, stream_id, after_version),
+            "stream_version",
+            None,
+        )
+        return [self._decode(r) for r in rows]
+
+    def head(self) -> int:
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                sa.text("SELECT MAX(position) FROM events WHERE tenant_id = :t"), {"t": self.tenant_id}
+            ).scalar()
+        return int(value or 0)
+
+    def verify(self) -> VerifyReport:
+        prev, expected_position, checked = chain.GENESIS, 1, 0
+        for row in self._rows("position >", (self.tenant_id, 0), "position", None):
+            (
+                position,
+                eid,
+                stream_id,
+                version,
+                etype,
+                schema_version,
+                occurred_at,
+                recorded_at,
+                key_id,
+                subject_id,
+                blob,
+                meta,
+                prev_hash,
+                digest,
+            ) = row
+            if position != expected_position:
+                return VerifyReport(
+                    False,
+                    checked,
+                    position,
+                    expected_position,
+                    f"position {expected_position} is missing (next row is {position})",
+                )
+            if bytes(prev_hash) != prev:
+                return VerifyReport(
+                    False, checked, position, position, "prev_hash does not match the previous event's hash"
+                )
+            env = chain.envelope_bytes(
+                event_id=bytes(eid),
+                tenant_id=self.tenant_id,
+                stream_id=stream_id,
+                stream_version=version,
+                position=position,
+                type=etype,
+                schema_version=schema_version,
+                occurred_at=occurred_at,
+                recorded_at=recorded_at,
+                key_id=key_id,
+                subject_id=subject_id,
+            )
+            if chain.link(prev, env, bytes(blob), bytes(meta)) != bytes(digest):
+                return VerifyReport(
+                    False,
+                    checked,
+                    position,
+                    position,
+                    "hash mismatch: the row's envelope, data or metadata was altered",
+                )
+            prev = bytes(digest)
+            expected_position += 1
+            checked += 1
+        return VerifyReport(True, checked, expected_position - 1)
+
+    def check_readable(self) -> None:
+        """Decode every event (raises the named error of the first bad one)."""
+        for _ in self.read():
+            pass
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def open_store(
+    url: str,
+    tenant_id: str,
+    *,
+    keyring: Keyring | None = None,
+    schema: str | None = None,
+    gate: Gate | None = None,
+    catalog: Catalog = DEFAULT_CATALOG,
+    synchronous: str = "FULL",
+) -> SqlEventStore:
+    """Open (creating if needed) the tenant's log at ``url``.
+
+    ``sqlite:///path/tenant.db`` (the default, one file per tenant) or
+    ``postgresql+psycopg://user@host:5432/db`` (with ``schema`` to isolate a tenant).
+    """
+    if keyring is None:
+        log.warning("event store for tenant=%s opened WITHOUT encryption at rest (no key ring)", tenant_id)
+    return SqlEventStore(
+        url, tenant_id, keyring=keyring, schema=schema, gate=gate, catalog=catalog, synchronous=synchronous
+    )
+
+
+__all__ = ["CorruptEventError", "IntegrityError", "SqlEventStore", "open_store"]
