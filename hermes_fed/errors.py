@@ -95,3 +95,7 @@ class PrivacyBudgetExhausted(FederationError):
 
 class FormatError(HermesFedError, ValueError):
     """An import record is not in the declared format; names the line and the field."""
+
+
+class AdapterError(HermesFedError, ValueError):
+    """An adapter is malformed or does not fit its base model (names the tensor and shapes)."""
