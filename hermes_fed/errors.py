@@ -93,9 +93,21 @@ class PrivacyBudgetExhausted(FederationError):
     """The configured differential-privacy epsilon budget would be exceeded."""
 
 
+class InsufficientDataError(HermesFedError, ValueError):
+    """A statistic needs more observations than it was given (a mean of 0, a variance of 1)."""
+
+
+class IllegalTransitionError(HermesFedError, ValueError):
+    """A model-promotion fact moves a version along a transition the stage graph forbids."""
+
+
 class FormatError(HermesFedError, ValueError):
     """An import record is not in the declared format; names the line and the field."""
 
 
 class AdapterError(HermesFedError, ValueError):
     """An adapter is malformed or does not fit its base model (names the tensor and shapes)."""
+
+
+class JudgeError(HermesFedError):
+    """A trajectory judge failed (endpoint unreachable, timed out, or sent no score)."""

@@ -1,0 +1,376 @@
+"""SHIP / ROLLBACK / CONTINUE for a cross-tenant A/B test, with guardrails and its numbers.
+
+Called once per look (every round) with each tenant's cumulative arms. Rules, in order:
+
+1. **SRM** (any tenant, or overall) -> ROLLBACK: assignment or logging is broken, so no
+   estimate can be trusted; go back to the known-good version and investigate.
+2. **Harm guardrail** -> ROLLBACK: a tenant (with >= ``min_samples_per_arm`` per arm) whose
+   lift is negative with Holm-adjusted always-valid p < ``alpha``. Per-tenant p-values are
+   mSPRT p-values (`sequential`) so that checking every round does not inflate false alarms,
+   and Holm's step-down (Holm 1979) controls the family-wise error: with no tenant harmed,
+   the chance that *any* of ``k`` tenants trips the guardrail is <= ``alpha`` under arbitrary
+   dependence. FWER, not FDR, is the right target: one false alarm is a rollback.
+3. Any tenant with fewer than ``min_samples_per_arm`` units in an arm -> CONTINUE.
+4. A look of the sequential test on the meta-analysed lift (DerSimonian–Laird random effects
+   by default; `meta`). Significantly negative -> ROLLBACK at once.
+5. Before ``min_duration_days`` -> CONTINUE (novelty effects, weekly cycles).
+6. Significantly positive and estimate >= ``min_lift`` -> SHIP. Confidence sequence entirely
+   below ``min_lift`` -> ROLLBACK (futility: the lift cannot reach the bar).
+7. At or past ``max_duration_days`` without a conclusion -> ROLLBACK (inconclusive).
+8. Otherwise CONTINUE.
+
+Defaults (>= 30 per arm per tenant, alpha 0.05, ship at >= +2% lift) come from the
+original product brief.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from hermes_fed.abtest.arms import TenantArms
+from hermes_fed.abtest.cuped import cuped_adjust
+from hermes_fed.abtest.meta import MetaResult, TenantEffect, combine_effects
+from hermes_fed.abtest.sequential import SequentialState, msprt_log_likelihood_ratio, msprt_update
+from hermes_fed.abtest.srm import SRMReport, check_srm
+from hermes_fed.abtest.welch import WelchResult, welch_test
+from hermes_fed.errors import ConfigError
+
+__all__ = ["Decision", "DecisionConfig", "Verdict", "decide", "holm_adjust"]
+
+
+class Verdict(StrEnum):
+    SHIP = "SHIP"
+    ROLLBACK = "ROLLBACK"
+    CONTINUE = "CONTINUE"
+
+
+def _unit(name: str, value: float) -> None:
+    if not (math.isfinite(value) and 0.0 < value < 1.0):
+        raise ConfigError(f"DecisionConfig.{name} must be in (0, 1), got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionConfig:
+    """Thresholds of the decision; every default is documented in ``help``."""
+
+    alpha: float = field(
+        default=0.05,
+        metadata={"help": "Level of the sequential test and of the harm guardrail (FWER)."},
+    )
+    min_samples_per_arm: int = field(
+        default=30, metadata={"help": "Units needed in each arm of each tenant to decide."}
+    )
+    min_lift: float = field(
+        default=0.02,
+        metadata={"help": "Relative lift (treatment/control - 1) the estimate must reach to SHIP."},
+    )
+    min_absolute_effect: float = field(
+        default=0.0,
+        metadata={"help": "Difference needed to SHIP when lifts are absolute (control mean <= 0)."},
+    )
+    treatment_share: float = field(
+        default=0.5,
+        metadata={"help": "Configured share of test units assigned to treatment (for SRM)."},
+    )
+    srm_alpha: float = field(
+        default=0.001,
+        metadata={"help": "SRM chi-square threshold (Fabijan et al. 2019); Bonferroni per tenant."},
+    )
+    min_duration_days: float = field(
+        default=7.0, metadata={"help": "No SHIP or futility stop before this (a weekly cycle)."}
+    )
+    max_duration_days: float | None = field(
+        default=14.0,
+        metadata={"help": "Planned end: still inconclusive here -> ROLLBACK; None = no end."},
+    )
+    mixture_sd: float = field(
+        default=0.05,
+        metadata={"help": "mSPRT mixing sd tau, on the lift's scale (5% relative lift)."},
+    )
+    random_effects: bool = field(
+        default=True,
+        metadata={"help": "Test the DerSimonian-Laird estimate (True) or the fixed effect."},
+    )
+    use_cuped: bool = field(
+        default=True,
+        metadata={"help": "CUPED-adjust tenants whose arms carry pre-period covariate sums."},
+    )
+
+    def __post_init__(self) -> None:
+        _unit("alpha", self.alpha)
+        _unit("treatment_share", self.treatment_share)
+        _unit("srm_alpha", self.srm_alpha)
+        if isinstance(self.min_samples_per_arm, bool) or self.min_samples_per_arm < 2:
+            raise ConfigError(
+                f"DecisionConfig.min_samples_per_arm must be an int >= 2, "
+                f"got {self.min_samples_per_arm!r}"
+            )
+        if not (math.isfinite(self.min_lift) and self.min_lift >= 0.0):
+            raise ConfigError(f"DecisionConfig.min_lift must be >= 0, got {self.min_lift!r}")
+        if not (math.isfinite(self.min_absolute_effect) and self.min_absolute_effect >= 0.0):
+            raise ConfigError(
+                f"DecisionConfig.min_absolute_effect must be >= 0, got {self.min_absolute_effect!r}"
+            )
+        if not (math.isfinite(self.min_duration_days) and self.min_duration_days >= 0.0):
+            raise ConfigError(
+                f"DecisionConfig.min_duration_days must be >= 0, got {self.min_duration_days!r}"
+            )
+        if self.max_duration_days is not None and not (
+            math.isfinite(self.max_duration_days)
+            and self.max_duration_days >= self.min_duration_days
+        ):
+            raise ConfigError(
+                "DecisionConfig.max_duration_days must be >= min_duration_days "
+                f"({self.min_duration_days!r}) or None, got {self.max_duration_days!r}"
+            )
+        if not (math.isfinite(self.mixture_sd) and self.mixture_sd > 0.0):
+            raise ConfigError(f"DecisionConfig.mixture_sd must be > 0, got {self.mixture_sd!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A verdict, why, and the JSON-serialisable figures behind it (``ABTestConcluded.data``).
+
+    ``sequential`` is the always-valid test's state after this look: pass it to the next
+    `decide` call of the same test.
+    """
+
+    verdict: Verdict
+    reasons: list[str]
+    numbers: dict[str, Any]
+    sequential: SequentialState
+
+
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm (1979) step-down adjusted p-values, in the input order."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [1.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def _json_safe(value: Any) -> Any:
+    """Non-finite floats -> None, tuples -> lists, enums -> values (strict JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, StrEnum):
+        return value.value
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _effect(w: WelchResult, scale: str) -> tuple[float, float]:
+    """``(estimate, variance)`` of a tenant's effect on the common scale."""
+    if scale == "relative":
+        return w.lift, w.lift_se**2
+    return w.diff, w.se**2
+
+
+def _sequential_p(estimate: float, variance: float, tau: float) -> float:
+    if variance <= 0.0:
+        return 0.0 if estimate != 0.0 else 1.0
+    log_lr = msprt_log_likelihood_ratio(estimate, variance, tau)
+    return math.exp(-log_lr) if log_lr > 0.0 else 1.0
+
+
+def decide(
+    tenants: Sequence[TenantArms],
+    *,
+    elapsed_days: float,
+    config: DecisionConfig | None = None,
+    sequential: SequentialState | None = None,
+) -> Decision:
+    """Decide one look of a cross-tenant A/B test (rules in the module docstring).
+
+    Parameters
+    ----------
+    tenants : sequence of TenantArms
+        Each tenant's cumulative arms since the test started; tenant ids unique.
+    elapsed_days : float
+        Time since the test started.
+    config : DecisionConfig, optional
+        Thresholds; defaults from the product brief.
+    sequential : SequentialState, optional
+        The ``Decision.sequential`` of the previous look of this test (None at the first).
+    """
+    cfg = config or DecisionConfig()
+    state = sequential or SequentialState()
+    if not tenants:
+        raise ValueError("decide needs at least one tenant's arms, got none")
+    ids = [a.tenant_id for a in tenants]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"decide: duplicate tenant ids in {ids!r}")
+    if not (math.isfinite(elapsed_days) and elapsed_days >= 0.0):
+        raise ValueError(f"elapsed_days must be >= 0, got {elapsed_days!r}")
+
+    srm = check_srm(tenants, cfg.treatment_share, alpha=cfg.srm_alpha)
+    thetas: dict[str, float] = {}
+    analysed: list[TenantArms] = []
+    for arms in tenants:
+        if (
+            cfg.use_cuped
+            and arms.control.has_covariate
+            and arms.treatment.has_covariate
+            and arms.control.n >= 1
+            and arms.treatment.n >= 1
+        ):
+            result = cuped_adjust(arms)
+            thetas[arms.tenant_id] = result.theta
+            analysed.append(result.adjusted)
+        else:
+            analysed.append(arms)
+    ready = [a for a in analysed if min(a.control.n, a.treatment.n) >= cfg.min_samples_per_arm]
+    short = [
+        a.tenant_id for a in analysed if min(a.control.n, a.treatment.n) < cfg.min_samples_per_arm
+    ]
+    welch = [welch_test(a, alpha=cfg.alpha) for a in ready]
+    scale = "relative" if all(w.control_mean > 0.0 for w in welch) else "absolute"
+    bar = cfg.min_lift if scale == "relative" else cfg.min_absolute_effect
+
+    tau = cfg.mixture_sd
+    harm_p = [
+        _sequential_p(*_effect(w, scale), tau) if _effect(w, scale)[0] < 0 else 1.0 for w in welch
+    ]
+    harm_adj = holm_adjust(harm_p) if welch else []
+    harmed = [w.tenant_id for w, p in zip(welch, harm_adj, strict=True) if p < cfg.alpha]
+
+    meta: MetaResult | None = None
+    effects = [
+        TenantEffect(w.tenant_id, *_effect(w, scale)) for w in welch if _effect(w, scale)[1] > 0.0
+    ]
+    if effects and not short:
+        meta = combine_effects(effects, alpha=cfg.alpha)
+        est, se = (
+            (meta.random, meta.random_se) if cfg.random_effects else (meta.fixed, meta.fixed_se)
+        )
+        state = msprt_update(state, est, se * se, tau=tau, alpha=cfg.alpha, scale=scale)
+
+    reasons: list[str] = []
+    verdict = Verdict.CONTINUE
+    if not srm.clean:
+        verdict = Verdict.ROLLBACK
+        where = list(srm.mismatched_tenants) + (["overall"] if srm.overall_mismatch else [])
+        reasons.append(
+            f"sample-ratio mismatch in {', '.join(where)} (chi-square p < "
+            f"{srm.per_tenant_alpha:.3g} per tenant / {srm.alpha:.3g} overall) against "
+            f"treatment share {cfg.treatment_share}: assignment or logging is broken"
+        )
+    if harmed:
+        verdict = Verdict.ROLLBACK
+        reasons.append(
+            f"guardrail: tenant(s) {', '.join(harmed)} significantly harmed "
+            f"(Holm-adjusted always-valid p < {cfg.alpha})"
+        )
+    if verdict is Verdict.CONTINUE:
+        verdict = _main_rule(cfg, state, meta, short, elapsed_days, bar, scale, reasons)
+
+    numbers = _numbers(
+        cfg, verdict, elapsed_days, scale, welch, harm_p, harm_adj, srm, meta, state, thetas, short
+    )
+    return Decision(verdict, reasons, numbers, state)
+
+
+def _main_rule(
+    cfg: DecisionConfig,
+    state: SequentialState,
+    meta: MetaResult | None,
+    short: list[str],
+    elapsed_days: float,
+    bar: float,
+    scale: str,
+    reasons: list[str],
+) -> Verdict:
+    if short or meta is None:
+        reasons.append(
+            f"fewer than {cfg.min_samples_per_arm} units per arm in tenant(s) "
+            f"{', '.join(short) or '(none with a variance)'}"
+        )
+        return Verdict.CONTINUE
+    est = state.last_estimate
+    significant = state.p_value < cfg.alpha
+    what = f"{scale} effect {est:+.4f} (always-valid p = {state.p_value:.3g})"
+    if significant and est < 0.0:
+        reasons.append(f"{what}: significantly worse")
+        return Verdict.ROLLBACK
+    if elapsed_days < cfg.min_duration_days:
+        reasons.append(f"{what}; minimum duration {cfg.min_duration_days} days not reached")
+        return Verdict.CONTINUE
+    if significant and est >= bar:
+        reasons.append(f"{what}: significant and >= {bar}")
+        return Verdict.SHIP
+    if state.ci_high < bar:
+        reasons.append(f"{what}: confidence sequence upper bound {state.ci_high:.4f} < {bar}")
+        return Verdict.ROLLBACK
+    if cfg.max_duration_days is not None and elapsed_days >= cfg.max_duration_days:
+        reasons.append(f"{what}: inconclusive at planned end ({cfg.max_duration_days} days)")
+        return Verdict.ROLLBACK
+    reasons.append(f"{what}: not yet conclusive")
+    return Verdict.CONTINUE
+
+
+def _numbers(
+    cfg: DecisionConfig,
+    verdict: Verdict,
+    elapsed_days: float,
+    scale: str,
+    welch: list[WelchResult],
+    harm_p: list[float],
+    harm_adj: list[float],
+    srm: SRMReport,
+    meta: MetaResult | None,
+    state: SequentialState,
+    thetas: dict[str, float],
+    short: list[str],
+) -> dict[str, Any]:
+    tenants = []
+    srm_by = {r.scope: r for r in srm.per_tenant}
+    for w, hp, ha in zip(welch, harm_p, harm_adj, strict=True):
+        row = {k: getattr(w, k) for k in WelchResult.__slots__}
+        row.update(harm_p_sequential=hp, harm_p_holm=ha, srm_p=srm_by[w.tenant_id].p_value)
+        if w.tenant_id in thetas:
+            row["cuped_theta"] = thetas[w.tenant_id]
+        tenants.append(row)
+    meta_row: dict[str, Any] | None = None
+    if meta is not None:
+        meta_row = {k: getattr(meta, k) for k in MetaResult.__slots__}
+        meta_row["estimate_used"] = "random" if cfg.random_effects else "fixed"
+    return dict(
+        _json_safe(
+            {
+                "verdict": verdict,
+                "elapsed_days": elapsed_days,
+                "scale": scale,
+                "config": asdict(cfg),
+                "tenants": tenants,
+                "tenants_below_min_samples": short,
+                "srm": {
+                    "clean": srm.clean,
+                    "overall_chi2": srm.overall.chi2,
+                    "overall_p": srm.overall.p_value,
+                    "mismatched_tenants": srm.mismatched_tenants,
+                    "per_tenant": {
+                        r.scope: {
+                            "n_control": r.n_control,
+                            "n_treatment": r.n_treatment,
+                            "chi2": r.chi2,
+                            "p_value": r.p_value,
+                        }
+                        for r in srm.per_tenant
+                    },
+                },
+                "meta": meta_row,
+                "sequential": state.to_json(),
+            }
+        )
+    )
