@@ -156,7 +156,7 @@ def build_reply(request: Message, payload: ReplyPayload, policy: EgressPolicy) -
         When anything in ``payload`` is outside the allow-list (E1-E4). Small cells are
         not an error: they are dropped and counted under ``suppressed-cells`` (E5).
     """
-    metrics: dict[str, int | float] = {}
+    metrics: dict[str, int | float | list[int] | list[float]] = {}
     suppressed = 0
     adapter = payload.adapter
     if payload.num_examples is not None:
@@ -200,8 +200,8 @@ def build_reply(request: Message, payload: ReplyPayload, policy: EgressPolicy) -
         content[ADAPTER_RECORD] = ArrayRecord(arrays)
     content[METRICS_RECORD] = MetricRecord(metrics)
     if payload.versions:
-        for key, value in payload.versions.items():
-            _check_version(key, value)
+        for key, version in payload.versions.items():
+            _check_version(key, version)
         content[VERSIONS_RECORD] = ConfigRecord(dict(payload.versions))
     check_content(content, policy)
     return Message(content, reply_to=request)
@@ -220,16 +220,16 @@ def check_content(content: RecordDict, policy: EgressPolicy) -> None:
         elif key == METRICS_RECORD:
             if not isinstance(record, MetricRecord):
                 raise EgressError(f"reply record {key} must be a MetricRecord")
-            for name, value in record.items():
+            for name, metric in record.items():
                 _check_metric_name(name)
-                _check_number(name, value)
-                if _is_count(name) and 0 < int(value) < policy.k_min:  # type: ignore[arg-type]
+                _check_number(name, metric)
+                if _is_count(name) and 0 < int(metric) < policy.k_min:  # type: ignore[arg-type]
                     raise EgressError(f"count {name} is below k_min={policy.k_min}")
         else:
             if not isinstance(record, ConfigRecord):
                 raise EgressError(f"reply record {key} must be a ConfigRecord")
-            for name, value in record.items():
-                _check_version(name, value)
+            for name, config_value in record.items():
+                _check_version(name, config_value)
 
 
 def egress_mod(policy: EgressPolicy) -> Mod:

@@ -1,0 +1,279 @@
+"""Flower deployment on loopback: SuperLink and SuperNode processes, ``flwr run``, run status.
+
+Every process binds 127.0.0.1 only, gets a private ``FLWR_HOME``, telemetry and update
+checks off, and is started with ``--insecure`` on loopback (TLS and node auth are the
+production set-up, DESIGN.md §9). Readiness is polled on ``GET /health``; processes are
+stopped by PID (SIGTERM to the process group, then SIGKILL). ``flwr run`` exits 0 even
+when the ServerApp fails, so :func:`run_app` reads the run's status with
+``flwr ls <conn> --run-id <id> --format json`` and wants ``finished:completed``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from hermes_fed.errors import FederationError
+
+logger = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+COMPLETED = "finished:completed"
+_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """A TCP port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def flower_env(flwr_home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of every Flower process: private home, offline, quiet, one thread."""
+    env = dict(os.environ)
+    env.update({
+        "FLWR_HOME": str(flwr_home),
+        "FLWR_TELEMETRY_ENABLED": "0",
+        "FLWR_DISABLE_UPDATE_CHECK": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS": "",
+        "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"),
+        "OMP_WAIT_POLICY": "PASSIVE",
+        "PYTHONUNBUFFERED": "1",
+        "PATH": f"{_BIN}{os.pathsep}{env.get('PATH', '')}",
+    })
+    env.update(extra or {})
+    return env
+
+
+@dataclass(slots=True)
+class FlowerProcess:
+    """A started Flower process: its name, port, PID and log file."""
+
+    name: str
+    port: int
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    _log: IO[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def address(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-n:])
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM the process group by PID, then SIGKILL what is left after ``timeout``."""
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                logger.warning("process=%s pid=%d action=kill", self.name, self.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.pid, signal.SIGKILL)
+                self.popen.wait(timeout=timeout)
+        else:
+            # the leader may be gone while children (flower-superexec) linger
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def spawn(name: str, argv: Sequence[str], *, env: Mapping[str, str], log_path: Path,
+          port: int, cwd: Path | None = None) -> FlowerProcess:
+    """Start ``argv`` in its own process group with output to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = log_path.open("ab")
+    popen = subprocess.Popen(  # the argv is ours, never user text through a shell
+        list(argv), stdout=log, stderr=subprocess.STDOUT, env=dict(env),
+        cwd=str(cwd) if cwd else None, start_new_session=True,
+    )
+    logger.info("process=%s pid=%d port=%d action=start", name, popen.pid, port)
+    return FlowerProcess(name=name, port=port, popen=popen, log_path=log_path, _log=log)
+
+
+def wait_healthy(proc: FlowerProcess, timeout: float = 60.0, interval: float = 0.1) -> float:
+    """Poll ``GET http://127.0.0.1:<port>/health`` until 200; returns the seconds waited."""
+    started = time.monotonic()
+    url = f"http://{proc.address}/health"
+    while True:
+        if not proc.alive():
+            raise FederationError(
+                f"{proc.name} (pid {proc.pid}) exited with {proc.popen.returncode} before it "
+                f"was healthy; log {proc.log_path}:\n{proc.log_tail()}")
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as response:
+                if response.status == 200:
+                    return time.monotonic() - started
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass
+        if time.monotonic() - started > timeout:
+            raise FederationError(f"{proc.name} not healthy at {url} after {timeout:.0f} s; "
+                                  f"log {proc.log_path}")
+        time.sleep(interval)
+
+
+def start_superlink(home: Path, *, port: int | None = None,
+                    isolation: str = "subprocess") -> FlowerProcess:
+    """``flower-superlink`` on 127.0.0.1 with its state in ``home/state.db``; waits for health."""
+    home.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    argv = [str(_BIN / "flower-superlink"), "--insecure",
+            "--disable-runtime-dependency-installation",
+            "--host", LOOPBACK, "--port", str(port),
+            "--database", str(home / "state.db"), "--isolation", isolation]
+    proc = spawn("superlink", argv, env=flower_env(home), log_path=home / "superlink.log",
+                 port=port, cwd=home)
+    try:
+        wait_healthy(proc)
+    except FederationError:
+        proc.stop()
+        raise
+    return proc
+
+
+def node_config_arg(node_config: Mapping[str, str | int | float]) -> str:
+    """Render ``--node-config`` (``key="value" n=3``); refuses quotes in values."""
+    parts = []
+    for key, value in node_config.items():
+        if isinstance(value, str):
+            if '"' in value or "\n" in value:
+                raise FederationError(f"node-config {key}: value must not hold quotes/newlines")
+            parts.append(f'{key}="{value}"')
+        else:
+            parts.append(f"{key}={value}")
+    return " ".join(parts)
+
+
+def start_supernode(home: Path, superlink: str, node_config: Mapping[str, str | int | float], *,
+                    port: int | None = None, isolation: str = "subprocess",
+                    name: str = "supernode", env: Mapping[str, str] | None = None,
+                    ) -> FlowerProcess:
+    """``flower-supernode`` on 127.0.0.1 connecting to ``superlink`` (``127.0.0.1:P``)."""
+    host, _, _ = superlink.partition(":")
+    if host != LOOPBACK:
+        raise FederationError(f"the SuperLink address must be on {LOOPBACK}, got {superlink!r}")
+    home.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    argv = [str(_BIN / "flower-supernode"), "--insecure", "--superlink", superlink,
+            "--host", LOOPBACK, "--port", str(port), "--isolation", isolation,
+            "--disable-runtime-dependency-installation",
+            "--node-config", node_config_arg(node_config)]
+    proc = spawn(name, argv, env=flower_env(home, env), log_path=home / f"{name}.log",
+                 port=port, cwd=home)
+    try:
+        wait_healthy(proc)
+    except FederationError:
+        proc.stop()
+        raise
+    return proc
+
+
+def write_connection(flwr_home: Path, name: str, superlink: str) -> Path:
+    """Write ``$FLWR_HOME/config.toml`` with one insecure SuperLink connection."""
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    path = flwr_home / "config.toml"
+    path.write_text(
+        f'[superlink]\ndefault = "{name}"\n\n[superlink.{name}]\n'
+        f'address = "{superlink}"\ninsecure = true\n')
+    return path
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    """A finished ``flwr run``: its id, Flower's status and the ServerApp's log."""
+
+    run_id: str
+    status: str
+    details: str
+    elapsed_s: float
+    bytes_in: int
+    bytes_out: int
+    log: str
+
+    @property
+    def completed(self) -> bool:
+        return self.status == COMPLETED
+
+
+def _flwr(args: Sequence[str], flwr_home: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(_BIN / "flwr"), *args], env=flower_env(flwr_home),
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def run_status(flwr_home: Path, connection: str, run_id: str) -> dict[str, Any]:
+    """``flwr ls <conn> --run-id <id> --format json``: the run's row."""
+    res = _flwr(["ls", connection, "--run-id", run_id, "--format", "json"], flwr_home, 60)
+    try:
+        body = json.loads(res.stdout)
+        row: dict[str, Any] = body["runs"][0]
+    except (ValueError, KeyError, IndexError) as exc:
+        raise FederationError(f"flwr ls gave no status for run {run_id}: "
+                              f"{res.stdout[-300:]} {res.stderr[-300:]}") from exc
+    return row
+
+
+def run_app(app_dir: Path, flwr_home: Path, connection: str, *,
+            run_config: Mapping[str, str | int | float] | None = None,
+            timeout: float = 600.0) -> RunOutcome:
+    """``flwr run <app_dir> <connection> --stream`` and then the run's real status.
+
+    Raises
+    ------
+    FederationError
+        When the run could not be started, or did not reach ``finished:completed``.
+    """
+    args = ["run", str(app_dir), connection, "--stream"]
+    for key, value in (run_config or {}).items():
+        rendered = f'"{value}"' if isinstance(value, str) else str(value)
+        args += ["--run-config", f"{key}={rendered}"]
+    started = time.monotonic()
+    res = _flwr(args, flwr_home, timeout)
+    elapsed = time.monotonic() - started
+    output = res.stdout + res.stderr
+    run_id = next((line.rsplit(" ", 1)[-1] for line in output.splitlines()
+                   if "Successfully started run" in line), None)
+    if res.returncode != 0 or run_id is None:
+        raise FederationError(f"flwr run failed (exit {res.returncode}): {output[-2000:]}")
+    row = run_status(flwr_home, connection, run_id)
+    traffic = row.get("network-traffic", {})
+    outcome = RunOutcome(run_id=run_id, status=str(row.get("status")),
+                         details=str(row.get("status-details", "")), elapsed_s=elapsed,
+                         bytes_in=int(traffic.get("inbound-bytes", 0)),
+                         bytes_out=int(traffic.get("outbound-bytes", 0)), log=output)
+    if not outcome.completed:
+        raise FederationError(f"run {run_id} ended {outcome.status} ({outcome.details}); "
+                              f"ServerApp log tail:\n{output[-3000:]}")
+    return outcome

@@ -1,0 +1,183 @@
+"""The node's side of a federated round, without Flower: read the log, train, evaluate.
+
+The ClientApp (``tenant_node/client_app.py``) calls these and hands the results to the
+egress guard; nothing here builds a reply. Trajectories are read from the node's own event
+store (``TrajectoryRecorded`` events) and split into train / held-out by a seeded hash of
+the trajectory id (``hermes_fed.training.dataset.split_heldout``), so the held-out set is
+the same in every round.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from hermes_fed.errors import ConfigError, FederationError
+
+logger = logging.getLogger(__name__)
+
+TRAJECTORY_RECORDED = "TrajectoryRecorded"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSettings:
+    """A node's federation settings, from ``flower-supernode --node-config``."""
+
+    tenant_id: str = field(metadata={"help": "the tenant this node serves (node-config tenant-id)"})
+    store: str = field(metadata={"help": "the node's event-store URL (node-config store)"})
+    base_model: str = field(metadata={"help": "local HF base-model dir (node-config base-model)"})
+    keyring: str = field(default="", metadata={"help": "key-ring file of the store; '' = none"})
+    k_min: int = field(default=20, metadata={"help": "egress small-cell threshold"})
+    heldout_fraction: float = field(default=0.2, metadata={"help": "share kept for evaluation"})
+    split_seed: int = field(default=0, metadata={"help": "seed of the train/held-out split"})
+
+    def __post_init__(self) -> None:
+        for name in ("tenant_id", "store", "base_model"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ConfigError(f"node-config {name.replace('_', '-')} must be a non-empty "
+                                  f"string, got {getattr(self, name)!r}")
+        if not 0.0 < self.heldout_fraction < 1.0:
+            raise ConfigError(f"node-config heldout-fraction must be in (0, 1), "
+                              f"got {self.heldout_fraction!r}")
+
+    @classmethod
+    def from_node_config(cls, node_config: Mapping[str, Any]) -> NodeSettings:
+        known = {f.name.replace("_", "-"): f.name for f in fields(cls)}
+        values = {known[k]: v for k, v in node_config.items() if k in known}
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise ConfigError(f"node-config is missing a key: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class RoundSpec:
+    """What the coordinator asked for, from the message's ``config`` ConfigRecord."""
+
+    round: int
+    mode: str
+    parent_version: str
+    r: int
+    alpha: float
+    lr: float
+    max_steps: int
+    batch_size: int
+    max_length: int
+    seed: int
+    frozen_a_seed: int
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> RoundSpec:
+        try:
+            return cls(round=int(config["round"]), mode=str(config["mode"]),
+                       parent_version=str(config["parent-version"]), r=int(config["r"]),
+                       alpha=float(config["alpha"]), lr=float(config["lr"]),
+                       max_steps=int(config["max-steps"]),
+                       batch_size=int(config["batch-size"]),
+                       max_length=int(config["max-length"]), seed=int(config["seed"]),
+                       frozen_a_seed=int(config["frozen-a-seed"]))
+        except (KeyError, ValueError) as exc:
+            raise FederationError(f"round config is missing or bad: {exc!r}") from None
+
+    def training_config(self) -> Any:
+        from hermes_fed.training.config import LoraTrainingConfig
+
+        return LoraTrainingConfig(r=self.r, alpha=self.alpha, lr=self.lr,
+                                  max_steps=self.max_steps, batch_size=self.batch_size,
+                                  max_length=self.max_length, seed=self.seed, device="cpu",
+                                  frozen_a=self.mode == "frozen-a",
+                                  frozen_a_seed=self.frozen_a_seed)
+
+
+@dataclass(frozen=True, slots=True)
+class LocalData:
+    """The node's trajectories, split; stays on the node."""
+
+    train: tuple[Mapping[str, Any], ...]
+    heldout: tuple[Mapping[str, Any], ...]
+    num_events: int
+
+
+def load_local_data(settings: NodeSettings) -> LocalData:
+    """Read every ``TrajectoryRecorded`` of the node's log and split it (seeded, stable)."""
+    from hermes_fed.store import Keyring, open_store
+    from hermes_fed.training.dataset import split_heldout
+
+    keyring = Keyring.from_file(settings.keyring) if settings.keyring else None
+    store = open_store(settings.store, settings.tenant_id, keyring=keyring)
+    try:
+        trajectories: dict[str, Mapping[str, Any]] = {}
+        num_events = 0
+        for event in store.read():
+            num_events += 1
+            if event.type == TRAJECTORY_RECORDED and not event.erased:
+                trajectories[str(event.data["trajectory_id"])] = dict(event.data)
+    finally:
+        store.close()
+    split = split_heldout(sorted(trajectories), settings.heldout_fraction, settings.split_seed)
+    return LocalData(train=tuple(trajectories[t] for t in split.train),
+                     heldout=tuple(trajectories[t] for t in split.heldout),
+                     num_events=num_events)
+
+
+@dataclass(frozen=True, slots=True)
+class LocalUpdate:
+    """A node's trained adapter and its numbers (metric values only, no ids)."""
+
+    adapter: dict[str, np.ndarray]
+    num_examples: int
+    metrics: dict[str, float]
+
+
+def train_locally(settings: NodeSettings, data: LocalData, spec: RoundSpec,
+                  global_adapter: Mapping[str, np.ndarray]) -> LocalUpdate:
+    """Evaluate the incoming global adapter on held-out data, then train from it.
+
+    In frozen-a mode only the B factors are returned (A is the shared seed's, FFA-LoRA).
+    """
+    from hermes_fed.training.dataset import TrainingExample
+    from hermes_fed.training.evaluation import evaluate
+    from hermes_fed.training.trainer import train_adapter
+
+    config = spec.training_config()
+    examples = [TrainingExample(trajectory=t, weight=1.0, tier="silver") for t in data.train]
+    if not examples:
+        raise FederationError("the node has no training trajectories")
+    before = evaluate(settings.base_model, global_adapter, data.heldout, config=config,
+                      max_new_tokens=1).metrics() if data.heldout else {}
+    result = train_adapter(settings.base_model, examples, config, init_adapter=global_adapter)
+    adapter = result.adapter
+    if spec.mode == "frozen-a":
+        adapter = {k: v for k, v in adapter.items() if ".lora_A." not in k}
+    metrics = {
+        "train-loss": float(result.metrics["train_loss_mean"]),
+        "train-loss-last": float(result.metrics["train_loss_last"]),
+        "train-seconds": float(result.metrics["train_seconds"]),
+        "train-tokens": float(result.num_tokens),
+    }
+    if "heldout_loglik_adapter" in before:
+        metrics["heldout-loglik-before"] = float(before["heldout_loglik_adapter"])
+        metrics["heldout-loglik-base"] = float(before["heldout_loglik_base"])
+    return LocalUpdate(adapter=adapter, num_examples=result.num_examples, metrics=metrics)
+
+
+def evaluate_locally(settings: NodeSettings, data: LocalData, spec: RoundSpec,
+                     adapter: Mapping[str, np.ndarray]) -> tuple[int, dict[str, float]]:
+    """Held-out log-likelihood of base and base+adapter: (n, metric values)."""
+    from hermes_fed.training.evaluation import evaluate
+
+    result = evaluate(settings.base_model, adapter, data.heldout, config=spec.training_config(),
+                      max_new_tokens=1)
+    raw = result.metrics()
+    metrics = {
+        "heldout-loglik-base": float(raw.get("heldout_loglik_base", float("nan"))),
+        "heldout-loglik-adapter": float(raw.get("heldout_loglik_adapter", float("nan"))),
+        "heldout-loglik-delta.sum": float(raw.get("heldout_loglik_delta_sum", 0.0)),
+        "heldout-loglik-delta.sumsq": float(raw.get("heldout_loglik_delta_sumsq", 0.0)),
+    }
+    return len(result.examples), {k: v for k, v in metrics.items() if np.isfinite(v)}
+
