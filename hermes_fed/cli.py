@@ -22,10 +22,16 @@ from hermes_fed.errors import HermesFedError
 # (group, help, "module:function")
 COMMAND_GROUPS: tuple[tuple[str, str, str], ...] = (
     ("log", "inspect and verify a tenant's event log", "hermes_fed.store.commands:register"),
-    ("example", "bundled example: append sessions, verify, summarise",
-     "hermes_fed.store.example_commands:register"),
-    ("model", "build a tiny base model; train and evaluate LoRA adapters",
-     "hermes_fed.training.commands:register"),
+    (
+        "example",
+        "bundled example: append sessions, verify, summarise",
+        "hermes_fed.sim.commands:register",
+    ),
+    (
+        "model",
+        "build a tiny base model; train and evaluate LoRA adapters",
+        "hermes_fed.training.commands:register",
+    ),
 )
 
 Register = Callable[[argparse.ArgumentParser], None]

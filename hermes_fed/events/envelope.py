@@ -99,8 +99,7 @@ class StoredEvent:
         """The typed record; raises ``SubjectErasedError`` if personal fields were shredded."""
         if self.erased_fields:
             raise SubjectErasedError(
-                f"position {self.position}: fields {list(self.erased_fields)} belong to an "
-                "erased subject"
+                f"position {self.position}: fields {list(self.erased_fields)} belong to an erased subject"
             )
         schema = catalog.schema(self.type)
         record: EventRecord = schema.record(**schema.validate(self.data))

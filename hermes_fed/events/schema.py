@@ -58,14 +58,10 @@ class FieldSpec:
                 raise SchemaError(event_type, self.name, "must not be null")
             return
         if self.kinds is not None:
-            ok = isinstance(value, self.kinds) and not (
-                isinstance(value, bool) and bool not in self.kinds
-            )
+            ok = isinstance(value, self.kinds) and not (isinstance(value, bool) and bool not in self.kinds)
             if not ok:
                 expected = "|".join(k.__name__ for k in self.kinds)
-                raise SchemaError(
-                    event_type, self.name, f"expected {expected}, got {type(value).__name__}"
-                )
+                raise SchemaError(event_type, self.name, f"expected {expected}, got {type(value).__name__}")
             if isinstance(value, float) and not math.isfinite(value):
                 raise SchemaError(event_type, self.name, "non-finite float")
         if isinstance(value, (list, dict)) or self.kinds is None:
@@ -149,9 +145,7 @@ class Catalog:
         hints = typing.get_type_hints(record)
         specs = []
         for f in dataclasses.fields(record):
-            has_default = (
-                f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
-            )
+            has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
             specs.append(_field_spec(f.name, hints[f.name], has_default))
         personal_set = frozenset(personal)
         unknown = personal_set - {s.name for s in specs}
@@ -184,14 +178,16 @@ class Catalog:
                 step = self._upcasters[(event_type, version)]
             except KeyError:
                 raise SchemaError(
-                    event_type, "<schema_version>",
+                    event_type,
+                    "<schema_version>",
                     f"no upcaster from version {version} to {version + 1}",
                 ) from None
             data = step(dict(data))
             version += 1
         if version > current:
             raise SchemaError(
-                event_type, "<schema_version>",
+                event_type,
+                "<schema_version>",
                 f"stored version {version} is newer than this code's version {current}",
             )
         return data

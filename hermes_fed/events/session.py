@@ -15,9 +15,7 @@ class SessionStarted(EventRecord):
     ab_test_id: str | None = None
 
 
-@event_type(
-    "TrajectoryRecorded", personal=["task", "messages", "final_response"]
-)
+@event_type("TrajectoryRecorded", personal=["task", "messages", "final_response"])
 class TrajectoryRecorded(EventRecord):
     trajectory_id: str
     task: str

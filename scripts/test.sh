@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole suite: lint, strict typing of the core library, then every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS="" \
+       FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 OMP_WAIT_POLICY=PASSIVE
+echo "== ruff"; .venv/bin/ruff check .
+echo "== mypy --strict hermes_fed"; .venv/bin/mypy --strict hermes_fed
+echo "== pytest"
+set +e
+.venv/bin/pytest -q -p no:cacheprovider "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi
+exit "$rc"
