@@ -7,6 +7,7 @@ raises :class:`~hermes_fed.errors.AggregationError` before anything is combined.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,14 @@ def is_lora_a(key: str) -> bool:
     """Whether ``key`` names a LoRA A factor (``lora_A`` or ``lora_embedding_A``)."""
     match = _LORA_KEY.match(key)
     return match is not None and match["factor"] == "A"
+
+
+def a_key_of(key: str) -> str | None:
+    """The A factor's key beside a B factor's key (None when ``key`` is not a LoRA B)."""
+    match = _LORA_KEY.match(key)
+    if match is None or match["factor"] != "B":
+        return None
+    return f"{match['prefix']}.lora_{match['emb'] or ''}A{match['weight'] or ''}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,11 +177,26 @@ def _share_a(layout: AdapterLayout, owners: Sequence[str],
                     f"but the shared {pair.a_key} has rank {ref.shape[0]}")
 
 
+def _majority_keys(updates: Sequence[ClientUpdate], shared_a: bool) -> set[str]:
+    """The key set most nodes carry (the first node's on a tie), so the odd node is named.
+
+    With ``shared_a`` the A keys are left out of the vote (a node may omit them) and the
+    union of the A keys seen is added back.
+    """
+    def vote(u: ClientUpdate) -> frozenset[str]:
+        return frozenset(k for k in u.tensors if not (shared_a and is_lora_a(k)))
+
+    keys, _ = Counter(vote(u) for u in updates).most_common(1)[0]
+    if shared_a:
+        return set(keys) | {k for u in updates for k in u.tensors if is_lora_a(k)}
+    return set(keys)
+
+
 def prepare_round(updates: Sequence[ClientUpdate], previous: Mapping[str, Any] | None, *,
                   shared_a: bool = False) -> PreparedRound:
     """Check a round's updates and convert them to float64.
 
-    The expected keys are the previous global adapter's, or the union of the nodes' keys.
+    The expected keys are the previous global adapter's, else those most nodes carry.
     With ``shared_a`` (frozen-a), a node may omit its ``lora_A`` tensors; they must be
     identical wherever present and are filled in from a node or the previous adapter.
     """
@@ -189,8 +213,7 @@ def prepare_round(updates: Sequence[ClientUpdate], previous: Mapping[str, Any] |
     if total <= 0:
         raise AggregationError("every node reported num_examples = 0; nothing to weight by")
 
-    keys = (set(previous) if previous is not None
-            else {k for u in updates for k in u.tensors})
+    keys = set(previous) if previous is not None else _majority_keys(updates, shared_a)
     layout = adapter_layout(keys)
     expected = frozenset(keys)
     optional = layout.a_keys if shared_a else frozenset()

@@ -17,7 +17,7 @@ import numpy as np
 
 from hermes_fed.errors import AggregationError
 
-from .adapters import Matrix, PreparedRound, adapter_layout, is_lora_a
+from .adapters import Matrix, PreparedRound, a_key_of, is_lora_a
 from .base import Aggregator, Combined, LayerOutcome, register_aggregator
 from .lowrank import product_norm
 from .records import ClientUpdate
@@ -76,11 +76,14 @@ def weighted_sum(updates: Iterable[ClientUpdate]) -> WeightedSum:
 def finalize_frozen_a(summed: WeightedSum, shared_a: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """The global adapter from a sum: ``B = Σ n_i B_i / Σ n_i`` beside the shared A tensors."""
     out: dict[str, np.ndarray] = dict(summed.mean())
-    for pair in adapter_layout([*summed.tensors, *shared_a]).pairs:
-        if pair.a_key not in shared_a:
-            raise AggregationError(f"frozen-a needs the shared tensor {pair.a_key}")
-        out[pair.a_key] = np.asarray(shared_a[pair.a_key])
-    return out
+    for key in summed.tensors:
+        a_key = a_key_of(key)
+        if a_key is None:
+            continue
+        if a_key not in shared_a:
+            raise AggregationError(f"frozen-a needs the shared tensor {a_key}")
+        out[a_key] = np.asarray(shared_a[a_key])
+    return dict(sorted(out.items()))
 
 
 @register_aggregator
@@ -91,19 +94,15 @@ class FrozenAAggregator(Aggregator):
     shared_a = True
 
     def _combine(self, rnd: PreparedRound, coefs: Matrix) -> Combined:
-        parts = []
-        for i, (n, c) in enumerate(zip(rnd.counts, coefs, strict=True)):
-            clipped = {p.b_key: clipped_factors(rnd, p, i, float(c))[0] for p in rnd.layout.pairs}
-            parts.append(WeightedSum({k: n * v for k, v in clipped.items()}, n))
-        total = parts[0]
-        for part in parts[1:]:
-            total = total + part
-        mean = total.mean()
+        # Σ w_i B_i rather than Σ n_i B_i / Σ n_i: the same mean, but a single node's B comes
+        # back bit for bit (1.0 · B), which n · B / n does not guarantee.
         tensors: dict[str, Matrix] = {}
         layers: list[LayerOutcome] = []
         for pair in rnd.layout.pairs:
             a = rnd.tensors[0][pair.a_key]
-            b = np.asarray(mean[pair.b_key], dtype=np.float64)
+            b = np.zeros_like(rnd.tensors[0][pair.b_key])
+            for i, (w, c) in enumerate(zip(rnd.weights, coefs, strict=True)):
+                b += w * clipped_factors(rnd, pair, i, float(c))[0]
             tensors[pair.a_key], tensors[pair.b_key] = a, b
             layers.append(LayerOutcome(pair.prefix, a.shape[0], a.shape[0], product_norm(b, a),
                                        0.0, None))
