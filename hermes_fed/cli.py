@@ -32,6 +32,8 @@ COMMAND_GROUPS: tuple[tuple[str, str, str], ...] = (
         "build a tiny base model; train and evaluate LoRA adapters",
         "hermes_fed.training.commands:register",
     ),
+    ("node", "run a tenant node: serve gRPC ingest, import/export JSONL, assign A/B arms",
+     "tenant_node.commands:register"),
 )
 
 Register = Callable[[argparse.ArgumentParser], None]

@@ -1,0 +1,209 @@
+"""The node's configuration: one TOML file, validated dataclasses, every default documented.
+
+Example ``node.toml``::
+
+    tenant_id = "acme"
+    store_url = "sqlite:///var/acme/events.db"
+    keyring_path = "var/acme/keyring.json"
+    listen = "127.0.0.1:50061"
+    token_env = "HERMES_FED_NODE_TOKEN"     # or: token = "..."
+    metrics_port = 9464
+
+    [tls]                                   # optional; absent = plaintext on loopback only
+    cert_file = "node.crt"
+    key_file = "node.key"
+
+    [redaction]                             # hermes_fed.privacy.RedactionConfig
+    deny_terms = ["Acme Corp"]
+
+Relative paths are resolved against the directory of the TOML file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from hermes_fed.errors import ConfigError
+
+TOKEN_ENV = "HERMES_FED_NODE_TOKEN"
+_LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+_KINDS: dict[str, tuple[type, ...]] = {
+    "str": (str,), "int": (int,), "float": (int, float), "bool": (bool,),
+    "str | None": (str, type(None)),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """TLS for the ingest port (both files set) or none (both empty)."""
+
+    cert_file: str = field(default="", metadata={"help": "PEM certificate chain; default none"})
+    key_file: str = field(default="", metadata={"help": "PEM private key; default none"})
+    client_ca_file: str = field(
+        default="", metadata={"help": "PEM CA bundle: when set, clients must present a "
+                                      "certificate it signed (mutual TLS); default none"})
+
+    def __post_init__(self) -> None:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ConfigError(f"tls: set both cert_file and key_file, got cert_file="
+                              f"{self.cert_file!r} key_file={self.key_file!r}")
+        if self.client_ca_file and not self.cert_file:
+            raise ConfigError("tls.client_ca_file needs cert_file and key_file")
+        for name in ("cert_file", "key_file", "client_ca_file"):
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                raise ConfigError(f"tls.{name}: no such file {path!r}")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert_file)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Everything ``hermes-fed node serve`` needs."""
+
+    tenant_id: str = field(metadata={"help": "the tenant this node serves (required)"})
+    store_url: str = field(
+        default="", metadata={"help": "event store URL; default sqlite:///<data_dir>/events.db"})
+    store_schema: str | None = field(
+        default=None, metadata={"help": "PostgreSQL schema isolating this tenant; default none"})
+    data_dir: str = field(
+        default="var", metadata={"help": "directory for the default SQLite file and key ring; "
+                                        "default 'var' beside the config file"})
+    keyring_path: str = field(
+        default="", metadata={"help": "tenant key ring JSON (created on first start if "
+                                     "missing); default <data_dir>/keyring.json"})
+    listen: str = field(
+        default="127.0.0.1:50061", metadata={"help": "gRPC host:port; default 127.0.0.1:50061"})
+    token: str = field(
+        default="", metadata={"help": "bearer token every call must carry; prefer token_env"},
+        repr=False)
+    token_env: str = field(
+        default=TOKEN_ENV, metadata={"help": f"environment variable holding the token when "
+                                             f"`token` is empty; default {TOKEN_ENV}"})
+    tls: TlsConfig = field(default_factory=TlsConfig, metadata={"help": "see TlsConfig"})
+    allow_insecure_remote: bool = field(
+        default=False, metadata={"help": "allow listening beyond loopback without TLS; "
+                                        "default false"})
+    max_event_bytes: int = field(
+        default=256 * 1024, metadata={"help": "largest encoded event accepted; default 256 KiB"})
+    max_batch_events: int = field(
+        default=1000, metadata={"help": "most events in one AppendEvents batch; default 1000"})
+    workers: int = field(default=8, metadata={"help": "gRPC handler threads; default 8"})
+    metrics_host: str = field(
+        default="127.0.0.1", metadata={"help": "Prometheus HTTP address; default 127.0.0.1"})
+    metrics_port: int = field(
+        default=9464, metadata={"help": "Prometheus HTTP port; 0 disables; default 9464"})
+    projections: tuple[str, ...] = field(
+        default=(), metadata={"help": "projections kept caught up, as 'module:Class' "
+                                     "(constructed without arguments); default none"})
+    projection_interval_s: float = field(
+        default=0.5, metadata={"help": "seconds between projection catch-ups; default 0.5"})
+    shutdown_grace_s: float = field(
+        default=10.0, metadata={"help": "seconds in-flight calls get to finish on SIGTERM; "
+                                       "default 10"})
+    redaction: Mapping[str, Any] = field(
+        default_factory=dict, metadata={"help": "the [redaction] table, passed to "
+                                                "hermes_fed.privacy.RedactionConfig"})
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            kinds = _KINDS.get(str(f.type))
+            value = getattr(self, f.name)
+            if kinds and not (isinstance(value, kinds) and not (
+                    isinstance(value, bool) and bool not in kinds)):
+                raise ConfigError(f"{f.name} must be {f.type}, got {value!r}")
+        if not self.tenant_id or len(self.tenant_id) > 64:
+            raise ConfigError(f"tenant_id must be 1..64 characters, got {self.tenant_id!r}")
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ConfigError(f"listen must be host:port, got {self.listen!r}")
+        if host not in _LOOPBACK and not self.tls.enabled and not self.allow_insecure_remote:
+            raise ConfigError(f"listen={self.listen!r} is beyond loopback: configure [tls] "
+                              "(or set allow_insecure_remote = true)")
+        if not self.resolved_token():
+            raise ConfigError(f"no token: set `token` or the environment variable "
+                              f"{self.token_env!r}")
+        if len(self.resolved_token()) < 16:
+            raise ConfigError("token must be at least 16 characters")
+        for name, low in (("max_event_bytes", 64), ("max_batch_events", 1), ("workers", 1)):
+            if getattr(self, name) < low:
+                raise ConfigError(f"{name} must be >= {low}, got {getattr(self, name)!r}")
+        if not 0 <= self.metrics_port < 65536:
+            raise ConfigError(f"metrics_port must be 0..65535, got {self.metrics_port!r}")
+        if self.projection_interval_s <= 0 or self.shutdown_grace_s < 0:
+            raise ConfigError(
+                f"projection_interval_s must be > 0 and shutdown_grace_s >= 0, got "
+                f"{self.projection_interval_s!r} and {self.shutdown_grace_s!r}")
+        for target in self.projections:
+            if ":" not in target:
+                raise ConfigError(f"projections: expected 'module:Class', got {target!r}")
+
+    def resolved_token(self) -> str:
+        return self.token or os.environ.get(self.token_env, "")
+
+    @property
+    def resolved_store_url(self) -> str:
+        return self.store_url or f"sqlite:///{Path(self.data_dir) / 'events.db'}"
+
+    @property
+    def resolved_keyring_path(self) -> Path:
+        return Path(self.keyring_path) if self.keyring_path else Path(self.data_dir) / "keyring.json"
+
+
+_PATH_KEYS = ("data_dir", "keyring_path")
+_TLS_PATH_KEYS = ("cert_file", "key_file", "client_ca_file")
+
+
+def _resolve(base: Path, value: str) -> str:
+    return str(base / value) if value and not Path(value).is_absolute() else value
+
+
+def node_config_from_mapping(doc: Mapping[str, Any], base_dir: Path | None = None) -> NodeConfig:
+    """Build a :class:`NodeConfig` from a parsed TOML document; unknown keys are errors."""
+    known = {f.name for f in fields(NodeConfig)}
+    unknown = sorted(set(doc) - known)
+    if unknown:
+        raise ConfigError(f"unknown keys {unknown!r}; known: {sorted(known)!r}")
+    values = dict(doc)
+    base = base_dir or Path.cwd()
+    tls_table = values.pop("tls", {})
+    if not isinstance(tls_table, Mapping):
+        raise ConfigError(f"[tls] must be a table, got {type(tls_table).__name__}")
+    tls_known = {f.name for f in fields(TlsConfig)}
+    if set(tls_table) - tls_known:
+        raise ConfigError(f"tls: unknown keys {sorted(set(tls_table) - tls_known)!r}")
+    tls = TlsConfig(**{k: _resolve(base, str(v)) for k, v in tls_table.items()})
+    for key in _PATH_KEYS:
+        if key in values:
+            values[key] = _resolve(base, str(values[key]))
+    values.setdefault("data_dir", _resolve(base, "var"))
+    store_url = str(values.get("store_url", ""))
+    prefix = "sqlite:///"
+    if store_url.startswith(prefix) and not store_url.startswith(prefix + "/"):
+        values["store_url"] = prefix + _resolve(base, store_url[len(prefix):])
+    if "projections" in values:
+        values["projections"] = tuple(values["projections"])
+    try:
+        return NodeConfig(tls=tls, **values)
+    except TypeError as exc:
+        raise ConfigError(f"bad configuration: {exc}") from None
+
+
+def load_node_config(path: str | Path) -> NodeConfig:
+    """Read and validate a node TOML file."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            doc = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return node_config_from_mapping(doc, path.resolve().parent)
