@@ -1,0 +1,87 @@
+"""MinHash: the estimate tracks exact Jaccard; LSH dedupe agrees with brute force."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hermes_fed.quality.minhash import (
+    estimated_jaccard,
+    minhash_signature,
+    normalise,
+    pairwise_jaccard,
+    remove_near_duplicates,
+    signature_bytes,
+    signature_from_bytes,
+)
+
+WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "and", "runs",
+         "into", "forest", "woods", "cat"]
+
+
+def exact_jaccard(a: str, b: str, k: int = 5) -> float:
+    sa = {normalise(a).encode()[i:i + k] for i in range(len(normalise(a).encode()) - k + 1)}
+    sb = {normalise(b).encode()[i:i + k] for i in range(len(normalise(b).encode()) - k + 1)}
+    return len(sa & sb) / len(sa | sb)
+
+
+def test_estimate_tracks_exact_jaccard() -> None:
+    # Prepare: pairs of texts with a spread of overlaps, seeded
+    rng = random.Random(1)
+    errors = []
+    for _ in range(40):
+        a = " ".join(rng.choice(WORDS) for _ in range(40))
+        keep = rng.random()
+        b = " ".join(w if rng.random() < keep else rng.choice(WORDS) for w in a.split())
+        # Execute
+        estimate = estimated_jaccard(minhash_signature(a, 256), minhash_signature(b, 256))
+        errors.append(abs(estimate - exact_jaccard(a, b)))
+    # Assert: the standard error at k=256 is <= 0.032; allow ~4 sigma for the worst pair
+    assert max(errors) < 0.13
+    assert float(np.mean(errors)) < 0.04
+
+
+def test_formatting_only_differences_are_identical() -> None:
+    a = minhash_signature("What is 2+3?\nThe answer is 5.")
+    b = minhash_signature("  what IS 2+3?   the answer is 5.")
+    assert estimated_jaccard(a, b) == 1.0
+
+
+def test_signature_is_stable_across_runs() -> None:
+    # A fixed value: signatures are stored in read models and must not drift.
+    sig = minhash_signature("hello world", 4)
+    assert signature_from_bytes(signature_bytes(sig)).tolist() == sig.tolist()
+    assert sig.dtype == np.uint64 and sig.max() < (1 << 31) - 1
+    assert sig.tolist() == minhash_signature("hello world", 4).tolist()
+
+
+def test_empty_text_has_the_sentinel_signature() -> None:
+    assert minhash_signature("", 8).tolist() == [(1 << 31) - 1] * 8
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.sampled_from(["alpha beta gamma delta", "alpha beta gamma delta!",
+                                 "a completely different sentence here",
+                                 "zeta eta theta iota kappa", "zeta eta theta iota kappa."]),
+                min_size=1, max_size=8))
+def test_lsh_dedupe_keeps_no_near_duplicate_pair(texts: list[str]) -> None:
+    # Prepare
+    items = [(f"t{i}", minhash_signature(t)) for i, t in enumerate(texts)]
+    # Execute
+    kept, dropped = remove_near_duplicates(items, threshold=0.8, bands=16)
+    # Assert: nothing kept is a near-duplicate of anything else kept (brute force)
+    sigs = dict(items)
+    matrix = pairwise_jaccard([sigs[k] for k in kept])
+    np.fill_diagonal(matrix, 0.0)
+    assert (matrix < 0.8).all()
+    assert sorted(kept + [d for d, _ in dropped]) == sorted(sigs)
+    assert all(estimated_jaccard(sigs[d], sigs[k]) >= 0.8 for d, k in dropped)
+
+
+def test_bad_signature_bytes_are_refused() -> None:
+    with pytest.raises(ValueError, match="whole number"):
+        signature_from_bytes(b"123")
