@@ -1,0 +1,121 @@
+"""QualityProjection over a real event store (SQLite and PostgreSQL): invariant 5."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from hermes_fed.events import NewEvent
+from hermes_fed.projections import ProjectionRunner, table_rows
+from hermes_fed.quality import read_model as rm
+from hermes_fed.quality.config import QualityConfig
+from hermes_fed.quality.projection import QualityProjection
+from hermes_fed.quality.scoring import combined_score, implicit_score
+from hermes_fed.quality.signals import TrajectorySignals
+from hermes_fed.store import Keyring, SqlEventStore
+
+from .conftest import edited, ev, feedback, judged, labeled, started, trajectory
+
+
+def scenario() -> list[list[NewEvent]]:
+    """Batches of a small tenant's log, covering every edge case the projection decides."""
+    return [
+        [started("s1"), ev(trajectory("t1", 2, 3, answer=6), "s1"),
+         feedback("retry", "t1", "s1"),
+         ev(trajectory("t2", 2, 3), "s1"), feedback("accept", "t2", "s1"),
+         feedback("continue", "t2", "s1")],
+        # feedback before its trajectory (out of order), then a trajectory never recorded
+        [started("s2", "u-2"), feedback("accept", "t3", "s2", "u-2"),
+         edited("t3", 0.2, "s2"), edited("t3", 0.6, "s2"),
+         feedback("accept", "ghost", "s2", "u-2")],
+        [ev(trajectory("t3", 7, 8), "s2", "u-2")],
+        [judged("t2", "rules", 1.0, "s1"), judged("t2", "agreement", 0.5, "s1"),
+         judged("t2", "rules", 0.8, "s1"),  # a re-judgement replaces the first
+         feedback("error", "t1", "s1"), labeled("t3", -0.25, "s2")],
+    ]
+
+
+def rows_by_id(store: SqlEventStore) -> dict[str, dict[str, Any]]:
+    with store.engine.connect() as conn:
+        return {r["trajectory_id"]: dict(r) for r in
+                conn.execute(sa.select(rm.trajectories)).mappings()}
+
+
+@pytest.fixture
+def store(make_store: Callable[..., Any]) -> SqlEventStore:
+    s: SqlEventStore = make_store(keyring=Keyring.generate("acme"))
+    return s
+
+
+def test_projection_scores_match_the_pure_functions(store: SqlEventStore) -> None:
+    # Prepare
+    for batch in scenario():
+        store.append(batch)
+    runner = ProjectionRunner(store, QualityProjection())
+    # Execute
+    runner.catch_up()
+    rows = rows_by_id(store)
+    # Assert: t1 retried, error -> 0.5 - 0.3 - 0.4 = -0.2
+    assert rows["t1"]["implicit_score"] == pytest.approx(-0.2)
+    assert rows["t1"]["tier"] == "bronze"
+    # t2: accepted, no retry, continued -> 1.0; judges: mean(0.8, 0.5) = 0.65
+    expected = combined_score(1.0, {"m": 0.65}).score
+    assert rows["t2"]["combined_score"] == pytest.approx(expected)
+    assert rows["t2"]["n_judges"] == 2
+    # t3: feedback arrived first; largest edit 0.6 counts; a human label wins
+    signals = TrajectorySignals("t3", True, accepted=True, edits=2, edit_ratio=0.6)
+    assert rows["t3"]["implicit_score"] == pytest.approx(implicit_score(signals).score)
+    assert rows["t3"]["combined_score"] == -0.25 and rows["t3"]["tier"] == "bronze"
+    assert rows["t3"]["session_id"] == "session-s2" and rows["t3"]["signature"]
+    # the ghost is an orphan: kept, never scored
+    assert not rows["ghost"]["recorded"] and rows["ghost"]["combined_score"] is None
+    with store.engine.connect() as conn:
+        assert rm.orphan_ids(conn) == ["ghost"]
+        pairs = conn.execute(sa.select(rm.preference_pairs)).all()
+        candidates = rm.load_candidates(conn)
+    assert [(p.rejected_id, p.chosen_id) for p in pairs] == [("t1", "t2")]
+    assert sorted(c.trajectory_id for c in candidates) == ["t1", "t2", "t3"]
+
+
+def test_inv5_rebuild_gives_identical_rows(store: SqlEventStore) -> None:
+    # Prepare: caught up incrementally, one batch at a time
+    runner = ProjectionRunner(store, QualityProjection())
+    for batch in scenario():
+        store.append(batch)
+        runner.catch_up()
+    before = table_rows(store.engine, rm.metadata)
+    # Execute
+    runner.rebuild()
+    after = table_rows(store.engine, rm.metadata)
+    # Assert
+    assert before == after
+    assert len(before["quality_trajectories"]) == 4
+
+
+def test_config_change_rebuilds_with_new_weights(store: SqlEventStore) -> None:
+    for batch in scenario():
+        store.append(batch)
+    ProjectionRunner(store, QualityProjection()).catch_up()
+    config = QualityConfig.from_mapping({"implicit": {"error": -0.1}})
+    # Execute: a runner over a different config sees a version change and rebuilds
+    ProjectionRunner(store, QualityProjection(config))
+    # Assert: t1 = 0.5 - 0.3 - 0.1
+    assert rows_by_id(store)["t1"]["implicit_score"] == pytest.approx(0.1)
+
+
+def test_erased_subject_is_never_selected_after_rebuild(store: SqlEventStore) -> None:
+    for batch in scenario():
+        store.append(batch)
+    runner = ProjectionRunner(store, QualityProjection())
+    runner.catch_up()
+    # Execute
+    store.erase_subject("u-2")
+    runner.rebuild()
+    # Assert: t3 (user u-2) keeps its score but has no text-derived columns left
+    row = rows_by_id(store)["t3"]
+    assert row["erased"] and row["signature"] is None and row["task_key"] is None
+    with store.engine.connect() as conn:
+        assert "t3" not in {c.trajectory_id for c in rm.load_candidates(conn)}
