@@ -36,14 +36,22 @@ def json_problem(value: Any, path: str = "") -> str | None:
 
     Names the path and the type, never the value (it may be personal data).
     """
-    if value is None or isinstance(value, (str, bool, int)):
+    if value is None or isinstance(value, bool):
         return None
+    if isinstance(value, str):
+        return None if _utf8_ok(value) else f"{path or '<root>'}: string is not valid UTF-8 (lone surrogate)"
+    if isinstance(value, int):
+        # orjson refuses integers outside [-2**63, 2**64) with a bare TypeError
+        ok = -(2**63) <= value < 2**64
+        return None if ok else f"{path or '<root>'}: integer outside the 64-bit range"
     if isinstance(value, float):
         return None if math.isfinite(value) else f"{path or '<root>'}: non-finite float"
     if isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
                 return f"{path or '<root>'}: key of type {type(key).__name__}, expected str"
+            if not _utf8_ok(key):
+                return f"{path or '<root>'}: key is not valid UTF-8 (lone surrogate)"
             problem = json_problem(item, f"{path}.{key}" if path else key)
             if problem:
                 return problem
@@ -55,6 +63,16 @@ def json_problem(value: Any, path: str = "") -> str | None:
                 return problem
         return None
     return f"{path or '<root>'}: value of type {type(value).__name__} is not JSON"
+
+
+def _utf8_ok(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def uuid7() -> uuid.UUID:

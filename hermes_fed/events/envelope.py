@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hermes_fed.errors import SubjectErasedError
@@ -19,14 +19,19 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+
+
 def to_micros(moment: datetime) -> int:
+    # Integer arithmetic: timestamp() * 1e6 goes through a float and can be 1 µs off.
     if moment.tzinfo is None:
         raise ValueError("timestamps must be timezone-aware (UTC)")
-    return int(moment.timestamp() * 1_000_000)
+    return (moment - _EPOCH) // _MICRO
 
 
 def from_micros(micros: int) -> datetime:
-    return datetime.fromtimestamp(micros / 1_000_000, UTC)
+    return _EPOCH + timedelta(microseconds=micros)
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,7 +64,9 @@ class FieldSpec:
                 raise SchemaError(event_type, self.name, f"expected {expected}, got {type(value).__name__}")
             if isinstance(value, float) and not math.isfinite(value):
                 raise SchemaError(event_type, self.name, "non-finite float")
-        if isinstance(value, (list, dict)) or self.kinds is None:
+        # Strings and integers too: orjson refuses lone surrogates and integers beyond
+        # 64 bits, which must be a SchemaError naming the field, not a bare encoder error.
+        if isinstance(value, (list, dict, str, int)) or self.kinds is None:
             problem = json_problem(value, self.name)
             if problem:
                 raise SchemaError(event_type, self.name, problem)
@@ -84,6 +86,7 @@ def _field_spec(name: str, hint: Any, has_default: bool) -> FieldSpec:
     kinds = _JSON_KINDS.get(base)
     if kinds is None and base is not Any:
         raise TypeError(f"field {name}: unsupported type {hint!r} in an event schema")
+    nullable = nullable or base is Any  # "any JSON value" includes null
     return FieldSpec(name, kinds, required=not has_default, nullable=nullable)
 
 

@@ -61,11 +61,13 @@ def sqlite_triggers() -> list[str]:
 
 
 def postgres_triggers(schema: str) -> list[str]:
+    # No '%' in this DDL: psycopg reads it as a placeholder (a RAISE format '%' made
+    # opening any PostgreSQL store fail), so the message is built by concatenation.
     q = f'"{schema}".'
     return [
         f"""CREATE OR REPLACE FUNCTION {q}hermes_fed_refuse_mutation() RETURNS trigger
             LANGUAGE plpgsql AS $$
-            BEGIN RAISE EXCEPTION '{_REFUSE}: % refused', TG_OP; END $$""",
+            BEGIN RAISE EXCEPTION USING MESSAGE = '{_REFUSE}: ' || TG_OP || ' refused'; END $$""",
         f"""CREATE OR REPLACE TRIGGER events_no_mutation BEFORE UPDATE OR DELETE ON {q}events
             FOR EACH ROW EXECUTE FUNCTION {q}hermes_fed_refuse_mutation()""",
         f"""CREATE OR REPLACE TRIGGER events_no_truncate BEFORE TRUNCATE ON {q}events

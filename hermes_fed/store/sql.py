@@ -523,11 +523,18 @@ class SqlEventStore(EventStore):
             erased_fields=erased,
         )
 
+    def _forget_subject_keys(self) -> None:
+        # Subject keys are cached for one read only: another process may erase a subject
+        # (delete its key) at any time, and a long-lived reader must then stop decrypting.
+        self._subject_cache = {}
+
     def read(self, after: int = 0, limit: int | None = None) -> Iterator[StoredEvent]:
+        self._forget_subject_keys()
         for row in self._rows("position >", (self.tenant_id, after), "position", limit):
             yield self._decode(row)
 
     def read_stream(self, stream_id: str, after_version: int = 0) -> list[StoredEvent]:
+        self._forget_subject_keys()
         rows = self._rows(
             f"stream_id = {self._p} AND stream_version >",
             (self.tenant_id, stream_id, after_version),
