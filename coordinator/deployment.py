@@ -145,8 +145,8 @@ def wait_healthy(proc: FlowerProcess, timeout: float = 60.0, interval: float = 0
         time.sleep(interval)
 
 
-def start_superlink(home: Path, *, port: int | None = None,
-                    isolation: str = "subprocess") -> FlowerProcess:
+def start_superlink(home: Path, *, port: int | None = None, isolation: str = "subprocess",
+                    env: Mapping[str, str] | None = None) -> FlowerProcess:
     """``flower-superlink`` on 127.0.0.1 with its state in ``home/state.db``; waits for health."""
     home.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -154,7 +154,7 @@ def start_superlink(home: Path, *, port: int | None = None,
             "--disable-runtime-dependency-installation",
             "--host", LOOPBACK, "--port", str(port),
             "--database", str(home / "state.db"), "--isolation", isolation]
-    proc = spawn("superlink", argv, env=flower_env(home), log_path=home / "superlink.log",
+    proc = spawn("superlink", argv, env=flower_env(home, env), log_path=home / "superlink.log",
                  port=port, cwd=home)
     try:
         wait_healthy(proc)
@@ -189,7 +189,6 @@ def start_supernode(home: Path, superlink: str, node_config: Mapping[str, str | 
     port = port or free_port()
     argv = [str(_BIN / "flower-supernode"), "--insecure", "--superlink", superlink,
             "--host", LOOPBACK, "--port", str(port), "--isolation", isolation,
-            "--disable-runtime-dependency-installation",
             "--node-config", node_config_arg(node_config)]
     proc = spawn(name, argv, env=flower_env(home, env), log_path=home / f"{name}.log",
                  port=port, cwd=home)

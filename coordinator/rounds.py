@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -37,6 +38,7 @@ from hermes_fed.errors import ConfigError, FederationError
 logger = logging.getLogger(__name__)
 
 MODES = ("fedavg", "exact", "frozen-a")
+CONFIG_ENV = "HERMES_FED_COORDINATOR_CONFIG"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +76,27 @@ class RoundsConfig:
                               f"{self.coordinator_dir!r} and {self.base_model!r}")
 
     @classmethod
-    def from_run_config(cls, run_config: Mapping[str, Any]) -> RoundsConfig:
+    def from_run_config(cls, run_config: Mapping[str, Any],
+                        env: Mapping[str, str] | None = None) -> RoundsConfig:
+        """The run config over the coordinator's file (``$HERMES_FED_COORDINATOR_CONFIG``).
+
+        Flower refuses ``flwr run -c`` keys that ``[tool.flwr.app.config]`` does not
+        declare, so the coordinator's own settings (its directory, the base model, the
+        training knobs) come from a JSON file named by the SuperLink's environment, and
+        the declared keys (``mode``, ``num-server-rounds``) from the run config.
+        """
+        environ = os.environ if env is None else env
+        merged: dict[str, Any] = {}
+        if path := environ.get(CONFIG_ENV):
+            try:
+                merged.update(json.loads(Path(path).read_text()))
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"{CONFIG_ENV}={path} is not a readable JSON file: "
+                                  f"{exc}") from None
+        merged.update(run_config)
         types = {f.name: f.type for f in fields(cls)}
         values: dict[str, Any] = {}
-        for key, value in run_config.items():
+        for key, value in merged.items():
             name = key.replace("-", "_")
             if name in types:
                 kind = {"int": int, "float": float, "str": str}[str(types[name])]
@@ -173,6 +192,12 @@ def _metric(reply: Message | None, name: str) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
+def _cell_mean(reply: Message | None, cell: str) -> float | None:
+    """Mean of a sufficient-statistics cell (``<cell>.sum / <cell>.n``) in a reply."""
+    n, total = _metric(reply, f"{cell}.n"), _metric(reply, f"{cell}.sum")
+    return total / n if n and total is not None else None
+
+
 def _error(reply: Message | None) -> str | None:
     if reply is None:
         return "no reply (timeout)"
@@ -249,15 +274,15 @@ def run_round(grid: Grid, cfg: RoundsConfig, registry: AdapterRegistry, nodes: I
         nr = node_reports.get(str(n))
         up = (payload_bytes(reply) if reply is not None else 0) + (
             payload_bytes(ev) if ev is not None else 0)
-        heldout_n = _metric(ev, "heldout.n")
+        heldout_n = _metric(ev, "heldout.adapter.n")
         reports.append(NodeRoundReport(
             node_id=str(n), num_examples=int(_metric(reply, "num-examples") or 0),
             train_loss=_metric(reply, "train-loss"),
             update_norm=nr.update_norm if nr else None, bytes_down=down[n], bytes_up=up,
             handler_seconds=_metric(reply, "handler-seconds"),
             train_seconds=_metric(reply, "train-seconds"),
-            heldout_before=_metric(reply, "heldout-loglik-before"),
-            heldout_after=_metric(ev, "heldout-loglik-adapter"),
+            heldout_before=_cell_mean(reply, "heldout-before.adapter"),
+            heldout_after=_cell_mean(ev, "heldout.adapter"),
             heldout_n=int(heldout_n) if heldout_n is not None else None,
             outlier=bool(nr.outlier) if nr else False, error=_error(reply)))
     timing = Timing(

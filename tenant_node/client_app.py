@@ -71,7 +71,7 @@ def train(message: Message, context: Context) -> Message:
     logger.info("round=%d mode=%s examples=%d", spec.round, spec.mode, update.num_examples)
     metrics = {**update.metrics, "handler-seconds": time.perf_counter() - started}
     payload = ReplyPayload(adapter=update.adapter, num_examples=update.num_examples,
-                           metrics=metrics,
+                           metrics=metrics, cells=update.cells,
                            versions={"parent-version": spec.parent_version})
     return build_reply(message, payload, _policy(context))
 
@@ -82,9 +82,8 @@ def evaluate(message: Message, context: Context) -> Message:
     settings = NodeSettings.from_node_config(context.node_config)
     spec = RoundSpec.from_config(message.content.config_records["config"])
     data = load_local_data(settings)
-    n, metrics = evaluate_locally(settings, data, spec, _global_adapter(message))
-    payload = ReplyPayload(counts={"heldout.n": n}, metrics=metrics,
-                           versions={"adapter-version": spec.parent_version})
+    cells = evaluate_locally(settings, data, spec, _global_adapter(message))
+    payload = ReplyPayload(cells=cells, versions={"adapter-version": spec.parent_version})
     return build_reply(message, payload, _policy(context))
 
 

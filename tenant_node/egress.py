@@ -159,10 +159,12 @@ def build_reply(request: Message, payload: ReplyPayload, policy: EgressPolicy) -
     metrics: dict[str, int | float | list[int] | list[float]] = {}
     suppressed = 0
     adapter = payload.adapter
+    training_suppressed = False
     if payload.num_examples is not None:
         if 0 < payload.num_examples < policy.k_min:
+            # an update (or a loss) from so few examples says too much about each one
             suppressed += 1
-            adapter = None  # an update from so few examples says too much about each one
+            adapter, training_suppressed = None, True
         else:
             metrics[NUM_EXAMPLES] = int(payload.num_examples)
     for name, count in payload.counts.items():
@@ -187,7 +189,8 @@ def build_reply(request: Message, payload: ReplyPayload, policy: EgressPolicy) -
         if _is_count(name):
             raise EgressError(f"metric {name} is a count; pass it in counts= so k_min applies")
         _check_number(name, value)
-        metrics[name] = float(value)
+        if not training_suppressed:
+            metrics[name] = float(value)
     metrics[SUPPRESSED_CELLS] = suppressed
 
     content = RecordDict()

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from hermes_fed.errors import ConfigError, FederationError
+from tenant_node.egress import Cell
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +132,18 @@ class LocalUpdate:
     adapter: dict[str, np.ndarray]
     num_examples: int
     metrics: dict[str, float]
+    cells: tuple[Cell, ...] = ()
+
+
+def _cells(result: Any, prefix: str) -> list[Cell]:
+    """Per-example held-out log-likelihoods as mergeable cells (n, sum, sum of squares)."""
+    base = np.array([e.base_loglik for e in result.examples], dtype=float)
+    cells = [Cell(f"{prefix}.base", len(base), float(base.sum()), float((base ** 2).sum()))]
+    if result.examples and all(e.adapter_loglik is not None for e in result.examples):
+        adapted = np.array([e.adapter_loglik for e in result.examples], dtype=float)
+        cells.append(Cell(f"{prefix}.adapter", len(adapted), float(adapted.sum()),
+                          float((adapted ** 2).sum())))
+    return cells
 
 
 def train_locally(settings: NodeSettings, data: LocalData, spec: RoundSpec,
@@ -147,8 +160,10 @@ def train_locally(settings: NodeSettings, data: LocalData, spec: RoundSpec,
     examples = [TrainingExample(trajectory=t, weight=1.0, tier="silver") for t in data.train]
     if not examples:
         raise FederationError("the node has no training trajectories")
-    before = evaluate(settings.base_model, global_adapter, data.heldout, config=config,
-                      max_new_tokens=1).metrics() if data.heldout else {}
+    before: list[Cell] = []
+    if data.heldout:
+        before = _cells(evaluate(settings.base_model, global_adapter, data.heldout,
+                                 config=config, max_new_tokens=1), "heldout-before")
     result = train_adapter(settings.base_model, examples, config, init_adapter=global_adapter)
     adapter = result.adapter
     if spec.mode == "frozen-a":
@@ -159,25 +174,17 @@ def train_locally(settings: NodeSettings, data: LocalData, spec: RoundSpec,
         "train-seconds": float(result.metrics["train_seconds"]),
         "train-tokens": float(result.num_tokens),
     }
-    if "heldout_loglik_adapter" in before:
-        metrics["heldout-loglik-before"] = float(before["heldout_loglik_adapter"])
-        metrics["heldout-loglik-base"] = float(before["heldout_loglik_base"])
-    return LocalUpdate(adapter=adapter, num_examples=result.num_examples, metrics=metrics)
+    return LocalUpdate(adapter=adapter, num_examples=result.num_examples, metrics=metrics,
+                       cells=tuple(before))
 
 
 def evaluate_locally(settings: NodeSettings, data: LocalData, spec: RoundSpec,
-                     adapter: Mapping[str, np.ndarray]) -> tuple[int, dict[str, float]]:
-    """Held-out log-likelihood of base and base+adapter: (n, metric values)."""
+                     adapter: Mapping[str, np.ndarray]) -> list[Cell]:
+    """Held-out log-likelihood of base and base+adapter, as cells (k_min applies)."""
     from hermes_fed.training.evaluation import evaluate
 
+    if not data.heldout:
+        return []
     result = evaluate(settings.base_model, adapter, data.heldout, config=spec.training_config(),
                       max_new_tokens=1)
-    raw = result.metrics()
-    metrics = {
-        "heldout-loglik-base": float(raw.get("heldout_loglik_base", float("nan"))),
-        "heldout-loglik-adapter": float(raw.get("heldout_loglik_adapter", float("nan"))),
-        "heldout-loglik-delta.sum": float(raw.get("heldout_loglik_delta_sum", 0.0)),
-        "heldout-loglik-delta.sumsq": float(raw.get("heldout_loglik_delta_sumsq", 0.0)),
-    }
-    return len(result.examples), {k: v for k, v in metrics.items() if np.isfinite(v)}
-
+    return _cells(result, "heldout")

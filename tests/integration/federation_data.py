@@ -1,0 +1,84 @@
+"""Tiny tenant data for the federation tests and bench: stores with planted canaries.
+
+Every tenant's log gets arithmetic trajectories (the tiny model can learn them) and, in
+every trajectory, canary strings: PII-like values (an e-mail, a card number, a phone, a
+user ref) and raw trajectory text. The egress test asserts none of them reaches the
+SuperLink. The canaries are written *without* the redaction gate on purpose: they stand
+for whatever redaction missed.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+CANARY_TEXT = "quartz-zeppelin canary sentence from tenant {tenant}"
+
+
+def canaries(tenant: str) -> list[str]:
+    """The strings planted in ``tenant``'s data; none may leave the node."""
+    return [
+        f"canary.{tenant}@example.com",
+        "4111 1111 1111 1111",
+        "+1 415 555 0199",
+        f"user-ref-canary-{tenant}",
+        f"t-canary-{tenant}-0001",
+        CANARY_TEXT.format(tenant=tenant),
+    ]
+
+
+def trajectory(tenant: str, i: int, rng: random.Random) -> dict[str, object]:
+    a, b = rng.randint(2, 60), rng.randint(2, 60)
+    secret = canaries(tenant)
+    tid = secret[4] if i == 0 else f"t-{tenant}-{i:04d}"
+    task = f"What is {a}+{b}? ({CANARY_TEXT.format(tenant=tenant)}; mail {secret[0]})"
+    return {
+        "trajectory_id": tid,
+        "task": task,
+        "task_type": "arithmetic",
+        "messages": [
+            {"role": "system", "content": "You are a helpful agent."},
+            {"role": "user", "content": task},
+            {"role": "assistant", "content": "",
+             "tool_calls": [{"id": "call_1", "name": "calculator",
+                             "arguments": {"expression": f"{a}+{b}", "card": secret[1]}}]},
+            {"role": "tool", "tool_call_id": "call_1", "name": "calculator",
+             "content": f'{{"result": {a + b}, "phone": "{secret[2]}"}}'},
+            {"role": "assistant", "content": f"{a}+{b} = {a + b}"},
+        ],
+        "tools": [{"name": "calculator", "description": "adds", "parameters": {"type": "object"}}],
+        "final_response": f"{a}+{b} = {a + b}",
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class TenantData:
+    tenant: str
+    store_url: str
+    canaries: tuple[str, ...]
+
+
+def seed_tenant_store(root: Path, tenant: str, n: int, *, seed: int = 0) -> TenantData:
+    """A SQLite log at ``root/<tenant>/events.db`` with ``n`` sessions of canary data."""
+    from hermes_fed.events import new_event
+    from hermes_fed.events.session import SessionStarted, TrajectoryRecorded
+    from hermes_fed.store import open_store
+
+    rng = random.Random(f"{tenant}-{seed}")
+    path = root / tenant / "events.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    url = f"sqlite:///{path}"
+    store = open_store(url, tenant)
+    try:
+        events = []
+        for i in range(n):
+            stream = f"session-{tenant}-{i}"
+            events.append(new_event(SessionStarted(  # type: ignore[call-arg]
+                user_ref=canaries(tenant)[3], model_version="base"), stream_id=stream))
+            events.append(new_event(TrajectoryRecorded(**trajectory(tenant, i, rng)),  # type: ignore[arg-type]
+                                    stream_id=stream))
+        store.append(events)
+    finally:
+        store.close()
+    return TenantData(tenant, url, tuple(canaries(tenant)))
