@@ -1,0 +1,67 @@
+"""The tiny base model: offline reload, determinism, the CLI command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from hermes_fed.cli import main
+from hermes_fed.training.adapter import base_model_sha256
+from hermes_fed.training.tiny_model import TINY_SIZES, init_tiny_model
+
+
+def test_reloads_offline_with_identical_outputs(tiny_model_dir: Path) -> None:
+    # Prepare: a fresh interpreter with the hub switched off computes the logits
+    code = (
+        "import sys, torch; from transformers import AutoModelForCausalLM, AutoTokenizer;"
+        f"m = AutoModelForCausalLM.from_pretrained({str(tiny_model_dir)!r});"
+        f"t = AutoTokenizer.from_pretrained({str(tiny_model_dir)!r});"
+        "ids = t.apply_chat_template([{'role': 'user', 'content': 'What is 2+3?'}],"
+        " add_generation_prompt=True, return_dict=True)['input_ids'];"
+        "torch.save((ids, m(input_ids=torch.tensor([ids])).logits), sys.argv[1])"
+    )
+    out = tiny_model_dir.parent / "logits.pt"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "OMP_NUM_THREADS": "1"}
+    # Execute
+    subprocess.run([sys.executable, "-c", code, str(out)], check=True, env=env, timeout=120)
+    ids, logits = torch.load(out)
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    # Assert
+    assert tokenizer.decode(ids) == "<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n"
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=torch.tensor([ids])).logits, logits)
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == "<|pad|>"
+    assert model.config.model_type == "llama"
+    n = sum(p.numel() for p in model.parameters())
+    assert 0.5e6 < n < 2e6
+
+
+def test_same_seed_same_weights(tiny_model_dir: Path, tmp_path: Path) -> None:
+    again = init_tiny_model(tmp_path / "again", "1m", seed=0)
+    other = init_tiny_model(tmp_path / "other", "1m", seed=1)
+    assert base_model_sha256(again) == base_model_sha256(tiny_model_dir)
+    assert base_model_sha256(other) != base_model_sha256(tiny_model_dir)
+    assert (again / "tokenizer.json").read_bytes() == (tiny_model_dir / "tokenizer.json").read_bytes()
+
+
+def test_unknown_size_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="size"):
+        init_tiny_model(tmp_path, "100m")
+    assert set(TINY_SIZES) == {"1m", "10m"}
+
+
+def test_cli_init_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["model", "init-tiny", str(tmp_path / "m"), "--size", "1m", "--seed", "0"])
+    printed = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert printed["base_model_sha256"] == base_model_sha256(tmp_path / "m")
+    assert (tmp_path / "m" / "chat_template.jinja").exists()
