@@ -14,7 +14,7 @@ from hermes_fed.abtest.sequential import (
     msprt_log_likelihood_ratio,
     msprt_update,
 )
-from hermes_fed.abtest.srm import SRMReport, SRMResult, check_srm, srm_test
+from hermes_fed.abtest.srm import SRMReport, SRMResult, check_srm, srm_bayes_factor, srm_test
 from hermes_fed.abtest.trend import QualityGuardConfig, QualityTrend, quality_trend
 from hermes_fed.abtest.welch import LiftKind, WelchResult, welch_test
 
@@ -42,6 +42,7 @@ __all__ = [
     "msprt_log_likelihood_ratio",
     "msprt_update",
     "quality_trend",
+    "srm_bayes_factor",
     "srm_test",
     "welch_test",
 ]

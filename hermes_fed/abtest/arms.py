@@ -167,18 +167,12 @@ class TenantArms:
 
     def __post_init__(self) -> None:
         if not isinstance(self.tenant_id, str) or not self.tenant_id:
-            raise ValueError(
-                f"TenantArms.tenant_id must be a non-empty str, got {self.tenant_id!r}"
-            )
+            raise ValueError(f"TenantArms.tenant_id must be a non-empty str, got {self.tenant_id!r}")
 
     def __add__(self, other: TenantArms) -> TenantArms:
         """Accumulate another report (another round) of the same tenant."""
         if not isinstance(other, TenantArms):
             return NotImplemented
         if other.tenant_id != self.tenant_id:
-            raise ValueError(
-                f"cannot add TenantArms of tenant {other.tenant_id!r} to {self.tenant_id!r}"
-            )
-        return TenantArms(
-            self.tenant_id, self.control + other.control, self.treatment + other.treatment
-        )
+            raise ValueError(f"cannot add TenantArms of tenant {other.tenant_id!r} to {self.tenant_id!r}")
+        return TenantArms(self.tenant_id, self.control + other.control, self.treatment + other.treatment)

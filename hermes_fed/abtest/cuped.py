@@ -54,9 +54,7 @@ def cuped_adjust(arms: TenantArms) -> CupedResult:
     """
     c, t = arms.control, arms.treatment
     if not (c.has_covariate and t.has_covariate):
-        raise ValueError(
-            f"cuped_adjust needs covariate sums in both arms of tenant {arms.tenant_id!r}"
-        )
+        raise ValueError(f"cuped_adjust needs covariate sums in both arms of tenant {arms.tenant_id!r}")
     _, sxx_c, sxy_c = c.covariate_moments()
     _, sxx_t, sxy_t = t.covariate_moments()
     sxx = sxx_c + sxx_t

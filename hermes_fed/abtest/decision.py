@@ -35,7 +35,7 @@ from hermes_fed.abtest.arms import TenantArms
 from hermes_fed.abtest.cuped import cuped_adjust
 from hermes_fed.abtest.meta import MetaResult, TenantEffect, combine_effects
 from hermes_fed.abtest.sequential import SequentialState, msprt_log_likelihood_ratio, msprt_update
-from hermes_fed.abtest.srm import SRMReport, check_srm
+from hermes_fed.abtest.srm import SRMReport, SRMResult, check_srm
 from hermes_fed.abtest.welch import WelchResult, welch_test
 from hermes_fed.errors import ConfigError
 
@@ -80,6 +80,10 @@ class DecisionConfig:
         default=0.001,
         metadata={"help": "SRM chi-square threshold (Fabijan et al. 2019); Bonferroni per tenant."},
     )
+    srm_sequential: bool = field(
+        default=True,
+        metadata={"help": "Flag SRM on the anytime-valid p (True) or the one-look chi-square."},
+    )
     min_duration_days: float = field(
         default=7.0, metadata={"help": "No SHIP or futility stop before this (a weekly cycle)."}
     )
@@ -106,8 +110,7 @@ class DecisionConfig:
         _unit("srm_alpha", self.srm_alpha)
         if isinstance(self.min_samples_per_arm, bool) or self.min_samples_per_arm < 2:
             raise ConfigError(
-                f"DecisionConfig.min_samples_per_arm must be an int >= 2, "
-                f"got {self.min_samples_per_arm!r}"
+                f"DecisionConfig.min_samples_per_arm must be an int >= 2, got {self.min_samples_per_arm!r}"
             )
         if not (math.isfinite(self.min_lift) and self.min_lift >= 0.0):
             raise ConfigError(f"DecisionConfig.min_lift must be >= 0, got {self.min_lift!r}")
@@ -120,8 +123,7 @@ class DecisionConfig:
                 f"DecisionConfig.min_duration_days must be >= 0, got {self.min_duration_days!r}"
             )
         if self.max_duration_days is not None and not (
-            math.isfinite(self.max_duration_days)
-            and self.max_duration_days >= self.min_duration_days
+            math.isfinite(self.max_duration_days) and self.max_duration_days >= self.min_duration_days
         ):
             raise ConfigError(
                 "DecisionConfig.max_duration_days must be >= min_duration_days "
@@ -177,6 +179,16 @@ def _effect(w: WelchResult, scale: str) -> tuple[float, float]:
     return w.diff, w.se**2
 
 
+def _srm_row(r: SRMResult) -> dict[str, Any]:
+    return {
+        "n_control": r.n_control,
+        "n_treatment": r.n_treatment,
+        "chi2": r.chi2,
+        "p_value": r.p_value,
+        "p_sequential": r.p_sequential,
+    }
+
+
 def _sequential_p(estimate: float, variance: float, tau: float) -> float:
     if variance <= 0.0:
         return 0.0 if estimate != 0.0 else 1.0
@@ -214,7 +226,7 @@ def decide(
     if not (math.isfinite(elapsed_days) and elapsed_days >= 0.0):
         raise ValueError(f"elapsed_days must be >= 0, got {elapsed_days!r}")
 
-    srm = check_srm(tenants, cfg.treatment_share, alpha=cfg.srm_alpha)
+    srm = check_srm(tenants, cfg.treatment_share, alpha=cfg.srm_alpha, sequential=cfg.srm_sequential)
     thetas: dict[str, float] = {}
     analysed: list[TenantArms] = []
     for arms in tenants:
@@ -231,29 +243,21 @@ def decide(
         else:
             analysed.append(arms)
     ready = [a for a in analysed if min(a.control.n, a.treatment.n) >= cfg.min_samples_per_arm]
-    short = [
-        a.tenant_id for a in analysed if min(a.control.n, a.treatment.n) < cfg.min_samples_per_arm
-    ]
+    short = [a.tenant_id for a in analysed if min(a.control.n, a.treatment.n) < cfg.min_samples_per_arm]
     welch = [welch_test(a, alpha=cfg.alpha) for a in ready]
     scale = "relative" if all(w.control_mean > 0.0 for w in welch) else "absolute"
     bar = cfg.min_lift if scale == "relative" else cfg.min_absolute_effect
 
     tau = cfg.mixture_sd
-    harm_p = [
-        _sequential_p(*_effect(w, scale), tau) if _effect(w, scale)[0] < 0 else 1.0 for w in welch
-    ]
+    harm_p = [_sequential_p(*_effect(w, scale), tau) if _effect(w, scale)[0] < 0 else 1.0 for w in welch]
     harm_adj = holm_adjust(harm_p) if welch else []
     harmed = [w.tenant_id for w, p in zip(welch, harm_adj, strict=True) if p < cfg.alpha]
 
     meta: MetaResult | None = None
-    effects = [
-        TenantEffect(w.tenant_id, *_effect(w, scale)) for w in welch if _effect(w, scale)[1] > 0.0
-    ]
+    effects = [TenantEffect(w.tenant_id, *_effect(w, scale)) for w in welch if _effect(w, scale)[1] > 0.0]
     if effects and not short:
         meta = combine_effects(effects, alpha=cfg.alpha)
-        est, se = (
-            (meta.random, meta.random_se) if cfg.random_effects else (meta.fixed, meta.fixed_se)
-        )
+        est, se = (meta.random, meta.random_se) if cfg.random_effects else (meta.fixed, meta.fixed_se)
         state = msprt_update(state, est, se * se, tau=tau, alpha=cfg.alpha, scale=scale)
 
     reasons: list[str] = []
@@ -262,7 +266,8 @@ def decide(
         verdict = Verdict.ROLLBACK
         where = list(srm.mismatched_tenants) + (["overall"] if srm.overall_mismatch else [])
         reasons.append(
-            f"sample-ratio mismatch in {', '.join(where)} (chi-square p < "
+            f"sample-ratio mismatch in {', '.join(where)} "
+            f"({'anytime-valid' if srm.sequential else 'chi-square'} p < "
             f"{srm.per_tenant_alpha:.3g} per tenant / {srm.alpha:.3g} overall) against "
             f"treatment share {cfg.treatment_share}: assignment or logging is broken"
         )
@@ -334,10 +339,9 @@ def _numbers(
     short: list[str],
 ) -> dict[str, Any]:
     tenants = []
-    srm_by = {r.scope: r for r in srm.per_tenant}
     for w, hp, ha in zip(welch, harm_p, harm_adj, strict=True):
         row = {k: getattr(w, k) for k in WelchResult.__slots__}
-        row.update(harm_p_sequential=hp, harm_p_holm=ha, srm_p=srm_by[w.tenant_id].p_value)
+        row.update(harm_p_sequential=hp, harm_p_holm=ha)
         if w.tenant_id in thetas:
             row["cuped_theta"] = thetas[w.tenant_id]
         tenants.append(row)
@@ -356,18 +360,11 @@ def _numbers(
                 "tenants_below_min_samples": short,
                 "srm": {
                     "clean": srm.clean,
-                    "overall_chi2": srm.overall.chi2,
-                    "overall_p": srm.overall.p_value,
+                    "sequential": srm.sequential,
                     "mismatched_tenants": srm.mismatched_tenants,
-                    "per_tenant": {
-                        r.scope: {
-                            "n_control": r.n_control,
-                            "n_treatment": r.n_treatment,
-                            "chi2": r.chi2,
-                            "p_value": r.p_value,
-                        }
-                        for r in srm.per_tenant
-                    },
+                    "overall_mismatch": srm.overall_mismatch,
+                    "overall": _srm_row(srm.overall),
+                    "per_tenant": {r.scope: _srm_row(r) for r in srm.per_tenant},
                 },
                 "meta": meta_row,
                 "sequential": state.to_json(),

@@ -31,9 +31,7 @@ from dataclasses import dataclass, replace
 __all__ = ["SequentialState", "msprt_log_likelihood_ratio", "msprt_update"]
 
 
-def msprt_log_likelihood_ratio(
-    estimate: float, variance: float, tau: float, null: float = 0.0
-) -> float:
+def msprt_log_likelihood_ratio(estimate: float, variance: float, tau: float, null: float = 0.0) -> float:
     """``log Λ`` of the normal-mixture SPRT (Johari et al. 2017, eq. 11 with ``H = N(θ₀, τ²)``).
 
     Parameters
@@ -53,9 +51,7 @@ def msprt_log_likelihood_ratio(
         raise ValueError(f"mSPRT estimate must be finite, got {estimate!r}")
     t2 = tau * tau
     d = estimate - null
-    return 0.5 * math.log(variance / (variance + t2)) + t2 * d * d / (
-        2.0 * variance * (variance + t2)
-    )
+    return 0.5 * math.log(variance / (variance + t2)) + t2 * d * d / (2.0 * variance * (variance + t2))
 
 
 @dataclass(frozen=True, slots=True)

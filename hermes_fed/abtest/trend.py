@@ -47,9 +47,7 @@ class QualityGuardConfig:
             if not (math.isfinite(value) and value > 0.0):
                 raise ConfigError(f"QualityGuardConfig.{name} must be > 0, got {value!r}")
         if not 0.0 < self.slope_alpha < 1.0:
-            raise ConfigError(
-                f"QualityGuardConfig.slope_alpha must be in (0, 1), got {self.slope_alpha!r}"
-            )
+            raise ConfigError(f"QualityGuardConfig.slope_alpha must be in (0, 1), got {self.slope_alpha!r}")
 
 
 @dataclass(frozen=True, slots=True)

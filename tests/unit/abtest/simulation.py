@@ -46,31 +46,35 @@ def simulate(
     units_per_round: list[int],
     control_means: list[float],
     lifts: list[float],
-    treatment_share: float = 0.5,
+    treatment_share: float | list[float] = 0.5,
     kappa: float = 5.0,
 ) -> Simulation:
     """Simulate ``sims`` independent tests of ``rounds`` rounds each.
 
     Each round, tenant ``k`` sees ``units_per_round[k]`` units, each assigned to treatment
-    with probability ``treatment_share``; treatment's mean is ``control_means[k]*(1+lifts[k])``.
+    with probability ``treatment_share`` (one for all tenants, or one each); treatment's
+    mean is ``control_means[k] * (1 + lifts[k])``.
     """
     rng = np.random.default_rng(seed)
     k = len(units_per_round)
     assert len(control_means) == k and len(lifts) == k
     units = np.asarray(units_per_round)
-    n_t = rng.binomial(units, treatment_share, size=(sims, rounds, k))
+    n_t = rng.binomial(units, np.asarray(treatment_share), size=(sims, rounds, k))
     n = np.stack([units - n_t, n_t], axis=-1)  # (S, R, K, 2)
     means = np.stack(
         [np.asarray(control_means), np.asarray(control_means) * (1 + np.asarray(lifts))], axis=-1
     )  # (K, 2)
-    width = int(units.max())
-    a = means * kappa
-    b = (1 - means) * kappa
-    values = rng.beta(a[..., None], b[..., None], size=(sims, rounds, k, 2, width))
-    mask = np.arange(width) < n[..., None]
-    values = np.where(mask, values, 0.0)
-    total = values.sum(axis=-1)
-    total_sq = (values * values).sum(axis=-1)
+    total = np.empty((sims, rounds, k, 2))
+    total_sq = np.empty((sims, rounds, k, 2))
+    for j in range(k):  # each tenant and arm at its own width and scalar shape: Beta is the cost
+        width = int(units[j])
+        beyond = np.arange(width) >= n[:, :, j, :, None]  # (S, R, 2, width): padding
+        for arm in range(2):
+            mean = means[j, arm]
+            values = rng.beta(mean * kappa, (1 - mean) * kappa, size=(sims, rounds, width))
+            values[beyond[:, :, arm]] = 0.0
+            total[:, :, j, arm] = values.sum(axis=-1)
+            total_sq[:, :, j, arm] = np.einsum("sru,sru->sr", values, values)
     return Simulation(
         n.cumsum(axis=1),
         total.cumsum(axis=1),

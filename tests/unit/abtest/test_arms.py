@@ -20,8 +20,9 @@ values = st.lists(
 
 @settings(max_examples=60, deadline=None)
 @given(values, values, values)
-def test_ab1_addition_is_associative_commutative_with_identity(a: list[float], b: list[float],
-                                                               c: list[float]) -> None:
+def test_ab1_addition_is_associative_commutative_with_identity(
+    a: list[float], b: list[float], c: list[float]
+) -> None:
     # Prepare
     x, y, z = ArmStats.from_values(a), ArmStats.from_values(b), ArmStats.from_values(c)
     # Execute
@@ -36,8 +37,7 @@ def test_ab1_addition_is_associative_commutative_with_identity(a: list[float], b
 
 @settings(max_examples=60, deadline=None)
 @given(values, values)
-def test_ab1_moments_of_a_sum_equal_those_of_concatenated_samples(a: list[float],
-                                                                  b: list[float]) -> None:
+def test_ab1_moments_of_a_sum_equal_those_of_concatenated_samples(a: list[float], b: list[float]) -> None:
     # Prepare
     merged = ArmStats.from_values(a) + ArmStats.from_values(b)
     data = np.array(a + b, dtype=np.float64)

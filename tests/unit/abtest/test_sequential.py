@@ -16,18 +16,21 @@ from hermes_fed.abtest import SequentialState, msprt_log_likelihood_ratio, msprt
     ("estimate", "variance", "tau"),
     [(0.0, 0.01, 0.05), (0.03, 0.0004, 0.05), (-0.1, 0.002, 0.1), (0.5, 0.04, 0.2)],
 )
-def test_log_lr_equals_the_numerically_integrated_mixture(estimate: float, variance: float,
-                                                          tau: float) -> None:
+def test_log_lr_equals_the_numerically_integrated_mixture(
+    estimate: float, variance: float, tau: float
+) -> None:
     # Prepare: Λ = ∫ φ(θ̂; θ, V) φ(θ; 0, τ²) dθ / φ(θ̂; 0, V)
     sd = math.sqrt(variance)
     numerator, _ = integrate.quad(
         lambda th: stats.norm.pdf(estimate, th, sd) * stats.norm.pdf(th, 0, tau),
-        -10 * tau, 10 * tau, points=[estimate], limit=200,
+        -10 * tau,
+        10 * tau,
+        points=[estimate],
+        limit=200,
     )
     expected = math.log(numerator / stats.norm.pdf(estimate, 0, sd))
     # Execute / Assert
-    assert msprt_log_likelihood_ratio(estimate, variance, tau) == pytest.approx(expected, rel=1e-6,
-                                                                                abs=1e-8)
+    assert msprt_log_likelihood_ratio(estimate, variance, tau) == pytest.approx(expected, rel=1e-6, abs=1e-8)
 
 
 def test_confidence_sequence_bounds_are_where_lambda_hits_one_over_alpha() -> None:

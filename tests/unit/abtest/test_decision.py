@@ -1,0 +1,217 @@
+"""decide(): each rule on hand-built arms, config validation, and the recorded numbers."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import orjson
+import pytest
+from statsmodels.stats.multitest import multipletests
+
+from hermes_fed.abtest import (
+    ArmStats,
+    DecisionConfig,
+    SequentialState,
+    TenantArms,
+    Verdict,
+    decide,
+    holm_adjust,
+)
+from hermes_fed.errors import ConfigError
+
+
+def arm(n: int, mean: float, sd: float = 0.2) -> ArmStats:
+    """An arm with exactly this size, mean and sample sd."""
+    return ArmStats(n, n * mean, (n - 1) * sd * sd + n * mean * mean)
+
+
+def tenant(tid: str, n: int, control: float, lift: float, sd: float = 0.2) -> TenantArms:
+    return TenantArms(tid, arm(n, control, sd), arm(n, control * (1 + lift), sd))
+
+
+def five(n: int, lift: float) -> list[TenantArms]:
+    return [tenant(f"t{i}", n, m, lift) for i, m in enumerate([0.45, 0.6, 0.7, 0.55, 0.65])]
+
+
+def strict_json(numbers: dict[str, object]) -> None:
+    json.dumps(numbers, allow_nan=False)
+    orjson.dumps(numbers)
+
+
+# --- config ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"alpha": 0.0}, "alpha"),
+        ({"alpha": 1.5}, "alpha"),
+        ({"min_samples_per_arm": 1}, "min_samples_per_arm"),
+        ({"min_lift": -0.01}, "min_lift"),
+        ({"min_lift": math.nan}, "min_lift"),
+        ({"treatment_share": 1.0}, "treatment_share"),
+        ({"srm_alpha": 0.0}, "srm_alpha"),
+        ({"min_duration_days": -1.0}, "min_duration_days"),
+        ({"min_duration_days": 10.0, "max_duration_days": 5.0}, "max_duration_days"),
+        ({"mixture_sd": 0.0}, "mixture_sd"),
+        ({"min_absolute_effect": -1.0}, "min_absolute_effect"),
+    ],
+)
+def test_bad_config_is_refused_naming_the_field_and_value(kwargs: dict[str, float], field: str) -> None:
+    with pytest.raises(ConfigError, match=field) as info:
+        DecisionConfig(**kwargs)  # type: ignore[arg-type]
+    assert isinstance(info.value, ValueError)
+
+
+def test_defaults_are_the_product_brief_and_documented() -> None:
+    cfg = DecisionConfig()
+    assert (cfg.min_samples_per_arm, cfg.alpha, cfg.min_lift) == (30, 0.05, 0.02)
+    assert all(f.metadata.get("help") for f in DecisionConfig.__dataclass_fields__.values())
+
+
+# --- rules -------------------------------------------------------------------------------
+def test_clear_lift_ships_after_the_minimum_duration_only() -> None:
+    tenants = five(2000, 0.05)
+    early = decide(tenants, elapsed_days=3.0)
+    assert early.verdict is Verdict.CONTINUE
+    assert "minimum duration" in early.reasons[0]
+    late = decide(tenants, elapsed_days=7.0, sequential=early.sequential)
+    assert late.verdict is Verdict.SHIP
+    assert late.numbers["meta"]["random"] == pytest.approx(0.05, rel=1e-9)
+    assert late.sequential.looks == 2
+    strict_json(late.numbers)
+
+
+def test_significant_lift_below_two_percent_does_not_ship() -> None:
+    decision = decide(five(20000, 0.01), elapsed_days=8.0)
+    assert decision.numbers["sequential"]["p_value"] < 0.05
+    assert decision.verdict is Verdict.ROLLBACK  # futility: the sequence excludes +2%
+    assert "upper bound" in decision.reasons[0]
+
+
+def test_significant_loss_rolls_back_before_the_minimum_duration() -> None:
+    # Prepare: ten tenants each too small to show harm alone, clearly worse together
+    tenants = [tenant(f"t{i}", 300, 0.6, -0.05) for i in range(10)]
+    # Execute
+    decision = decide(tenants, elapsed_days=1.0)
+    # Assert
+    assert all(r["harm_p_holm"] >= 0.05 for r in decision.numbers["tenants"])
+    assert decision.verdict is Verdict.ROLLBACK
+    assert decision.reasons == [
+        f"relative effect -0.0500 (always-valid p = {decision.sequential.p_value:.3g}): significantly worse"
+    ]
+
+
+def test_too_few_units_in_any_tenant_continues_and_names_it() -> None:
+    tenants = [*five(500, 0.05)[:4], tenant("tiny", 29, 0.6, 0.05)]
+    decision = decide(tenants, elapsed_days=10.0)
+    assert decision.verdict is Verdict.CONTINUE
+    assert "tiny" in decision.reasons[0] and "30" in decision.reasons[0]
+    assert decision.numbers["tenants_below_min_samples"] == ["tiny"]
+    assert decision.numbers["meta"] is None
+    assert decision.sequential.looks == 0  # no look without every tenant
+    strict_json(decision.numbers)
+
+
+def test_inconclusive_at_the_planned_end_rolls_back() -> None:
+    tenants = five(60, 0.03)
+    mid = decide(tenants, elapsed_days=10.0)
+    end = decide(tenants, elapsed_days=14.0)
+    assert mid.verdict is Verdict.CONTINUE
+    assert end.verdict is Verdict.ROLLBACK and "planned end" in end.reasons[0]
+    open_ended = decide(tenants, elapsed_days=100.0,
+                        config=DecisionConfig(max_duration_days=None))  # fmt: skip
+    assert open_ended.verdict is Verdict.CONTINUE
+
+
+def test_harmed_tenant_is_named_and_rolls_back() -> None:
+    tenants = [*five(3000, 0.05)[:4], tenant("victim", 3000, 0.6, -0.1)]
+    decision = decide(tenants, elapsed_days=10.0)
+    assert decision.verdict is Verdict.ROLLBACK
+    assert "victim" in decision.reasons[0] and "guardrail" in decision.reasons[0]
+    row = next(r for r in decision.numbers["tenants"] if r["tenant_id"] == "victim")
+    assert row["harm_p_holm"] < 0.05 and row["lift"] == pytest.approx(-0.1)
+
+
+def test_srm_rolls_back_whatever_the_effect() -> None:
+    tenants = [*five(3000, 0.05)[:4],
+               TenantArms("skewed", arm(3000, 0.6), arm(2400, 0.63))]  # fmt: skip
+    decision = decide(tenants, elapsed_days=10.0)
+    assert decision.verdict is Verdict.ROLLBACK
+    assert decision.reasons[0].startswith("sample-ratio mismatch in skewed")
+    assert decision.numbers["srm"]["mismatched_tenants"] == ["skewed"]
+
+
+def test_configured_uneven_split_is_not_an_srm() -> None:
+    tenants = [TenantArms(f"t{i}", arm(9000, 0.6), arm(1000, 0.63)) for i in range(3)]
+    decision = decide(tenants, elapsed_days=10.0, config=DecisionConfig(treatment_share=0.1))
+    assert decision.numbers["srm"]["clean"]
+    assert decide(tenants, elapsed_days=10.0).numbers["srm"]["clean"] is False
+
+
+def test_non_positive_control_mean_switches_to_absolute_differences() -> None:
+    tenants = [TenantArms(f"t{i}", arm(2000, -0.2 + 0.1 * i), arm(2000, -0.1 + 0.1 * i))
+               for i in range(3)]  # fmt: skip
+    decision = decide(tenants, elapsed_days=10.0)
+    assert decision.numbers["scale"] == "absolute"
+    assert all(r["lift_kind"] == "absolute" for r in decision.numbers["tenants"])
+    assert decision.numbers["meta"]["random"] == pytest.approx(0.1)
+    assert decision.verdict is Verdict.SHIP  # min_absolute_effect defaults to 0
+
+
+def test_cuped_is_applied_when_covariates_are_reported() -> None:
+    # Prepare: y strongly explained by the pre-period covariate x
+    rng = np.random.default_rng(4)
+    tenants = []
+    for i in range(3):
+        x_c, x_t = rng.beta(3, 2, 400), rng.beta(3, 2, 400)
+        y_c = 0.1 + 0.8 * x_c + rng.normal(0, 0.05, 400)
+        y_t = 0.12 + 0.8 * x_t + rng.normal(0, 0.05, 400)
+        tenants.append(TenantArms(f"t{i}", ArmStats.from_values(y_c, x_c),
+                                  ArmStats.from_values(y_t, x_t)))  # fmt: skip
+    # Execute
+    with_cuped = decide(tenants, elapsed_days=10.0)
+    without = decide(tenants, elapsed_days=10.0, config=DecisionConfig(use_cuped=False))
+    # Assert
+    assert all("cuped_theta" in r for r in with_cuped.numbers["tenants"])
+    assert with_cuped.numbers["meta"]["random_se"] < 0.5 * without.numbers["meta"]["random_se"]
+    strict_json(with_cuped.numbers)
+
+
+def test_sequential_state_carries_the_running_minimum() -> None:
+    strong = decide(five(2000, 0.05), elapsed_days=3.0)
+    weaker = decide(five(2000, 0.0), elapsed_days=4.0, sequential=strong.sequential)
+    assert weaker.sequential.p_value == strong.sequential.p_value
+    assert weaker.sequential.looks == 2
+    fresh = decide(five(2000, 0.0), elapsed_days=4.0, sequential=SequentialState())
+    assert fresh.sequential.p_value > strong.sequential.p_value
+
+
+@pytest.mark.parametrize(
+    ("tenants", "elapsed", "match"),
+    [
+        ([], 1.0, "at least one"),
+        ([tenant("a", 50, 0.5, 0.0), tenant("a", 50, 0.5, 0.0)], 1.0, "duplicate"),
+        ([tenant("a", 50, 0.5, 0.0)], -1.0, "elapsed_days"),
+        ([tenant("a", 50, 0.5, 0.0)], math.inf, "elapsed_days"),
+    ],
+)
+def test_bad_calls_are_refused(tenants: list[TenantArms], elapsed: float, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        decide(tenants, elapsed_days=elapsed)
+
+
+def test_numbers_are_strict_json_even_for_degenerate_arms() -> None:
+    tenants = [TenantArms("const", arm(40, 0.5, 0.0), arm(40, 0.5, 0.0)), *five(40, 0.0)]
+    decision = decide(tenants, elapsed_days=1.0)
+    strict_json(decision.numbers)
+    assert decision.numbers["verdict"] == decision.verdict.value
+
+
+# --- multiplicity ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "p", [[0.01, 0.04, 0.03, 0.005], [0.5, 0.001, 0.2], [0.04], [0.02, 0.02, 0.9, 0.011]]
+)
+def test_holm_matches_statsmodels(p: list[float]) -> None:
+    expected = multipletests(p, method="holm")[1]
+    assert holm_adjust(p) == pytest.approx(list(expected), rel=1e-12)
