@@ -13,6 +13,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from coordinator.deployment import (
     LOOPBACK,
@@ -25,6 +26,7 @@ from coordinator.deployment import (
 )
 from coordinator.rounds import CONFIG_ENV
 from coordinator.wire_capture import CaptureRelay
+from hermes_fed.errors import FederationError
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +53,34 @@ def declared_run_config(app_dir: Path) -> frozenset[str]:
     with (app_dir / "pyproject.toml").open("rb") as fh:
         body = tomllib.load(fh)
     return frozenset(body.get("tool", {}).get("flwr", {}).get("app", {}).get("config", {}))
+
+
+def submit(cli_home: Path, config_path: Path, run_config: Mapping[str, str | int | float], *,
+           app_dir: Path = REPO_ROOT, timeout: float = 600.0) -> RunOutcome:
+    """Write the coordinator settings, ``flwr run`` the app, check Flower's status.
+
+    Keys the app's ``[tool.flwr.app.config]`` declares go through ``flwr run -c``; the
+    others go to ``config_path`` (the file the SuperLink's environment names).
+    """
+    declared = declared_run_config(app_dir)
+    config_path.write_text(json.dumps(
+        {k: v for k, v in run_config.items() if k not in declared}, indent=2) + "\n")
+    return run_app(app_dir, cli_home, CONNECTION,
+                   run_config={k: v for k, v in run_config.items() if k in declared},
+                   timeout=timeout)
+
+
+def read_run_report(coordinator_dir: Path, run_id: str) -> dict[str, Any]:
+    """The ServerApp's own result for ``run_id``; must say ``completed``."""
+    path = coordinator_dir / "reports" / f"run-{run_id}.json"
+    try:
+        body: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise FederationError(f"run {run_id} left no readable report at {path}: {exc}") from None
+    if body.get("status") != "completed":
+        raise FederationError(f"run {run_id} report says {body.get('status')!r}: "
+                              f"{body.get('error', '')}")
+    return body
 
 
 class LocalFederation:
@@ -112,12 +142,8 @@ class LocalFederation:
         Keys the app's ``[tool.flwr.app.config]`` declares go through ``flwr run -c``;
         the others are written to the coordinator's settings file first.
         """
-        declared = declared_run_config(app_dir)
-        self.config_path.write_text(json.dumps(
-            {k: v for k, v in run_config.items() if k not in declared}, indent=2) + "\n")
-        return run_app(app_dir, self.cli_home, CONNECTION,
-                       run_config={k: v for k, v in run_config.items() if k in declared},
-                       timeout=timeout)
+        return submit(self.cli_home, self.config_path, run_config, app_dir=app_dir,
+                      timeout=timeout)
 
     def stop(self) -> None:
         for proc in self.nodes.values():

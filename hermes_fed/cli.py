@@ -34,6 +34,10 @@ COMMAND_GROUPS: tuple[tuple[str, str, str], ...] = (
     ),
     ("node", "run a tenant node: serve gRPC ingest, import/export JSONL, assign A/B arms",
      "tenant_node.commands:register"),
+    ("coordinator", "run the coordinator: Flower SuperLink, registry, reports",
+     "coordinator.commands:register"),
+    ("round", "run federated LoRA rounds (exact | fedavg | frozen-a)",
+     "coordinator.commands:register_round"),
 )
 
 Register = Callable[[argparse.ArgumentParser], None]
