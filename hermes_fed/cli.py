@@ -34,6 +34,8 @@ COMMAND_GROUPS: tuple[tuple[str, str, str], ...] = (
     ),
     ("node", "run a tenant node: serve gRPC ingest, import/export JSONL, assign A/B arms",
      "tenant_node.commands:register"),
+    ("quality", "quality pipeline: scores, judges, selection, trigger",
+     "hermes_fed.quality.commands:register"),
     ("coordinator", "run the coordinator: Flower SuperLink, registry, reports",
      "coordinator.commands:register"),
     ("round", "run federated LoRA rounds (exact | fedavg | frozen-a)",

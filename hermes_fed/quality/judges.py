@@ -238,6 +238,8 @@ class AgreementJudge(Judge):
     Numbers count when the final response states them to its own precision (3.14159 is
     matched by "3.14"; 1234 by "1,234"); strings (1..80 characters) when they appear
     case-insensitively. Numeric values take precedence over strings when both exist.
+    Numbers of the final response that echo the task are discounted once per occurrence
+    in the task, so "0+1 = -1" does not agree with a result of 1.
     The score is ``min(1, matched / min(len(values), required_values))``: quoting
     ``required_values`` of a large result is full agreement. Abstains without a tool
     result, on an error result, or when the result has no comparable values.
@@ -269,6 +271,13 @@ class AgreementJudge(Judge):
         final = trajectory.final_response or ""
         if numbers:
             stated = _numbers_in(final)
+            # Numbers that merely echo the task ("0+1 = -1" restates 0 and 1) are removed
+            # once per occurrence in the task, so only what the answer adds can agree.
+            for echoed, _ in _numbers_in(trajectory.task or ""):
+                for k, (value, _d) in enumerate(stated):
+                    if value == echoed:
+                        del stated[k]
+                        break
             matched = sum(1 for v in numbers if any(_agrees(v, f, d) for f, d in stated))
             total, kind = len(numbers), "numeric"
         elif strings:

@@ -93,9 +93,24 @@ def test_rule_based_judge(trajectory: TrajectoryRecorded, score: float,
 )
 def test_agreement_judge(tool_content: Any, final: str, score: float) -> None:
     trajectory = traj([USER, call(), result(tool_content)], final)
+    trajectory = TrajectoryRecorded(**{**trajectory.to_data(), "task": "a question"})
     verdict = AgreementJudge().judge(trajectory)
     assert verdict is not None
     assert verdict.score == pytest.approx(score)
+
+
+@pytest.mark.parametrize(
+    ("task", "final", "score"),
+    [("What is 0+1?", "0+1 = -1", 0.0), ("What is 0+1?", "0+1 = 1", 1.0),
+     ("What is 1*1?", "1*1 = 1", 1.0), ("What is 1*1?", "1*1 is one", 0.0)],
+)
+def test_agreement_judge_discounts_numbers_echoed_from_the_task(task: str, final: str,
+                                                                score: float) -> None:
+    trajectory = TrajectoryRecorded(trajectory_id="t", task=task, task_type="a",
+                                    messages=[USER, call(), result({"result": 1})], tools=CALC,
+                                    final_response=final)
+    verdict = AgreementJudge().judge(trajectory)
+    assert verdict is not None and verdict.score == score
 
 
 @pytest.mark.parametrize(
