@@ -9,6 +9,7 @@ from hermes_fed.abtest.arms import ArmStats, TenantArms
 from hermes_fed.abtest.cuped import CupedResult, cuped_adjust
 from hermes_fed.abtest.decision import Decision, DecisionConfig, Verdict, decide, holm_adjust
 from hermes_fed.abtest.meta import MetaResult, TenantEffect, combine_effects
+from hermes_fed.abtest.paired import decide_offline, paired_test
 from hermes_fed.abtest.sequential import (
     SequentialState,
     msprt_log_likelihood_ratio,
@@ -38,9 +39,11 @@ __all__ = [
     "combine_effects",
     "cuped_adjust",
     "decide",
+    "decide_offline",
     "holm_adjust",
     "msprt_log_likelihood_ratio",
     "msprt_update",
+    "paired_test",
     "quality_trend",
     "srm_bayes_factor",
     "srm_test",

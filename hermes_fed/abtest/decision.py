@@ -10,7 +10,8 @@ Called once per look (every round) with each tenant's cumulative arms. Rules, in
    and Holm's step-down (Holm 1979) controls the family-wise error: with no tenant harmed,
    the chance that *any* of ``k`` tenants trips the guardrail is <= ``alpha`` under arbitrary
    dependence. FWER, not FDR, is the right target: one false alarm is a rollback.
-3. Any tenant with fewer than ``min_samples_per_arm`` units in an arm -> CONTINUE.
+3. Any tenant with fewer than ``min_samples_per_arm`` units in an arm, or fewer than
+   ``min_total_per_arm`` in an arm summed over tenants -> CONTINUE.
 4. A look of the sequential test on the meta-analysed lift (DerSimonian–Laird random effects
    by default; `meta`). Significantly negative -> ROLLBACK at once.
 5. Before ``min_duration_days`` -> CONTINUE (novelty effects, weekly cycles).
@@ -64,6 +65,10 @@ class DecisionConfig:
     min_samples_per_arm: int = field(
         default=30, metadata={"help": "Units needed in each arm of each tenant to decide."}
     )
+    min_total_per_arm: int = field(
+        default=0,
+        metadata={"help": "Units needed in each arm summed over tenants (ABTestCreated.min_samples)."},
+    )
     min_lift: float = field(
         default=0.02,
         metadata={"help": "Relative lift (treatment/control - 1) the estimate must reach to SHIP."},
@@ -111,6 +116,10 @@ class DecisionConfig:
         if isinstance(self.min_samples_per_arm, bool) or self.min_samples_per_arm < 2:
             raise ConfigError(
                 f"DecisionConfig.min_samples_per_arm must be an int >= 2, got {self.min_samples_per_arm!r}"
+            )
+        if isinstance(self.min_total_per_arm, bool) or self.min_total_per_arm < 0:
+            raise ConfigError(
+                f"DecisionConfig.min_total_per_arm must be an int >= 0, got {self.min_total_per_arm!r}"
             )
         if not (math.isfinite(self.min_lift) and self.min_lift >= 0.0):
             raise ConfigError(f"DecisionConfig.min_lift must be >= 0, got {self.min_lift!r}")
@@ -278,7 +287,8 @@ def decide(
             f"(Holm-adjusted always-valid p < {cfg.alpha})"
         )
     if verdict is Verdict.CONTINUE:
-        verdict = _main_rule(cfg, state, meta, short, elapsed_days, bar, scale, reasons)
+        total_per_arm = min(sum(a.control.n for a in tenants), sum(a.treatment.n for a in tenants))
+        verdict = _main_rule(cfg, state, meta, short, total_per_arm, elapsed_days, bar, scale, reasons)
 
     numbers = _numbers(
         cfg, verdict, elapsed_days, scale, welch, harm_p, harm_adj, srm, meta, state, thetas, short
@@ -291,6 +301,7 @@ def _main_rule(
     state: SequentialState,
     meta: MetaResult | None,
     short: list[str],
+    total_per_arm: int,
     elapsed_days: float,
     bar: float,
     scale: str,
@@ -300,6 +311,11 @@ def _main_rule(
         reasons.append(
             f"fewer than {cfg.min_samples_per_arm} units per arm in tenant(s) "
             f"{', '.join(short) or '(none with a variance)'}"
+        )
+        return Verdict.CONTINUE
+    if total_per_arm < cfg.min_total_per_arm:
+        reasons.append(
+            f"{total_per_arm} units in the smaller arm over all tenants, fewer than {cfg.min_total_per_arm}"
         )
         return Verdict.CONTINUE
     est = state.last_estimate

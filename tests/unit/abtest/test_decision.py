@@ -47,6 +47,7 @@ def strict_json(numbers: dict[str, object]) -> None:
         ({"alpha": 0.0}, "alpha"),
         ({"alpha": 1.5}, "alpha"),
         ({"min_samples_per_arm": 1}, "min_samples_per_arm"),
+        ({"min_total_per_arm": -1}, "min_total_per_arm"),
         ({"min_lift": -0.01}, "min_lift"),
         ({"min_lift": math.nan}, "min_lift"),
         ({"treatment_share": 1.0}, "treatment_share"),
@@ -111,6 +112,12 @@ def test_too_few_units_in_any_tenant_continues_and_names_it() -> None:
     assert decision.numbers["meta"] is None
     assert decision.sequential.looks == 0  # no look without every tenant
     strict_json(decision.numbers)
+
+
+def test_too_few_units_overall_continues() -> None:
+    config = DecisionConfig(min_total_per_arm=1000)
+    assert decide(five(199, 0.05), elapsed_days=10.0, config=config).verdict is Verdict.CONTINUE
+    assert decide(five(200, 0.05), elapsed_days=10.0, config=config).verdict is Verdict.SHIP
 
 
 def test_inconclusive_at_the_planned_end_rolls_back() -> None:
