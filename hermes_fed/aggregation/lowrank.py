@@ -54,6 +54,22 @@ def stack(blocks: Sequence[tuple[float, Matrix, Matrix]]) -> tuple[Matrix, Matri
     return b, a
 
 
+def _svd(matrix: Matrix) -> tuple[Matrix, Matrix, Matrix]:
+    """Thin SVD; falls back from LAPACK ``gesdd`` to ``gesvd`` when ``gesdd`` fails.
+
+    ``gesdd`` (numpy's driver) occasionally reports non-convergence on rank-deficient
+    matrices — measured here on a 256 × 256 mean of three rank-16 products that ``gesvd``
+    decomposes without trouble — and a stacked mean of products is rank-deficient by nature.
+    """
+    try:
+        u, s, vt = np.linalg.svd(matrix, full_matrices=False)
+    except np.linalg.LinAlgError:
+        import scipy.linalg
+
+        u, s, vt = scipy.linalg.svd(matrix, full_matrices=False, lapack_driver="gesvd")
+    return u, s, vt
+
+
 def truncated_product_svd(b: Matrix, a: Matrix, rank: int) -> tuple[Matrix, Matrix, Matrix]:
     """Best rank-``rank`` factors of ``B @ A`` (Eckart–Young), via QR of the factors.
 
@@ -70,7 +86,7 @@ def truncated_product_svd(b: Matrix, a: Matrix, rank: int) -> tuple[Matrix, Matr
     if b.shape[1] == 0:
         return b_new, a_new, np.zeros(0)
     q_b, core, q_a = _core(b, a)
-    u, s, vt = np.linalg.svd(core, full_matrices=False)
+    u, s, vt = _svd(core)
     k = min(rank, s.size)
     root = np.sqrt(s[:k])
     b_new[:, :k] = (q_b @ u[:, :k]) * root

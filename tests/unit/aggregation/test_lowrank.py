@@ -94,3 +94,22 @@ def test_stack_is_the_weighted_sum_of_products() -> None:
     assert b.shape == (6, 6) and a.shape == (6, 5)
     expected = sum(w * bi @ ai for w, bi, ai in blocks)
     assert rel(b @ a, expected) < 1e-14
+
+
+def test_svd_falls_back_to_gesvd_when_gesdd_does_not_converge(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Prepare: gesdd's non-convergence is rare and data-dependent, so it is forced here;
+    # the fallback itself (scipy's gesvd) is the real thing.
+    rng = np.random.default_rng(5)
+    b, a = rng.normal(size=(20, 6)), rng.normal(size=(6, 15))
+    expected = truncated_product_svd(b, a, 4)
+
+    def no_convergence(*args: object, **kwargs: object) -> None:
+        raise np.linalg.LinAlgError("SVD did not converge")
+
+    monkeypatch.setattr(np.linalg, "svd", no_convergence)
+    # Execute
+    got = truncated_product_svd(b, a, 4)
+    # Assert
+    np.testing.assert_allclose(got[0] @ got[1], expected[0] @ expected[1], rtol=1e-10)
+    np.testing.assert_allclose(got[2], expected[2], rtol=1e-10)
