@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 
 import grpc
+from sqlalchemy import exc as sa_exc
 
 from hermes_fed.errors import (
     ConcurrencyError,
@@ -47,8 +48,10 @@ def _status_for(exc: Exception) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.ABORTED, str(exc)
     if isinstance(exc, SchemaError):
         return grpc.StatusCode.INVALID_ARGUMENT, f"events: {exc}"
-    if isinstance(exc, OperationalError):
-        return grpc.StatusCode.UNAVAILABLE, "the event store is unavailable; retry"
+    if isinstance(exc, (OperationalError, sa_exc.OperationalError)):
+        # Transient database trouble (unreachable, locked, a lost write race): the whole
+        # batch rolled back, and retrying it with the same event ids is safe.
+        return grpc.StatusCode.UNAVAILABLE, "the event store is busy or unavailable; retry"
     if isinstance(exc, (RedactionError, KeyringError)):
         return grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: nothing was written"
     return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); nothing was written"
@@ -107,8 +110,10 @@ class IngestService:
         log.warning("event=batch_rejected method=%s code=%s events=%d problem=%s",
                     method, code.name, n_events, message.split(":")[0])
         if not isinstance(exc, (HermesFedError, WireProblem)):
-            log.error("event=append_failed method=%s error=%s", method, type(exc).__name__,
-                      exc_info=True)
+            # The traceback may quote SQL parameters (event bytes): only at DEBUG.
+            log.error("event=append_failed method=%s error=%s.%s", method,
+                      type(exc).__module__, type(exc).__name__)
+            log.debug("event=append_failed_traceback method=%s", method, exc_info=True)
         context.abort(code, prefix + message)
 
     def _batch(self, raw: bytes) -> tuple[list[NewEvent], dict[str, int], int]:
