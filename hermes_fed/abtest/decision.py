@@ -6,10 +6,12 @@ Called once per look (every round) with each tenant's cumulative arms. Rules, in
    estimate can be trusted; go back to the known-good version and investigate.
 2. **Harm guardrail** -> ROLLBACK: a tenant (with >= ``min_samples_per_arm`` per arm) whose
    lift is negative with Holm-adjusted always-valid p < ``alpha``. Per-tenant p-values are
-   mSPRT p-values (`sequential`) so that checking every round does not inflate false alarms,
-   and Holm's step-down (Holm 1979) controls the family-wise error: with no tenant harmed,
-   the chance that *any* of ``k`` tenants trips the guardrail is <= ``alpha`` under arbitrary
-   dependence. FWER, not FDR, is the right target: one false alarm is a rollback.
+   mSPRT p-values ``1/Λ`` at this look (`sequential`; valid at any look, and conservative
+   next to the running minimum, so no per-tenant state is carried) so that checking every
+   round does not inflate false alarms, and Holm's step-down (Holm 1979) controls the
+   family-wise error: with no tenant harmed, the chance that *any* of ``k`` tenants trips
+   the guardrail is <= ``alpha`` under arbitrary dependence. FWER, not FDR, is the right
+   target: one false alarm is a rollback.
 3. Any tenant with fewer than ``min_samples_per_arm`` units in an arm, or fewer than
    ``min_total_per_arm`` in an arm summed over tenants -> CONTINUE.
 4. A look of the sequential test on the meta-analysed lift (DerSimonian–Laird random effects
@@ -56,7 +58,14 @@ def _unit(name: str, value: float) -> None:
 
 @dataclass(frozen=True, slots=True)
 class DecisionConfig:
-    """Thresholds of the decision; every default is documented in ``help``."""
+    """Thresholds of the decision; every default is documented in ``help``.
+
+    From an ``ABTestCreated`` event: ``min_samples`` -> ``min_total_per_arm``,
+    ``duration_days`` -> ``max_duration_days``, and ``treatment_share`` is the treatment
+    arm's share of the units *in the test* (``traffic_split`` when the node's assignment
+    gives treatment weight ``traffic_split`` and control ``1 - traffic_split``; 0.5 when the
+    test's users are split evenly).
+    """
 
     alpha: float = field(
         default=0.05,

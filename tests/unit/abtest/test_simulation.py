@@ -78,6 +78,7 @@ def test_no_effect_never_ships_and_rarely_trips_the_guardrail() -> None:
     decisions = [_run_until_verdict(sim, run, DecisionConfig()) for run in range(runs)]
     ships = sum(d.verdict is Verdict.SHIP for d in decisions)
     trips = sum(any("guardrail" in r or "sample-ratio" in r for r in d.reasons) for d in decisions)
+    print(f"no effect, {runs} runs: SHIP {ships / runs:.3f}, guardrail/SRM trips {trips / runs:.3f}")
     assert ships / runs <= 0.05 + 2 * _mc_sd(0.05, runs)
     assert trips / runs <= 0.05 + 2 * _mc_sd(0.05, runs)
     assert all(d.verdict is Verdict.ROLLBACK for d in decisions)  # futility or planned end
@@ -92,6 +93,8 @@ def test_true_five_percent_lift_across_five_heterogeneous_tenants_ships() -> Non
     decisions = [_run_until_verdict(sim, run, DecisionConfig()) for run in range(runs)]
     # Assert
     ship_rate = sum(d.verdict is Verdict.SHIP for d in decisions) / runs
+    days = sorted(d.numbers["elapsed_days"] for d in decisions if d.verdict is Verdict.SHIP)
+    print(f"+5% lift, {runs} runs: SHIP {ship_rate:.2f}, median day {days[len(days) // 2]:.0f}")
     assert ship_rate >= 0.9
     first = next(d for d in decisions if d.verdict is Verdict.SHIP)
     assert first.numbers["elapsed_days"] >= 7  # the minimum duration held
@@ -112,6 +115,7 @@ def test_one_harmed_tenant_blocks_ship_through_the_guardrail() -> None:
     by_guardrail = [d for d in decisions
                     if d.verdict is Verdict.ROLLBACK and "tenant-4" in " ".join(d.reasons)
                     and "guardrail" in d.reasons[0]]  # fmt: skip
+    print(f"one tenant -12%, {runs} runs: stopped by the guardrail {len(by_guardrail) / runs:.2f}")
     assert len(by_guardrail) >= 0.9 * runs
 
 
