@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,7 +20,9 @@ from coordinator.deployment import (
     LOOPBACK,
     FlowerProcess,
     RunOutcome,
+    flower_env,
     run_app,
+    spawn,
     start_superlink,
     start_supernode,
     write_connection,
@@ -95,6 +98,7 @@ class LocalFederation:
         self.superlink: FlowerProcess | None = None
         self.relay: CaptureRelay | None = None
         self.nodes: dict[str, FlowerProcess] = {}
+        self.workers: dict[str, FlowerProcess] = {}
         self.cli_home = root / "cli"
 
     def __enter__(self) -> LocalFederation:
@@ -133,6 +137,15 @@ class LocalFederation:
                                spec.node_config(), isolation=self.isolation,
                                name=f"supernode-{spec.tenant_id}", env=self.node_env)
         self.nodes[spec.tenant_id] = proc
+        if self.isolation == "process":
+            # no flower-superexec in this mode: our long-lived ClientApp worker takes tasks
+            home = self.root / "nodes" / spec.tenant_id
+            self.workers[spec.tenant_id] = spawn(
+                f"clientapp-{spec.tenant_id}",
+                [sys.executable, "-m", "tenant_node.warm_clientapp",
+                 "--runtime-api-address", proc.address],
+                env=flower_env(home, self.node_env), log_path=home / "clientapp.log",
+                port=proc.port, cwd=REPO_ROOT)
         return proc
 
     def run(self, run_config: Mapping[str, str | int | float], *,
@@ -146,8 +159,9 @@ class LocalFederation:
                       timeout=timeout)
 
     def stop(self) -> None:
-        for proc in self.nodes.values():
+        for proc in [*self.workers.values(), *self.nodes.values()]:
             proc.stop()
+        self.workers.clear()
         self.nodes.clear()
         if self.relay is not None:
             self.relay.close()
