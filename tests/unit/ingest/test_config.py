@@ -1,0 +1,91 @@
+"""The node's TOML configuration (tenant_node.config)."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hermes_fed.errors import ConfigError
+from tenant_node.config import NodeConfig, load_node_config, node_config_from_mapping
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "tenant_node" / "node.example.toml"
+BASE = {"tenant_id": "acme", "token": "t" * 16}
+
+
+def test_the_example_file_loads_and_shows_every_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Prepare
+    monkeypatch.setenv("HERMES_FED_NODE_TOKEN", "x" * 20)
+
+    # Execute
+    config = load_node_config(EXAMPLE)
+
+    # Assert: every field is documented in the example and has help text.
+    text = EXAMPLE.read_text()
+    for f in fields(NodeConfig):
+        assert f.name in text, f.name
+        assert f.metadata.get("help"), f.name
+    assert config.resolved_token() == "x" * 20
+    assert config.resolved_store_url == f"sqlite:///{EXAMPLE.parent / 'var' / 'events.db'}"
+    assert config.resolved_keyring_path == EXAMPLE.parent / "var" / "keyring.json"
+
+
+def test_relative_paths_resolve_against_the_file(tmp_path: Path) -> None:
+    # Prepare
+    path = tmp_path / "node.toml"
+    path.write_text('tenant_id = "a"\ntoken = "0123456789abcdef"\n'
+                    'store_url = "sqlite:///db/a.db"\nkeyring_path = "keys/k.json"\n')
+
+    # Execute
+    config = load_node_config(path)
+
+    # Assert
+    assert config.resolved_store_url == f"sqlite:///{tmp_path / 'db' / 'a.db'}"
+    assert config.resolved_keyring_path == tmp_path / "keys" / "k.json"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"tenant_id": ""}, "tenant_id"),
+        ({"token": ""}, "no token"),
+        ({"token": "short"}, "at least 16"),
+        ({"listen": "nowhere"}, "listen"),
+        ({"listen": "0.0.0.0:50061"}, "beyond loopback"),
+        ({"max_event_bytes": 10}, "max_event_bytes"),
+        ({"max_event_bytes": "1MB"}, "max_event_bytes must be int"),
+        ({"workers": True}, "workers must be int"),
+        ({"metrics_port": 70000}, "metrics_port"),
+        ({"projection_interval_s": 0}, "projection_interval_s"),
+        ({"projections": ["no_colon"]}, "module:Class"),
+        ({"tls": {"cert_file": "x.crt"}}, "set both cert_file and key_file"),
+        ({"tls": {"cert_file": "missing.crt", "key_file": "missing.key"}}, "no such file"),
+        ({"tls": {"bogus": 1}}, "tls: unknown keys"),
+        ({"colour": "blue"}, "unknown keys ['colour']"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_key(
+    overrides: dict[str, Any], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare
+    monkeypatch.delenv("HERMES_FED_NODE_TOKEN", raising=False)
+
+    # Execute / Assert
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        node_config_from_mapping({**BASE, **overrides})
+
+
+def test_remote_listen_is_allowed_when_asked_for() -> None:
+    # Execute
+    config = node_config_from_mapping({**BASE, "listen": "0.0.0.0:1",
+                                       "allow_insecure_remote": True})
+
+    # Assert
+    assert config.listen == "0.0.0.0:1"
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_node_config(tmp_path / "nope.toml")
