@@ -229,7 +229,8 @@ def prepare_round(updates: Sequence[ClientUpdate], previous: Mapping[str, Any] |
         tensors: dict[str, Matrix] = {}
         for key in sorted(raw):
             tensors[key], dtype = _finite_array(owner, key, raw[key])
-            dtypes.setdefault(key, dtype)
+            # results keep a float input's dtype (float32 from peft); integers become float64
+            dtypes.setdefault(key, dtype if dtype.kind == "f" else np.dtype(np.float64))
         owners.append(owner)
         converted.append(tensors)
     _check_shapes(layout, owners, converted)

@@ -8,6 +8,7 @@ weighted mean in every mode, which is exact for them.
 
 from __future__ import annotations
 
+import logging
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -29,6 +30,8 @@ from .records import (
     NodeReport,
 )
 from .robustness import clip_coefficients, clipped_dense, modified_z_scores, update_norms
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +107,15 @@ class Aggregator(ABC):
             stacked = {k: v.astype(rnd.dtypes[k], copy=False)
                        for k, v in sorted(combined.stacked.items())}
             stacked.update({k: out[k] for k in rnd.layout.dense})
-        return AggregationResult(out, self._report(rnd, float(scale), norms, coefs, z_scores,
-                                                   combined.layers), stacked)
+        report = self._report(rnd, float(scale), norms, coefs, z_scores, combined.layers)
+        _log.info("aggregated mode=%s nodes=%d examples=%d residual=%.4g fedavg_error=%s "
+                  "clipped=%s", report.mode, len(report.nodes), report.total_examples,
+                  report.residual, report.fedavg_error, ",".join(report.clipped_nodes) or "-")
+        for node in report.nodes:
+            if node.outlier:
+                _log.warning("outlier mode=%s node=%s update_norm=%.4g z=%.2f", report.mode,
+                             node.node_id, node.update_norm, node.z_score)
+        return AggregationResult(out, report, stacked)
 
     @abstractmethod
     def _combine(self, rnd: PreparedRound, coefs: Matrix) -> Combined:

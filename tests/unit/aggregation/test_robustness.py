@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -107,7 +109,8 @@ def test_modified_z_scores(values: list[float], expected: list[float]) -> None:
     np.testing.assert_allclose(modified_z_scores(np.array(values)), expected, atol=1e-9)
 
 
-def test_outlier_report_names_the_node_with_the_outsized_update() -> None:
+def test_outlier_report_names_the_node_with_the_outsized_update(
+        caplog: pytest.LogCaptureFixture) -> None:
     # Prepare: six similar nodes and one whose B is 20 times larger
     rng = np.random.default_rng(3)
     base = random_adapter(rng, 3)
@@ -118,8 +121,11 @@ def test_outlier_report_names_the_node_with_the_outsized_update() -> None:
     loud = {k: (20 * v if "lora_B" in k else v) for k, v in base.items()}
     updates.append(ClientUpdate("tenant-loud", 100, loud))
     # Execute
-    report = make_aggregator("exact").aggregate(updates, scale=SCALE).report
-    # Assert: reported, and still aggregated (not dropped)
+    with caplog.at_level(logging.WARNING, logger="hermes_fed.aggregation"):
+        report = make_aggregator("exact").aggregate(updates, scale=SCALE).report
+    # Assert: reported and logged, and still aggregated (not dropped)
+    assert [r.getMessage().split(" update_norm")[0] for r in caplog.records] == [
+        "outlier mode=exact node=tenant-loud"]
     assert report.outliers == ("tenant-loud",)
     assert report.nodes[-1].z_score > 3.5
     assert report.to_dict()["outliers"] == ["tenant-loud"]
