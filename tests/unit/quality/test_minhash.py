@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hermes_fed.quality.minhash import (
     estimated_jaccard,
     minhash_signature,
+    minhash_signatures,
     normalise,
     pairwise_jaccard,
     remove_near_duplicates,
@@ -55,12 +56,12 @@ def test_signature_is_stable_across_runs() -> None:
     # A fixed value: signatures are stored in read models and must not drift.
     sig = minhash_signature("hello world", 4)
     assert signature_from_bytes(signature_bytes(sig)).tolist() == sig.tolist()
-    assert sig.dtype == np.uint64 and sig.max() < (1 << 31) - 1
+    assert sig.dtype == np.uint64 and sig.max() < (1 << 32)
     assert sig.tolist() == minhash_signature("hello world", 4).tolist()
 
 
 def test_empty_text_has_the_sentinel_signature() -> None:
-    assert minhash_signature("", 8).tolist() == [(1 << 31) - 1] * 8
+    assert minhash_signature("", 8).tolist() == [1 << 32] * 8
 
 
 @settings(max_examples=30, deadline=None)
@@ -85,3 +86,14 @@ def test_lsh_dedupe_keeps_no_near_duplicate_pair(texts: list[str]) -> None:
 def test_bad_signature_bytes_are_refused() -> None:
     with pytest.raises(ValueError, match="whole number"):
         signature_from_bytes(b"123")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.text(max_size=60), max_size=20), st.integers(1, 7), st.integers(1, 50))
+def test_batch_signatures_equal_single_signatures(texts: list[str], size: int,
+                                                  chunk: int) -> None:
+    # Execute
+    batch = minhash_signatures(texts, 16, size, chunk=chunk)
+    # Assert: row for row, whatever the chunking
+    for row, text in zip(batch, texts, strict=True):
+        assert row.tolist() == minhash_signature(text, 16, size).tolist()

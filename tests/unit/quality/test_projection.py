@@ -119,3 +119,40 @@ def test_erased_subject_is_never_selected_after_rebuild(store: SqlEventStore) ->
     assert row["erased"] and row["signature"] is None and row["task_key"] is None
     with store.engine.connect() as conn:
         assert "t3" not in {c.trajectory_id for c in rm.load_candidates(conn)}
+
+
+def test_inv5_bulk_rebuild_equals_event_by_event(store: SqlEventStore) -> None:
+    # Prepare: the scenario plus training events in both orders and a re-judgement
+    from hermes_fed.events import new_event
+    from hermes_fed.events.training import TrainingRunCompleted, TrainingRunStarted
+    from hermes_fed.quality.pipeline import record_selection, select_from_store
+    from hermes_fed.quality.projection import rebuild_quality
+
+    def run_event(kind: Any, run_id: str, sha: str) -> NewEvent:
+        extra = {"config": {}} if kind is TrainingRunStarted else {"metrics": {}}
+        return new_event(kind(run_id=run_id, base_model="tiny", parent_version=None,
+                              dataset_manifest_sha256=sha, n_by_tier={}, **extra),
+                         stream_id=f"training-{run_id}")
+
+    runner = ProjectionRunner(store, QualityProjection())
+    for batch in scenario():
+        store.append(batch)
+        runner.catch_up()
+    manifest = select_from_store(store, 10, seed=0)
+    store.append([run_event(TrainingRunStarted, "r1", manifest.sha256),
+                  run_event(TrainingRunCompleted, "r1", manifest.sha256)])
+    record_selection(store, manifest)  # the selection after its run completed
+    store.append([judged("t1", "rules", 0.1, "s1"), labeled("t2", 0.95, "s1"),
+                  ev(trajectory("t4", 1, 1), "s3")])
+    runner.catch_up()
+    incremental = table_rows(store.engine, rm.metadata)
+    # Execute
+    count = rebuild_quality(store)
+    bulk = table_rows(store.engine, rm.metadata)
+    # Assert
+    assert count == store.head()
+    assert bulk == incremental
+    # t1 and t2 ask the same task with near-identical answers: t1 (lower score) was dropped
+    assert manifest.trajectory_ids == ("t2", "t3")
+    assert {r[0] for r in incremental["quality_trajectories"] if r[-2] == "r1"} == {"t2", "t3"}
+    assert runner.checkpoint() == store.head() and runner.catch_up() == 0

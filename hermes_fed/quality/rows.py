@@ -1,0 +1,280 @@
+"""Where the quality fold keeps its rows: in SQL (incremental) or in memory (fast rebuild).
+
+:class:`~hermes_fed.quality.projection.QualityFold` is written once against
+:class:`QualityRows`. :class:`SqlRows` applies each event inside the projection runner's
+transaction; :class:`MemoryRows` folds a whole log in memory and writes the tables with
+bulk inserts, computing MinHash signatures in one vectorised pass. A test asserts both give
+identical tables (invariant 5).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from . import read_model as rm
+from .config import SelectionConfig
+from .minhash import minhash_signatures
+from .preference import PreferencePair, SessionTrajectory
+from .selection import candidate_signature
+
+Row = dict[str, Any]
+
+_t = rm.trajectories
+_GET = sa.select(_t).where(_t.c.trajectory_id == sa.bindparam("q_tid"))
+_UPDATE = _t.update().where(_t.c.trajectory_id == sa.bindparam("q_tid"))
+_MEMBERS = sa.select(_t.c.trajectory_id, _t.c.recorded_position, _t.c.task_key, _t.c.retries,
+                     _t.c.accepted).where(_t.c.session_id == sa.bindparam("q_session"),
+                                          _t.c.recorded.is_(True), _t.c.task_key.is_not(None))
+_j = rm.judgements
+_JUDGE_UPDATE = _j.update().where(_j.c.trajectory_id == sa.bindparam("q_tid"),
+                                  _j.c.judge == sa.bindparam("q_judge"))
+_JUDGE_SCORES = sa.select(_j.c.score).where(_j.c.trajectory_id == sa.bindparam("q_tid"))
+
+
+def judge_mean(scores: Sequence[float]) -> float:
+    """Mean of a trajectory's judge scores; ``fsum`` is exactly rounded, so the order the
+    database returns them in cannot change the result (SqlRows and MemoryRows agree)."""
+    return math.fsum(scores) / len(scores)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSignature:
+    """A signature MemoryRows computes later, in one batch."""
+
+    text: str
+
+
+class QualityRows(ABC):
+    """The storage operations of the quality fold."""
+
+    @abstractmethod
+    def get(self, trajectory_id: str) -> Row | None: ...
+
+    @abstractmethod
+    def put(self, row: Row, exists: bool) -> None: ...
+
+    @abstractmethod
+    def signature(self, task: str, final_response: str) -> bytes | PendingSignature: ...
+
+    @abstractmethod
+    def judge(self, trajectory_id: str, judge: str, score: float,
+              position: int) -> tuple[float, int]:
+        """Upsert one judge's latest score; return ``(mean, count)`` over the judges."""
+
+    @abstractmethod
+    def session_members(self, session_id: str) -> list[SessionTrajectory]: ...
+
+    @abstractmethod
+    def replace_pairs(self, session_id: str, pairs: list[PreferencePair]) -> None: ...
+
+    @abstractmethod
+    def has_selection(self, sha: str) -> bool: ...
+
+    @abstractmethod
+    def add_selection(self, row: Row, items: list[Row]) -> None: ...
+
+    @abstractmethod
+    def run_status(self, run_id: str) -> str | None: ...
+
+    @abstractmethod
+    def put_run(self, run_id: str, values: Row, exists: bool) -> None: ...
+
+    @abstractmethod
+    def first_completed_run(self, sha: str) -> tuple[str, int] | None:
+        """``(run_id, finished_at_us)`` of the earliest completed run on manifest ``sha``."""
+
+    @abstractmethod
+    def mark_used(self, sha: str, run_id: str, used_at_us: int) -> None: ...
+
+
+class SqlRows(QualityRows):
+    """Rows in the read-model tables, through one connection (the runner's transaction)."""
+
+    def __init__(self, conn: sa.Connection, selection: SelectionConfig) -> None:
+        self.conn = conn
+        self.selection = selection
+
+    def get(self, trajectory_id: str) -> Row | None:
+        row = self.conn.execute(_GET, {"q_tid": trajectory_id}).mappings().first()
+        return None if row is None else dict(row)
+
+    def put(self, row: Row, exists: bool) -> None:
+        if exists:
+            values = {k: v for k, v in row.items() if k != "trajectory_id"}
+            self.conn.execute(_UPDATE, {"q_tid": row["trajectory_id"], **values})
+        else:
+            self.conn.execute(_t.insert(), row)
+
+    def signature(self, task: str, final_response: str) -> bytes:
+        return candidate_signature(task, final_response, self.selection)
+
+    def judge(self, trajectory_id: str, judge: str, score: float,
+              position: int) -> tuple[float, int]:
+        params = {"q_tid": trajectory_id, "q_judge": judge, "score": score,
+                  "position": position}
+        if not self.conn.execute(_JUDGE_UPDATE, params).rowcount:
+            self.conn.execute(_j.insert(), {"trajectory_id": trajectory_id, "judge": judge,
+                                            "score": score, "position": position})
+        scores = [float(s) for s in self.conn.execute(
+            _JUDGE_SCORES, {"q_tid": trajectory_id}).scalars()]
+        return judge_mean(scores), len(scores)
+
+    def session_members(self, session_id: str) -> list[SessionTrajectory]:
+        rows = self.conn.execute(_MEMBERS, {"q_session": session_id}).all()
+        return [SessionTrajectory(r[0], session_id, int(r[1]), r[2], r[3] > 0, bool(r[4]))
+                for r in rows]
+
+    def replace_pairs(self, session_id: str, pairs: list[PreferencePair]) -> None:
+        p = rm.preference_pairs
+        self.conn.execute(p.delete().where(p.c.session_id == session_id))
+        if pairs:
+            self.conn.execute(p.insert(), [_pair_row(x) for x in pairs])
+
+    def has_selection(self, sha: str) -> bool:
+        s = rm.selections.c
+        return self.conn.execute(sa.select(s.manifest_sha256)
+                                 .where(s.manifest_sha256 == sha)).first() is not None
+
+    def add_selection(self, row: Row, items: list[Row]) -> None:
+        self.conn.execute(rm.selections.insert(), row)
+        if items:
+            self.conn.execute(rm.selection_items.insert(), items)
+
+    def run_status(self, run_id: str) -> str | None:
+        r = rm.training_runs.c
+        status = self.conn.execute(sa.select(r.status).where(r.run_id == run_id)).scalar()
+        return None if status is None else str(status)
+
+    def put_run(self, run_id: str, values: Row, exists: bool) -> None:
+        r = rm.training_runs
+        if exists:
+            self.conn.execute(r.update().where(r.c.run_id == run_id).values(**values))
+        else:
+            self.conn.execute(r.insert().values(run_id=run_id, **values))
+
+    def first_completed_run(self, sha: str) -> tuple[str, int] | None:
+        r = rm.training_runs.c
+        row = self.conn.execute(sa.select(r.run_id, r.finished_at_us).where(
+            r.manifest_sha256 == sha, r.status == "completed")
+            .order_by(r.finished_position).limit(1)).first()
+        return None if row is None else (str(row[0]), int(row[1]))
+
+    def mark_used(self, sha: str, run_id: str, used_at_us: int) -> None:
+        i = rm.selection_items.c
+        ids = sa.select(i.trajectory_id).where(i.manifest_sha256 == sha)
+        self.conn.execute(_t.update().where(_t.c.trajectory_id.in_(ids),
+                                            _t.c.used_in_run.is_(None))
+                          .values(used_in_run=run_id, used_at_us=used_at_us))
+
+
+def _pair_row(pair: PreferencePair) -> Row:
+    return {"rejected_id": pair.rejected_id, "chosen_id": pair.chosen_id,
+            "session_id": pair.session_id, "task_key": pair.task_key}
+
+
+class MemoryRows(QualityRows):
+    """The same rows in dictionaries; :meth:`flush` bulk-inserts them into empty tables."""
+
+    def __init__(self, selection: SelectionConfig) -> None:
+        self.selection = selection
+        self.trajectories: dict[str, Row] = {}
+        self.sessions: dict[str, set[str]] = {}
+        self.judgements: dict[str, dict[str, tuple[float, int]]] = {}
+        self.pairs: dict[str, list[PreferencePair]] = {}
+        self.selections: dict[str, tuple[Row, list[Row]]] = {}
+        self.runs: dict[str, Row] = {}
+
+    def get(self, trajectory_id: str) -> Row | None:
+        row = self.trajectories.get(trajectory_id)
+        return None if row is None else dict(row)
+
+    def put(self, row: Row, exists: bool) -> None:
+        old = self.trajectories.get(row["trajectory_id"])
+        if old is not None and old["session_id"] != row["session_id"]:
+            self.sessions[old["session_id"]].discard(row["trajectory_id"])
+        self.sessions.setdefault(row["session_id"], set()).add(row["trajectory_id"])
+        self.trajectories[row["trajectory_id"]] = row
+
+    def signature(self, task: str, final_response: str) -> PendingSignature:
+        return PendingSignature(f"{task}\n{final_response}")
+
+    def judge(self, trajectory_id: str, judge: str, score: float,
+              position: int) -> tuple[float, int]:
+        scores = self.judgements.setdefault(trajectory_id, {})
+        scores[judge] = (score, position)
+        values = [s for s, _ in scores.values()]
+        return judge_mean(values), len(values)
+
+    def session_members(self, session_id: str) -> list[SessionTrajectory]:
+        out = []
+        for tid in self.sessions.get(session_id, ()):
+            r = self.trajectories[tid]
+            if r["recorded"] and r["task_key"] is not None:
+                out.append(SessionTrajectory(tid, session_id, int(r["recorded_position"]),
+                                             r["task_key"], r["retries"] > 0,
+                                             bool(r["accepted"])))
+        return out
+
+    def replace_pairs(self, session_id: str, pairs: list[PreferencePair]) -> None:
+        self.pairs[session_id] = pairs
+
+    def has_selection(self, sha: str) -> bool:
+        return sha in self.selections
+
+    def add_selection(self, row: Row, items: list[Row]) -> None:
+        self.selections[row["manifest_sha256"]] = (row, items)
+
+    def run_status(self, run_id: str) -> str | None:
+        run = self.runs.get(run_id)
+        return None if run is None else str(run["status"])
+
+    def put_run(self, run_id: str, values: Row, exists: bool) -> None:
+        self.runs.setdefault(run_id, {
+            "run_id": run_id, "started_position": None, "started_at_us": None,
+            "finished_position": None, "finished_at_us": None}).update(values)
+
+    def first_completed_run(self, sha: str) -> tuple[str, int] | None:
+        done = [r for r in self.runs.values()
+                if r["manifest_sha256"] == sha and r["status"] == "completed"]
+        if not done:
+            return None
+        first = min(done, key=lambda r: r["finished_position"])
+        return str(first["run_id"]), int(first["finished_at_us"])
+
+    def mark_used(self, sha: str, run_id: str, used_at_us: int) -> None:
+        for item in self.selections[sha][1] if sha in self.selections else ():
+            row = self.trajectories.get(item["trajectory_id"])
+            if row is not None and row["used_in_run"] is None:
+                row.update(used_in_run=run_id, used_at_us=used_at_us)
+
+    def flush(self, conn: sa.Connection, chunk: int = 5000) -> None:
+        """Compute pending signatures in one pass and bulk-insert every table."""
+        pending = [r for r in self.trajectories.values()
+                   if isinstance(r["signature"], PendingSignature)]
+        signatures = minhash_signatures([r["signature"].text for r in pending],
+                                        self.selection.minhash_permutations,
+                                        self.selection.shingle_size)
+        raw = signatures.astype("<u8")
+        for row, signature in zip(pending, raw, strict=True):
+            row["signature"] = np.ascontiguousarray(signature).tobytes()
+        judgements = [{"trajectory_id": tid, "judge": judge, "score": s, "position": p}
+                      for tid, by_judge in self.judgements.items()
+                      for judge, (s, p) in by_judge.items()]
+        tables: list[tuple[sa.Table, list[Row]]] = [
+            (rm.trajectories, list(self.trajectories.values())),
+            (rm.judgements, judgements),
+            (rm.preference_pairs, [_pair_row(p) for ps in self.pairs.values() for p in ps]),
+            (rm.selections, [row for row, _ in self.selections.values()]),
+            (rm.selection_items, [i for _, items in self.selections.values() for i in items]),
+            (rm.training_runs, list(self.runs.values())),
+        ]
+        for table, rows in tables:
+            for lo in range(0, len(rows), chunk):
+                conn.execute(table.insert(), rows[lo:lo + chunk])
