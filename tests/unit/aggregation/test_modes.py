@@ -218,3 +218,17 @@ def test_exact_takes_the_target_rank_from_the_previous_adapter() -> None:
     result = make_aggregator("exact").aggregate(updates, scale=1.0, previous=previous)
     for prefix, _, n_in in MODULES:
         assert result.tensors[a_key(prefix)].shape == (5, n_in)
+
+
+def test_report_is_strict_json_for_the_round_report() -> None:
+    import json
+
+    updates = _round(12)
+    report = make_aggregator("exact", AggregationConfig(clip_norm=1.0)).aggregate(
+        updates, scale=SCALE).report
+    data = json.loads(json.dumps(report.to_dict(), allow_nan=False))
+    assert data["mode"] == "exact" and data["total_examples"] == 100
+    assert [n["node_id"] for n in data["nodes"]] == ["node-0", "node-1", "node-2"]
+    assert data["clipped_nodes"] == list(report.clipped_nodes) and data["clipped_nodes"]
+    assert {lay["prefix"] for lay in data["layers"]} == {p for p, _, _ in MODULES}
+    assert data["residual"] == report.residual and data["fedavg_error"] == report.fedavg_error
