@@ -30,9 +30,9 @@ from hermes_fed.store import SqlEventStore
 
 from . import read_model as rm
 from .config import QualityConfig
-from .preference import preference_pairs, task_key
+from .preference import task_key
 from .rows import MemoryRows, QualityRows, Row, SqlRows
-from .scoring import combined_score, implicit_score
+from .scoring import combined_value, implicit_value
 from .signals import FEEDBACK_TYPES, TrajectorySignals, apply_event
 from .tiers import tier_of
 
@@ -93,19 +93,14 @@ class QualityFold:
         return (row, True) if row is not None else (new_row(trajectory_id, event.stream_id),
                                                     False)
 
-    def _rescore(self, row: Row) -> None:
+    def _rescore(self, row: Row, signals: TrajectorySignals | None = None) -> None:
         if not row["recorded"]:
             return  # orphans are never scored
-        implicit = implicit_score(_signals(row), self.config.implicit).score
-        judges = {} if row["judge_score"] is None else {"mean": row["judge_score"]}
-        combined = combined_score(implicit, judges, row["human_score"],
-                                  self.config.combine).score
+        implicit = implicit_value(signals or _signals(row), self.config.implicit)
+        combined = combined_value(implicit, row["judge_score"], row["human_score"],
+                                  self.config.combine)
         row.update(implicit_score=implicit, combined_score=combined,
                    tier=str(tier_of(combined, self.config.tiers)))
-
-    def _refresh_pairs(self, session_id: str) -> None:
-        self.rows.replace_pairs(session_id,
-                                preference_pairs(self.rows.session_members(session_id)))
 
     def _recorded(self, event: StoredEvent) -> None:
         found = self._row(event)
@@ -126,7 +121,7 @@ class QualityFold:
         self._rescore(row)
         self.rows.put(row, exists)
         if not erased:
-            self._refresh_pairs(event.stream_id)
+            self.rows.pairs_changed(event.stream_id)
 
     def _feedback(self, event: StoredEvent) -> None:
         found = self._row(event)
@@ -135,13 +130,15 @@ class QualityFold:
         row, exists = found
         before = _signals(row)
         after = apply_event(before, event.type, event.data)
-        row.update({c: getattr(after, c) for c in _SIGNALS})
-        self._rescore(row)
+        row.update(recorded=after.recorded, accepted=after.accepted, retries=after.retries,
+                   edits=after.edits, edit_ratio=after.edit_ratio, continued=after.continued,
+                   errors=after.errors)
+        self._rescore(row, after)
         self.rows.put(row, exists)
         pairing_changed = (before.accepted != after.accepted
                            or (before.retries == 0) != (after.retries == 0))
         if row["recorded"] and pairing_changed:
-            self._refresh_pairs(row["session_id"])
+            self.rows.pairs_changed(row["session_id"])
 
     def _judged(self, event: StoredEvent) -> None:
         judge, score = event.data.get("judge"), event.data.get("score")

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from . import read_model as rm
 from .config import SelectionConfig
 from .minhash import minhash_signatures
-from .preference import PreferencePair, SessionTrajectory
+from .preference import PreferencePair, SessionTrajectory, preference_pairs
 from .selection import candidate_signature
 
 Row = dict[str, Any]
@@ -69,10 +69,9 @@ class QualityRows(ABC):
         """Upsert one judge's latest score; return ``(mean, count)`` over the judges."""
 
     @abstractmethod
-    def session_members(self, session_id: str) -> list[SessionTrajectory]: ...
-
-    @abstractmethod
-    def replace_pairs(self, session_id: str, pairs: list[PreferencePair]) -> None: ...
+    def pairs_changed(self, session_id: str) -> None:
+        """The session's pairing inputs changed: recompute its preference pairs (now, or
+        before the rows are read)."""
 
     @abstractmethod
     def has_selection(self, sha: str) -> bool: ...
@@ -126,12 +125,11 @@ class SqlRows(QualityRows):
             _JUDGE_SCORES, {"q_tid": trajectory_id}).scalars()]
         return judge_mean(scores), len(scores)
 
-    def session_members(self, session_id: str) -> list[SessionTrajectory]:
+    def pairs_changed(self, session_id: str) -> None:
         rows = self.conn.execute(_MEMBERS, {"q_session": session_id}).all()
-        return [SessionTrajectory(r[0], session_id, int(r[1]), r[2], r[3] > 0, bool(r[4]))
-                for r in rows]
-
-    def replace_pairs(self, session_id: str, pairs: list[PreferencePair]) -> None:
+        pairs = preference_pairs(
+            [SessionTrajectory(r[0], session_id, int(r[1]), r[2], r[3] > 0, bool(r[4]))
+             for r in rows])
         p = rm.preference_pairs
         self.conn.execute(p.delete().where(p.c.session_id == session_id))
         if pairs:
@@ -187,13 +185,13 @@ class MemoryRows(QualityRows):
         self.trajectories: dict[str, Row] = {}
         self.sessions: dict[str, set[str]] = {}
         self.judgements: dict[str, dict[str, tuple[float, int]]] = {}
-        self.pairs: dict[str, list[PreferencePair]] = {}
+        self.dirty_sessions: set[str] = set()
         self.selections: dict[str, tuple[Row, list[Row]]] = {}
         self.runs: dict[str, Row] = {}
 
     def get(self, trajectory_id: str) -> Row | None:
-        row = self.trajectories.get(trajectory_id)
-        return None if row is None else dict(row)
+        # The live row, not a copy: the fold mutates it and put()s it straight back.
+        return self.trajectories.get(trajectory_id)
 
     def put(self, row: Row, exists: bool) -> None:
         old = self.trajectories.get(row["trajectory_id"])
@@ -212,7 +210,10 @@ class MemoryRows(QualityRows):
         values = [s for s, _ in scores.values()]
         return judge_mean(values), len(values)
 
-    def session_members(self, session_id: str) -> list[SessionTrajectory]:
+    def pairs_changed(self, session_id: str) -> None:
+        self.dirty_sessions.add(session_id)  # computed once, in flush
+
+    def _session_members(self, session_id: str) -> list[SessionTrajectory]:
         out = []
         for tid in self.sessions.get(session_id, ()):
             r = self.trajectories[tid]
@@ -221,9 +222,6 @@ class MemoryRows(QualityRows):
                                              r["task_key"], r["retries"] > 0,
                                              bool(r["accepted"])))
         return out
-
-    def replace_pairs(self, session_id: str, pairs: list[PreferencePair]) -> None:
-        self.pairs[session_id] = pairs
 
     def has_selection(self, sha: str) -> bool:
         return sha in self.selections
@@ -255,7 +253,9 @@ class MemoryRows(QualityRows):
                 row.update(used_in_run=run_id, used_at_us=used_at_us)
 
     def flush(self, conn: sa.Connection, chunk: int = 5000) -> None:
-        """Compute pending signatures in one pass and bulk-insert every table."""
+        """Compute pending signatures and pairs in one pass and bulk-insert every table."""
+        pairs = [_pair_row(p) for session in sorted(self.dirty_sessions)
+                 for p in preference_pairs(self._session_members(session))]
         pending = [r for r in self.trajectories.values()
                    if isinstance(r["signature"], PendingSignature)]
         signatures = minhash_signatures([r["signature"].text for r in pending],
@@ -270,11 +270,29 @@ class MemoryRows(QualityRows):
         tables: list[tuple[sa.Table, list[Row]]] = [
             (rm.trajectories, list(self.trajectories.values())),
             (rm.judgements, judgements),
-            (rm.preference_pairs, [_pair_row(p) for ps in self.pairs.values() for p in ps]),
+            (rm.preference_pairs, pairs),
             (rm.selections, [row for row, _ in self.selections.values()]),
             (rm.selection_items, [i for _, items in self.selections.values() for i in items]),
             (rm.training_runs, list(self.runs.values())),
         ]
         for table, rows in tables:
-            for lo in range(0, len(rows), chunk):
-                conn.execute(table.insert(), rows[lo:lo + chunk])
+            bulk_insert(conn, table, rows, chunk)
+
+
+def bulk_insert(conn: sa.Connection, table: sa.Table, rows: Sequence[Row],
+                chunk: int = 5000) -> None:
+    """Insert ``rows`` in chunks; on SQLite as plain tuples through the driver's
+    ``executemany`` (SQLAlchemy's per-row parameter processing is most of the cost there).
+    """
+    if not rows:
+        return
+    names = [c.name for c in table.columns]
+    if conn.dialect.name == "sqlite":
+        columns = ", ".join(f'"{n}"' for n in names)
+        marks = ", ".join("?" for _ in names)
+        sql = f'INSERT INTO "{table.name}" ({columns}) VALUES ({marks})'
+        for lo in range(0, len(rows), chunk):
+            conn.exec_driver_sql(sql, [tuple(r[n] for n in names) for r in rows[lo:lo + chunk]])
+        return
+    for lo in range(0, len(rows), chunk):
+        conn.execute(table.insert(), list(rows[lo:lo + chunk]))

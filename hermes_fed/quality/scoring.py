@@ -80,6 +80,24 @@ def implicit_score(signals: TrajectorySignals,
     return ImplicitScore(signals.trajectory_id, clamp_score(raw), raw, tuple(terms))
 
 
+def implicit_value(signals: TrajectorySignals, weights: ImplicitWeights) -> float:
+    """:func:`implicit_score`'s ``score`` without building its terms (the projection's hot
+    path; a property test keeps the two equal)."""
+    w = weights
+    raw = [w.base, w.accepted if signals.accepted else -w.accepted]
+    if signals.retries == 0:
+        raw.append(w.no_retry)
+    elif signals.retries >= w.many_retries_at:
+        raw.append(w.many_retries)
+    if signals.edits:
+        raw.append(w.edit * signals.edit_ratio)
+    if signals.continued:
+        raw.append(w.continued)
+    if signals.errors:
+        raw.append(w.error)
+    return clamp_score(math.fsum(raw))
+
+
 @dataclass(frozen=True, slots=True)
 class CombinedScore:
     """The fused score and where it came from (``human``, ``fused`` or ``implicit``)."""
@@ -117,3 +135,15 @@ def combined_score(implicit: float, judge_scores: Mapping[str, float] | None = N
     )
     raw = math.fsum(t.value for t in terms)
     return CombinedScore(clamp_score(raw), "fused", terms)
+
+
+def combined_value(implicit: float, judge_mean: float | None, human: float | None,
+                   weights: CombineWeights) -> float:
+    """:func:`combined_score`'s ``score`` from the judges' mean, without terms (hot path)."""
+    if human is not None and weights.human_wins:
+        return clamp_score(human)
+    if judge_mean is None or weights.judges == 0:
+        return clamp_score(implicit)
+    total = weights.implicit + weights.judges
+    return clamp_score(math.fsum((implicit * weights.implicit / total,
+                                  judge_mean * weights.judges / total)))

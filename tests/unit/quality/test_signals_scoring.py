@@ -10,7 +10,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hermes_fed.quality.config import CombineWeights, ImplicitWeights
-from hermes_fed.quality.scoring import combined_score, implicit_score
+from hermes_fed.quality.scoring import (
+    combined_score,
+    combined_value,
+    implicit_score,
+    implicit_value,
+)
 from hermes_fed.quality.signals import (
     TrajectorySignals,
     apply_event,
@@ -165,3 +170,21 @@ def test_combined_score_without_human_priority_ignores_label() -> None:
     weights = CombineWeights(implicit=1.0, judges=1.0, human_wins=False)
     result = combined_score(0.2, {"rules": 1.0}, human=1.0, weights=weights)
     assert result.score == pytest.approx(0.6) and result.source == "fused"
+
+
+@given(st.booleans(), st.integers(0, 6), st.integers(0, 3), st.floats(0, 1), st.booleans(),
+       st.integers(0, 3), st.floats(-1, 1), st.one_of(st.none(), st.floats(0, 1)),
+       st.one_of(st.none(), st.floats(-1, 1)), st.booleans())
+def test_hot_path_values_equal_the_explained_scores(
+        accepted: bool, retries: int, edits: int, ratio: float, continued: bool, errors: int,
+        implicit: float, judge_mean: float | None, human: float | None,
+        human_wins: bool) -> None:
+    # Prepare
+    signals = TrajectorySignals("t", True, accepted, retries, edits, ratio if edits else 0.0,
+                                continued, errors)
+    weights = CombineWeights(human_wins=human_wins)
+    judges = None if judge_mean is None else {"mean": judge_mean}
+    # Execute / Assert
+    assert implicit_value(signals, ImplicitWeights()) == implicit_score(signals).score
+    assert combined_value(implicit, judge_mean, human, weights) == combined_score(
+        implicit, judges, human, weights).score

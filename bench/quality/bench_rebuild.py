@@ -1,0 +1,243 @@
+"""Quality read model: rebuild throughput and incremental latency (issue 4). Prints JSON.
+
+Two measurements, both written to stdout as one JSON object:
+
+1. ``fold``: rebuilding the scores of ``--events`` session events from scratch. The events
+   are built in memory as ``StoredEvent`` records (no store decode), folded by the same
+   ``QualityFold`` the projection uses (``fold_in_memory``) and written with
+   ``MemoryRows.flush`` into a fresh SQLite file; the MinHash signatures are part of it.
+   Reported: events/s (wall and per CPU second: the machine may be shared, and the CPU
+   rate is what one free core would do) for the fold, the flush, and the two together,
+   next to the rate of
+   the event-by-event ``ProjectionRunner`` path on a prefix (``--runner-events``), the
+   baseline in the same process.
+2. ``store``: a real SQLite tenant log of ``--store-events`` events (with a key ring, so
+   personal fields are decrypted on read): ``rebuild_quality`` end to end (read + decode +
+   fold + flush) and the incremental latency of one new event (append, then
+   ``ProjectionRunner.catch_up``), p50/p95 over ``--trials`` events.
+
+    .venv/bin/python bench/quality/bench_rebuild.py --events 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from hermes_fed.events import NewEvent, StoredEvent
+from hermes_fed.projections import ProjectionRunner
+from hermes_fed.quality import read_model as rm
+from hermes_fed.quality.config import QualityConfig
+from hermes_fed.quality.projection import (
+    EVENT_TYPES,
+    QualityFold,
+    QualityProjection,
+    rebuild_quality,
+)
+from hermes_fed.quality.rows import MemoryRows
+from hermes_fed.store import Keyring, open_store
+
+TASK_TYPES = ("arithmetic", "lookup", "weather", "unit_conversion", "summarise")
+FEEDBACK = ("OutputAccepted", "RetryRequested", "OutputEdited", "SessionContinued",
+            "ErrorReported")
+
+
+def session_events(rng: random.Random, session: int) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """One session: start, 1-2 trajectories, 1-3 feedback events each, an end."""
+    stream = f"session-{session}"
+    yield stream, "SessionStarted", {"user_ref": f"u-{session % 997}", "model_version": "m1",
+                                     "variant": None, "ab_test_id": None}
+    for k in range(rng.choice((1, 1, 2))):
+        tid = f"t-{session}-{k}"
+        a, b = rng.randrange(1000), rng.randrange(1000)
+        task = f"What is {a}+{b}? Please show the tool call."
+        final = f"{a}+{b} = {a + b}"
+        yield stream, "TrajectoryRecorded", {
+            "trajectory_id": tid, "task": task, "task_type": rng.choice(TASK_TYPES),
+            "messages": [{"role": "user", "content": task},
+                         {"role": "assistant", "content": final}],
+            "tools": [], "final_response": final}
+        for _ in range(rng.randint(1, 3)):
+            kind = rng.choice(FEEDBACK)
+            data: dict[str, Any] = {"trajectory_id": tid}
+            if kind == "OutputEdited":
+                data["edit_ratio"] = rng.random()
+            if kind == "ErrorReported":
+                data["reason"] = ""
+            yield stream, kind, data
+    yield stream, "SessionEnded", {"reason": ""}
+
+
+def synthetic_events(n: int, seed: int, chunk: int = 100_000) -> Iterator[list[StoredEvent]]:
+    """``n`` stored-event records in lists of ``chunk`` (bounded memory for 1M events)."""
+    rng = random.Random(seed)
+    base = datetime(2026, 11, 1, tzinfo=UTC)
+    out: list[StoredEvent] = []
+    versions: dict[str, int] = {}
+    session = made = 0
+    while made < n:
+        for stream, kind, data in session_events(rng, session):
+            if made >= n:
+                break
+            versions[stream] = versions.get(stream, 0) + 1
+            made += 1
+            moment = base + timedelta(seconds=made)
+            out.append(StoredEvent(
+                position=made, event_id=uuid.uuid4(), tenant_id="bench",
+                stream_id=stream, stream_version=versions[stream], type=kind,
+                schema_version=1, occurred_at=moment, recorded_at=moment, data=data,
+                metadata={}, prev_hash=b"", hash=b""))
+            if len(out) == chunk:
+                yield out
+                out = []
+        session += 1
+    if out:
+        yield out
+
+
+def bench_fold(n: int, runner_n: int, seed: int, workdir: str) -> dict[str, Any]:
+    config = QualityConfig()
+    rows = MemoryRows(config.selection)
+    fold = QualityFold(rows, config)
+    count = 0
+    fold_s = fold_cpu = build_s = 0.0
+    prefix: list[StoredEvent] = []
+    t_build = time.perf_counter()
+    for chunk in synthetic_events(n, seed):
+        build_s += time.perf_counter() - t_build
+        if not prefix:
+            prefix = chunk[:runner_n]
+        t0, c0 = time.perf_counter(), time.process_time()
+        for event in chunk:
+            if event.type in EVENT_TYPES:
+                fold.apply(event)
+        fold_s += time.perf_counter() - t0
+        fold_cpu += time.process_time() - c0
+        count += len(chunk)
+        t_build = time.perf_counter()
+    engine = sa.create_engine(f"sqlite:///{workdir}/fold.db")
+    rm.metadata.create_all(engine)
+    t0, c0 = time.perf_counter(), time.process_time()
+    with engine.begin() as conn:
+        rows.flush(conn)
+    flush_s, flush_cpu = time.perf_counter() - t0, time.process_time() - c0
+    with engine.connect() as conn:
+        scored = conn.execute(sa.select(sa.func.count()).where(
+            rm.trajectories.c.combined_score.is_not(None))).scalar_one()
+    engine.dispose()
+
+    # Baseline: the event-by-event handlers through SQL, on a prefix of the same events.
+    engine = sa.create_engine(f"sqlite:///{workdir}/runner.db")
+    rm.metadata.create_all(engine)
+    projection = QualityProjection(config)
+    t0, c0 = time.perf_counter(), time.process_time()
+    with engine.begin() as conn:
+        for event in prefix:
+            projection.handle(conn, event)
+    runner_s, runner_cpu = time.perf_counter() - t0, time.process_time() - c0
+    engine.dispose()
+    return {
+        "events": count, "trajectories_scored": scored, "build_events_s": round(build_s, 3),
+        "fold_s": round(fold_s, 3), "flush_s": round(flush_s, 3),
+        "fold_cpu_s": round(fold_cpu, 3), "flush_cpu_s": round(flush_cpu, 3),
+        "fold_events_per_s": round(count / fold_s),
+        "rebuild_events_per_s": round(count / (fold_s + flush_s)),
+        "rebuild_events_per_cpu_s": round(count / (fold_cpu + flush_cpu)),
+        "event_by_event_sql": {"events": len(prefix), "seconds": round(runner_s, 3),
+                               "events_per_s": round(len(prefix) / runner_s),
+                               "events_per_cpu_s": round(len(prefix) / runner_cpu)},
+        "speedup_vs_event_by_event_cpu": round(
+            (count / (fold_cpu + flush_cpu)) / (len(prefix) / runner_cpu), 1),
+    }
+
+
+def bench_store(n: int, trials: int, seed: int, workdir: str) -> dict[str, Any]:
+    keyring = Keyring.generate("bench")
+    store = open_store(f"sqlite:///{workdir}/tenant.db", "bench", keyring=keyring,
+                       synchronous="NORMAL")
+    rng = random.Random(seed)
+    batch: list[NewEvent] = []
+    session = appended = 0
+    t0 = time.perf_counter()
+    while appended < n:
+        for stream, kind, data in session_events(rng, session):
+            user = f"u-{session % 997}"
+            batch.append(NewEvent(stream_id=stream, type=kind, data=data, subject=user))
+        session += 1
+        if len(batch) >= 500 or appended + len(batch) >= n:
+            store.append(batch)
+            appended += len(batch)
+            batch = []
+    append_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    read = sum(1 for _ in store.read())
+    read_s = time.perf_counter() - t0
+    t0, c0 = time.perf_counter(), time.process_time()
+    rebuilt = rebuild_quality(store)
+    rebuild_s, rebuild_cpu = time.perf_counter() - t0, time.process_time() - c0
+    runner = ProjectionRunner(store, QualityProjection())
+    latencies: dict[str, list[float]] = {"feedback": [], "trajectory": []}
+    for i in range(trials):
+        events = list(session_events(rng, session + i))
+        recorded = next(e for e in events if e[1] == "TrajectoryRecorded")
+        feedback = next(e for e in events if e[1] in FEEDBACK)
+        for label, (stream, kind, data) in (("trajectory", recorded), ("feedback", feedback)):
+            store.append([NewEvent(stream_id=stream, type=kind, data=data,
+                                   subject=f"u-{i}")])
+            t0 = time.perf_counter()
+            runner.catch_up()
+            latencies[label].append(time.perf_counter() - t0)
+    store.close()
+
+    def summary(values: list[float]) -> dict[str, float]:
+        values = sorted(values)
+        return {"p50_ms": round(statistics.median(values) * 1e3, 3),
+                "p95_ms": round(values[int(0.95 * (len(values) - 1))] * 1e3, 3)}
+
+    return {
+        "events": rebuilt, "append_events_per_s": round(appended / append_s),
+        "read_decode_events_per_s": round(read / read_s),
+        "rebuild_quality_s": round(rebuild_s, 3),
+        "rebuild_quality_events_per_s": round(rebuilt / rebuild_s),
+        "rebuild_quality_events_per_cpu_s": round(rebuilt / rebuild_cpu),
+        "incremental_catch_up": {k: summary(v) for k, v in latencies.items()},
+        "trials": trials,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--runner-events", type=int, default=20_000)
+    parser.add_argument("--store-events", type=int, default=20_000)
+    parser.add_argument("--trials", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as workdir:
+        result = {
+            "bench": "quality_rebuild",
+            "load_average_at_start": os.getloadavg()[0],
+            "cpu_count": os.cpu_count(),
+            "python": sys.version.split()[0],
+            "fold": bench_fold(args.events, args.runner_events, args.seed, workdir),
+            "store": bench_store(args.store_events, args.trials, args.seed, workdir),
+            "load_average_at_end": os.getloadavg()[0],
+        }
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
