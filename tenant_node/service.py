@@ -8,6 +8,7 @@ Handlers receive raw request bytes so that a request which does not parse is ans
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -88,12 +89,19 @@ class IngestService:
         self.limits = limits
         self.metrics = metrics
         self._secret = secret
+        # One append at a time per node process. The store serialises the write itself
+        # (invariant 4), and redaction holds the GIL, so little parallelism is lost; but the
+        # store creates per-subject keys in a deferred SQLite transaction (SELECT, then
+        # INSERT) before taking its write lock, and two such upgrades racing a writer fail
+        # at once with "database is locked" (SQLITE_BUSY_SNAPSHOT; busy_timeout cannot help).
+        self._append_lock = threading.Lock()
 
     # --- helpers ---------------------------------------------------------------------------
     def _append(
         self, events: list[NewEvent], expected: dict[str, int]
     ) -> list[AppendResult]:
-        results = self.store.append(events, expected or None)
+        with self._append_lock:
+            results = self.store.append(events, expected or None)
         for event, result in zip(events, results, strict=True):
             if result.duplicate:
                 self.metrics.events_duplicate.inc()
@@ -177,8 +185,9 @@ class IngestService:
         try:
             request = parse_request(ingest_pb2.AssignVariantRequest, raw)
             arms = _arms(request)
-            arm, point, result = record_assignment(
-                self.store, request.ab_test_id, request.user_ref, arms, self._secret)
+            with self._append_lock:
+                arm, point, result = record_assignment(
+                    self.store, request.ab_test_id, request.user_ref, arms, self._secret)
             if result.duplicate:
                 self.metrics.events_duplicate.inc()
             else:
