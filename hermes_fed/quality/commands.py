@@ -26,6 +26,7 @@ from .pipeline import (
     record_selection,
     select_from_store,
 )
+from .projection import rebuild_quality
 from .scoring import combined_score, implicit_score
 from .signals import TrajectorySignals
 
@@ -188,8 +189,7 @@ def _trigger(args: argparse.Namespace) -> int:
 def _rebuild(args: argparse.Namespace) -> int:
     config = _config(args)
     with _open(args) as store:
-        runner = quality_runner(store, config)
-        n = runner.rebuild()
+        n = rebuild_quality(store, config)
     print(f"quality read model rebuilt from {n} events")
     return 0
 

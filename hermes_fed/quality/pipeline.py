@@ -16,13 +16,13 @@ import sqlalchemy as sa
 from hermes_fed.errors import JudgeError
 from hermes_fed.events import NewEvent, new_event
 from hermes_fed.events.session import TrajectoryRecorded
-from hermes_fed.projections import ProjectionRunner
+from hermes_fed.projections import ProjectionRunner, checkpoints
 from hermes_fed.store import SqlEventStore
 
 from . import read_model as rm
 from .config import QualityConfig
 from .judges import Judge
-from .projection import QualityProjection
+from .projection import QualityProjection, rebuild_quality
 from .selection import SelectionManifest, select_training_data
 from .trigger import AutoTrigger, TriggerDecision
 
@@ -30,8 +30,19 @@ log = logging.getLogger(__name__)
 
 
 def quality_runner(store: SqlEventStore, config: QualityConfig | None = None) -> ProjectionRunner:
-    """A caught-up runner of the quality projection over ``store``."""
-    runner = ProjectionRunner(store, QualityProjection(config))
+    """A caught-up runner of the quality projection over ``store``.
+
+    A missing read model, or one built under another configuration, is rebuilt in bulk
+    (:func:`rebuild_quality`) rather than event by event; then the runner catches up.
+    """
+    projection = QualityProjection(config)
+    checkpoints.metadata.create_all(store.engine)
+    with store.engine.connect() as conn:
+        version = conn.execute(sa.select(checkpoints.c.version).where(
+            checkpoints.c.name == projection.name)).scalar()
+    if version != projection.version:
+        rebuild_quality(store, projection.config)
+    runner = ProjectionRunner(store, projection)
     runner.catch_up()
     return runner
 

@@ -37,7 +37,6 @@ from .signals import FEEDBACK_TYPES, TrajectorySignals, apply_event
 from .tiers import tier_of
 
 SCHEMA_VERSION = 1
-_SIGNALS = ("recorded", "accepted", "retries", "edits", "edit_ratio", "continued", "errors")
 _TRAINING = ("TrainingDataSelected", "TrainingRunStarted", "TrainingRunCompleted",
              "TrainingRunFailed")
 EVENT_TYPES: frozenset[str] = frozenset(
@@ -60,7 +59,9 @@ def new_row(trajectory_id: str, session_id: str) -> Row:
 
 
 def _signals(row: Row) -> TrajectorySignals:
-    return TrajectorySignals(row["trajectory_id"], **{c: row[c] for c in _SIGNALS})
+    return TrajectorySignals(row["trajectory_id"], row["recorded"], row["accepted"],
+                             row["retries"], row["edits"], row["edit_ratio"],
+                             row["continued"], row["errors"])
 
 
 class QualityFold:

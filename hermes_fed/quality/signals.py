@@ -20,7 +20,6 @@ Decisions (tested in ``tests/unit/quality/test_signals.py``):
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -83,22 +82,32 @@ def clamp_edit_ratio(value: float) -> float:
 def apply_event(signals: TrajectorySignals, event_type: str,
                 data: Mapping[str, Any]) -> TrajectorySignals:
     """Return ``signals`` updated by one session event; other event types change nothing."""
-    replace = dataclasses.replace
+    # Positional construction, not dataclasses.replace: this runs once per event in a
+    # rebuild, and replace() costs several times more.
+    s = signals
     if event_type == TRAJECTORY_RECORDED:
-        return signals if signals.recorded else replace(signals, recorded=True)
+        return s if s.recorded else TrajectorySignals(
+            s.trajectory_id, True, s.accepted, s.retries, s.edits, s.edit_ratio, s.continued,
+            s.errors)
     if event_type == OUTPUT_ACCEPTED:
-        return signals if signals.accepted else replace(signals, accepted=True)
+        return s if s.accepted else TrajectorySignals(
+            s.trajectory_id, s.recorded, True, s.retries, s.edits, s.edit_ratio, s.continued,
+            s.errors)
     if event_type == RETRY_REQUESTED:
-        return replace(signals, retries=signals.retries + 1)
+        return TrajectorySignals(s.trajectory_id, s.recorded, s.accepted, s.retries + 1,
+                                 s.edits, s.edit_ratio, s.continued, s.errors)
     if event_type == OUTPUT_EDITED:
         ratio = clamp_edit_ratio(float(data.get("edit_ratio", 1.0)))
-        return replace(signals, edits=signals.edits + 1,
-                       edit_ratio=max(signals.edit_ratio, ratio))
+        return TrajectorySignals(s.trajectory_id, s.recorded, s.accepted, s.retries,
+                                 s.edits + 1, max(s.edit_ratio, ratio), s.continued, s.errors)
     if event_type == SESSION_CONTINUED:
-        return signals if signals.continued else replace(signals, continued=True)
+        return s if s.continued else TrajectorySignals(
+            s.trajectory_id, s.recorded, s.accepted, s.retries, s.edits, s.edit_ratio, True,
+            s.errors)
     if event_type == ERROR_REPORTED:
-        return replace(signals, errors=signals.errors + 1)
-    return signals
+        return TrajectorySignals(s.trajectory_id, s.recorded, s.accepted, s.retries, s.edits,
+                                 s.edit_ratio, s.continued, s.errors + 1)
+    return s
 
 
 def fold_signals(events: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, TrajectorySignals]:
