@@ -36,6 +36,42 @@ def json_problem(value: Any, path: str = "") -> str | None:
 
     Names the path and the type, never the value (it may be personal data).
     """
+    # Fast path first: this runs on every field of every appended event, and building
+    # paths while walking cost more than hashing and encrypting the event together.
+    if (type(value) is str and value.isascii()) or _plain_json(value):
+        return None
+    return _describe(value, path)
+
+
+def _plain_json(value: Any) -> bool:
+    """True if ``value`` is made only of dict/list/str/int/float/bool/None that orjson
+    encodes exactly. False means: look closer (it may still be valid, e.g. a tuple)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is str:
+            if not item.isascii() and not _utf8_ok(item):
+                return False
+        elif kind is dict:
+            for key in item:
+                if type(key) is not str or not (key.isascii() or _utf8_ok(key)):
+                    return False
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+        elif kind is int:
+            if not -(2**63) <= item < 2**64:
+                return False
+        elif kind is float:
+            if not math.isfinite(item):
+                return False
+        elif item is not None and kind is not bool:
+            return False
+    return True
+
+
+def _describe(value: Any, path: str = "") -> str | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, str):
@@ -52,13 +88,13 @@ def json_problem(value: Any, path: str = "") -> str | None:
                 return f"{path or '<root>'}: key of type {type(key).__name__}, expected str"
             if not _utf8_ok(key):
                 return f"{path or '<root>'}: key is not valid UTF-8 (lone surrogate)"
-            problem = json_problem(item, f"{path}.{key}" if path else key)
+            problem = _describe(item, f"{path}.{key}" if path else key)
             if problem:
                 return problem
         return None
     if isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            problem = json_problem(item, f"{path}[{index}]")
+            problem = _describe(item, f"{path}[{index}]")
             if problem:
                 return problem
         return None

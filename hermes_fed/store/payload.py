@@ -3,7 +3,7 @@ the personal fields inside it (crypto-shredding, DESIGN.md §3)."""
 
 from __future__ import annotations
 
-import base64
+import binascii
 import secrets
 import uuid
 from collections.abc import Callable, Mapping
@@ -35,7 +35,7 @@ def seal_personal(
     for name in personal:
         if name in out and out[name] is not None:
             blob = seal(subject_key, canonical_json(out[name]), event_id.bytes + name.encode())
-            out[name] = {SEALED: base64.b64encode(blob).decode(), "ref": key_ref}
+            out[name] = {SEALED: binascii.b2a_base64(blob, newline=False).decode(), "ref": key_ref}
     return out
 
 
@@ -60,8 +60,8 @@ def open_personal(
             erased.append(name)
             continue
         try:
-            plain = open_sealed(key, base64.b64decode(value[SEALED]), event_id.bytes + name.encode())
-        except (InvalidTag, ValueError):
+            plain = open_sealed(key, binascii.a2b_base64(value[SEALED]), event_id.bytes + name.encode())
+        except (InvalidTag, ValueError, TypeError):
             raise CorruptEventError(f"position {position}: field {name} fails authentication") from None
         data[name] = loads(plain)
     return data, tuple(sorted(erased))

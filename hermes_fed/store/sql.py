@@ -197,8 +197,13 @@ class SqlEventStore(EventStore):
         batch_subjects = self._stream_subjects_of(
             e.stream_id for e in events if e.subject is None and self.catalog.schema(e.type).personal
         )
-        # Validation and encryption happen before any lock is taken.
-        sealed = [self._seal(e, batch_subjects) for e in events]
+        # Validation and encryption happen before any lock is taken. Every event is
+        # validated before any subject key is created, so a bad batch writes nothing.
+        datas = [self._validate(e) for e in events]
+        subject_ids = [self._subject_of(e, batch_subjects) for e in events]
+        personal = [bool(self.catalog.schema(e.type).personal) for e in events]
+        keys = self._subject_keys({s for s, p in zip(subject_ids, personal, strict=True) if s and p})
+        sealed = [self._seal(e, d, s, keys) for e, d, s in zip(events, datas, subject_ids, strict=True)]
         results = self._write(sealed, expected_versions or {})
         for stream_id, subject_id in batch_subjects.items():
             if subject_id is not None:
@@ -215,21 +220,29 @@ class SqlEventStore(EventStore):
             raise SchemaError(event.type, "<metadata>", problem)
         return data
 
-    def _seal(self, event: NewEvent, batch_subjects: dict[str, str | None]) -> _Sealed:
-        data = self._validate(event)
-        schema = self.catalog.schema(event.type)
-        subject_id: str | None = None
+    def _subject_of(self, event: NewEvent, batch_subjects: dict[str, str | None]) -> str | None:
         if event.subject is not None:
             if self.keyring is None:
                 raise KeyringError("events with a subject need a key ring (per-subject keys)")
             subject_id = self.keyring.subject_id(event.subject)
             batch_subjects.setdefault(event.stream_id, subject_id)
-        elif schema.personal:
+            return subject_id
+        if self.catalog.schema(event.type).personal:
             # Personal fields of a stream follow the subject of the stream's first event
             # that named one (possibly earlier in this very batch).
-            subject_id = batch_subjects.get(event.stream_id)
+            return batch_subjects.get(event.stream_id)
+        return None
+
+    def _seal(
+        self,
+        event: NewEvent,
+        data: dict[str, Any],
+        subject_id: str | None,
+        subject_keys: Mapping[str, tuple[bytes, str]],
+    ) -> _Sealed:
+        schema = self.catalog.schema(event.type)
         if subject_id is not None and schema.personal:
-            key, ref = self._subject_key(subject_id)
+            key, ref = subject_keys[subject_id]
             data = payload.seal_personal(data, schema.personal, event.event_id, key, ref)
         key_id, blob = payload.encrypt_data(self.keyring, canonical_json(data), event.event_id)
         return _Sealed(
@@ -385,31 +398,41 @@ class SqlEventStore(EventStore):
                 self._stream_subjects[stream_id] = subject_id
         return found
 
-    def _subject_key(self, subject_id: str) -> tuple[bytes, str]:
+    def _subject_keys(self, subject_ids: set[str]) -> dict[str, tuple[bytes, str]]:
+        """The (key, ref) of each subject, creating missing keys: one transaction per batch
+        (a transaction per event cost more than the whole append)."""
+        if not subject_ids:
+            return {}
         assert self.keyring is not None
+        out: dict[str, tuple[bytes, str]] = {}
+        wanted = sorted(subject_ids)
         with self.engine.begin() as conn:
-            row = conn.execute(
-                sa.text(
-                    "SELECT key_ref, wrap_key_id, wrapped FROM subject_keys WHERE subject_id = :s "
-                    "ORDER BY key_ref LIMIT 1"
-                ),
-                {"s": subject_id},
-            ).first()
-            if row is not None:
-                ref, wrap_id, wrapped = row
-                key = self.keyring.unwrap(wrap_id, bytes(wrapped), subject_id)
-            else:
-                key, ref = payload.new_subject_key()
-                wrap_id, wrapped = self.keyring.wrap(key, subject_id)
-                conn.execute(
+            for i in range(0, len(wanted), 500):
+                rows = conn.execute(
                     sa.text(
-                        "INSERT INTO subject_keys (subject_id, key_ref, wrap_key_id, wrapped) "
-                        "VALUES (:s, :r, :k, :w)"
-                    ),
-                    {"s": subject_id, "r": ref, "k": wrap_id, "w": wrapped},
-                )
-        self._subject_cache[(subject_id, ref)] = key
-        return key, ref
+                        "SELECT subject_id, key_ref, wrap_key_id, wrapped FROM subject_keys "
+                        "WHERE subject_id IN :s ORDER BY subject_id, key_ref"
+                    ).bindparams(sa.bindparam("s", expanding=True)),
+                    {"s": wanted[i : i + 500]},
+                ).all()
+                for subject_id, ref, wrap_id, wrapped in rows:
+                    if subject_id not in out:  # the lowest ref, as before
+                        out[subject_id] = (self.keyring.unwrap(wrap_id, bytes(wrapped), subject_id), ref)
+            for subject_id in wanted:
+                if subject_id not in out:
+                    key, ref = payload.new_subject_key()
+                    wrap_id, wrapped = self.keyring.wrap(key, subject_id)
+                    conn.execute(
+                        sa.text(
+                            "INSERT INTO subject_keys (subject_id, key_ref, wrap_key_id, wrapped) "
+                            "VALUES (:s, :r, :k, :w)"
+                        ),
+                        {"s": subject_id, "r": ref, "k": wrap_id, "w": wrapped},
+                    )
+                    out[subject_id] = (key, ref)
+        for subject_id, (key, ref) in out.items():
+            self._subject_cache[(subject_id, ref)] = key
+        return out
 
     def _lookup_subject_key(self, subject_id: str, ref: str) -> bytes | None:
         cached = self._subject_cache.get((subject_id, ref), b"")
@@ -438,7 +461,8 @@ class SqlEventStore(EventStore):
             data={"user_ref": user_ref, "reason": reason},
             subject=user_ref,
         )
-        sealed = self._seal(event, {})
+        subject_keys = self._subject_keys({subject_id})
+        sealed = self._seal(event, self._validate(event), subject_id, subject_keys)
         # The key is destroyed in the same transaction that records the erasure.
         result = self._write(
             [sealed],

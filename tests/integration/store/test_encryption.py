@@ -214,3 +214,15 @@ def test_new_events_of_an_erased_subject_get_a_fresh_key(make_store: MakeStore) 
 
     # Assert: old data stays shredded; the new session is readable
     assert [e.data["user_ref"] for e in events if e.type == "SessionStarted"] == [None, "alice"]
+
+
+def test_subject_id_is_the_keyed_hash_of_the_user_ref() -> None:
+    # Independent reference for the pseudonymous subject id (stable across releases: it
+    # keys the subject_keys table, so a change would orphan every subject key).
+    import hashlib
+    import hmac
+
+    ring = Keyring("acme", "k1", {"k1": bytes(32)}, b"s" * 32)
+    expected = hmac.new(b"s" * 32, b"subject:alice", hashlib.sha256).hexdigest()[:32]
+    assert ring.subject_id("alice") == expected
+    assert ring.subject_id("bob") != expected

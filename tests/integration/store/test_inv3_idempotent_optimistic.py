@@ -156,7 +156,10 @@ def test_batch_append_is_all_or_nothing(make_store: MakeStore, bad: NewEvent, er
     store = make_store(keyring=Keyring.generate("acme"))
     store.append(accepted("session-0", 2))
     before = snapshot(store)
-    batch = [*accepted("session-1", 5), bad, trajectory("session-1", user="u-1"), *accepted("session-2", 5)]
+    # Bug found: with the bad event after an event with a subject, the subject's key was
+    # created (committed) before the bad event was validated; now every event is validated
+    # before any key is made.
+    batch = [*accepted("session-1", 5), trajectory("session-1", user="u-1"), *accepted("session-2", 5), bad]
 
     # Execute
     with pytest.raises(error):

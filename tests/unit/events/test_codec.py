@@ -155,3 +155,34 @@ def test_orjson_writes_nan_as_null_so_validation_must_refuse_it_first() -> None:
     # Documents why json_problem exists: the encoder alone would lose the value silently.
     assert orjson.dumps(float("nan")) == b"null"
     assert json_problem(float("nan")) is not None
+
+
+faulty_leaves = st.sampled_from(
+    [float("nan"), float("-inf"), 2**64, -(2**63) - 1, "a\udc80", b"raw", {1, 2}, (1, "t"), 3j, None]
+)
+mixed_values = st.recursive(
+    scalars | faulty_leaves,
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(max_size=4) | st.integers(0, 3) | st.just("\ud800"), inner, max_size=4),  # type: ignore[arg-type]
+    max_leaves=20,
+)
+
+
+@given(mixed_values)
+def test_json_problem_fast_path_agrees_with_the_full_walk(value: object) -> None:
+    # The fast path (no paths built) must accept exactly what the describing walk accepts.
+    from hermes_fed.events.codec import _describe
+
+    # Execute
+    fast, full = json_problem(value), _describe(value)
+
+    # Assert
+    assert fast == full
+
+
+@given(mixed_values)
+def test_json_problem_none_means_canonical_json_encodes_it_exactly(value: object) -> None:
+    if json_problem(value) is not None:
+        return
+    decoded = loads(canonical_json(value))
+    assert canonical_json(decoded) == canonical_json(value)
