@@ -149,13 +149,13 @@ def _train_pair(rng: np.random.Generator, target: np.ndarray, a: np.ndarray, ran
     return b, a
 
 
-def _low_rank(rng: np.random.Generator, out: int, n_in: int, k: int = 4) -> np.ndarray:
+def _low_rank(rng: np.random.Generator, out: int, n_in: int, k: int) -> np.ndarray:
     m = rng.normal(size=(out, k)) @ rng.normal(size=(k, n_in))
     return m / np.linalg.norm(m)
 
 
 def synthetic_round(shape: ModelShape, rank: int, nodes: int, scenario: str, *, seed: int = 0,
-                    heterogeneity: float = 0.7, steps: int = 40,
+                    target_rank: int = 4, heterogeneity: float = 0.7, steps: int = 40,
                     lr: float = 0.01) -> list[ClientUpdate]:
     """One round of adapters trained towards shared + node-specific low-rank targets."""
     rng = np.random.default_rng(seed)
@@ -163,10 +163,10 @@ def synthetic_round(shape: ModelShape, rank: int, nodes: int, scenario: str, *, 
     tensors: list[dict[str, np.ndarray]] = [{} for _ in range(nodes)]
     for prefix, out, n_in in shape.projections():
         bound = 1.0 / np.sqrt(n_in)  # peft's kaiming_uniform(a=√5) bound for lora_A
-        shared_target = _low_rank(rng, out, n_in)
+        shared_target = _low_rank(rng, out, n_in, target_rank)
         a0 = rng.uniform(-bound, bound, size=(rank, n_in))
         for i in range(nodes):
-            target = shared_target + heterogeneity * _low_rank(rng, out, n_in)
+            target = shared_target + heterogeneity * _low_rank(rng, out, n_in, target_rank)
             a_init = a0 if scenario != "separate-init" else rng.uniform(-bound, bound,
                                                                        size=(rank, n_in))
             b, a = _train_pair(rng, target, a_init, rank, scale,
@@ -231,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ranks", type=int, nargs="+", default=[8, 16])
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--target-rank", type=int, default=4,
+                        help="rank of the shared and of each node's synthetic target")
+    parser.add_argument("--heterogeneity", type=float, default=0.7,
+                        help="weight of the node-specific target beside the shared one")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
 
@@ -242,11 +246,16 @@ def main(argv: list[str] | None = None) -> int:
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "bytes": [bytes_per_node(s, r, args.nodes) for s in shapes for r in args.ranks],
         "aggregation": [],
+        "synthetic": {"target_rank": args.target_rank, "heterogeneity": args.heterogeneity,
+                      "optimizer": "Adam lr 0.01, 40 steps, B from zero, A kaiming-uniform",
+                      "counts": [100 * (i + 1) for i in range(args.nodes)]},
     }
     for shape in bench_shapes:
         for rank in args.ranks:
             for scenario in ("shared-init", "separate-init", "frozen-a"):
-                updates = synthetic_round(shape, rank, args.nodes, scenario)
+                updates = synthetic_round(shape, rank, args.nodes, scenario,
+                                          target_rank=args.target_rank,
+                                          heterogeneity=args.heterogeneity)
                 modes = MODES if scenario == "frozen-a" else ("fedavg", "exact")
                 results["aggregation"].append({
                     "model": shape.name, "rank": rank, "nodes": args.nodes,

@@ -93,7 +93,7 @@ class Aggregator(ABC):
         rnd = prepare_round(updates, previous, shared_a=self.shared_a)
         norms = update_norms(rnd, float(scale))
         coefs = clip_coefficients(norms, self.config.clip_norm)
-        z_scores = modified_z_scores(norms)
+        z_scores = modified_z_scores(norms, self.config.outlier_floor)
         combined = self._combine(rnd, coefs)
 
         tensors = dict(combined.tensors)

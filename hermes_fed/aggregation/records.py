@@ -44,6 +44,11 @@ class AggregationConfig:
     outlier_z: float = field(default=3.5, metadata={
         "help": "A node whose update norm has a modified z-score (median/MAD, Iglewicz & "
                 "Hoaglin 1993) above this is reported as an outlier (reported, not dropped)."})
+    outlier_floor: float = field(default=0.1, metadata={
+        "help": "Least spread the outlier z-score divides by, as a fraction of the median "
+                "update norm; keeps a round of near-identical nodes (tiny MAD, usual with 3 "
+                "nodes) from flagging ordinary variation. With the default a node is flagged "
+                "once its norm is ~35% above the median, when the others agree closely."})
     rank: int | None = field(default=None, metadata={
         "help": "Global rank that `exact` re-compresses to; None: the previous global "
                 "adapter's rank, else the clients' common rank."})
@@ -64,6 +69,11 @@ class AggregationConfig:
                 or not self.outlier_z > 0):
             raise ValueError(f"AggregationConfig.outlier_z must be a number > 0, "
                              f"got {self.outlier_z!r}")
+        if (isinstance(self.outlier_floor, bool)
+                or not isinstance(self.outlier_floor, int | float)
+                or not 0 <= self.outlier_floor < math.inf):
+            raise ValueError(f"AggregationConfig.outlier_floor must be a finite number >= 0, "
+                             f"got {self.outlier_floor!r}")
         if self.rank is not None and (isinstance(self.rank, bool)
                                       or not isinstance(self.rank, int) or self.rank < 1):
             raise ValueError(f"AggregationConfig.rank must be None or an integer >= 1, "

@@ -52,17 +52,22 @@ def clip_coefficients(norms: Matrix, bound: float | None) -> Matrix:
     return coefs
 
 
-def modified_z_scores(values: Matrix) -> Matrix:
-    """Robust z-scores ``0.6745 (x − median) / MAD`` (all zero when every value is equal)."""
+def modified_z_scores(values: Matrix, floor: float = 0.0) -> Matrix:
+    """Robust z-scores ``(x − median) / σ̂`` with ``σ̂ = MAD / 0.6745``.
+
+    ``σ̂`` falls back to ``1.253314 · mean |x − median|`` when the MAD is 0, and is never
+    below ``floor · |median|``: with three nodes the MAD is the smaller of two deviations,
+    so without a floor ordinary variation among near-identical nodes scores in the tens.
+    All zero when every value is equal.
+    """
     median = float(np.median(values))
     deviation = np.abs(values - median)
     mad = float(np.median(deviation))
-    if mad > 0:
-        return _MAD_TO_SIGMA * (values - median) / mad
-    mean_ad = float(np.mean(deviation))
-    if mean_ad > 0:
-        return (values - median) / (_MEAN_AD_TO_SIGMA * mean_ad)
-    return np.zeros_like(values)
+    sigma = mad / _MAD_TO_SIGMA if mad > 0 else _MEAN_AD_TO_SIGMA * float(np.mean(deviation))
+    sigma = max(sigma, floor * abs(median))
+    if sigma == 0.0:
+        return np.zeros_like(values)
+    return (values - median) / sigma
 
 
 def clipped_blocks(rnd: PreparedRound, pair: LoraPair,

@@ -137,6 +137,7 @@ def test_client_update_validates_its_fields(kwargs: dict[str, object], pattern: 
     ({"clip_norm": 0.0}, r"clip_norm must be None or a finite number > 0, got 0\.0"),
     ({"clip_norm": float("inf")}, "clip_norm .* got inf"),
     ({"outlier_z": -1.0}, r"outlier_z must be a number > 0, got -1\.0"),
+    ({"outlier_floor": -0.1}, r"outlier_floor must be a finite number >= 0, got -0\.1"),
     ({"rank": 0}, "rank must be None or an integer >= 1, got 0"),
     ({"rank": 2.0}, r"rank .* got 2\.0"),
 ])

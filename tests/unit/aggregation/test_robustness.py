@@ -94,19 +94,24 @@ def test_fedavg_clipping_shrinks_the_factor_deltas() -> None:
             np.testing.assert_allclose(result.tensors[key], expected, rtol=1e-12)
 
 
-# (values, expected modified z-scores computed by hand)
+# (values, floor, expected robust z-scores computed by hand)
 Z_TABLE = [
-    ([1.0, 2.0, 3.0, 4.0, 100.0], [-1.349, -0.6745, 0.0, 0.6745, 65.4265]),
-    ([5.0, 5.0, 5.0, 5.0], [0.0, 0.0, 0.0, 0.0]),
+    ([1.0, 2.0, 3.0, 4.0, 100.0], 0.0, [-1.349, -0.6745, 0.0, 0.6745, 65.4265]),
+    ([1.0, 2.0, 3.0, 4.0, 100.0], 0.1, [-1.349, -0.6745, 0.0, 0.6745, 65.4265]),  # MAD wins
+    ([5.0, 5.0, 5.0, 5.0], 0.1, [0.0, 0.0, 0.0, 0.0]),
     # MAD = 0: falls back to the mean absolute deviation (9 / 4) times 1.253314
-    ([1.0, 1.0, 1.0, 10.0], [0.0, 0.0, 0.0, 9.0 / (1.253314 * 2.25)]),
-    ([7.0], [0.0]),
+    ([1.0, 1.0, 1.0, 10.0], 0.0, [0.0, 0.0, 0.0, 9.0 / (1.253314 * 2.25)]),
+    # three near-identical nodes: MAD 0.01 would give z = 11.5; the floor 0.1 * 2.01 wins
+    ([2.0, 2.01, 2.18], 0.0, [-0.6745, 0.0, 11.4665]),
+    ([2.0, 2.01, 2.18], 0.1, [-0.01 / 0.201, 0.0, 0.17 / 0.201]),
+    ([7.0], 0.1, [0.0]),
+    ([0.0, 0.0, 0.0], 0.1, [0.0, 0.0, 0.0]),
 ]
 
 
-@pytest.mark.parametrize(("values", "expected"), Z_TABLE)
-def test_modified_z_scores(values: list[float], expected: list[float]) -> None:
-    np.testing.assert_allclose(modified_z_scores(np.array(values)), expected, atol=1e-9)
+@pytest.mark.parametrize(("values", "floor", "expected"), Z_TABLE)
+def test_modified_z_scores(values: list[float], floor: float, expected: list[float]) -> None:
+    np.testing.assert_allclose(modified_z_scores(np.array(values), floor), expected, atol=1e-4)
 
 
 def test_outlier_report_names_the_node_with_the_outsized_update(
