@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from hermes_fed.privacy import RedactionConfig, Redactor
 from hermes_fed.store import Keyring, open_store
 
 from .example import example_paths, load_example
@@ -14,7 +15,9 @@ from .example import example_paths, load_example
 def _run(args: argparse.Namespace) -> int:
     url, keyring_path = example_paths(Path(args.dir), args.tenant)
     keyring = Keyring.load_or_create(keyring_path, args.tenant)
-    with open_store(url, args.tenant, keyring=keyring) as store:
+    # Invariant 7: every event passes the redaction gate before it is appended.
+    redactor = Redactor(RedactionConfig(), tenant_secret=keyring.hmac_secret)
+    with open_store(url, args.tenant, keyring=keyring, gate=redactor.redact_new_events) as store:
         summary = load_example(store)
     print(f"tenant {args.tenant}: log {url}")
     print(f"  sessions {summary.sessions}, appended {summary.appended}, already present {summary.duplicates}")
