@@ -1,0 +1,57 @@
+"""A round with ``--isolation process`` and the long-lived ClientApp worker.
+
+Same federation as test_federation_deployment, but each SuperNode starts no executor and
+``tenant_node.warm_clientapp`` runs every task in one warm process. One frozen-a round
+must complete, publish a version and leak no canary.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from coordinator.federation import LocalFederation, NodeSpec
+from coordinator.registry import AdapterRegistry
+from coordinator.wire_capture import find_canaries
+from tests.integration.federation_data import seed_tenant_store
+
+pytestmark = pytest.mark.slow
+
+
+def test_round_with_long_lived_clientapp_workers(tmp_path: Path) -> None:
+    from hermes_fed.training.tiny_model import init_tiny_model
+
+    # Prepare
+    model = init_tiny_model(tmp_path / "model", "1m")
+    tenants = [seed_tenant_store(tmp_path / "data", t, 80) for t in ("north", "south")]
+    coordinator_dir = tmp_path / "coordinator"
+    with LocalFederation(tmp_path / "fed", capture=True, isolation="process") as fed:
+        for t in tenants:
+            fed.add_node(NodeSpec(t.tenant, t.store_url, str(model), {"heldout-fraction": 0.4}))
+        assert len(fed.workers) == len(tenants)
+        worker_pids = {name: w.pid for name, w in fed.workers.items()}
+
+        # Execute
+        outcome = fed.run({"coordinator-dir": str(coordinator_dir), "base-model": str(model),
+                           "mode": "frozen-a", "min-nodes": len(tenants), "max-steps": 2})
+
+        # Assert: completed, served by the same worker processes (no restart per message)
+        assert outcome.completed
+        assert {name: w.pid for name, w in fed.workers.items()} == worker_pids
+        assert all(w.alive() for w in fed.workers.values())
+        assert fed.relay is not None
+        sent = fed.relay.upstream_bytes()
+    body = json.loads((coordinator_dir / "reports" / f"run-{outcome.run_id}.json").read_text())
+    (report,) = body["rounds"]
+    assert all(n["error"] is None for n in report["nodes"])
+    with AdapterRegistry.open(coordinator_dir) as registry:
+        assert registry.latest() is not None
+        assert registry.get(report["version"]).lineage["mode"] == "frozen-a"
+    assert b"lora_B" in sent
+    for t in tenants:
+        assert find_canaries(sent, t.canaries) == []
+    for t in tenants:
+        log = (tmp_path / "fed" / "nodes" / t.tenant / "clientapp.log").read_text()
+        assert log.count("status=") >= 2  # train and evaluate ran in this one worker
