@@ -25,9 +25,11 @@ from hermes_fed.privacy.config import NER_ENTITIES, RedactionConfig
 from hermes_fed.privacy.offline import build_nlp_engine
 from hermes_fed.privacy.pii_recognizers import (
     NEVER_SUPPRESSED,
-    PhoneRecognizer,
+    CandidatePhoneRecognizer,
+    EmailAddressRecognizer,
     deny_list_recognizer,
     ethereum_recognizer,
+    ip_recognizer,
     not_pii_spans,
     stock_recognizers,
     url_credential_recognizer,
@@ -42,7 +44,7 @@ PRIORITY: dict[str, int] = {
     "PRIVATE_KEY": 100, "JWT": 95, "AWS_SECRET_KEY": 92, "AWS_ACCESS_KEY_ID": 91,
     "API_KEY": 90, "BEARER_TOKEN": 80, "URL_CREDENTIAL": 75, "PASSWORD": 70, "SECRET": 65,
     "CREDIT_CARD": 60, "IBAN_CODE": 59, "US_SSN": 58, "EMAIL_ADDRESS": 57, "CRYPTO": 56,
-    "PHONE_NUMBER": 55, "MAC_ADDRESS": 54, "IP_ADDRESS": 53,
+    "MAC_ADDRESS": 55, "IP_ADDRESS": 54, "PHONE_NUMBER": 53,
     "PERSON": 40, "ORGANIZATION": 39, "LOCATION": 38, "DENY_LIST": 30,
 }
 
@@ -72,8 +74,10 @@ class Detector:
         self.config = config
         wanted = set(config.entities)
         candidates: list[Fast] = [
-            *secret_recognizers(), *stock_recognizers(), PhoneRecognizer(config.phone_regions),
-            url_credential_recognizer(), ethereum_recognizer(),
+            *secret_recognizers(), *stock_recognizers(),
+            EmailAddressRecognizer(), ip_recognizer(),
+            CandidatePhoneRecognizer(config.phone_regions), url_credential_recognizer(),
+            ethereum_recognizer(),
         ]
         tenant_deny = deny_list_recognizer(config.deny_terms, "TenantDenyList")
         if tenant_deny is not None:

@@ -1,8 +1,11 @@
 """Structured-PII recognizers: stock presidio ones behind gates, and fast replacements.
 
-* Stock (checksum or strict shape, good recall per FIELD_NOTES): e-mail, credit card (Luhn),
-  IBAN (mod-97), IP v4/v6, US SSN, Bitcoin (base58check / bech32), MAC — each wrapped in a
-  :class:`~hermes_fed.privacy.rules.GatedRecognizer`.
+* Stock (checksum or strict shape, good recall per FIELD_NOTES): credit card (Luhn, plus an
+  issuer prefix/length check), IBAN (mod-97), US SSN, Bitcoin (base58check / bech32), MAC —
+  each wrapped in a :class:`~hermes_fed.privacy.rules.GatedRecognizer`.
+* E-mail and IP: stock's regexes backtrack from every word boundary (a third of our time
+  before); here e-mails are scanned outward from each ``@`` (same public-suffix check as
+  stock, on the bundled snapshot) and IPs are validated by :mod:`ipaddress`.
 * Phone: stock runs ``phonenumbers.PhoneNumberMatcher`` over every text for every region
   (~74 % of its time) and rejects numbers ``phonenumbers`` deems *invalid* (87.5 % recall in
   FIELD_NOTES). Here one candidate regex finds digit groups and ``phonenumbers`` only judges
@@ -14,8 +17,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import phonenumbers
 import tldextract
@@ -27,9 +32,7 @@ import_presidio()
 from presidio_analyzer.predefined_recognizers import (  # noqa: E402
     CreditCardRecognizer,
     CryptoRecognizer,
-    EmailRecognizer,
     IbanRecognizer,
-    IpRecognizer,
     MacAddressRecognizer,
     UsSsnRecognizer,
 )
@@ -41,14 +44,32 @@ _OFFLINE_TLD = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None,
                                      fallback_to_snapshot=True)
 
 
-class OfflineEmailRecognizer(EmailRecognizer):
-    """presidio's e-mail recognizer with its TLD check on the bundled suffix snapshot."""
+# --- credit cards -------------------------------------------------------------------
+_BRANDS: tuple[tuple[re.Pattern[str], frozenset[int]], ...] = (
+    (re.compile(r"4"), frozenset({13, 16, 19})),                                   # Visa
+    (re.compile(r"5[1-5]|2(?:2[2-9]|[3-6]\d|7[01]|720)"), frozenset({16})),       # Mastercard
+    (re.compile(r"3[47]"), frozenset({15})),                                      # Amex
+    (re.compile(r"6(?:011|5|4[4-9])"), frozenset({16, 17, 18, 19})),               # Discover
+    (re.compile(r"3(?:6|8|0[0-5])"), frozenset({14})),                            # Diners
+    (re.compile(r"35(?:2[89]|[3-8]\d)"), frozenset({16, 17, 18, 19})),            # JCB
+    (re.compile(r"62"), frozenset({16, 17, 18, 19})),                             # UnionPay
+)
+
+
+class BrandedCreditCardRecognizer(CreditCardRecognizer):
+    """Stock Luhn check plus issuer prefix and length (ISO/IEC 7812 issuer ranges), which
+    removes most Luhn-valid long numeric ids (1 in 10 random ids passes Luhn alone)."""
 
     def __init__(self) -> None:
-        super().__init__(name="EmailRecognizer")
+        super().__init__(name="CreditCardRecognizer")
 
-    def validate_result(self, pattern_text: str) -> bool:
-        return _OFFLINE_TLD(pattern_text).fqdn != ""
+    def validate_result(self, pattern_text: str) -> bool | None:
+        digits = "".join(c for c in pattern_text if c.isdigit())
+        if not any(p.match(digits) and len(digits) in lengths for p, lengths in _BRANDS):
+            return False
+        valid: bool | None = super().validate_result(pattern_text)
+        return valid
+
 
 # --- phone -------------------------------------------------------------------------------
 _PHONE_CANDIDATE = re.compile(
@@ -61,13 +82,13 @@ _PHONE_CANDIDATE = re.compile(
 _DATE_LIKE = re.compile(
     r"^(?:\d{4}[\-./ ]\d{1,2}[\-./ ]\d{1,2}|\d{1,2}[\-./ ]\d{1,2}[\-./ ]\d{4})(?:\b.*)?$"
 )
-_SSN_SHAPE = re.compile(r"^\d{3}-\d{2}-\d{4}$")
+_NOT_PHONE_SHAPE = re.compile(r"^\d{3}-\d{2}-\d{4}$|^\d{1,3}(?:\.\d{1,3}){3}$")
 _NATIONAL_SHAPE = re.compile(
     r"^(?:\(\d{2,4}\)\s?|\d{2,5}[ .\-])\d{2,4}(?:[ .\-]\d{2,4}){0,3}$"
 )
 
 
-class PhoneRecognizer(RuleRecognizer):
+class CandidatePhoneRecognizer(RuleRecognizer):
     """Phone numbers: a candidate regex, then ``phonenumbers`` length checks per region.
 
     Candidates starting with ``+`` (or ``00``) are parsed internationally; others must have
@@ -79,11 +100,11 @@ class PhoneRecognizer(RuleRecognizer):
         self.regions = tuple(regions)
         rule = Rule("phone-candidate", "PHONE_NUMBER", _PHONE_CANDIDATE, 0.7,
                     validate=self._judge)
-        super().__init__("PhoneRecognizer", Gate(regex=r"\d[ .\-)]?\d{2}"), [rule])
+        super().__init__("CandidatePhoneRecognizer", Gate(regex=r"\d[ .\-)]?\d{2}"), [rule])
 
     def _judge(self, candidate: str) -> float | None:
         digits = sum(c.isdigit() for c in candidate)
-        if not 7 <= digits <= 16 or _DATE_LIKE.match(candidate) or _SSN_SHAPE.match(candidate):
+        if not 7 <= digits <= 16 or _DATE_LIKE.match(candidate) or _NOT_PHONE_SHAPE.match(candidate):
             return None
         text = candidate.strip()
         if text.startswith(("+", "00")):
@@ -159,18 +180,79 @@ def deny_list_recognizer(terms: Sequence[str], name: str = "DenyListRecognizer"
                           [Rule("deny-term", "DENY_LIST", regex, 1.0)])
 
 
+# --- e-mail and IP: anchored scans (stock regexes backtrack from every word boundary) ---
+_EMAIL_LOCAL = re.compile(r"[A-Za-z0-9!#$%&*+^_~.\-]{1,64}$")
+_EMAIL_DOMAIN = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}"
+    r"[A-Za-z0-9])?)+"
+)
+
+
+class EmailAddressRecognizer(RuleRecognizer):
+    """E-mail addresses, scanned outward from each ``@``; the domain must end in a public
+    suffix (presidio's own check, on the bundled snapshot)."""
+
+    def __init__(self) -> None:
+        super().__init__("EmailAddressRecognizer", Gate(("@",)), [])
+        self.supported_entities = ["EMAIL_ADDRESS"]
+        self._rule = Rule("email-at", "EMAIL_ADDRESS", _EMAIL_DOMAIN, 0.9)
+        _OFFLINE_TLD("example.com")  # load the suffix snapshot now, not on the first event
+
+    def find(self, text: str, folded: str | None = None) -> list[Any]:
+        out = []
+        at = text.find("@")
+        while at != -1:
+            left = _EMAIL_LOCAL.search(text, max(0, at - 64), at)
+            right = _EMAIL_DOMAIN.match(text, at + 1)
+            if left is not None and right is not None:
+                start = left.start()
+                while start < at and text[start] in ".-":
+                    start += 1
+                if start < at and _OFFLINE_TLD(right.group(0)).suffix:
+                    out.append(self._result(self._rule, start, right.end(), 0.9))
+            at = text.find("@", at + 1)
+        return out
+
+
+_IPV4 = re.compile(
+    r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+    r"(?:/(?:3[0-2]|[12]?\d))?(?!\d|\.\d)"
+)
+_IPV6 = re.compile(
+    r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?"
+    r"(?:%[0-9A-Za-z]+)?(?:/\d{1,3})?(?![\w:])"
+)
+
+
+def _valid_ip(candidate: str) -> float | None:
+    try:
+        ipaddress.ip_address(candidate.split("/")[0].split("%")[0])
+    except ValueError:
+        return None
+    return 0.6 if candidate.strip(":") else None
+
+
+def ip_recognizer() -> RuleRecognizer:
+    """IPv4 / IPv6 (with zone and prefix), validated by :mod:`ipaddress`."""
+    return RuleRecognizer("IpAddressRecognizer", Gate(
+        regex=r"\d\.\d{1,3}\.\d|::|[0-9A-Fa-f]:[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{1,4}:"), [
+        Rule("ipv4", "IP_ADDRESS", _IPV4, 0.6, validate=_valid_ip),
+        Rule("ipv6", "IP_ADDRESS", _IPV6, 0.6, validate=_valid_ip),
+    ])
+
+
 # --- stock, gated ------------------------------------------------------------------------
 def stock_recognizers() -> list[GatedRecognizer]:
     """Stock presidio pattern recognizers, each behind a necessary-condition gate (R1)."""
     return [
-        GatedRecognizer(OfflineEmailRecognizer(), Gate(("@",))),
-        GatedRecognizer(CreditCardRecognizer(), Gate(regex=r"\d{4}[ \-]?\d{3}")),
-        GatedRecognizer(IbanRecognizer(), Gate(regex=r"[A-Za-z]{2}\d{2}")),
-        GatedRecognizer(IpRecognizer(), Gate(regex=r"\d\.\d|[0-9A-Fa-f]:[0-9A-Fa-f:]*:")),
+        GatedRecognizer(BrandedCreditCardRecognizer(), Gate(regex=r"\d{4}[ \-]?\d{3}")),
+        GatedRecognizer(IbanRecognizer(), Gate(regex=r"(?i)\b[a-z]{2}\d{2} ?[a-z0-9]{4}")),
         GatedRecognizer(UsSsnRecognizer(), Gate(regex=r"\d{3}[ .\-]\d{2}[ .\-]\d{4}")),
-        GatedRecognizer(CryptoRecognizer(), Gate(regex=r"(?:bc1|[13])[a-km-zA-HJ-NP-Z1-9]{25}")),
-        GatedRecognizer(MacAddressRecognizer(),
-                        Gate(regex=r"[0-9A-Fa-f]{2}[:\-][0-9A-Fa-f]{2}[:\-]|[0-9A-Fa-f]{4}\.")),
+        GatedRecognizer(CryptoRecognizer(), Gate(
+            regex=r"(?<![A-Za-z0-9])(?:bc1|[13])[a-km-zA-HJ-NP-Z1-9]{25,61}(?![A-Za-z0-9])")),
+        GatedRecognizer(MacAddressRecognizer(), Gate(
+            regex=r"[0-9A-Fa-f]{2}([:\-])[0-9A-Fa-f]{2}\1[0-9A-Fa-f]{2}\1[0-9A-Fa-f]{2}\1"
+                  r"|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.")),
     ]
 
 

@@ -168,10 +168,10 @@ def secret_recognizers() -> list[RuleRecognizer]:
     assignments = RuleRecognizer("CredentialAssignment", Gate(
         ("pass", "pwd", "secret", "token", "key"), fold_case=True), [
         Rule("password-assignment", "PASSWORD", re.compile(
-            r"(?i)(?<![A-Za-z0-9])(?:[\w.\-]*[_.\-])?(?:password|passwd|passphrase|pwd|pass)[\"']?"
+            r"(?i)(?<![A-Za-z0-9])(?:password|passwd|passphrase|pwd|pass)[\"']?"
             r"\s*(?:[:=]|=>)\s*" + _VALUE), 0.8, validate=_credential_value),
         Rule("secret-assignment", "SECRET", re.compile(
-            r"(?i)(?<![A-Za-z0-9])(?:[\w.\-]*[_.\-])?(?:secret|token|api_?key|auth_?key|access_?key|"
+            r"(?i)(?<![A-Za-z0-9])(?:secret|token|api_?key|auth_?key|access_?key|"
             r"private_?key)[\"']?\s*(?:[:=]|=>)\s*" + _VALUE), 0.7, validate=_secret_value),
     ])
     return [*ds, pem, vendor, aws_secret, bearer, assignments]
