@@ -210,7 +210,8 @@ def time_modes(updates: list[ClientUpdate], modes: tuple[str, ...], rank: int,
             times.append(time.perf_counter() - start)
         out[label] = {"seconds_median": statistics.median(times), "seconds_min": min(times),
                       "residual_vs_exact_mean": result.report.residual,
-                      "fedavg_error": result.report.fedavg_error}
+                      "fedavg_error": result.report.fedavg_error,
+                      "outliers": list(result.report.outliers)}
     if "exact" in modes:
         times = []
         for _ in range(repeats):
