@@ -65,13 +65,25 @@ def judge_new_trajectories(store: SqlEventStore, judges: Sequence[Judge], *,
     run goes on (a flaky endpoint must not block the offline judges).
     """
     runner = quality_runner(store, config)
+    names = [j.name for j in judges]
     with runner.engine.connect() as conn:
         done = {(r[0], r[1]) for r in conn.execute(
-            sa.select(rm.judgements.c.trajectory_id, rm.judgements.c.judge)).all()}
+            sa.select(rm.judgements.c.trajectory_id, rm.judgements.c.judge)
+            .where(rm.judgements.c.judge.in_(names))).all()}
+        t = rm.trajectories.c
+        # Read the log from the first trajectory some judge has not judged yet.
+        counts = (sa.select(rm.judgements.c.trajectory_id).where(
+            rm.judgements.c.judge.in_(names)).group_by(rm.judgements.c.trajectory_id)
+            .having(sa.func.count() >= len(set(names))))
+        start = conn.execute(sa.select(sa.func.min(t.recorded_position)).where(
+            t.recorded.is_(True), t.erased.is_(False),
+            t.trajectory_id.not_in(counts))).scalar()
     judged = abstained = failed = erased = 0
     pending: list[NewEvent] = []
     seen = 0
-    for event in store.read():
+    if start is None:
+        return JudgeRunReport(0, 0, 0, 0)
+    for event in store.read(after=int(start) - 1):
         if event.type != "TrajectoryRecorded":
             continue
         if event.erased_fields:
