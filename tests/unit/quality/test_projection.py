@@ -156,3 +156,29 @@ def test_inv5_bulk_rebuild_equals_event_by_event(store: SqlEventStore) -> None:
     assert manifest.trajectory_ids == ("t2", "t3")
     assert {r[0] for r in incremental["quality_trajectories"] if r[-2] == "r1"} == {"t2", "t3"}
     assert runner.checkpoint() == store.head() and runner.catch_up() == 0
+
+
+def test_out_of_range_and_dangling_values_are_clamped_or_kept_never_fatal(
+        store: SqlEventStore) -> None:
+    # Prepare: values the schema accepts (finite floats) but the scales do not
+    from hermes_fed.events import new_event
+    from hermes_fed.events.training import TrainingDataSelected, TrainingRunCompleted
+
+    store.append([
+        started("s9"), ev(trajectory("t9", 1, 2), "s9"), edited("t9", 3.0, "s9"),
+        judged("t9", "rules", 7.0, "s9"), labeled("nobody", 5.0, "s9"),
+        new_event(TrainingRunCompleted(run_id="r0", base_model="b", parent_version=None,
+                                       dataset_manifest_sha256="f" * 64, n_by_tier={},
+                                       metrics={}), stream_id="training-r0"),
+        new_event(TrainingDataSelected(selection_id="x", target_n=1, seed=0,
+                                       manifest_sha256="e" * 64, n_by_tier={},
+                                       items=[{"trajectory_id": "missing"}, {"bad": 1}]),
+                  stream_id="selection-x"),
+    ])
+    # Execute
+    ProjectionRunner(store, QualityProjection()).catch_up()
+    rows = rows_by_id(store)
+    # Assert
+    assert rows["t9"]["edit_ratio"] == 1.0 and rows["t9"]["judge_score"] == 1.0
+    assert rows["nobody"]["human_score"] == 1.0 and not rows["nobody"]["recorded"]
+    assert "missing" not in rows and rows["t9"]["used_in_run"] is None
