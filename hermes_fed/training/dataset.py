@@ -22,7 +22,7 @@ import math
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -47,8 +47,12 @@ class TrainingExample:
 
 
 @dataclass(frozen=True, slots=True)
-class PreferencePair:
-    """A (rejected, chosen) pair of trajectories for the same task (a retry, then accepted)."""
+class PreferenceExample:
+    """A (rejected, chosen) pair of trajectories for the same task (a retry, then accepted).
+
+    ``hermes_fed.quality.preference.PreferencePair`` names the pair by ids; this record
+    holds the two trajectories themselves, ready for DPO.
+    """
 
     rejected: Mapping[str, Any]
     chosen: Mapping[str, Any]
@@ -77,6 +81,32 @@ class HeldoutSplit:
 
     train: tuple[str, ...]
     heldout: tuple[str, ...]
+
+
+class ManifestEntry(Protocol):
+    """What a dataset-manifest item provides (``hermes_fed.quality.selection.ManifestItem``)."""
+
+    @property
+    def trajectory_id(self) -> str: ...
+    @property
+    def tier(self) -> str: ...
+    @property
+    def weight(self) -> float: ...
+
+
+def examples_from_manifest(items: Iterable[ManifestEntry],
+                           trajectories: Mapping[str, Mapping[str, Any]]) -> list[TrainingExample]:
+    """Join a selection manifest's items with their trajectories (by id), keeping its order.
+
+    Raises ``ValueError`` naming the first id without a trajectory.
+    """
+    out = []
+    for item in items:
+        if item.trajectory_id not in trajectories:
+            raise ValueError(f"manifest item {item.trajectory_id}: no trajectory with that id")
+        out.append(TrainingExample(trajectories[item.trajectory_id], float(item.weight),
+                                   item.tier))
+    return out
 
 
 def _field_error(trajectory: Mapping[str, Any], where: str, problem: str) -> ValueError:

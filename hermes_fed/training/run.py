@@ -32,7 +32,7 @@ from hermes_fed.training.adapter import (
     state_sha256,
 )
 from hermes_fed.training.config import LoraTrainingConfig
-from hermes_fed.training.dataset import PreferencePair, TrainingExample
+from hermes_fed.training.dataset import PreferenceExample, TrainingExample
 from hermes_fed.training.evaluation import EvalResult, evaluate
 from hermes_fed.training.trainer import Progress, TrainingResult, train_adapter
 from hermes_fed.training.verifiers import VERIFIERS, VerifierRegistry
@@ -56,7 +56,7 @@ def _inputs_sha256(base_sha: str, selected: Sequence[TrainingExample],
                    heldout: Sequence[Mapping[str, Any]], config: LoraTrainingConfig,
                    init_adapter: Mapping[str, np.ndarray] | None, parent_version: str | None,
                    dataset_manifest_sha256: str | None,
-                   pairs: Sequence[PreferencePair]) -> str:
+                   pairs: Sequence[PreferenceExample]) -> str:
     cfg = config.to_dict()
     cfg.pop("device")
     cfg.pop("checkpoint_every")
@@ -78,7 +78,7 @@ def run_training(
     init_adapter: Mapping[str, np.ndarray] | None = None,
     parent_version: str | None = None,
     dataset_manifest_sha256: str | None = None,
-    preference_pairs: Sequence[PreferencePair] = (),
+    preference_pairs: Sequence[PreferenceExample] = (),
     progress: Progress | None = None,
     verifiers: VerifierRegistry = VERIFIERS,
 ) -> RunOutcome:

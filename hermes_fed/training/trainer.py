@@ -41,7 +41,7 @@ from hermes_fed.training.adapter import (
 )
 from hermes_fed.training.config import LoraTrainingConfig
 from hermes_fed.training.dataset import (
-    PreferencePair,
+    PreferenceExample,
     TokenizedExample,
     TrainingExample,
     build_dataset,
@@ -130,7 +130,7 @@ def _check_parameters(model: Any, step: int) -> None:
 class _Preference:
     """DPO pairs tokenized once, with reference log-probs from the initial policy."""
 
-    def __init__(self, tokenizer: Any, pairs: Sequence[PreferencePair],
+    def __init__(self, tokenizer: Any, pairs: Sequence[PreferenceExample],
                  config: LoraTrainingConfig, model: Any, device: str) -> None:
         def tok(t: Mapping[str, Any]) -> TokenizedExample:
             return tokenize_trajectory(tokenizer, t, max_length=config.max_length)
@@ -194,7 +194,7 @@ def train_adapter(
     config: LoraTrainingConfig,
     *,
     init_adapter: Mapping[str, np.ndarray] | None = None,
-    preference_pairs: Sequence[PreferencePair] = (),
+    preference_pairs: Sequence[PreferenceExample] = (),
     progress: Progress | None = None,
     checkpoint_dir: str | Path | None = None,
 ) -> TrainingResult:

@@ -194,3 +194,17 @@ def test_heldout_fraction_and_seed() -> None:
     assert split_heldout(ids, 0.0, seed=7).heldout == ()
     with pytest.raises(ValueError, match="fraction"):
         split_heldout(ids, 1.0, seed=7)
+
+
+def test_examples_from_manifest_keeps_order_weight_and_tier() -> None:
+    from hermes_fed.quality.selection import ManifestItem
+    from hermes_fed.training.dataset import examples_from_manifest
+
+    trajectories = {t["trajectory_id"]: t for t in (arithmetic_trajectory(i) for i in range(3))}
+    items = [ManifestItem("t-0-2", "platinum", 5.0, "arithmetic"),
+             ManifestItem("t-0-0", "bronze", 0.3, "arithmetic")]
+    examples = examples_from_manifest(items, trajectories)
+    assert [(e.trajectory["trajectory_id"], e.weight, e.tier) for e in examples] == [
+        ("t-0-2", 5.0, "platinum"), ("t-0-0", 0.3, "bronze")]
+    with pytest.raises(ValueError, match="t-9"):
+        examples_from_manifest([ManifestItem("t-9", "gold", 2.0, "x")], trajectories)

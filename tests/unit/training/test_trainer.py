@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from hermes_fed.errors import TrainingError
 from hermes_fed.training.adapter import frozen_a_matrix
 from hermes_fed.training.config import LoraTrainingConfig
-from hermes_fed.training.dataset import PreferencePair, TrainingExample
+from hermes_fed.training.dataset import PreferenceExample, TrainingExample
 from hermes_fed.training.evaluation import evaluate
 from hermes_fed.training.trainer import CHECKPOINT, train_adapter
 from tests.unit.training.tasks import arithmetic_trajectory
@@ -190,7 +190,7 @@ def test_dpo_prefers_chosen_over_rejected(tiny_model_dir: Path) -> None:
         chosen = arithmetic_trajectory(i, seed=3)
         rejected = {**chosen, "messages": [*chosen["messages"][:-1],
                                            {"role": "assistant", "content": "I cannot do that."}]}
-        pairs.append(PreferencePair(rejected=rejected, chosen=chosen))
+        pairs.append(PreferenceExample(rejected=rejected, chosen=chosen))
     config = dataclasses.replace(FAST, preference_loss=True, dpo_beta=0.5, max_steps=12,
                                  lr=5e-3, dpo_weight=1.0)
     sft_only = [TrainingExample({"trajectory_id": "s", "messages": [
