@@ -38,24 +38,30 @@ log = logging.getLogger(__name__)
 SERVICE = "hermes_fed.v1.IngestService"
 
 
-def _status_for(exc: Exception) -> tuple[grpc.StatusCode, str]:
-    """The status and message for a failure after validation (no event data in it)."""
+def _status_for(exc: Exception) -> tuple[grpc.StatusCode, str, str]:
+    """The status, message and metrics reason of a failure (no event data in them)."""
     if isinstance(exc, RejectedRequest):
-        return exc.code, str(exc)
+        return exc.code, str(exc), exc.reason
     if isinstance(exc, WireProblem):
-        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+        reason = "invalid_utf8" if "UTF-8" in exc.problem else "malformed_protobuf"
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc), reason
     if isinstance(exc, ConcurrencyError):
         # ABORTED: the client should re-read the stream and retry (gRPC status semantics).
-        return grpc.StatusCode.ABORTED, str(exc)
+        return grpc.StatusCode.ABORTED, str(exc), "concurrency_conflict"
     if isinstance(exc, SchemaError):
-        return grpc.StatusCode.INVALID_ARGUMENT, f"events: {exc}"
+        return grpc.StatusCode.INVALID_ARGUMENT, f"events: {exc}", "schema_violation"
     if isinstance(exc, (OperationalError, sa_exc.OperationalError)):
         # Transient database trouble (unreachable, locked, a lost write race): the whole
         # batch rolled back, and retrying it with the same event ids is safe.
-        return grpc.StatusCode.UNAVAILABLE, "the event store is busy or unavailable; retry"
-    if isinstance(exc, (RedactionError, KeyringError)):
-        return grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: nothing was written"
-    return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); nothing was written"
+        return (grpc.StatusCode.UNAVAILABLE, "the event store is busy or unavailable; retry",
+                "store_unavailable")
+    if isinstance(exc, RedactionError):
+        return (grpc.StatusCode.INTERNAL, "redaction failed; nothing was written",
+                "redaction_failed")
+    if isinstance(exc, KeyringError):
+        return grpc.StatusCode.INTERNAL, "key ring error; nothing was written", "keyring"
+    return (grpc.StatusCode.INTERNAL,
+            f"internal error ({type(exc).__name__}); nothing was written", "internal")
 
 
 def _results(results: Sequence[AppendResult]) -> list[ingest_pb2.AppendResult]:
@@ -113,10 +119,10 @@ class IngestService:
 
     def _reject(self, context: grpc.ServicerContext, exc: Exception, n_events: int,
                 method: str, prefix: str = "") -> None:
-        code, message = _status_for(exc)
-        self.metrics.events_rejected.labels(reason=code.name.lower()).inc(max(n_events, 1))
-        log.warning("event=batch_rejected method=%s code=%s events=%d problem=%s",
-                    method, code.name, n_events, message.split(":")[0])
+        code, message, reason = _status_for(exc)
+        self.metrics.events_rejected.labels(reason=reason).inc(max(n_events, 1))
+        log.warning("event=batch_rejected method=%s code=%s reason=%s events=%d field=%s",
+                    method, code.name, reason, n_events, message.split(":")[0])
         if not isinstance(exc, (HermesFedError, WireProblem)):
             # The traceback may quote SQL parameters (event bytes): only at DEBUG.
             log.error("event=append_failed method=%s error=%s.%s", method,
@@ -169,7 +175,7 @@ class IngestService:
             request = parse_request(ingest_pb2.ReadStreamRequest, raw)
             if request.after_position < 0 or request.limit < 0:
                 raise RejectedRequest(grpc.StatusCode.INVALID_ARGUMENT, "after_position",
-                                      "after_position and limit must be >= 0")
+                                      "after_position and limit must be >= 0", "bad_read")
         except (WireProblem, RejectedRequest) as exc:
             self._reject(context, exc, 0, "ReadStream")
             raise
@@ -239,7 +245,7 @@ def record_assignment(
 
 def _arms(request: ingest_pb2.AssignVariantRequest) -> list[Arm]:
     def bad(field: str, problem: str) -> RejectedRequest:
-        return RejectedRequest(grpc.StatusCode.INVALID_ARGUMENT, field, problem)
+        return RejectedRequest(grpc.StatusCode.INVALID_ARGUMENT, field, problem, "bad_assignment")
 
     for name in ("ab_test_id", "user_ref"):
         if not getattr(request, name):

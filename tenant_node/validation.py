@@ -38,20 +38,17 @@ SESSION_PREFIX = "session-"
 class RejectedRequest(HermesFedError):
     """A request broke the ingest contract; ``code`` is the gRPC status to answer with."""
 
-    def __init__(self, code: grpc.StatusCode, field: str, problem: str) -> None:
+    def __init__(self, code: grpc.StatusCode, field: str, problem: str, reason: str = "") -> None:
         super().__init__(f"{field}: {problem}")
         self.code = code
         self.field = field
         self.problem = problem
-
-    @property
-    def reason(self) -> str:
-        """The metrics label: the status code's name in lower case."""
-        return str(self.code.name).lower()
+        #: The metrics label (``hermes_node_events_rejected{reason=...}``): a fixed word.
+        self.reason = reason or str(code.name).lower()
 
 
-def _invalid(field: str, problem: str) -> RejectedRequest:
-    return RejectedRequest(grpc.StatusCode.INVALID_ARGUMENT, field, problem)
+def _invalid(field: str, problem: str, reason: str) -> RejectedRequest:
+    return RejectedRequest(grpc.StatusCode.INVALID_ARGUMENT, field, problem, reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +62,14 @@ def _json_object(raw: bytes, field: str) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise _invalid(field, f"invalid UTF-8 at byte {exc.start}") from None
+        raise _invalid(field, f"invalid UTF-8 at byte {exc.start}", "invalid_utf8") from None
     try:
         value = json.loads(text)
     except ValueError:
-        raise _invalid(field, "not valid JSON") from None
+        raise _invalid(field, "not valid JSON", "invalid_json") from None
     if not isinstance(value, dict):
-        raise _invalid(field, f"expected a JSON object, got {type(value).__name__}")
+        raise _invalid(field, f"expected a JSON object, got {type(value).__name__}",
+                       "invalid_json")
     return value
 
 
@@ -113,35 +111,38 @@ def _event(
     if size > limits.max_event_bytes:
         raise RejectedRequest(
             grpc.StatusCode.RESOURCE_EXHAUSTED, field,
-            f"{size} bytes exceeds max_event_bytes={limits.max_event_bytes}",
+            f"{size} bytes exceeds max_event_bytes={limits.max_event_bytes}", "oversized_event",
         )
     for name in ("event_id", "tenant_id", "stream_id", "type"):
         if not getattr(envelope, name):
-            raise _invalid(f"{field}.{name}", "required")
+            raise _invalid(f"{field}.{name}", "required", "missing_id")
     try:
         event_id = uuid.UUID(envelope.event_id)
     except ValueError:
-        raise _invalid(f"{field}.event_id", "not a UUID") from None
+        raise _invalid(f"{field}.event_id", "not a UUID", "bad_id") from None
     if envelope.tenant_id != limits.tenant_id:
         raise RejectedRequest(
             grpc.StatusCode.PERMISSION_DENIED, f"{field}.tenant_id",
             f"this node serves tenant {limits.tenant_id!r}, not {envelope.tenant_id!r}",
+            "wrong_tenant",
         )
     try:
         schema = catalog.schema(envelope.type)
     except UnknownEventTypeError:
-        raise _invalid(f"{field}.type", f"unknown event type {envelope.type!r}") from None
+        raise _invalid(f"{field}.type", f"unknown event type {envelope.type!r}",
+                       "unknown_event_type") from None
     if envelope.type not in INGEST_TYPES:
         raise RejectedRequest(
             grpc.StatusCode.PERMISSION_DENIED, f"{field}.type",
-            f"{envelope.type} is written by the node itself, not over ingest",
+            f"{envelope.type} is written by the node itself, not over ingest", "forbidden_type",
         )
     if not envelope.stream_id.startswith(SESSION_PREFIX) or envelope.stream_id == SESSION_PREFIX:
-        raise _invalid(f"{field}.stream_id", f"expected '{SESSION_PREFIX}<id>'")
+        raise _invalid(f"{field}.stream_id", f"expected '{SESSION_PREFIX}<id>'", "bad_stream")
     payload = envelope.WhichOneof("payload")
     if payload == "trajectory":
         if envelope.type != "TrajectoryRecorded":
-            raise _invalid(f"{field}.trajectory", "only TrajectoryRecorded carries a trajectory")
+            raise _invalid(f"{field}.trajectory", "only TrajectoryRecorded carries a trajectory",
+                           "schema_violation")
         data = trajectory_data(envelope.trajectory, f"{field}.trajectory")
     elif payload == "data_json":
         data = _json_object(envelope.data_json, f"{field}.data_json")
@@ -150,12 +151,12 @@ def _event(
     try:
         data = schema.validate(data)
     except SchemaError as exc:
-        raise _invalid(f"{field}.data.{exc.field}", exc.problem) from None
+        raise _invalid(f"{field}.data.{exc.field}", exc.problem, "schema_violation") from None
     if envelope.type == "TrajectoryRecorded":
         problem = trajectory_problem(data)
         if problem:
             path, _, what = problem.partition(": ")
-            raise _invalid(f"{field}.data.{path}", what)
+            raise _invalid(f"{field}.data.{path}", what, "schema_violation")
     metadata = _json_object(envelope.metadata_json, f"{field}.metadata_json") if (
         envelope.metadata_json) else {}
     occurred_at = utcnow()
@@ -163,7 +164,7 @@ def _event(
         try:
             occurred_at = envelope.occurred_at.ToDatetime(tzinfo=UTC)
         except (ValueError, OverflowError):
-            raise _invalid(f"{field}.occurred_at", "out of range") from None
+            raise _invalid(f"{field}.occurred_at", "out of range", "schema_violation") from None
     subject = envelope.subject or None
     if envelope.type == "SessionStarted":
         subject = subject or data["user_ref"]
@@ -183,11 +184,12 @@ def decode_batch(
     Raises :class:`RejectedRequest` on the first problem (the whole batch is refused).
     """
     if not request.events:
-        raise _invalid("events", "empty batch")
+        raise _invalid("events", "empty batch", "empty_batch")
     if len(request.events) > limits.max_batch_events:
         raise RejectedRequest(
             grpc.StatusCode.RESOURCE_EXHAUSTED, "events",
             f"{len(request.events)} events exceeds max_batch_events={limits.max_batch_events}",
+            "batch_too_large",
         )
     events: list[NewEvent] = []
     first_index: dict[uuid.UUID, int] = {}
@@ -195,13 +197,15 @@ def decode_batch(
         event = _event(envelope, f"events[{index}]", limits, catalog)
         if event.event_id in first_index:
             raise _invalid(f"events[{index}].event_id",
-                           f"repeats events[{first_index[event.event_id]}] in the same batch")
+                           f"repeats events[{first_index[event.event_id]}] in the same batch",
+                           "repeated_id")
         first_index[event.event_id] = index
         events.append(event)
     expected: dict[str, int] = {}
     for stream_id, version in request.expected_versions.items():
         if not stream_id or version < 0:
-            raise _invalid("expected_versions", "stream ids must be non-empty, versions >= 0")
+            raise _invalid("expected_versions", "stream ids must be non-empty, versions >= 0",
+                           "bad_expected_versions")
         expected[stream_id] = int(version)
     return events, expected
 

@@ -239,7 +239,10 @@ def test_metrics_count_ingested_rejected_and_redacted(node: NodeProcess) -> None
                    if line.startswith(name))
 
     assert value('hermes_node_events_ingested_total{type="SessionContinued"}') >= 1
-    assert value('hermes_node_events_rejected_total{reason="invalid_argument"}') >= 1
+    for reason in ("malformed_protobuf", "invalid_utf8", "unknown_event_type",
+                   "schema_violation", "oversized_event", "missing_id", "wrong_tenant",
+                   "unauthenticated"):
+        assert value(f'hermes_node_events_rejected_total{{reason="{reason}"}}') >= 1, reason
     assert value('hermes_node_redactions_total{entity_type="EMAIL_ADDRESS"}') >= 1
     assert value("hermes_node_append_seconds_count") >= 1
 

@@ -100,6 +100,7 @@ def test_bad_batches_are_rejected_naming_the_field(
     # Assert
     assert caught.value.code == code
     assert caught.value.field == field
+    assert caught.value.reason.isidentifier() and caught.value.reason.islower()
 
 
 def test_typed_trajectory_becomes_the_shared_shape() -> None:
