@@ -8,7 +8,8 @@
 # leaving the block flushes: the buffered events go to the node in batches
 
 Events are checked against the catalog before they are buffered (a bad call fails at the
-call site, not later in a batch), batched up to ``batch_size``, and sent with retry and
+call site, not later in a batch), batched up to ``batch_size`` (or sent after
+``max_delay_s`` by a background thread, when set), and sent with retry and
 back-off (:mod:`hermes_fed.client.transport`). Event ids are time-ordered UUIDv7, so a
 retried batch is a no-op on the node and the log's id index stays append-mostly.
 """
@@ -16,6 +17,7 @@ retried batch is a no-op on the node and the log's id index stays append-mostly.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
@@ -29,6 +31,8 @@ from hermes_fed.formats.trajectory import trajectory_problem
 from hermes_fed.store import AppendResult
 
 from .transport import IngestError, NodeTransport, RetryPolicy, events_pb2, ingest_pb2
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,15 +103,35 @@ class IngestClient:
         batch_size: int = 100,
         retry: RetryPolicy | None = None,
         transport: NodeTransport | None = None,
+        max_delay_s: float | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if max_delay_s is not None and not max_delay_s > 0:
+            raise ValueError(f"max_delay_s must be > 0 or None, got {max_delay_s}")
         self.tenant_id = tenant_id
         self.batch_size = batch_size
         self.transport = transport or NodeTransport(
             target, token, root_certificates=root_certificates, retry=retry)
         self._buffer: list[NewEvent] = []
         self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._flusher: threading.Thread | None = None
+        if max_delay_s is not None:
+            # A quiet agent's events should not wait for a full batch indefinitely.
+            self._flusher = threading.Thread(target=self._flush_every, args=(max_delay_s,),
+                                             name="hermes-fed-flush", daemon=True)
+            self._flusher.start()
+
+    def _flush_every(self, seconds: float) -> None:
+        while not self._closing.wait(seconds):
+            if not self._buffer:
+                continue
+            try:
+                self.flush()
+            except IngestError as exc:  # transient: the events stay buffered for next time
+                log.warning("event=background_flush_failed code=%s retryable=%s",
+                            exc.code, exc.retryable)
 
     # --- sessions ------------------------------------------------------------------------
     def session(
@@ -196,6 +220,9 @@ class IngestClient:
         self.transport.wait_until_serving(timeout_s)
 
     def close(self) -> None:
+        self._closing.set()
+        if self._flusher is not None:
+            self._flusher.join()
         try:
             self.flush()
         finally:

@@ -149,6 +149,22 @@ def test_a_retried_batch_is_a_no_op_returning_the_original_positions(node: NodeP
     assert len(client.read_stream("session-retry")) == 5
 
 
+def test_a_stale_expected_version_is_aborted_and_writes_nothing(node: NodeProcess) -> None:
+    # Prepare
+    client = node.client()
+    stream = f"session-occ-{uuid.uuid4().hex[:8]}"
+    client.append([NewEvent(stream_id=stream, type="SessionEnded", data={})], {stream: 0})
+
+    # Execute: a writer that still believes the stream is new.
+    with pytest.raises(IngestError) as caught:
+        client.append([NewEvent(stream_id=stream, type="SessionEnded", data={})], {stream: 0})
+
+    # Assert
+    assert caught.value.code == "ABORTED"
+    assert f"stream {stream} is at version 1, append expected 0" in caught.value.details
+    assert len(client.read_stream(stream)) == 1
+
+
 def test_a_batch_with_one_bad_event_writes_nothing(node: NodeProcess) -> None:
     # Prepare
     client = node.client()

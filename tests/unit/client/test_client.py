@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from typing import Any
@@ -138,6 +139,26 @@ def test_batches_are_sent_when_full(flaky: tuple[FlakyNode, str]) -> None:
     assert len(node.calls) == 1 and client.pending == 2
     client.close()
     assert len(node.calls) == 2 and client.pending == 0
+
+
+@pytest.mark.parametrize("flaky", [(0, grpc.StatusCode.OK)], indirect=True)
+def test_a_partial_batch_is_sent_after_max_delay(flaky: tuple[FlakyNode, str]) -> None:
+    # Prepare
+    node, target = flaky
+    transport = NodeTransport(target, TOKEN, retry=FAST)
+    client = IngestClient(target, tenant_id="acme", token=TOKEN, transport=transport,
+                          batch_size=100, max_delay_s=0.02)
+
+    # Execute: one event, far below the batch size; poll until the flusher sent it.
+    client.session("u-1", "m1")
+    deadline = time.monotonic() + 10
+    while not node.calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+    # Assert
+    assert len(node.calls) == 1 and client.pending == 0
+    client.close()
+    assert len(node.calls) == 1
 
 
 def test_bad_events_fail_at_the_call_site() -> None:
