@@ -167,9 +167,12 @@ class NodeRuntime:
         )
         server.add_generic_rpc_handlers((service.handler(),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        self.port = self._credentials_bound(server)
+        try:
+            self.port = self._credentials_bound(server)
+        except RuntimeError:  # grpc raises on a failed bind (port taken, bad address)
+            self.port = 0
         if not self.port:
-            raise OperationalError(f"cannot listen on {config.listen}")
+            raise OperationalError(f"cannot listen on {config.listen} (in use or invalid)")
         server.start()
         self.server = server
         for name in ("", SERVICE):

@@ -4,6 +4,7 @@ behind the daemon."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -87,6 +88,36 @@ def test_import_assign_export_through_the_cli(tmp_path: Path) -> None:
         back = [p.trajectory for p in parse_jsonl(out.read_text().splitlines(), fmt)]
         assert back == [dict(e.data) for e in stored], fmt
         assert json.loads(out.read_text().splitlines()[0])["tier"] == "gold"
+
+
+def test_serve_with_a_bad_config_exits_naming_the_key(tmp_path: Path) -> None:
+    # Prepare
+    config = tmp_path / "node.toml"
+    config.write_text('tenant_id = "acme"\ntoken = "0123456789abcdef"\n'
+                      'listen = "0.0.0.0:50999"\n')
+
+    # Execute
+    result = hermes(["serve", "--config", str(config)])
+
+    # Assert
+    assert result.returncode == 1
+    assert "listen='0.0.0.0:50999' is beyond loopback" in result.stderr
+
+
+def test_serve_on_a_taken_port_exits_with_a_clear_error(tmp_path: Path) -> None:
+    # Prepare
+    node = NodeProcess(tmp_path / "node", f"sqlite:///{tmp_path / 'acme.db'}")
+    node.write_config()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", node.port))
+        taken.listen()
+
+        # Execute
+        result = hermes(["serve", "--config", str(node.config_path)])
+
+    # Assert
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{node.port}" in result.stderr
 
 
 def test_import_of_a_missing_format_is_refused(tmp_path: Path) -> None:
