@@ -77,6 +77,10 @@ class TrainingError(HermesFedError):
     """Local training failed (for example a NaN/inf loss or tensor)."""
 
 
+class NothingToTrainError(TrainingError):
+    """No new scored trajectories to select: a normal outcome, not a failure."""
+
+
 class AggregationError(HermesFedError):
     """Adapters could not be aggregated (shape mismatch, NaN update, empty round)."""
 
@@ -111,3 +115,7 @@ class AdapterError(HermesFedError, ValueError):
 
 class JudgeError(HermesFedError):
     """A trajectory judge failed (endpoint unreachable, timed out, or sent no score)."""
+
+
+class TeacherError(HermesFedError):
+    """A cold-start teacher endpoint failed (unreachable, timed out, or no usable answer)."""

@@ -13,6 +13,7 @@ import importlib
 SUBCOMMAND_MODULES: list[str] = [
     "tenant_node.serve_command",
     "tenant_node.data_commands",
+    "tenant_node.train_command",
     "tenant_node.flower_node",
 ]
 
