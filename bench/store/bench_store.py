@@ -42,7 +42,7 @@ import sqlalchemy as sa
 
 from hermes_fed.events import NewEvent, StoredEvent
 from hermes_fed.events.codec import canonical_json
-from hermes_fed.projections import Handler, Projection, ProjectionRunner
+from hermes_fed.projections import Handler, Projection, ProjectionRunner, table_rows
 from hermes_fed.store import Keyring, SqlEventStore, open_store
 
 PG_URL = os.environ.get("HERMES_FED_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -154,24 +154,26 @@ class Target:
             self.recorder = PostgresApplicationRecorder(self.datastore)
             self.recorder.create_table()
 
-    def append(self, start: int, n: int, batch: int, run: str) -> float:
-        """Append events start..start+n in transactions of ``batch``; returns seconds."""
-        elapsed = 0.0
+    def append(self, start: int, n: int, batch: int, run: str) -> tuple[float, float]:
+        """Append events start..start+n in transactions of ``batch``; returns (wall, CPU)
+        seconds of this process (CPU time is less sensitive to other load on the host)."""
+        elapsed = cpu = 0.0
         for b in range(start, start + n, batch):
             size = min(batch, start + n - b)
             if self.store is not None:
                 events = new_events(b, size, run)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 self.store.append(events)
             else:
                 es = es_events(b, size, run)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 self.recorder.insert_events(es)
             elapsed += time.perf_counter() - t0
-        return elapsed
+            cpu += time.process_time() - c0
+        return elapsed, cpu
 
-    def replay(self) -> tuple[int, float]:
-        t0 = time.perf_counter()
+    def replay(self) -> tuple[int, float, float]:
+        t0, c0 = time.perf_counter(), time.process_time()
         n = 0
         if self.store is not None:
             for _ in self.store.read():
@@ -186,7 +188,7 @@ class Target:
                 if len(page) < 2000:
                     break
                 last = page[-1].id
-        return n, time.perf_counter() - t0
+        return n, time.perf_counter() - t0, time.process_time() - c0
 
     def close(self) -> None:
         if self.store is not None:
@@ -208,11 +210,12 @@ def _pg_exec(sql: str) -> None:
 
 # --- the counting projection ---------------------------------------------------------------
 class CountingProjection(Projection):
-    """Events per type and per task type (pure: a function of the log only)."""
+    """Events per type and per task type (pure: a function of the log only): one upsert
+    per counted key, through the driver (the framework's cost is what is measured)."""
 
     name = "bench_counts"
 
-    def __init__(self) -> None:
+    def __init__(self, paramstyle: str) -> None:
         self.metadata = sa.MetaData()
         self.counts = sa.Table(
             "bench_counts",
@@ -220,18 +223,17 @@ class CountingProjection(Projection):
             sa.Column("key", sa.String(100), primary_key=True),
             sa.Column("n", sa.BigInteger, nullable=False),
         )
-        self._pending: dict[str, int] = {}
+        p = "?" if paramstyle == "qmark" else "%s"
+        self.upsert = (
+            f"INSERT INTO bench_counts (key, n) VALUES ({p}, 1) "
+            "ON CONFLICT (key) DO UPDATE SET n = bench_counts.n + 1"
+        )
 
     def handlers(self) -> Mapping[str, Handler]:
         return {"TrajectoryRecorded": self._count}
 
     def _count(self, conn: sa.Connection, e: StoredEvent) -> None:
-        for key in (e.type, f"task_type:{e.data['task_type']}"):
-            updated = conn.execute(
-                self.counts.update().where(self.counts.c.key == key).values(n=self.counts.c.n + 1)
-            ).rowcount
-            if not updated:
-                conn.execute(self.counts.insert().values(key=key, n=1))
+        conn.exec_driver_sql(self.upsert, (f"task_type:{e.data['task_type']}",))
 
 
 # --- measurement ---------------------------------------------------------------------------
@@ -245,35 +247,50 @@ def summary(rates: list[float]) -> dict[str, Any]:
 
 
 def measure(args: argparse.Namespace, workdir: Path, log: Callable[[str], None]) -> dict[str, Any]:
-    results: dict[str, Any] = {}
-    for backend in args.backends:
-        for library in args.libraries:
-            key = f"{library}/{backend}"
-            batched, single, replay = [], [], []
-            for r in range(args.repeats):
+    """Repeats interleave the libraries (hermes, eventsourcing, hermes, ...) so that both
+    see the same background load; each repeat's ratio is reported as well as the medians."""
+    runs: dict[str, dict[str, list[float]]] = {}
+    metrics = ("append_batched", "append_single", "replay")
+    for r in range(args.repeats):
+        for backend in args.backends:
+            for library in args.libraries:
+                rec = runs.setdefault(f"{library}/{backend}", {})
                 target = Target(backend, library, workdir)
                 try:
-                    secs = target.append(0, args.events, args.batch, f"r{r}")
-                    batched.append(args.events / secs)
-                    n, rsecs = target.replay()
+                    secs, cpu = target.append(0, args.events, args.batch, f"r{r}")
+                    rec.setdefault("append_batched", []).append(args.events / secs)
+                    rec.setdefault("append_batched_cpu_us", []).append(cpu / args.events * 1e6)
+                    n, rsecs, rcpu = target.replay()
                     assert n == args.events, (n, args.events)
-                    replay.append(n / rsecs)
+                    rec.setdefault("replay", []).append(n / rsecs)
+                    rec.setdefault("replay_cpu_us", []).append(rcpu / n * 1e6)
                 finally:
                     target.close()
                 target = Target(backend, library, workdir)
                 try:
-                    secs = target.append(0, args.single, 1, f"s{r}")
-                    single.append(args.single / secs)
+                    secs, cpu = target.append(0, args.single, 1, f"s{r}")
+                    rec.setdefault("append_single", []).append(args.single / secs)
                 finally:
                     target.close()
                 log(
-                    f"{key} run {r}: batched {batched[-1]:.0f}/s single {single[-1]:.0f}/s "
-                    f"replay {replay[-1]:.0f}/s"
+                    f"{library}/{backend} run {r}: "
+                    + " ".join(f"{m} {rec[m][-1]:.0f}/s" for m in metrics)
+                    + f" (cpu us/event: append {rec['append_batched_cpu_us'][-1]:.1f}, "
+                    f"replay {rec['replay_cpu_us'][-1]:.1f}; load {os.getloadavg()[0]:.1f})"
                 )
-            results[key] = {
-                "append_batched_events_per_s": summary(batched),
-                "append_single_events_per_s": summary(single),
-                "replay_events_per_s": summary(replay),
+    results: dict[str, Any] = {}
+    for key, rec in runs.items():
+        results[key] = {f"{m}_events_per_s": summary(rec[m]) for m in metrics}
+        for m in ("append_batched_cpu_us", "replay_cpu_us"):
+            results[key][f"{m}_per_event"] = {
+                "median": round(statistics.median(rec[m]), 1),
+                "runs": [round(x, 1) for x in rec[m]],
+            }
+    for backend in args.backends:
+        ours, theirs = runs.get(f"hermes/{backend}"), runs.get(f"eventsourcing/{backend}")
+        if ours and theirs:
+            results[f"ratio_per_repeat/{backend}"] = {
+                m: [round(a / b, 2) for a, b in zip(ours[m], theirs[m], strict=True)] for m in metrics
             }
     return results
 
@@ -282,17 +299,18 @@ def rebuild(args: argparse.Namespace, workdir: Path, log: Callable[[str], None])
     target = Target("sqlite", "hermes", workdir)
     assert target.store is not None
     try:
-        t0 = time.perf_counter()
-        target.append(0, args.rebuild_events, 1000, "rebuild")
-        fill = time.perf_counter() - t0
+        fill, _ = target.append(0, args.rebuild_events, 1000, "rebuild")
         log(f"rebuild: appended {args.rebuild_events} events in {fill:.1f}s")
-        runner = ProjectionRunner(target.store, CountingProjection(), batch_size=2000)
+        projection = CountingProjection(target.store.engine.dialect.paramstyle)
+        runner = ProjectionRunner(target.store, projection, batch_size=2000)
         times = []
-        for _ in range(args.repeats):
+        for _ in range(args.rebuild_repeats):
             t0 = time.perf_counter()
             n = runner.rebuild()
             times.append(time.perf_counter() - t0)
             assert n == args.rebuild_events
+            counted = table_rows(target.store.engine, projection.metadata)["bench_counts"]
+            assert sum(int(str(r[1])) for r in counted) == args.rebuild_events, counted
             log(f"rebuild: {n} events in {times[-1]:.1f}s")
         return {
             "events": args.rebuild_events,
@@ -330,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         "--rebuild-events", type=int, default=1_000_000, help="log size for the rebuild (0: skip)"
     )
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rebuild-repeats", type=int, default=1)
     parser.add_argument("--backends", default="sqlite,postgres", type=lambda s: s.split(","))
     parser.add_argument("--libraries", default="hermes,eventsourcing", type=lambda s: s.split(","))
     parser.add_argument(
