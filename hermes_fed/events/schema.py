@@ -15,7 +15,7 @@ import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, dataclass_transform
 
 from hermes_fed.errors import SchemaError, UnknownEventTypeError
 
@@ -199,6 +199,7 @@ class Catalog:
 DEFAULT_CATALOG = Catalog()
 
 
+@dataclass_transform(frozen_default=True)
 def event_type(
     name: str, version: int = 1, *, personal: Iterable[str] = (), catalog: Catalog | None = None
 ) -> Callable[[type[R]], type[R]]:

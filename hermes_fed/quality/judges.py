@@ -43,7 +43,7 @@ class JudgeVerdict:
 
     def to_event(self) -> TrajectoryJudged:
         # The catalog's event_type decorator is no dataclass_transform, hence the ignore.
-        return TrajectoryJudged(trajectory_id=self.trajectory_id,  # type: ignore[call-arg]
+        return TrajectoryJudged(trajectory_id=self.trajectory_id,
                                 judge=self.judge, score=self.score, rationale=self.rationale)
 
 

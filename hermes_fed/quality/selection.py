@@ -100,7 +100,7 @@ class SelectionManifest:
 
     def to_event(self) -> TrainingDataSelected:
         # The catalog's event_type decorator is no dataclass_transform, hence the ignore.
-        return TrainingDataSelected(  # type: ignore[call-arg]
+        return TrainingDataSelected(
             selection_id=self.selection_id, target_n=self.target_n, seed=self.seed,
             manifest_sha256=self.sha256, n_by_tier=dict(self.n_by_tier),
             items=[item.to_json() for item in self.items],
