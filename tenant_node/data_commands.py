@@ -21,13 +21,26 @@ def import_file(args: argparse.Namespace) -> int:
     from .runtime import open_node_store
 
     path = Path(args.file)
-    store = open_node_store(load_node_config(args.config))
+    config = load_node_config(args.config)
+    closer: Any
+    if args.via_daemon:
+        # Through the running node: its redactor (and placeholder state) and its single
+        # writer, instead of a second process writing the same log.
+        from hermes_fed.client import IngestClient
+
+        root = Path(config.tls.cert_file).read_bytes() if config.tls.enabled else None
+        client = IngestClient(config.listen, tenant_id=config.tenant_id,
+                              token=config.resolved_token(), root_certificates=root)
+        append, closer = client.append, client
+    else:
+        store = open_node_store(config)
+        append, closer = store.append, store
     try:
         with path.open("rb") as fh:
-            report = import_lines(fh, args.format, store.append, batch_size=args.batch_size,
+            report = import_lines(fh, args.format, append, batch_size=args.batch_size,
                                   source=args.source or path.stem)
     finally:
-        store.close()
+        closer.close()
     for bad in report.bad_lines:
         print(f"{path}:{bad}", file=sys.stderr)
     print(f"{path}: {report}")
@@ -97,6 +110,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--config", required=True, help="node TOML file")
     p.add_argument("--batch-size", type=int, default=100, help="lines per transaction")
     p.add_argument("--source", default="", help="source tag for stream ids (default: file stem)")
+    p.add_argument("--via-daemon", action="store_true",
+                   help="send through the running node (its listen address and token from "
+                        "the config) instead of opening the store")
     p.set_defaults(func=import_file)
 
     p = subparsers.add_parser("export", help="export the curated training set as JSONL")

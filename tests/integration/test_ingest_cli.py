@@ -157,5 +157,17 @@ def test_projections_are_caught_up_behind_the_daemon(tmp_path: Path) -> None:
 
         # Assert
         assert row is not None and bool(row[0])
+
+        # Execute: an import sent through this running daemon.
+        source = tmp_path / "chats.jsonl"
+        _write_input(source)
+        result = hermes(["import", str(source), "--format", "hermes", "--config",
+                         str(node.config_path), "--via-daemon"])
+
+        # Assert
+        assert "2 imported, 0 already present, 2 bad of 4 lines" in result.stdout, result.stderr
+        ids = {e.data.get("trajectory_id") for e in node.client().read_log()
+               if e.type == "TrajectoryRecorded"}
+        assert {"t-a", "t-b"} <= ids
     finally:
         assert node.stop() == 0
