@@ -232,6 +232,27 @@ def test_client_streaming_append_commits_each_batch(node: NodeProcess) -> None:
     assert len(client.read_stream("session-stream-3")) == 3
 
 
+def test_a_bad_batch_in_a_stream_names_its_batch_and_keeps_earlier_ones(
+    node: NodeProcess,
+) -> None:
+    # Prepare
+    client = node.client()
+    ok = [NewEvent(stream_id="session-stream-ok", type="SessionEnded", data={})]
+    bad = [NewEvent(stream_id="session-stream-bad", type="SessionEnded", data={})]
+    requests = [ingest_pb2.AppendEventsRequest(events=[envelope(e, TENANT) for e in ok]),
+                ingest_pb2.AppendEventsRequest(events=[envelope(e, "globex") for e in bad])]
+
+    # Execute
+    with pytest.raises(IngestError) as caught:
+        client.transport.append_stream(requests)
+
+    # Assert
+    assert caught.value.code == "PERMISSION_DENIED"
+    assert caught.value.details.startswith("batches[1].events[0].tenant_id:")
+    assert len(client.read_stream("session-stream-ok")) == 1
+    assert client.read_stream("session-stream-bad") == []
+
+
 def test_read_log_pages_by_position(node: NodeProcess) -> None:
     # Prepare
     client = node.client()
