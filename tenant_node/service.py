@@ -18,6 +18,7 @@ from sqlalchemy import exc as sa_exc
 from hermes_fed.errors import (
     ConcurrencyError,
     HermesFedError,
+    IntegrityError,
     KeyringError,
     OperationalError,
     RedactionError,
@@ -101,6 +102,7 @@ class IngestService:
         # INSERT) before taking its write lock, and two such upgrades racing a writer fail
         # at once with "database is locked" (SQLITE_BUSY_SNAPSHOT; busy_timeout cannot help).
         self._append_lock = threading.Lock()
+        self._head = 0
 
     # --- helpers ---------------------------------------------------------------------------
     def _append(
@@ -113,8 +115,11 @@ class IngestService:
                 self.metrics.events_duplicate.inc()
             else:
                 self.metrics.events_ingested.labels(type=event.type).inc()
-        if results:
-            self.metrics.log_head.set(max(r.position for r in results))
+        new = [r.position for r in results if not r.duplicate]
+        if new:
+            with self._append_lock:  # a retried batch must not move the gauge backwards
+                self._head = max(self._head, *new)
+                self.metrics.log_head.set(self._head)
         return results
 
     def _reject(self, context: grpc.ServicerContext, exc: Exception, n_events: int,
@@ -184,8 +189,12 @@ class IngestService:
             events = self.store.read_stream(request.stream_id)
         else:
             events = self.store.read(after=request.after_position, limit=request.limit or None)
-        for event in events:
-            yield stored_event_message(event).SerializeToString()
+        try:
+            for event in events:
+                yield stored_event_message(event).SerializeToString()
+        except IntegrityError as exc:  # a corrupt row: say where, never what
+            log.error("event=read_failed error=%s", type(exc).__name__)
+            context.abort(grpc.StatusCode.DATA_LOSS, f"{type(exc).__name__}: {exc}")
 
     def assign_variant(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         try:

@@ -256,6 +256,8 @@ def test_a_bad_batch_in_a_stream_names_its_batch_and_keeps_earlier_ones(
 def test_read_log_pages_by_position(node: NodeProcess) -> None:
     # Prepare
     client = node.client()
+    client.append([NewEvent(stream_id="session-pages", type="SessionContinued",
+                            data={"trajectory_id": f"t-{i}"}) for i in range(4)])
     everything = client.read_log()
 
     # Execute
@@ -266,6 +268,17 @@ def test_read_log_pages_by_position(node: NodeProcess) -> None:
 
 
 def test_metrics_count_ingested_rejected_and_redacted(node: NodeProcess) -> None:
+    # Prepare: one good session with PII, every bad case once, one call without the token.
+    client = node.client()
+    session = client.session("user-m", "m1")
+    session.trajectory(task=f"mail {EMAIL}", messages=[{"role": "user", "content": EMAIL}])
+    client.flush()
+    for _case, raw, _code, _field in CONTRACT:
+        with pytest.raises(IngestError):
+            client.transport.append_raw(raw)
+    with pytest.raises(IngestError):
+        node.client(token="y" * 26).transport.append_raw(GOOD_BYTES)
+
     # Execute
     text = urllib.request.urlopen(f"http://127.0.0.1:{node.metrics_port}/metrics",
                                   timeout=10).read().decode()
@@ -275,7 +288,7 @@ def test_metrics_count_ingested_rejected_and_redacted(node: NodeProcess) -> None
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                    if line.startswith(name))
 
-    assert value('hermes_node_events_ingested_total{type="SessionContinued"}') >= 1
+    assert value('hermes_node_events_ingested_total{type="TrajectoryRecorded"}') >= 1
     for reason in ("malformed_protobuf", "invalid_utf8", "unknown_event_type",
                    "schema_violation", "oversized_event", "missing_id", "wrong_tenant",
                    "unauthenticated"):
