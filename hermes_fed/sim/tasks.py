@@ -217,7 +217,7 @@ class TableLookup(TaskFamily):
     parameters: ClassVar[Mapping[str, Any]] = {"type": "object", "properties": {"table": {"type": "string"},
                                                    "key": {"type": "string"}},
                   "required": ["table", "key"]}
-    _PATTERN = re.compile(r"Look up ([a-z]+) in the ([a-z_]+) table\.")
+    _PATTERN = re.compile(r"Look up ([a-z]+) in the ([a-z0-9_]+) table\.")
 
     def generate(self, rng: random.Random, table: str) -> TaskInstance:
         key = rng.choice(TABLE_ITEMS)

@@ -41,7 +41,7 @@ class SimTenant:
     sessions_per_round: int = field(default=32, metadata={
         "help": "Sessions its users run per flywheel round (its data size)."})
     table: str = field(default="", metadata={
-        "help": "Name of its lookup table (lower case and _); default <tenant>_table."})
+        "help": "Name of its lookup table (a-z, 0-9, _); default <tenant>_table."})
     golden_per_type: int = field(default=4, metadata={
         "help": "Cold-start golden trajectories per task type of its mix."})
     pii_rate: float = field(default=0.7, metadata={
@@ -68,8 +68,9 @@ class SimTenant:
         if not 0.0 <= self.pii_rate <= 1.0:
             raise ValueError(f"SimTenant.pii_rate must be in [0, 1], got {self.pii_rate!r}")
         table = self.table or f"{self.tenant_id.replace('-', '_')}_table"
-        if not all(c.islower() or c == "_" for c in table):
-            raise ValueError(f"SimTenant.table must be lower-case letters and _, got {table!r}")
+        if not table or not all(c.islower() or c.isdigit() or c == "_" for c in table):
+            raise ValueError(f"SimTenant.table must be lower-case letters, digits and _, got "
+                             f"{table!r}")
         object.__setattr__(self, "table", table)
 
     @property
