@@ -63,6 +63,8 @@ class RoundsConfig:
     node_wait: float = field(default=120.0, metadata={"help": "seconds to wait for min-nodes"})
     poll_interval: float = field(default=0.2, metadata={"help": "seconds between reply pulls"})
     evaluate: int = field(default=1, metadata={"help": "1: evaluate the new adapter"})
+    ab_looks: int = field(default=1, metadata={"help": "1: look at open A/B tests after a round"})
+    ab_only: int = field(default=0, metadata={"help": "1: no training, one A/B look per round"})
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -318,6 +320,12 @@ def run_rounds(grid: Grid, run_config: Mapping[str, Any], run_id: int) -> list[R
     with AdapterRegistry.open(root) as registry:
         try:
             nodes = wait_for_nodes(grid, cfg.min_nodes, cfg.node_wait)
+            if cfg.ab_only:  # A/B looks only (issue 9): no training, no base model loaded
+                from coordinator.abtest_rounds import ab_looks
+
+                ab_looks(grid, registry, nodes, cfg)
+                status["status"] = "completed"
+                return reports
             parent = initial_adapter(cfg, registry)
             for number in range(1, cfg.num_server_rounds + 1):
                 round_id = f"round-{run_id}-{number}"
@@ -336,6 +344,10 @@ def run_rounds(grid: Grid, run_config: Mapping[str, Any], run_id: int) -> list[R
                 reports.append(report)
                 parent = registry.get(report.version or parent.version)
                 print(render_table([report]), flush=True)
+                if cfg.ab_looks:
+                    from coordinator.abtest_rounds import look_after_round
+
+                    look_after_round(grid, registry, nodes, cfg)
             status["status"] = "completed"
         except Exception as exc:
             status["status"] = "failed"

@@ -29,8 +29,8 @@ COMMAND_GROUPS: tuple[tuple[str, str, str], ...] = (
     ),
     (
         "model",
-        "build a tiny base model; train and evaluate LoRA adapters",
-        "hermes_fed.training.commands:register",
+        "build a tiny base model; train and evaluate LoRA adapters; promote/rollback/history",
+        "coordinator.model_commands:register",
     ),
     ("node", "run a tenant node: serve gRPC ingest, import/export JSONL, assign A/B arms",
      "tenant_node.commands:register"),
@@ -40,6 +40,7 @@ COMMAND_GROUPS: tuple[tuple[str, str, str], ...] = (
      "coordinator.commands:register"),
     ("round", "run federated LoRA rounds (exact | fedavg | frozen-a)",
      "coordinator.commands:register_round"),
+    ("ab", "cross-tenant A/B tests: create, status, conclude", "coordinator.ab_commands:register"),
 )
 
 Register = Callable[[argparse.ArgumentParser], None]

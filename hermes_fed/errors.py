@@ -119,3 +119,7 @@ class JudgeError(HermesFedError):
 
 class TeacherError(HermesFedError):
     """A cold-start teacher endpoint failed (unreachable, timed out, or no usable answer)."""
+
+
+class ABTestError(HermesFedError):
+    """An A/B test operation is not possible (unknown test id, already concluded)."""

@@ -1,4 +1,4 @@
-"""The tenant node's Flower ClientApp: ``train``, ``evaluate``, ``query.status``.
+"""The tenant node's Flower ClientApp: ``train``, ``evaluate``, ``query.status``, ``query.ab_stats``.
 
 Started by ``flower-supernode --node-config 'tenant-id="a" store="sqlite:///..."
 base-model="..."'``. Every reply is built by :mod:`tenant_node.egress` (invariant 8); the
@@ -96,3 +96,12 @@ def status(message: Message, context: Context) -> Message:
                                    "count.train": len(data.train),
                                    "count.heldout": len(data.heldout)})
     return build_reply(message, payload, _policy(context))
+
+
+@app.query("ab_stats")
+def ab_stats(message: Message, context: Context) -> Message:
+    """Per-arm sufficient statistics of an A/B test (see :mod:`tenant_node.ab_stats`)."""
+    from tenant_node.ab_stats import answer
+
+    policy = _policy(context)
+    return build_reply(message, answer(message.content, context.node_config, policy), policy)

@@ -77,3 +77,12 @@ class ModelRolledBack(EventRecord):
     version: str
     to_version: str | None
     reason: str
+
+
+@event_type("ModelQualityReported")
+class ModelQualityReported(EventRecord):
+    """One look's quality of a live version across tenants (the feedback-loop guard's input)."""
+
+    version: str
+    round: int
+    stats: dict[str, Any]

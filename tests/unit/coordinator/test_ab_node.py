@@ -1,0 +1,180 @@
+"""The node's ``query.ab_stats`` through the real ClientApp and egress guard (in-process).
+
+Seeded tenant logs (users, pre-period sessions, ``AssignVariant``, test sessions) are
+summarised by the node; the expected sums are computed by hand from the seed (DESIGN §5:
+an accepted session scores 0.5 + 0.3 + 0.1 = 0.9, an unaccepted one 0.5 - 0.3 + 0.1 = 0.3).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
+from flwr.supercore.task_identity import TaskIdentity
+
+from coordinator.abtest_rounds import arm_from_metrics
+from hermes_fed.abtest import ArmStats
+from hermes_fed.errors import EgressError
+from tenant_node.client_app import app
+from tests.unit.coordinator.ab_data import CANARY, SeededTenant, seed_ab_tenant
+
+TEST_ID = "ab-node-1"
+
+
+@pytest.fixture(autouse=True)
+def _task_identity() -> None:
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
+
+
+@pytest.fixture(scope="module")
+def tenant(tmp_path_factory: pytest.TempPathFactory) -> SeededTenant:
+    return seed_ab_tenant(tmp_path_factory.mktemp("ab"), "acme", ab_test_id=TEST_ID, users=90,
+                          traffic_split=0.5, effect=-0.3)
+
+
+def _context(t: SeededTenant, model: str = "/nonexistent", **extra: object) -> Context:
+    node_config = {"tenant-id": t.tenant, "store": t.store_url, "keyring": t.keyring,
+                   "base-model": model, "heldout-fraction": 0.4, **extra}
+    return Context(run_id=1, node_id=1, node_config=node_config, state=RecordDict(),  # type: ignore[arg-type]
+                   run_config={})
+
+
+def _ask(t: SeededTenant, config: dict[str, object], context: Context | None = None,
+         **arrays: ArrayRecord) -> Message:
+    content = RecordDict({"config": ConfigRecord(config), **arrays})  # type: ignore[dict-item]
+    message = Message(content, dst_node_id=1, message_type="query.ab_stats")
+    return app(message=message, context=context or _context(t))
+
+
+def _online(split: float = 0.5) -> dict[str, object]:
+    return {"mode": "online", "ab-test-id": TEST_ID, "control": "v1", "treatment": "v2",
+            "traffic-split": split, "min-samples": 30, "duration-days": 14}
+
+
+def _score(accepted: bool) -> float:
+    return 0.9 if accepted else 0.3
+
+
+def _wire(message: Message) -> bytes:
+    return b"".join(o.deflate() for o in get_all_nested_objects(message).values())
+
+
+def test_online_reply_holds_per_arm_sums_with_cuped_covariates_and_nothing_else(
+        tenant: SeededTenant) -> None:
+    # Prepare: the expected sufficient statistics, by hand from the seed
+    expected = {}
+    for arm in ("control", "treatment"):
+        users = [u for u, a in tenant.arm_of_user.items() if a == arm]
+        y = [_score(tenant.test_accepted[u]) for u in users]
+        x = [_score(tenant.pre_score_accepted[u]) for u in users]
+        expected[arm] = ArmStats.from_values(y, x)
+
+    # Execute
+    reply = _ask(tenant, _online())
+
+    # Assert
+    assert not reply.has_error()
+    assert set(reply.content) == {"metrics"}
+    metrics = dict(reply.content.metric_records["metrics"])
+    for arm in ("control", "treatment"):
+        got = arm_from_metrics(metrics, f"ab.{arm}")
+        assert got is not None and got.n == expected[arm].n
+        for name in ("sum", "sumsq", "sum_x", "sum_x2", "sum_xy"):
+            assert math.isclose(getattr(got, name), getattr(expected[arm], name), abs_tol=1e-9)
+    assert metrics["suppressed-cells"] == 0
+    wire = _wire(reply)
+    assert CANARY.encode() not in wire and b"user-" not in wire
+
+
+def test_online_cell_under_k_min_is_suppressed_with_its_covariates(tenant: SeededTenant) -> None:
+    # Prepare: k_min above the smaller arm's size but not the larger's
+    sizes = {arm: sum(a == arm for a in tenant.arm_of_user.values())
+             for arm in ("control", "treatment")}
+    small, big = sorted(sizes, key=sizes.__getitem__)
+    assert sizes[small] < sizes[big]
+    context = _context(tenant, **{"k-min": sizes[small] + 1})
+
+    # Execute
+    reply = _ask(tenant, _online(), context)
+
+    # Assert
+    metrics = dict(reply.content.metric_records["metrics"])
+    assert not any(k.startswith(f"ab.{small}") for k in metrics)
+    assert metrics[f"ab.{big}.n"] == sizes[big] and f"ab.{big}.sum_xy" in metrics
+    assert metrics["suppressed-cells"] == 1
+
+
+def test_online_counts_only_users_of_the_asked_test(tenant: SeededTenant) -> None:
+    # Execute
+    reply = _ask(tenant, {**_online(), "ab-test-id": "ab-someone-else"})
+    # Assert: no user of another test is counted
+    metrics = dict(reply.content.metric_records["metrics"])
+    assert metrics["ab.control.n"] == 0 and metrics["ab.treatment.n"] == 0
+
+
+def test_version_mode_reports_the_sessions_of_that_version(tenant: SeededTenant) -> None:
+    # Prepare: every seeded session runs version "base"
+    scores = [_score(v) for v in tenant.pre_score_accepted.values()] + [
+        _score(v) for v in tenant.test_accepted.values()]
+    # Execute
+    reply = _ask(tenant, {"mode": "version", "version": "base", "since-us": 0})
+    other = _ask(tenant, {"mode": "version", "version": "v9", "since-us": 0})
+    # Assert
+    got = arm_from_metrics(dict(reply.content.metric_records["metrics"]), "ab.version")
+    assert got is not None and got.n == len(scores)
+    assert math.isclose(got.sum, sum(scores), abs_tol=1e-9)
+    assert dict(other.content.metric_records["metrics"])["ab.version.n"] == 0
+
+
+@pytest.mark.parametrize("config", [
+    {"mode": "sideways"},
+    {"mode": "online", "ab-test-id": TEST_ID},
+    {**_online(), "traffic-split": 1.5},
+])
+def test_bad_query_fails_as_a_type_name_only(tenant: SeededTenant, config: dict[str, object]) -> None:
+    with pytest.raises(EgressError) as info:
+        _ask(tenant, config)
+    assert str(info.value) == "query.ab_stats failed (FederationError)"
+
+
+def test_offline_reply_is_the_paired_difference_on_the_heldout_split(
+        tenant: SeededTenant, tmp_path_factory: pytest.TempPathFactory) -> None:
+    import torch
+
+    from hermes_fed.store import Keyring, open_store
+    from hermes_fed.training.adapter import adapter_state, build_peft_model, load_base_model
+    from hermes_fed.training.config import LoraTrainingConfig
+    from hermes_fed.training.evaluation import evaluate
+    from hermes_fed.training.tiny_model import init_tiny_model
+    from tenant_node.ab_stats import heldout_trajectories
+
+    torch.set_num_threads(1)
+    model = init_tiny_model(tmp_path_factory.mktemp("model") / "tiny", "1m")
+    config = LoraTrainingConfig(r=4, alpha=8.0, max_length=256, device="cpu")
+    base, _ = load_base_model(model, "cpu")
+    state = adapter_state(build_peft_model(base, config))
+    rng = np.random.default_rng(0)
+    candidate = {k: (v + 0.05 * rng.standard_normal(v.shape)).astype(v.dtype) for k, v in state.items()}
+    store = open_store(tenant.store_url, tenant.tenant, keyring=Keyring.from_file(tenant.keyring))
+    try:
+        heldout = heldout_trajectories(store, 0.4, 0)
+    finally:
+        store.close()
+    reference = evaluate(model, candidate, heldout, config=config, max_new_tokens=1)
+    d = [float(e.adapter_loglik) - e.base_loglik for e in reference.examples]  # type: ignore[arg-type]
+    x = [e.base_loglik for e in reference.examples]
+    record = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in candidate.items()})
+
+    # Execute: current = the base model (no "current" adapter in the message)
+    reply = _ask(tenant, {**_online(), "mode": "offline", "r": 4, "alpha": 8.0},
+                 _context(tenant, str(model)), candidate=record)
+
+    # Assert
+    got = arm_from_metrics(dict(reply.content.metric_records["metrics"]), "ab.paired")
+    assert got is not None and got.n == len(d) >= 20
+    assert math.isclose(got.sum, sum(d), rel_tol=1e-6, abs_tol=1e-9)
+    assert got.sum_x is not None and math.isclose(got.sum_x, sum(x), rel_tol=1e-6)
+    assert set(reply.content) == {"metrics"}
