@@ -27,6 +27,7 @@ from hermes_fed.privacy.pii_recognizers import (
     NEVER_SUPPRESSED,
     CandidatePhoneRecognizer,
     EmailAddressRecognizer,
+    IbanCodeRecognizer,
     deny_list_recognizer,
     ethereum_recognizer,
     ip_recognizer,
@@ -75,7 +76,7 @@ class Detector:
         wanted = set(config.entities)
         candidates: list[Fast] = [
             *secret_recognizers(), *stock_recognizers(),
-            EmailAddressRecognizer(), ip_recognizer(),
+            EmailAddressRecognizer(), IbanCodeRecognizer(), ip_recognizer(),
             CandidatePhoneRecognizer(config.phone_regions), url_credential_recognizer(),
             ethereum_recognizer(),
         ]

@@ -32,9 +32,11 @@ import_presidio()
 from presidio_analyzer.predefined_recognizers import (  # noqa: E402
     CreditCardRecognizer,
     CryptoRecognizer,
-    IbanRecognizer,
     MacAddressRecognizer,
     UsSsnRecognizer,
+)
+from presidio_analyzer.predefined_recognizers.generic.iban_patterns import (  # noqa: E402
+    regex_per_country as IBAN_FORMATS,
 )
 
 from hermes_fed.privacy.rules import Gate, GatedRecognizer, Rule, RuleRecognizer  # noqa: E402
@@ -63,12 +65,11 @@ class BrandedCreditCardRecognizer(CreditCardRecognizer):
     def __init__(self) -> None:
         super().__init__(name="CreditCardRecognizer")
 
-    def validate_result(self, pattern_text: str) -> bool | None:
+    def validate_result(self, pattern_text: str) -> bool:
         digits = "".join(c for c in pattern_text if c.isdigit())
         if not any(p.match(digits) and len(digits) in lengths for p, lengths in _BRANDS):
             return False
-        valid: bool | None = super().validate_result(pattern_text)
-        return valid
+        return bool(super().validate_result(pattern_text))
 
 
 # --- phone -------------------------------------------------------------------------------
@@ -83,6 +84,7 @@ _DATE_LIKE = re.compile(
     r"^(?:\d{4}[\-./ ]\d{1,2}[\-./ ]\d{1,2}|\d{1,2}[\-./ ]\d{1,2}[\-./ ]\d{4})(?:\b.*)?$"
 )
 _NOT_PHONE_SHAPE = re.compile(r"^\d{3}-\d{2}-\d{4}$|^\d{1,3}(?:\.\d{1,3}){3}$")
+_DIGIT_GROUP = re.compile(r"(?:\+|00)?\(?\d+\)?")
 _NATIONAL_SHAPE = re.compile(
     r"^(?:\(\d{2,4}\)\s?|\d{2,5}[ .\-])\d{2,4}(?:[ .\-]\d{2,4}){0,3}$"
 )
@@ -102,14 +104,47 @@ class CandidatePhoneRecognizer(RuleRecognizer):
                     validate=self._judge)
         super().__init__("CandidatePhoneRecognizer", Gate(regex=r"\d[ .\-)]?\d{2}"), [rule])
 
+    def find(self, text: str, folded: str | None = None) -> list[Any]:
+        """Candidates, each retried without leading/trailing digit groups when it is not a
+        number as a whole (``1706705979341 020 7946 0054``: an id, then a London number)."""
+        if self.gate is not None and not self.gate.open(text, folded or ""):
+            return []
+        rule = self.rules[0]
+        out = []
+        for match in _PHONE_CANDIDATE.finditer(text):
+            base = match.start()
+            found = self._best(match.group(0))
+            if found is not None:
+                (start, end), score = found
+                out.append(self._result(rule, base + start, base + end, score))
+        return out
+
+    def _best(self, candidate: str) -> tuple[tuple[int, int], float] | None:
+        score = self._judge(candidate)
+        if score is not None:
+            return (0, len(candidate)), score
+        groups = [m.span() for m in _DIGIT_GROUP.finditer(candidate)]
+        n = len(groups)
+        spans = sorted(
+            ((groups[lead][0], groups[n - 1 - tail][1])
+             for lead in range(min(4, n)) for tail in range(min(4, n - lead))
+             if lead or tail),
+            key=lambda se: se[0] - se[1],
+        )
+        for start, end in spans:
+            score = self._judge(candidate[start:end])
+            if score is not None:
+                return (start, end), score
+        return None
+
     def _judge(self, candidate: str) -> float | None:
         digits = sum(c.isdigit() for c in candidate)
-        if not 7 <= digits <= 16 or _DATE_LIKE.match(candidate) or _NOT_PHONE_SHAPE.match(candidate):
+        if not 7 <= digits <= 15 or _DATE_LIKE.match(candidate) or _NOT_PHONE_SHAPE.match(candidate):
             return None
         text = candidate.strip()
         if text.startswith(("+", "00")):
             return self._parse(text if text.startswith("+") else "+" + text[2:], None)
-        if not _NATIONAL_SHAPE.match(text.split(" x")[0].split(" ext")[0]):
+        if not 9 <= digits <= 11 or not _NATIONAL_SHAPE.match(text.split(" x")[0].split(" ext")[0]):
             return None
         for region in self.regions:
             score = self._parse(text, region)
@@ -129,9 +164,9 @@ class CandidatePhoneRecognizer(RuleRecognizer):
 
 
 def lenient_phone(value: str) -> bool:
-    """A value under a phone-like JSON key: 7-16 digits and only phone punctuation."""
+    """A value under a phone-like JSON key: 7-15 digits and only phone punctuation."""
     digits = sum(c.isdigit() for c in value)
-    return 7 <= digits <= 16 and re.fullmatch(r"[+\d\s().\-x]+", value) is not None
+    return 7 <= digits <= 15 and re.fullmatch(r"[+\d\s().\-x]+", value) is not None
 
 
 # --- URL credentials ---------------------------------------------------------------------
@@ -180,12 +215,58 @@ def deny_list_recognizer(terms: Sequence[str], name: str = "DenyListRecognizer"
                           [Rule("deny-term", "DENY_LIST", regex, 1.0)])
 
 
+# --- IBAN ------------------------------------------------------------------------------
+_IBAN_CANDIDATE = re.compile(
+    r"(?i)(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{1,4}){3,9}(?![A-Za-z0-9])"
+)
+_IBAN_COUNTRY = {cc: re.compile("^" + rx + "$") for cc, rx in IBAN_FORMATS.items()}
+
+
+def _iban_valid(candidate: str) -> bool:
+    value = candidate.upper()
+    country = _IBAN_COUNTRY.get(value[:2])
+    if country is None or country.match(value) is None:
+        return False
+    compact = value.replace(" ", "")
+    numeric = "".join(str(int(c, 36)) for c in compact[4:] + compact[:4])
+    return int(numeric) % 97 == 1  # ISO 13616 mod-97-10
+
+
+class IbanCodeRecognizer(RuleRecognizer):
+    """IBANs: presidio's per-country formats and the mod-97 check, on candidates trimmed
+    of trailing groups (stock presidio's greedy match swallows a following ``2024`` and
+    then fails the checksum, leaving the IBAN in clear)."""
+
+    def __init__(self) -> None:
+        rule = Rule("iban", "IBAN_CODE", _IBAN_CANDIDATE, 1.0)
+        super().__init__("IbanCodeRecognizer",
+                         Gate(regex=r"(?i)(?<![A-Za-z0-9])[a-z]{2}\d{2} ?[a-z0-9]{4}"), [rule])
+
+    def find(self, text: str, folded: str | None = None) -> list[Any]:
+        if self.gate is not None and not self.gate.open(text, folded or ""):
+            return []
+        out = []
+        for match in _IBAN_CANDIDATE.finditer(text):
+            candidate = match.group(0)
+            while candidate:
+                if _iban_valid(candidate):
+                    start = match.start()
+                    out.append(self._result(self.rules[0], start, start + len(candidate), 1.0))
+                    break
+                cut = candidate.rfind(" ")
+                candidate = candidate[:cut] if cut > 4 else ""
+        return out
+
+
 # --- e-mail and IP: anchored scans (stock regexes backtrack from every word boundary) ---
 _EMAIL_LOCAL = re.compile(r"[A-Za-z0-9!#$%&*+^_~.\-]{1,64}$")
 _EMAIL_DOMAIN = re.compile(
     r"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}"
     r"[A-Za-z0-9])?)+"
 )
+
+
+_USERINFO_BEFORE = re.compile(r"://[^\s/?#@]*:$")
 
 
 class EmailAddressRecognizer(RuleRecognizer):
@@ -208,7 +289,9 @@ class EmailAddressRecognizer(RuleRecognizer):
                 start = left.start()
                 while start < at and text[start] in ".-":
                     start += 1
-                if start < at and _OFFLINE_TLD(right.group(0)).suffix:
+                # ``scheme://user:password@host`` is a URL credential, not an address
+                in_userinfo = _USERINFO_BEFORE.search(text, max(0, start - 256), start)
+                if start < at and in_userinfo is None and _OFFLINE_TLD(right.group(0)).suffix:
                     out.append(self._result(self._rule, start, right.end(), 0.9))
             at = text.find("@", at + 1)
         return out
@@ -246,7 +329,6 @@ def stock_recognizers() -> list[GatedRecognizer]:
     """Stock presidio pattern recognizers, each behind a necessary-condition gate (R1)."""
     return [
         GatedRecognizer(BrandedCreditCardRecognizer(), Gate(regex=r"\d{4}[ \-]?\d{3}")),
-        GatedRecognizer(IbanRecognizer(), Gate(regex=r"(?i)\b[a-z]{2}\d{2} ?[a-z0-9]{4}")),
         GatedRecognizer(UsSsnRecognizer(), Gate(regex=r"\d{3}[ .\-]\d{2}[ .\-]\d{4}")),
         GatedRecognizer(CryptoRecognizer(), Gate(
             regex=r"(?<![A-Za-z0-9])(?:bc1|[13])[a-km-zA-HJ-NP-Z1-9]{25,61}(?![A-Za-z0-9])")),

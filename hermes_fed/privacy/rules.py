@@ -53,6 +53,8 @@ class Rule:
     extend
         Characters (a regex class body) over which the span is extended to the right, so a
         token longer than the rule's fixed length is never half-redacted.
+    strip
+        Characters trimmed from the end of the span after extension (a sentence's period).
     """
 
     name: str
@@ -62,6 +64,7 @@ class Rule:
     group: int = 0
     validate: Validator | None = None
     extend: str | None = None
+    strip: str = ""
 
 
 class Gate:
@@ -139,6 +142,8 @@ class RuleRecognizer(EntityRecognizer):
                 start, end = span
                 if rule.extend is not None:
                     end = _extend_end(text, end, rule.extend)
+                while rule.strip and end > start and text[end - 1] in rule.strip:
+                    end -= 1
                 score: float | None = rule.score
                 if rule.validate is not None:
                     score = rule.validate(text[start:end])

@@ -57,13 +57,14 @@ def from_detect_secrets(
     score: float = 0.9,
     extend: str | None = TOKEN_CHARS,
     validate: Validator | None = None,
+    strip: str = "",
 ) -> RuleRecognizer:
     """Wrap a detect-secrets regex plugin (its ``denylist``) as a gated presidio recognizer."""
     patterns = list(plugin.denylist)
     chosen = [patterns[i] for i in indices] if indices is not None else patterns
     name = type(plugin).__name__
     rules = [
-        Rule(f"{name}#{i}", entity, p, score, validate=validate, extend=extend)
+        Rule(f"{name}#{i}", entity, p, score, validate=validate, extend=extend, strip=strip)
         for i, p in enumerate(chosen)
     ]
     return RuleRecognizer(name, gate, rules)
@@ -113,7 +114,7 @@ def secret_recognizers() -> list[RuleRecognizer]:
         from_detect_secrets(StripeDetector(), "API_KEY", Gate(("k_live_",))),
         from_detect_secrets(OpenAIDetector(), "API_KEY", Gate(("T3BlbkFJ",))),
         from_detect_secrets(JwtTokenDetector(), "JWT", Gate(("eyJ",)),
-                            extend=TOKEN_CHARS + ".=", validate=_jwt_valid),
+                            extend=TOKEN_CHARS + ".=", validate=_jwt_valid, strip="."),
         from_detect_secrets(GitLabTokenDetector(), "API_KEY",
                             Gate(("gl", "GR1348941"))),
         from_detect_secrets(PypiTokenDetector(), "API_KEY", Gate(("pypi-",))),
