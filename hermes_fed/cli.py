@@ -41,6 +41,7 @@ COMMAND_GROUPS: tuple[tuple[str, str, str], ...] = (
     ("round", "run federated LoRA rounds (exact | fedavg | frozen-a)",
      "coordinator.commands:register_round"),
     ("ab", "cross-tenant A/B tests: create, status, conclude", "coordinator.ab_commands:register"),
+    ("redact", "preview PII/secret redaction of a text or file", "hermes_fed.privacy.commands:register"),
 )
 
 Register = Callable[[argparse.ArgumentParser], None]
