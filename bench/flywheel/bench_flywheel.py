@@ -1,0 +1,263 @@
+"""The flywheel benchmark: federated vs local-only vs centralized on the same tasks.
+
+One run, same tenants, seeds, cold start and compute budget for every regime:
+
+- ``federated-<mode>`` for each aggregation mode (fedavg, exact, frozen-a), in process:
+  each tenant trains ``--steps`` LoRA steps from the global adapter on its own selection,
+  the aggregator combines the adapters (weights = examples), everyone uses the result;
+- ``local``: each tenant alone, ``--steps`` steps per round from its own previous adapter;
+- ``centralized``: one adapter trained on the pooled selections of all tenants with
+  ``--steps * tenants`` steps per round (the upper bound a federation cannot use).
+
+A round is the flywheel: usage with the current model (real sampling, simulated users
+with noisy feedback) -> session events -> redaction gate -> implicit scores -> tiers ->
+selection -> local LoRA -> aggregation. After every round each tenant's model is evaluated
+on its fixed held-out tasks: task success of the full agent loop (greedy: tool call,
+real tool, final answer, verifier) and the mean assistant log-likelihood of the held-out
+golden trajectories. Prints JSON (and writes ``--out``); asserts nothing.
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python bench/flywheel/bench_flywheel.py --out fw.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+
+import numpy as np
+import torch
+
+from hermes_fed.aggregation import ClientUpdate, make_aggregator
+from hermes_fed.privacy import RedactionConfig, Redactor
+from hermes_fed.sim.agent import AgentConfig, LocalAgent
+from hermes_fed.sim.coldstart import cold_start_trajectories
+from hermes_fed.sim.flywheel import TenantPool, leaked, redact_batches
+from hermes_fed.sim.pretrain import PretrainConfig, pretrain_base
+from hermes_fed.sim.sessions import outcome_counts, run_sessions
+from hermes_fed.sim.tasks import golden_trajectory, trajectory_id_for
+from hermes_fed.sim.tenants import SimTenant, default_tenants
+from hermes_fed.training.config import LoraTrainingConfig
+from hermes_fed.training.evaluation import evaluate
+from hermes_fed.training.tiny_model import init_tiny_model
+from hermes_fed.training.trainer import train_adapter
+from hermes_fed.training.verifiers import VerifierRegistry
+
+Adapter = dict[str, np.ndarray]
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def prepare_base(work: Path, size: str, pretrain_steps: int, seed: int) -> tuple[Path, dict]:
+    """The tiny model, pre-trained on the generic tool-use corpus (cached in ``work``)."""
+    raw = work / f"base-{size}-random"
+    if not (raw / "config.json").exists():
+        init_tiny_model(raw, size, seed=seed)
+    if pretrain_steps == 0:
+        return raw, {}
+    out = work / f"base-{size}-pre{pretrain_steps}-s{seed}"
+    info_path = out / "pretrain.json"
+    if info_path.exists():
+        return out, json.loads(info_path.read_text())
+    info = pretrain_base(raw, out, PretrainConfig(steps=pretrain_steps, seed=seed))
+    info_path.write_text(json.dumps(info))
+    return out, info
+
+
+class Evaluator:
+    """Fixed held-out tasks per tenant: agent-loop success and golden log-likelihood."""
+
+    def __init__(self, base: Path, tenants: tuple[SimTenant, ...], n: int,
+                 lora: LoraTrainingConfig) -> None:
+        self.base, self.lora = base, lora
+        self.tasks = {t.tenant_id: t.draw_tasks(n, seed=10**6) for t in tenants}
+        self.golden = {tid: [golden_trajectory(x, trajectory_id_for(f"eval/{tid}", i))
+                             for i, x in enumerate(tasks)] for tid, tasks in self.tasks.items()}
+
+    def __call__(self, tenant_id: str, adapter: Adapter | None) -> dict[str, float]:
+        agent = LocalAgent(self.base, adapter, self.lora, AgentConfig(temperature=0.0))
+        tasks = self.tasks[tenant_id]
+        outcomes = agent.solve([(x, x.request) for x in tasks], seed=0)
+        result = evaluate(self.base, adapter, self.golden[tenant_id], config=self.lora,
+                          verifiers=VerifierRegistry())
+        metrics = result.metrics()
+        by_type: dict[str, list[bool]] = {}
+        for x, o in zip(tasks, outcomes, strict=True):
+            by_type.setdefault(x.task_type, []).append(o.correct)
+        return {
+            "success": float(np.mean([o.correct for o in outcomes])),
+            "tool_call_ok": float(np.mean([o.tool_call is not None and not o.tool_error
+                                           for o in outcomes])),
+            "loglik": metrics["heldout_loglik_adapter" if adapter is not None
+                              else "heldout_loglik_base"],
+            **{f"success_{k}": float(np.mean(v)) for k, v in sorted(by_type.items())},
+        }
+
+
+def train(base: Path, examples: list, lora: LoraTrainingConfig, steps: int, seed: int,
+          init: Adapter | None) -> tuple[Adapter, int, dict[str, float]]:
+    cfg = replace(lora, max_steps=steps, seed=seed)
+    result = train_adapter(base, examples, cfg, init_adapter=init)
+    return result.adapter, result.num_examples, {
+        "loss_first": result.metrics["train_loss_first"],
+        "loss_last": result.metrics["train_loss_last"]}
+
+
+def run_regime(name: str, args: argparse.Namespace, base: Path, tenants: tuple[SimTenant, ...],
+               evaluator: Evaluator, baseline: dict[str, dict[str, float]]) -> dict[str, Any]:
+    mode = name.split("-", 1)[1] if name.startswith("federated-") else None
+    lora = replace(evaluator.lora, frozen_a=mode == "frozen-a")
+    pools = {}
+    for t in tenants:
+        pools[t.tenant_id] = TenantPool(t.tenant_id)
+        pools[t.tenant_id].add_golden(cold_start_trajectories(
+            t.task_types, t.golden_per_type, args.seed, table=t.table))
+    redactors = {t.tenant_id: Redactor(RedactionConfig(deny_terms=t.deny_terms()),
+                                       tenant_secret=f"secret-{t.tenant_id}".encode() * 4)
+                 for t in tenants}
+    models: dict[str, Adapter | None] = {t.tenant_id: None for t in tenants}
+    rounds = []
+    for rnd in range(1, args.rounds + 1):
+        started = time.perf_counter()
+        usage, leaks = {}, 0
+        for t in tenants:  # usage with the current model -> events -> redaction -> scores
+            agent = LocalAgent(base, models[t.tenant_id], lora,
+                               AgentConfig(temperature=args.temperature))
+            n = max(1, round(t.sessions_per_round * args.sessions_scale))
+            records = run_sessions(t, agent, n, seed=args.seed * 1000 + rnd,
+                                   model_version=f"{name}-r{rnd - 1}")
+            events = redact_batches(redactors[t.tenant_id], [r.events for r in records])
+            leaks += len(leaked([v for r in records for v in r.planted.values()], events))
+            pools[t.tenant_id].add_events(events)
+            usage[t.tenant_id] = outcome_counts(records)
+        train_info: dict[str, Any] = {}
+        selections = {t.tenant_id: pools[t.tenant_id].select(seed=args.seed + rnd)
+                      for t in tenants}
+        seed = args.seed * 100 + rnd
+        if name == "centralized":
+            pooled = [e for t in tenants for e in selections[t.tenant_id]]
+            shared, n_ex, info = train(base, pooled, lora, args.steps * len(tenants), seed,
+                                       models[tenants[0].tenant_id])
+            models = {t.tenant_id: shared for t in tenants}
+            train_info["pooled"] = {"examples": n_ex, **info}
+        else:
+            updates = []
+            for t in tenants:
+                adapter, n_ex, info = train(base, selections[t.tenant_id], lora, args.steps,
+                                            seed, models[t.tenant_id])
+                train_info[t.tenant_id] = {"examples": n_ex, **info}
+                updates.append(ClientUpdate(t.tenant_id, n_ex, adapter))
+            if mode is None:
+                models = {u.node_id: dict(u.tensors) for u in updates}
+            else:
+                previous = models[tenants[0].tenant_id]
+                agg = make_aggregator(mode).aggregate(updates, scale=lora.scaling,
+                                                      previous=previous)
+                models = {t.tenant_id: agg.tensors for t in tenants}
+                train_info["aggregation"] = {
+                    k: v for k, v in agg.report.to_dict().items() if not isinstance(v, list)}
+        evals = {t.tenant_id: evaluator(t.tenant_id, models[t.tenant_id]) for t in tenants}
+        rounds.append({
+            "round": rnd, "seconds": time.perf_counter() - started, "usage": usage,
+            "pii_leaks": leaks, "training": train_info, "eval": evals,
+            "pool_tiers": {tid: p.tier_counts(golden=False) for tid, p in pools.items()},
+        })
+        log(f"{name} round {rnd}: " + ", ".join(
+            f"{tid} success {e['success']:.2f} loglik {e['loglik']:.3f}"
+            for tid, e in evals.items()) + f" ({rounds[-1]['seconds']:.0f}s)")
+    return {"rounds": rounds, "baseline": baseline}
+
+
+def summarise(results: dict[str, Any], tenants: tuple[SimTenant, ...],
+              baseline: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Recovery of the centralized gain, and federated vs local on the smallest tenant."""
+    def final(regime: str, tid: str, key: str) -> float:
+        return float(results[regime]["rounds"][-1]["eval"][tid][key])
+
+    smallest = min(tenants, key=lambda t: t.sessions_per_round).tenant_id
+    out: dict[str, Any] = {"smallest_tenant": smallest}
+    for key in ("success", "loglik"):
+        base = float(np.mean([baseline[t.tenant_id][key] for t in tenants]))
+        central = float(np.mean([final("centralized", t.tenant_id, key) for t in tenants])) \
+            if "centralized" in results else float("nan")
+        block: dict[str, Any] = {"base_mean": base, "centralized_mean": central}
+        for regime in results:
+            mean = float(np.mean([final(regime, t.tenant_id, key) for t in tenants]))
+            gain = central - base
+            block[regime] = {
+                "mean": mean,
+                "recovery_of_centralized_gain": (mean - base) / gain if gain else None,
+                "smallest_tenant": final(regime, smallest, key),
+            }
+        out[key] = block
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--work-dir", default="var/bench-flywheel",
+                   help="cache of the base models (re-used across runs)")
+    p.add_argument("--model-size", default="1m", choices=("1m", "10m"))
+    p.add_argument("--pretrain-steps", type=int, default=600,
+                   help="generic tool-use pre-training of the base (0: random base)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--steps", type=int, default=16, help="LoRA steps per tenant per round")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--sessions-scale", type=float, default=1.0,
+                   help="multiplies every tenant's sessions per round")
+    p.add_argument("--eval-tasks", type=int, default=16, help="held-out tasks per tenant")
+    p.add_argument("--temperature", type=float, default=0.7, help="usage sampling temperature")
+    p.add_argument("--regimes", default="federated-fedavg,federated-exact,federated-frozen-a,"
+                   "local,centralized")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default="")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    base, pretrain_info = prepare_base(work, args.model_size, args.pretrain_steps, args.seed)
+    log(f"base {base} {pretrain_info}")
+    tenants = default_tenants()
+    lora = LoraTrainingConfig(r=args.rank, alpha=2.0 * args.rank, lr=args.lr,
+                              batch_size=args.batch_size, max_length=256, device="cpu")
+    evaluator = Evaluator(base, tenants, args.eval_tasks, lora)
+    baseline = {t.tenant_id: evaluator(t.tenant_id, None) for t in tenants}
+    log(f"baseline {baseline}")
+    results = {}
+    for name in args.regimes.split(","):
+        results[name] = run_regime(name, args, base, tenants, evaluator, baseline)
+    report = {
+        "config": {k: v for k, v in vars(args).items()},
+        "tenants": [{"tenant_id": t.tenant_id, "task_mix": dict(t.task_mix),
+                     "sessions_per_round": t.sessions_per_round,
+                     "golden_per_type": t.golden_per_type} for t in tenants],
+        "pretrain": pretrain_info,
+        "baseline": baseline,
+        "regimes": {k: v["rounds"] for k, v in results.items()},
+        "summary": summarise(results, tenants, baseline),
+        "seconds": time.perf_counter() - started,
+    }
+    text = json.dumps(report, indent=2, default=float)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
