@@ -1,8 +1,11 @@
 """Flower deployment on loopback: SuperLink and SuperNode processes, ``flwr run``, run status.
 
 Every process binds 127.0.0.1 only, gets a private ``FLWR_HOME``, telemetry and update
-checks off, and is started with ``--insecure`` on loopback (TLS and node auth are the
-production set-up, DESIGN.md §9). Readiness is polled on ``GET /health``; processes are
+checks off, and is started with ``--insecure`` on loopback unless a certificate directory
+from ``hermes-fed certs init`` is given (``certs=``): then the SuperLink serves TLS with
+``server.pem`` (SAN IP:127.0.0.1), SuperNodes and the ``flwr`` CLI trust ``ca.pem``, and
+``node_auth=True`` makes the SuperLink accept only SuperNodes whose ECDSA public key was
+registered (:func:`register_supernode`; DESIGN.md §9). Readiness is polled on ``GET /health``; processes are
 stopped by PID (SIGTERM to the process group, then SIGKILL). ``flwr run`` exits 0 even
 when the ServerApp fails, so :func:`run_app` reads the run's status with
 ``flwr ls <conn> --run-id <id> --format json`` and wants ``finished:completed``.
@@ -124,17 +127,24 @@ def spawn(name: str, argv: Sequence[str], *, env: Mapping[str, str], log_path: P
     return FlowerProcess(name=name, port=port, popen=popen, log_path=log_path, _log=log)
 
 
-def wait_healthy(proc: FlowerProcess, timeout: float = 60.0, interval: float = 0.1) -> float:
-    """Poll ``GET http://127.0.0.1:<port>/health`` until 200; returns the seconds waited."""
+def wait_healthy(proc: FlowerProcess, timeout: float = 60.0, interval: float = 0.1,
+                 ca_file: Path | None = None) -> float:
+    """Poll ``GET http(s)://127.0.0.1:<port>/health`` until 200; returns the seconds waited.
+
+    With ``ca_file`` the endpoint is HTTPS, verified against that CA.
+    """
+    import ssl
+
     started = time.monotonic()
-    url = f"http://{proc.address}/health"
+    url = f"{'https' if ca_file else 'http'}://{proc.address}/health"
+    tls = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
     while True:
         if not proc.alive():
             raise FederationError(
                 f"{proc.name} (pid {proc.pid}) exited with {proc.popen.returncode} before it "
                 f"was healthy; log {proc.log_path}:\n{proc.log_tail()}")
         try:
-            with urllib.request.urlopen(url, timeout=1.0) as response:
+            with urllib.request.urlopen(url, timeout=1.0, context=tls) as response:
                 if response.status == 200:
                     return time.monotonic() - started
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
@@ -145,19 +155,43 @@ def wait_healthy(proc: FlowerProcess, timeout: float = 60.0, interval: float = 0
         time.sleep(interval)
 
 
+def _tls_files(certs: Path) -> tuple[Path, Path, Path]:
+    """``ca.pem``, ``server.pem``, ``server.key`` of a ``certs init`` directory (must exist)."""
+    files = (certs / "ca.pem", certs / "server.pem", certs / "server.key")
+    for path in files:
+        if not path.is_file():
+            raise FederationError(f"TLS file {path} is missing: run `hermes-fed certs init "
+                                  f"{certs}` first")
+    return files
+
+
 def start_superlink(home: Path, *, port: int | None = None, isolation: str = "subprocess",
-                    env: Mapping[str, str] | None = None) -> FlowerProcess:
-    """``flower-superlink`` on 127.0.0.1 with its state in ``home/state.db``; waits for health."""
+                    env: Mapping[str, str] | None = None, certs: Path | None = None,
+                    node_auth: bool = False) -> FlowerProcess:
+    """``flower-superlink`` on 127.0.0.1 with its state in ``home/state.db``; waits for health.
+
+    ``certs``: serve TLS from a ``certs init`` directory; ``node_auth``: accept only
+    registered SuperNode keys (needs ``certs``).
+    """
     home.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    argv = [str(_BIN / "flower-superlink"), "--insecure",
+    if node_auth and certs is None:
+        raise FederationError("SuperNode authentication needs TLS: pass the certs directory")
+    security = ["--insecure"]
+    if certs is not None:
+        ca, cert, key = _tls_files(certs)
+        security = ["--ssl-ca-certfile", str(ca), "--ssl-certfile", str(cert),
+                    "--ssl-keyfile", str(key)]
+    if node_auth:
+        security.append("--enable-supernode-auth")
+    argv = [str(_BIN / "flower-superlink"), *security,
             "--disable-runtime-dependency-installation",
             "--host", LOOPBACK, "--port", str(port),
             "--database", str(home / "state.db"), "--isolation", isolation]
     proc = spawn("superlink", argv, env=flower_env(home, env), log_path=home / "superlink.log",
                  port=port, cwd=home)
     try:
-        wait_healthy(proc)
+        wait_healthy(proc, ca_file=certs / "ca.pem" if certs is not None else None)
     except FederationError:
         proc.stop()
         raise
@@ -180,14 +214,25 @@ def node_config_arg(node_config: Mapping[str, str | int | float]) -> str:
 def start_supernode(home: Path, superlink: str, node_config: Mapping[str, str | int | float], *,
                     port: int | None = None, isolation: str = "subprocess",
                     name: str = "supernode", env: Mapping[str, str] | None = None,
+                    certs: Path | None = None, auth_key: Path | None = None,
                     ) -> FlowerProcess:
-    """``flower-supernode`` on 127.0.0.1 connecting to ``superlink`` (``127.0.0.1:P``)."""
+    """``flower-supernode`` on 127.0.0.1 connecting to ``superlink`` (``127.0.0.1:P``).
+
+    ``certs``: verify the SuperLink's TLS certificate against ``certs/ca.pem``;
+    ``auth_key``: the node's ECDSA private key (OpenSSH format) for SuperNode auth. A
+    node whose key is not registered is refused by the SuperLink and exits (code 305)
+    shortly after it reports healthy.
+    """
     host, _, _ = superlink.partition(":")
     if host != LOOPBACK:
         raise FederationError(f"the SuperLink address must be on {LOOPBACK}, got {superlink!r}")
     home.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    argv = [str(_BIN / "flower-supernode"), "--insecure", "--superlink", superlink,
+    security = ["--insecure"] if certs is None else ["--root-certificates",
+                                                     str(_tls_files(certs)[0])]
+    if auth_key is not None:
+        security += ["--auth-supernode-private-key", str(auth_key)]
+    argv = [str(_BIN / "flower-supernode"), *security, "--superlink", superlink,
             "--host", LOOPBACK, "--port", str(port), "--isolation", isolation,
             "--node-config", node_config_arg(node_config)]
     proc = spawn(name, argv, env=flower_env(home, env), log_path=home / f"{name}.log",
@@ -200,14 +245,29 @@ def start_supernode(home: Path, superlink: str, node_config: Mapping[str, str | 
     return proc
 
 
-def write_connection(flwr_home: Path, name: str, superlink: str) -> Path:
-    """Write ``$FLWR_HOME/config.toml`` with one insecure SuperLink connection."""
+def write_connection(flwr_home: Path, name: str, superlink: str,
+                     certs: Path | None = None) -> Path:
+    """Write ``$FLWR_HOME/config.toml`` with one SuperLink connection (TLS with ``certs``)."""
     flwr_home.mkdir(parents=True, exist_ok=True)
     path = flwr_home / "config.toml"
+    security = ("insecure = true" if certs is None
+                else f'root-certificates = "{_tls_files(certs)[0]}"')
     path.write_text(
         f'[superlink]\ndefault = "{name}"\n\n[superlink.{name}]\n'
-        f'address = "{superlink}"\ninsecure = true\n')
+        f'address = "{superlink}"\n{security}\n')
     return path
+
+
+def register_supernode(flwr_home: Path, connection: str, public_key: Path) -> str:
+    """``flwr supernode register KEY.pub <conn>``: allow that key's SuperNode; its node id."""
+    import re
+
+    res = _flwr(["supernode", "register", str(public_key), connection], flwr_home, 60)
+    found = re.search(r"SuperNode (\d+) registered", res.stdout + res.stderr)
+    if res.returncode != 0 or found is None:
+        raise FederationError(f"flwr supernode register {public_key} failed (exit "
+                              f"{res.returncode}): {(res.stdout + res.stderr)[-500:]}")
+    return found.group(1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -260,3 +260,89 @@ def egress_mod(policy: EgressPolicy) -> Mod:
         return reply
 
     return mod
+
+
+# --- SecAgg+ replies (privacy rounds, tenant_node.secagg_client) ----------------------
+#
+# Under SecAgg+ Flower's ``secaggplus_mod`` turns the node's legacy ``FitRes`` into masked
+# integer vectors. What may leave in that protocol (E7):
+#
+# E7. A SecAgg+ reply holds only ``secaggplus`` (protocol keys; bytes, ints and lists of
+#     them: public keys, encrypted shares, masked vectors, node ids), ``fitres.metrics``
+#     (checked as E3/E5), ``fitres.num_examples`` (the weight: 1 under DP, else a count
+#     >= k_min), ``fitres.status`` (code, empty message) and an *empty*
+#     ``fitres.parameters`` (a non-empty one would be a plaintext update).
+
+SECAGG_RECORD = "secaggplus"
+_FITRES = "fitres"
+_SECAGG_KEYS = frozenset({
+    "pk1", "pk2", "dsts", "ctxts", "masked_params", "nids", "shares"})
+
+
+def build_secagg_fit_reply(request: Message, delta: Mapping[str, np.ndarray], weight: int,
+                           payload: ReplyPayload, policy: EgressPolicy) -> Message:
+    """The legacy ``FitRes`` reply that ``secaggplus_mod`` masks before it leaves.
+
+    ``delta`` (sorted by name) becomes the parameters; ``weight`` the SecAgg+ weight;
+    ``payload`` carries counts/metrics/cells, checked exactly as :func:`build_reply` does.
+    """
+    from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
+    from flwr.compat.common import recorddict_compat as compat
+
+    checked = build_reply(request, payload, policy).content
+    if ADAPTER_RECORD in checked:  # never: payload carries no adapter here
+        raise EgressError("a SecAgg+ reply must not carry a plaintext adapter")
+    if weight != 1 and weight < policy.k_min:
+        raise EgressError(f"SecAgg+ weight must be 1 (DP) or >= k_min={policy.k_min}")
+    arrays = []
+    for name, tensor in sorted(delta.items()):
+        array = np.ascontiguousarray(tensor)
+        _check_tensor(name, array, policy)
+        arrays.append(array)
+    metrics = dict(checked.metric_records[METRICS_RECORD])
+    fitres = FitRes(status=Status(code=Code.OK, message=""),
+                    parameters=ndarrays_to_parameters(arrays), num_examples=int(weight),
+                    metrics=metrics)  # type: ignore[arg-type]
+    return Message(compat.fitres_to_recorddict(fitres, keep_input=False), reply_to=request)
+
+
+def _is_protocol_value(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, bytes | int):
+        return True
+    return isinstance(value, list) and all(
+        isinstance(v, bytes | int) and not isinstance(v, bool) for v in value)
+
+
+def check_secagg_content(content: RecordDict, policy: EgressPolicy) -> None:
+    """Check a SecAgg+ reply against E7; raise :class:`EgressError` if not."""
+    for key, record in content.items():
+        if key == SECAGG_RECORD:
+            if not isinstance(record, ConfigRecord):
+                raise EgressError(f"reply record {key} must be a ConfigRecord")
+            for name, value in record.items():
+                if name not in _SECAGG_KEYS or not _is_protocol_value(value):
+                    raise EgressError(f"SecAgg+ reply key {name!r} is not a protocol value")
+        elif key == f"{_FITRES}.metrics":
+            if not isinstance(record, ConfigRecord):
+                raise EgressError(f"reply record {key} must be a ConfigRecord")
+            for name, metric in record.items():
+                _check_metric_name(name)
+                _check_number(name, metric)
+                if _is_count(name) and 0 < int(metric) < policy.k_min:  # type: ignore[arg-type]
+                    raise EgressError(f"count {name} is below k_min={policy.k_min}")
+        elif key == f"{_FITRES}.num_examples":
+            if not isinstance(record, MetricRecord) or set(record) != {"num_examples"}:
+                raise EgressError(f"reply record {key} must hold num_examples only")
+            weight = record["num_examples"]
+            if not isinstance(weight, int) or (weight != 1 and weight < policy.k_min):
+                raise EgressError(f"SecAgg+ weight must be 1 (DP) or >= k_min={policy.k_min}")
+        elif key == f"{_FITRES}.status":
+            if not isinstance(record, ConfigRecord) or record.get("message", "") != "":
+                raise EgressError(f"reply record {key} must carry no message text")
+        elif key == f"{_FITRES}.parameters":
+            if not isinstance(record, ArrayRecord) or len(record) != 0:
+                raise EgressError("a SecAgg+ reply must not carry plaintext parameters")
+        else:
+            raise EgressError(f"reply record {key!r} is not allowed to leave the node")
