@@ -194,6 +194,13 @@ def _metric(reply: Message | None, name: str) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
+def _version(reply: Message | None, key: str) -> str | None:
+    if reply is None or reply.has_error() or "versions" not in reply.content:
+        return None
+    value = reply.content.config_records["versions"].get(key)
+    return value if isinstance(value, str) else None
+
+
 def _cell_mean(reply: Message | None, cell: str) -> float | None:
     """Mean of a sufficient-statistics cell (``<cell>.sum / <cell>.n``) in a reply."""
     n, total = _metric(reply, f"{cell}.n"), _metric(reply, f"{cell}.sum")
@@ -246,7 +253,9 @@ def run_round(grid: Grid, cfg: RoundsConfig, registry: AdapterRegistry, nodes: I
     node_reports = {nr.node_id: nr for nr in result.report.nodes}
     per_node = {u.node_id: {"num_examples": u.num_examples,
                             "train_loss": _metric(replies.get(int(u.node_id)), "train-loss"),
-                            "update_norm": node_reports[u.node_id].update_norm}
+                            "update_norm": node_reports[u.node_id].update_norm,
+                            "dataset_manifest": _version(replies.get(int(u.node_id)),
+                                                         "dataset-manifest")}
                 for u in updates}
     started = time.monotonic()
     lineage = {"round": round_number, "run_id": str(run_id), "mode": cfg.mode,

@@ -60,6 +60,14 @@ def _global_adapter(message: Message) -> dict[str, np.ndarray]:
     return {name: array.numpy() for name, array in record.items()}
 
 
+def _versions(parent: str, manifest_sha256: str) -> dict[str, str]:
+    """Version ids of a train reply: the adapter it started from and the dataset manifest."""
+    versions = {"parent-version": parent}
+    if manifest_sha256:
+        versions["dataset-manifest"] = manifest_sha256
+    return versions
+
+
 @app.train()
 def train(message: Message, context: Context) -> Message:
     """Train from the global adapter on this node's data; reply through the egress guard."""
@@ -72,7 +80,7 @@ def train(message: Message, context: Context) -> Message:
     metrics = {**update.metrics, "handler-seconds": time.perf_counter() - started}
     payload = ReplyPayload(adapter=update.adapter, num_examples=update.num_examples,
                            metrics=metrics, cells=update.cells,
-                           versions={"parent-version": spec.parent_version})
+                           versions=_versions(spec.parent_version, data.manifest_sha256))
     return build_reply(message, payload, _policy(context))
 
 

@@ -35,12 +35,18 @@ class NodeSettings:
     k_min: int = field(default=20, metadata={"help": "egress small-cell threshold"})
     heldout_fraction: float = field(default=0.2, metadata={"help": "share kept for evaluation"})
     split_seed: int = field(default=0, metadata={"help": "seed of the train/held-out split"})
+    selection: str = field(default="quality", metadata={
+        "help": "quality: train on the quality pipeline's selection of the train split (tier "
+                "weights, near-duplicates out); all: every train trajectory with weight 1"})
 
     def __post_init__(self) -> None:
         for name in ("tenant_id", "store", "base_model"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ConfigError(f"node-config {name.replace('_', '-')} must be a non-empty "
                                   f"string, got {getattr(self, name)!r}")
+        if self.selection not in ("quality", "all"):
+            raise ConfigError(f"node-config selection must be 'quality' or 'all', "
+                              f"got {self.selection!r}")
         if not 0.0 < self.heldout_fraction < 1.0:
             raise ConfigError(f"node-config heldout-fraction must be in (0, 1), "
                               f"got {self.heldout_fraction!r}")
@@ -96,15 +102,24 @@ class RoundSpec:
 
 @dataclass(frozen=True, slots=True)
 class LocalData:
-    """The node's trajectories, split; stays on the node."""
+    """The node's trajectories, split and weighted; stays on the node.
 
-    train: tuple[Mapping[str, Any], ...]
+    ``train`` holds ``(trajectory, weight, tier)``; ``manifest_sha256`` names the quality
+    selection (a version id of the dataset, empty when ``selection="all"``).
+    """
+
+    train: tuple[tuple[Mapping[str, Any], float, str], ...]
     heldout: tuple[Mapping[str, Any], ...]
     num_events: int
+    manifest_sha256: str = ""
 
 
 def load_local_data(settings: NodeSettings) -> LocalData:
-    """Read every ``TrajectoryRecorded`` of the node's log and split it (seeded, stable)."""
+    """Read the node's ``TrajectoryRecorded`` events, split them (seeded, stable), select.
+
+    The held-out split never enters training; with ``selection="quality"`` the train split
+    is narrowed and weighted by ``hermes_fed.quality`` (tiers, near-duplicate removal).
+    """
     from hermes_fed.store import Keyring, open_store
     from hermes_fed.training.dataset import split_heldout
 
@@ -117,12 +132,23 @@ def load_local_data(settings: NodeSettings) -> LocalData:
             num_events += 1
             if event.type == TRAJECTORY_RECORDED and not event.erased:
                 trajectories[str(event.data["trajectory_id"])] = dict(event.data)
+        split = split_heldout(sorted(trajectories), settings.heldout_fraction,
+                              settings.split_seed)
+        chosen = [(t, 1.0, "silver") for t in split.train]
+        manifest_sha = ""
+        if settings.selection == "quality" and split.train:
+            from hermes_fed.quality.pipeline import select_from_store
+
+            manifest = select_from_store(store, len(split.train), settings.split_seed)
+            allowed = set(split.train)
+            chosen = [(i.trajectory_id, i.weight, i.tier) for i in manifest.items
+                      if i.trajectory_id in allowed]
+            manifest_sha = manifest.sha256
     finally:
         store.close()
-    split = split_heldout(sorted(trajectories), settings.heldout_fraction, settings.split_seed)
-    return LocalData(train=tuple(trajectories[t] for t in split.train),
+    return LocalData(train=tuple((trajectories[t], w, tier) for t, w, tier in chosen),
                      heldout=tuple(trajectories[t] for t in split.heldout),
-                     num_events=num_events)
+                     num_events=num_events, manifest_sha256=manifest_sha)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +183,7 @@ def train_locally(settings: NodeSettings, data: LocalData, spec: RoundSpec,
     from hermes_fed.training.trainer import train_adapter
 
     config = spec.training_config()
-    examples = [TrainingExample(trajectory=t, weight=1.0, tier="silver") for t in data.train]
+    examples = [TrainingExample(trajectory=t, weight=w, tier=tier) for t, w, tier in data.train]
     if not examples:
         raise FederationError("the node has no training trajectories")
     before: list[Cell] = []

@@ -28,17 +28,29 @@ def canaries(tenant: str) -> list[str]:
     ]
 
 
+_VERBS = ("What is", "Compute", "Please add", "Tell me", "Quick sum:", "Add up", "Calculate",
+          "I need", "Work out", "Find")
+_WORDS = ("invoice", "budget", "apples", "servers", "tickets", "miles", "hours", "boxes",
+          "pages", "users", "orders", "coins", "seats", "files", "rows", "tests", "bugs",
+          "cards", "plants", "books", "cars", "cups", "keys", "maps")
+
+
 def trajectory(tenant: str, i: int, rng: random.Random) -> dict[str, object]:
-    a, b = rng.randint(2, 60), rng.randint(2, 60)
+    """An arithmetic session; canaries in the system prompt, the task, tool args and result.
+
+    Tasks vary in wording so the quality pipeline's near-duplicate filter keeps most of them.
+    """
+    a, b = rng.randint(2, 999), rng.randint(2, 999)
     secret = canaries(tenant)
     tid = secret[4] if i == 0 else f"t-{tenant}-{i:04d}"
-    task = f"What is {a}+{b}? ({CANARY_TEXT.format(tenant=tenant)}; mail {secret[0]})"
+    words = " ".join(rng.sample(_WORDS, 4))
+    task = f"{rng.choice(_VERBS)} {a}+{b} for the {words} (reply to {secret[0]})"
     return {
         "trajectory_id": tid,
         "task": task,
         "task_type": "arithmetic",
         "messages": [
-            {"role": "system", "content": "You are a helpful agent."},
+            {"role": "system", "content": f"You are a helpful agent. {CANARY_TEXT.format(tenant=tenant)}"},
             {"role": "user", "content": task},
             {"role": "assistant", "content": "",
              "tool_calls": [{"id": "call_1", "name": "calculator",
@@ -48,7 +60,7 @@ def trajectory(tenant: str, i: int, rng: random.Random) -> dict[str, object]:
             {"role": "assistant", "content": f"{a}+{b} = {a + b}"},
         ],
         "tools": [{"name": "calculator", "description": "adds", "parameters": {"type": "object"}}],
-        "final_response": f"{a}+{b} = {a + b}",
+        "final_response": f"{a}+{b} = {a + b} ({words})",
     }
 
 
@@ -62,7 +74,7 @@ class TenantData:
 def seed_tenant_store(root: Path, tenant: str, n: int, *, seed: int = 0) -> TenantData:
     """A SQLite log at ``root/<tenant>/events.db`` with ``n`` sessions of canary data."""
     from hermes_fed.events import new_event
-    from hermes_fed.events.session import SessionStarted, TrajectoryRecorded
+    from hermes_fed.events.session import OutputAccepted, SessionStarted, TrajectoryRecorded
     from hermes_fed.store import open_store
 
     rng = random.Random(f"{tenant}-{seed}")
@@ -76,8 +88,12 @@ def seed_tenant_store(root: Path, tenant: str, n: int, *, seed: int = 0) -> Tena
             stream = f"session-{tenant}-{i}"
             events.append(new_event(SessionStarted(  # type: ignore[call-arg]
                 user_ref=canaries(tenant)[3], model_version="base"), stream_id=stream))
-            events.append(new_event(TrajectoryRecorded(**trajectory(tenant, i, rng)),  # type: ignore[arg-type]
+            body = trajectory(tenant, i, rng)
+            events.append(new_event(TrajectoryRecorded(**body),  # type: ignore[arg-type]
                                     stream_id=stream))
+            if i % 3 == 0:  # accepted sessions score higher: the selection gets two tiers
+                events.append(new_event(OutputAccepted(  # type: ignore[call-arg]
+                    trajectory_id=body["trajectory_id"]), stream_id=stream))
         store.append(events)
     finally:
         store.close()

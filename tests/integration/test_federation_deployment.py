@@ -110,6 +110,7 @@ def test_one_round_per_mode_publishes_a_version_with_lineage_and_leaks_nothing(
         assert sorted(published.lineage["participating_nodes"]) == sorted(
             n["node_id"] for n in report["nodes"])
         assert set(published.lineage["per_node"]) == set(published.lineage["participating_nodes"])
+        assert all(len(p["dataset_manifest"]) == 64 for p in published.lineage["per_node"].values())
         assert registry.load(published.version)  # the file matches the published sha256
         assert registry.store.verify().ok
 
