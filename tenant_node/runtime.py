@@ -37,11 +37,13 @@ Gate = Callable[[Sequence[NewEvent]], Sequence[NewEvent]]
 _ENVELOPE_SLACK = 64 * 1024
 
 
-def build_gate(config: NodeConfig, secret: bytes, metrics: NodeMetrics) -> Gate:
+def build_gate(
+    config: NodeConfig, secret: bytes, metrics: NodeMetrics, placeholder_index: Any = None
+) -> Gate:
     """The redaction gate: ``Redactor.redact_new_events`` plus counting what it redacted."""
     from hermes_fed.privacy import RedactionConfig, Redactor
 
-    redactor = Redactor(RedactionConfig.from_mapping(config.redaction), secret)
+    redactor = Redactor(RedactionConfig.from_mapping(config.redaction), secret, placeholder_index)
 
     def gate(events: Sequence[NewEvent]) -> Sequence[NewEvent]:
         redacted = redactor.redact_new_events(events)
@@ -59,9 +61,14 @@ def open_node_store(config: NodeConfig, metrics: NodeMetrics | None = None) -> S
     url = config.resolved_store_url
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    gate = build_gate(config, keyring.hmac_secret, metrics or NodeMetrics())
-    return open_store(url, config.tenant_id, keyring=keyring, schema=config.store_schema,
-                      gate=gate)
+    from hermes_fed.privacy.placeholder_store import SqlPlaceholderIndex
+
+    store = open_store(url, config.tenant_id, keyring=keyring, schema=config.store_schema)
+    # Placeholder numbers live beside the log so a session's <EMAIL_ADDRESS_1> stays the
+    # same across daemon restarts and across processes (serve, import, train).
+    index = SqlPlaceholderIndex(store.engine, keyring)
+    store.gate = build_gate(config, keyring.hmac_secret, metrics or NodeMetrics(), index)
+    return store
 
 
 def _load_projection(target: str) -> Any:
