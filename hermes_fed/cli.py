@@ -40,6 +40,8 @@ COMMAND_GROUPS: tuple[tuple[str, str, str], ...] = (
      "coordinator.commands:register"),
     ("round", "run federated LoRA rounds (exact | fedavg | frozen-a)",
      "coordinator.commands:register_round"),
+    ("certs", "TLS certificates and node keys for the federation",
+     "coordinator.certs:register"),
     ("ab", "cross-tenant A/B tests: create, status, conclude", "coordinator.ab_commands:register"),
     ("redact", "preview PII/secret redaction of a text or file", "hermes_fed.privacy.commands:register"),
 )

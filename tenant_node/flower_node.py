@@ -50,7 +50,9 @@ def _join(args: argparse.Namespace) -> int:
     config = node_config_from_args(args)
     home = Path(args.home or f"var/flower-node-{config['tenant-id']}").resolve()
     node = start_supernode(home, args.superlink, config, port=args.port,
-                           isolation=args.isolation, name=f"supernode-{config['tenant-id']}")
+                           isolation=args.isolation, name=f"supernode-{config['tenant-id']}",
+                           certs=Path(args.certs).resolve() if args.certs else None,
+                           auth_key=Path(args.auth_key).resolve() if args.auth_key else None)
     worker = None
     if args.isolation == "process":
         worker = subprocess.Popen(  # our own argv, no shell
@@ -89,4 +91,8 @@ def register(subparsers: Any) -> None:
                    help="ClientApp per message (subprocess) or a long-lived worker (process)")
     p.add_argument("--home", default=None, help="Flower home of this SuperNode")
     p.add_argument("--port", type=int, default=None, help="SuperNode runtime port; default free")
+    p.add_argument("--certs", default=None,
+                   help="verify the coordinator's TLS with this certs dir's ca.pem; default none")
+    p.add_argument("--auth-key", default=None,
+                   help="this node's ECDSA private key (node auth, from certs init)")
     p.set_defaults(func=_join)

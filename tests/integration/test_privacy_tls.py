@@ -1,0 +1,146 @@
+"""TLS and SuperNode authentication with real processes (issue 8).
+
+``hermes-fed certs init`` makes the CA, the 127.0.0.1 server certificate and node keys;
+``hermes-fed coordinator serve --certs --node-auth`` runs the SuperLink over TLS with node
+authentication; ``coordinator register-node`` allows one key. A node joining with that key
+is online; a node with an unregistered key is refused and its ``node join`` exits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from coordinator.deployment import flower_env
+
+pytestmark = pytest.mark.slow
+
+HERMES = [sys.executable, "-m", "hermes_fed.cli"]
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*HERMES, *args], capture_output=True, text=True, timeout=120,
+                          env=env, check=False)
+
+
+def _poll(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return flower_env(tmp_path / "flwr-home")
+
+
+@pytest.fixture
+def coordinator(tmp_path: Path, env: dict[str, str]) -> Iterator[tuple[Path, Path, dict[str, Any]]]:
+    certs, root = tmp_path / "certs", tmp_path / "coordinator"
+    made = _cli("certs", "init", str(certs), "--node", "good", "--node", "rogue", env=env)
+    assert made.returncode == 0, made.stderr
+    log = (tmp_path / "serve.log").open("wb")
+    proc = subprocess.Popen([*HERMES, "coordinator", "serve", "--dir", str(root), "--certs",
+                             str(certs), "--node-auth"], stdout=log, stderr=subprocess.STDOUT,
+                            env=env, start_new_session=True)
+    try:
+        serve = root / "serve.json"
+        _poll(lambda: serve.exists() or proc.poll() is not None, 90, "coordinator serve")
+        assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+        yield certs, root, json.loads(serve.read_text())
+    finally:
+        _stop(proc)
+        log.close()
+
+
+def _join(tmp_path: Path, env: dict[str, str], superlink: str, certs: Path,
+          name: str) -> tuple[subprocess.Popen[bytes], Path]:
+    home = tmp_path / f"node-{name}"
+    log = home.parent / f"join-{name}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*HERMES, "node", "join", "--superlink", superlink, "--base-model", str(tmp_path),
+             "--tenant-id", name, "--store", f"sqlite:///{tmp_path / name}.db",
+             "--home", str(home), "--certs", str(certs),
+             "--auth-key", str(certs / "nodes" / f"{name}.key")],
+            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    return proc, home / f"supernode-{name}.log"
+
+
+def _online_nodes(info: dict[str, Any]) -> list[dict[str, Any]]:
+    res = subprocess.run([str(Path(sys.executable).parent / "flwr"), "supernode", "list",
+                          "hermes-local", "--format", "json"], capture_output=True, text=True,
+                         env=flower_env(Path(info["cli_home"])), timeout=60, check=False)
+    try:
+        nodes: list[dict[str, Any]] = json.loads(res.stdout)["nodes"]
+    except (ValueError, KeyError):
+        return []
+    return [n for n in nodes if n.get("status") == "online"]
+
+
+def test_tls_node_auth_admits_the_registered_node_and_refuses_an_unregistered_one(
+    tmp_path: Path, env: dict[str, str], coordinator: tuple[Path, Path, dict[str, Any]],
+) -> None:
+    # Prepare: the SuperLink speaks TLS only; one key registered
+    certs, root, info = coordinator
+    assert info["certs"] == str(certs) and info["node_auth"] is True
+    registered = _cli("coordinator", "register-node", str(certs / "nodes" / "good.pub"),
+                      "--dir", str(root), env=env)
+    assert registered.returncode == 0, registered.stderr + registered.stdout
+
+    # Execute
+    good, _ = _join(tmp_path, env, info["superlink"], certs, "good")
+    rogue, rogue_log = _join(tmp_path, env, info["superlink"], certs, "rogue")
+    try:
+        online = _poll(lambda: _online_nodes(info), 90, "the registered node online")
+        rogue_exit = _poll(lambda: rogue.poll() is not None and (rogue.returncode,), 90,
+                           "the unregistered node to be refused")
+
+        # Assert: only the registered node is in; the rogue one was refused and exited
+        assert len(online) == 1
+        assert good.poll() is None
+        assert rogue_exit != (0,)
+        assert "Failed to activate SuperNode" in rogue_log.read_text(errors="replace")
+        assert len(_online_nodes(info)) == 1
+    finally:
+        _stop(good)
+        _stop(rogue)
+
+
+def test_register_node_needs_a_coordinator_with_node_auth(tmp_path: Path,
+                                                          env: dict[str, str]) -> None:
+    # Prepare: a coordinator directory that serves without --node-auth
+    root = tmp_path / "coordinator"
+    root.mkdir()
+    (root / "serve.json").write_text(json.dumps({"cli_home": str(tmp_path), "node_auth": False}))
+
+    # Execute
+    res = _cli("coordinator", "register-node", str(tmp_path / "x.pub"), "--dir", str(root),
+               env=env)
+
+    # Assert
+    assert res.returncode != 0
+    assert "--node-auth" in res.stderr + res.stdout
