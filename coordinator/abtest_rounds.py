@@ -87,20 +87,24 @@ def _adapter_record(tensors: Mapping[str, np.ndarray]) -> ArrayRecord:
     return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in sorted(tensors.items())})
 
 
-def query_nodes(grid: Grid, contents: Mapping[int, RecordDict], *, timeout: float,
-                interval: float) -> dict[int, Message]:
-    """Send one ``query.ab_stats`` per node and pull the replies (by node id) until timeout."""
+def query_nodes(grid: Grid, requests: Sequence[tuple[str, int, RecordDict]], *,
+                timeout: float, interval: float) -> dict[tuple[str, int], Message]:
+    """Push every ``(key, node, content)`` as ``query.ab_stats`` at once; pull the replies.
+
+    One exchange for all the questions of a look: each exchange costs seconds of polling
+    in deployment mode, whatever it carries.
+    """
     messages = [Message(content, dst_node_id=node, message_type=MESSAGE_TYPE)
-                for node, content in contents.items()]
+                for _, node, content in requests]
     started = time.monotonic()
     ids = list(grid.push_messages(messages))
-    wanted = {mid: m.metadata.dst_node_id for mid, m in zip(ids, messages, strict=True)}
-    replies: dict[int, Message] = {}
+    wanted = {mid: (key, node) for mid, (key, node, _) in zip(ids, requests, strict=True)}
+    replies: dict[tuple[str, int], Message] = {}
     while len(replies) < len(wanted) and time.monotonic() - started < timeout:
         for reply in grid.pull_messages([i for i in wanted if wanted[i] not in replies]):
-            node = wanted.get(reply.metadata.reply_to_message_id)
-            if node is not None:
-                replies[node] = reply
+            where = wanted.get(reply.metadata.reply_to_message_id)
+            if where is not None:
+                replies[where] = reply
         if len(replies) < len(wanted):
             time.sleep(interval)
     return replies
@@ -136,29 +140,21 @@ def _wants_offline(status: ABTestStatus, promotions: PromotionLog) -> bool:
             and not status.has_offline_look())
 
 
-def online_look(grid: Grid, abtests: ABTestLog, status: ABTestStatus, nodes: Sequence[int], *,
-                timeout: float, interval: float, now: datetime | None = None) -> LookOutcome:
-    config = online_config(status)
-    replies = query_nodes(grid, {n: RecordDict({"config": config}) for n in nodes},
-                          timeout=timeout, interval=interval)
-    arms, missing = tenant_arms(replies, nodes)
-    return abtests.record_online_look(status.spec.ab_test_id, arms, suppressed=missing, now=now)
-
-
-def offline_look(grid: Grid, abtests: ABTestLog, registry: Any, status: ABTestStatus,
-                 nodes: Sequence[int], *, timeout: float, interval: float,
-                 now: datetime | None = None) -> LookOutcome:
+def _offline_content(registry: Any, status: ABTestStatus) -> RecordDict:
     spec = status.spec
-    candidate = registry.load(spec.treatment)
-    current = None if spec.control in BASE_VERSIONS else registry.load(spec.control)
-    config = offline_config(status, registry.get(spec.treatment).lineage)
-    contents = {}
-    for n in nodes:
-        content = RecordDict({"config": config, "candidate": _adapter_record(candidate)})
-        if current is not None:
-            content["current"] = _adapter_record(current)
-        contents[n] = content
-    replies = query_nodes(grid, contents, timeout=timeout, interval=interval)
+    content = RecordDict({"config": offline_config(status, registry.get(spec.treatment).lineage),
+                          "candidate": _adapter_record(registry.load(spec.treatment))})
+    if spec.control not in BASE_VERSIONS:
+        content["current"] = _adapter_record(registry.load(spec.control))
+    return content
+
+
+def _by_node(replies: Mapping[tuple[str, int], Message], key: str) -> dict[int, Message]:
+    return {node: m for (k, node), m in replies.items() if k == key}
+
+
+def _record_offline(abtests: ABTestLog, status: ABTestStatus, replies: Mapping[int, Message],
+                    nodes: Sequence[int], now: datetime | None) -> LookOutcome:
     paired: dict[str, ArmStats] = {}
     missing: list[str] = []
     for n in nodes:
@@ -168,24 +164,22 @@ def offline_look(grid: Grid, abtests: ABTestLog, registry: Any, status: ABTestSt
             missing.append(f"{n}: {_why_missing(replies.get(n))}")
         else:
             paired[str(n)] = arm
-    return abtests.record_offline_look(spec.ab_test_id, paired, suppressed=missing, now=now)
+    return abtests.record_offline_look(status.spec.ab_test_id, paired, suppressed=missing, now=now)
 
 
-def quality_look(grid: Grid, promotions: PromotionLog, nodes: Sequence[int], *,
-                 timeout: float, interval: float,
-                 guard: QualityGuardConfig | None = None) -> dict[str, Any] | None:
-    """Record the production version's quality since the last look and run the guard."""
-    state = promotions.state()
-    version = state.production
+def _quality_request(promotions: PromotionLog) -> tuple[str, int] | None:
+    """The production version and since when (µs) to count its sessions: its last look."""
+    version = promotions.state().production
     if version is None:
         return None
-    series = promotions.quality_series(version)
-    promoted = [h.recorded_at for h in promotions.history(version)
-                if h.event_type == "ModelPromoted" and h.data["stage"] == "production"]
-    since = max([*(w for w, _ in series), *promoted])
-    replies = query_nodes(grid, {n: RecordDict({"config": version_config(version,
-                                                                         to_micros(since))})
-                                 for n in nodes}, timeout=timeout, interval=interval)
+    since = max([*(w for w, _ in promotions.quality_series(version)),
+                 *(h.recorded_at for h in promotions.history(version)
+                   if h.event_type == "ModelPromoted" and h.data["stage"] == "production")])
+    return version, to_micros(since)
+
+
+def _record_quality(promotions: PromotionLog, version: str, replies: Mapping[int, Message],
+                    nodes: Sequence[int], guard: QualityGuardConfig | None) -> dict[str, Any]:
     total = ArmStats()
     missing = []
     for n in nodes:
@@ -206,24 +200,46 @@ def quality_look(grid: Grid, promotions: PromotionLog, nodes: Sequence[int], *,
 def look_at_open_tests(grid: Grid, registry: Any, nodes: Sequence[int], *, timeout: float,
                        interval: float, now: datetime | None = None,
                        guard: QualityGuardConfig | None = None) -> list[LookOutcome]:
-    """One look at every open test (offline or online) and at production quality."""
+    """One look at every open test (offline or online) and at production quality.
+
+    All questions go out in one exchange; then each test's look is recorded, a ROLLBACK
+    withdraws its live treatment, and the production version's quality is recorded and
+    guarded.
+    """
     abtests = ABTestLog(registry.store)
     promotions = PromotionLog(registry.store)
-    outcomes = []
+    plans: list[tuple[ABTestStatus, bool]] = []
+    requests: list[tuple[str, int, RecordDict]] = []
     for status in abtests.open_tests():
-        if _wants_offline(status, promotions):
-            outcome = offline_look(grid, abtests, registry, status, nodes, timeout=timeout,
-                                   interval=interval, now=now)
+        offline = _wants_offline(status, promotions)
+        plans.append((status, offline))
+        # a RecordDict per message: Flower tracks a message's objects by identity
+        requests += [(status.spec.ab_test_id, n,
+                      _offline_content(registry, status) if offline
+                      else RecordDict({"config": online_config(status)})) for n in nodes]
+    quality = _quality_request(promotions)
+    if quality is not None:
+        requests += [("", n, RecordDict({"config": version_config(*quality)})) for n in nodes]
+    if not requests:
+        return []
+    replies = query_nodes(grid, requests, timeout=timeout, interval=interval)
+    outcomes = []
+    for status, offline in plans:
+        answers = _by_node(replies, status.spec.ab_test_id)
+        if offline:
+            outcome = _record_offline(abtests, status, answers, nodes, now)
         else:
-            outcome = online_look(grid, abtests, status, nodes, timeout=timeout,
-                                  interval=interval, now=now)
+            arms, missing = tenant_arms(answers, nodes)
+            outcome = abtests.record_online_look(status.spec.ab_test_id, arms,
+                                                 suppressed=missing, now=now)
         logger.info("ab_test_id=%s look=%d verdict=%s concluded=%s", outcome.ab_test_id,
                     outcome.look, outcome.verdict.value, outcome.concluded)
         if outcome.concluded:
             promotions.on_conclusion(status.spec.ab_test_id, status.spec.treatment,
                                      outcome.verdict.value, outcome.reasons)
         outcomes.append(outcome)
-    quality_look(grid, promotions, nodes, timeout=timeout, interval=interval, guard=guard)
+    if quality is not None:
+        _record_quality(promotions, quality[0], _by_node(replies, ""), nodes, guard)
     return outcomes
 
 

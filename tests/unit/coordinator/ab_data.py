@@ -52,8 +52,13 @@ def _session(stream: str, user: str, tid: str, accepted: bool, *, ab_test_id: st
 
 def seed_ab_tenant(root: Path, tenant: str, *, ab_test_id: str, users: int,
                    traffic_split: float, effect: float, seed: int = 0,
-                   control_effect: float = 0.0, version: str = "base") -> SeededTenant:
-    """A SQLite log at ``root/<tenant>.db``; ``effect`` is added to treatment's acceptance."""
+                   control_effect: float = 0.0, version: str = "base",
+                   treatment_version: str | None = None) -> SeededTenant:
+    """A SQLite log at ``root/<tenant>.db``; ``effect`` is added to treatment's acceptance.
+
+    Pre-period and control sessions run ``version``; treatment sessions run
+    ``treatment_version`` (default: ``version`` too).
+    """
     from hermes_fed.store import Keyring, open_store
     from tenant_node.service import record_assignment
 
@@ -79,8 +84,9 @@ def seed_ab_tenant(root: Path, tenant: str, *, ab_test_id: str, users: int,
         for i, u in enumerate(refs):
             shift = effect if arm_of[u] == "treatment" else control_effect
             test[u] = rng.random() < min(1.0, max(0.0, q[u] + shift))
+            runs = treatment_version if arm_of[u] == "treatment" and treatment_version else version
             events += _session(f"session-{tenant}-ab-{i}", u, f"t-{tenant}-ab-{i}", test[u],
-                               ab_test_id=ab_test_id, variant=arm_of[u], version=version)
+                               ab_test_id=ab_test_id, variant=arm_of[u], version=runs)
         store.append(events)
     finally:
         store.close()
