@@ -267,13 +267,13 @@ def egress_mod(policy: EgressPolicy) -> Mod:
 # Under SecAgg+ Flower's ``secaggplus_mod`` turns the node's legacy ``FitRes`` into masked
 # integer vectors. What may leave in that protocol (E7):
 #
-# E7. A SecAgg+ reply holds only ``secaggplus`` (protocol keys; bytes, ints and lists of
+# E7. A SecAgg+ reply holds only ``secaggplus_configs`` (protocol keys; bytes, ints and lists of
 #     them: public keys, encrypted shares, masked vectors, node ids), ``fitres.metrics``
 #     (checked as E3/E5), ``fitres.num_examples`` (the weight: 1 under DP, else a count
 #     >= k_min), ``fitres.status`` (code, empty message) and an *empty*
 #     ``fitres.parameters`` (a non-empty one would be a plaintext update).
 
-SECAGG_RECORD = "secaggplus"
+SECAGG_RECORD = "secaggplus_configs"  # flwr secaggplus_constants.RECORD_KEY_CONFIGS
 _FITRES = "fitres"
 _SECAGG_KEYS = frozenset({
     "pk1", "pk2", "dsts", "ctxts", "masked_params", "nids", "shares"})
