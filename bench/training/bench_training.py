@@ -34,28 +34,60 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 def synthetic_trajectories(n: int, seed: int) -> list[dict[str, Any]]:
     """Agent trajectories with tool calls, of varied length (about 60-400 tokens)."""
     rng = random.Random(seed)
-    words = ["invoice", "order", "customer", "ticket", "deploy", "server", "query", "table",
-             "total", "error", "retry", "status", "latency", "request", "response", "report",
-             "balance", "account", "config", "file"]
+    words = [
+        "invoice",
+        "order",
+        "customer",
+        "ticket",
+        "deploy",
+        "server",
+        "query",
+        "table",
+        "total",
+        "error",
+        "retry",
+        "status",
+        "latency",
+        "request",
+        "response",
+        "report",
+        "balance",
+        "account",
+        "config",
+        "file",
+    ]
     out = []
     for i in range(n):
         a, b = rng.randint(1, 999), rng.randint(1, 999)
         blurb = " ".join(rng.choice(words) for _ in range(rng.randint(5, 120)))
-        out.append({
-            "trajectory_id": f"b-{i}", "task_type": "arithmetic", "task": f"What is {a}+{b}?",
-            "messages": [
-                {"role": "system", "content": "You are a helpful agent."},
-                {"role": "user", "content": f"What is {a}+{b}? Context: {blurb}"},
-                {"role": "assistant", "content": "Let me compute that.",
-                 "tool_calls": [{"id": "c1", "name": "calculator",
-                                 "arguments": {"expression": f"{a}+{b}"}}]},
-                {"role": "tool", "tool_call_id": "c1", "name": "calculator",
-                 "content": json.dumps({"result": a + b})},
-                {"role": "assistant", "content": f"{a}+{b} = {a + b}. Summary: {blurb}"},
-            ],
-            "tools": [{"name": "calculator", "description": "arithmetic",
-                       "parameters": {"type": "object"}}],
-        })
+        out.append(
+            {
+                "trajectory_id": f"b-{i}",
+                "task_type": "arithmetic",
+                "task": f"What is {a}+{b}?",
+                "messages": [
+                    {"role": "system", "content": "You are a helpful agent."},
+                    {"role": "user", "content": f"What is {a}+{b}? Context: {blurb}"},
+                    {
+                        "role": "assistant",
+                        "content": "Let me compute that.",
+                        "tool_calls": [
+                            {"id": "c1", "name": "calculator", "arguments": {"expression": f"{a}+{b}"}}
+                        ],
+                    },
+                    {
+                        "role": "tool",
+                        "tool_call_id": "c1",
+                        "name": "calculator",
+                        "content": json.dumps({"result": a + b}),
+                    },
+                    {"role": "assistant", "content": f"{a}+{b} = {a + b}. Summary: {blurb}"},
+                ],
+                "tools": [
+                    {"name": "calculator", "description": "arithmetic", "parameters": {"type": "object"}}
+                ],
+            }
+        )
     return out
 
 
@@ -71,9 +103,8 @@ class _Clock:
 
     def rates(self) -> dict[str, float]:
         (w0, c0), (w1, c1) = self.marks[0], self.marks[-1]
-        tokens = sum(self.tokens[1:len(self.marks)])
-        return {"wall_tokens_per_second": tokens / (w1 - w0),
-                "cpu_tokens_per_second": tokens / (c1 - c0)}
+        tokens = sum(self.tokens[1 : len(self.marks)])
+        return {"wall_tokens_per_second": tokens / (w1 - w0), "cpu_tokens_per_second": tokens / (c1 - c0)}
 
 
 def _reset_peak_rss() -> None:
@@ -90,8 +121,7 @@ def _peak_rss_mb() -> float:
     return float("nan")
 
 
-def bare_loop(base_dir: Path, batches: list[dict[str, Any]], config: Any,
-              clock: _Clock) -> None:
+def bare_loop(base_dir: Path, batches: list[dict[str, Any]], config: Any, clock: _Clock) -> None:
     """The baseline: plain peft + HF loss with -100 labels + AdamW, nothing else."""
     import torch
     from peft import get_peft_model
@@ -100,8 +130,7 @@ def bare_loop(base_dir: Path, batches: list[dict[str, Any]], config: Any,
     torch.manual_seed(config.seed)
     model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype="float32")
     model = get_peft_model(model, config.to_peft())
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
-                                  lr=config.lr)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr)
     model.train()
     for batch in batches:
         ids = torch.from_numpy(batch["input_ids"])
@@ -128,15 +157,16 @@ def measure(size: str, steps: int, batch_size: int, repeats: int, threads: int) 
 
     with tempfile.TemporaryDirectory() as tmp:
         base = init_tiny_model(Path(tmp) / size, size, seed=0)
-        examples = [TrainingExample(t, 1.0, "gold")
-                    for t in synthetic_trajectories(steps * batch_size, seed=1)]
-        config = LoraTrainingConfig(r=8, lr=1e-3, max_steps=steps, batch_size=batch_size,
-                                    max_length=512, device="cpu", seed=0)
+        examples = [
+            TrainingExample(t, 1.0, "gold") for t in synthetic_trajectories(steps * batch_size, seed=1)
+        ]
+        config = LoraTrainingConfig(
+            r=8, lr=1e-3, max_steps=steps, batch_size=batch_size, max_length=512, device="cpu", seed=0
+        )
         tokenizer = AutoTokenizer.from_pretrained(str(base))
         data = build_dataset(tokenizer, examples, max_length=config.max_length)
         schedule = _Schedule(data, config)
-        batches = [collate(schedule.micro_batch(i), tokenizer.pad_token_id)
-                   for i in range(steps)]
+        batches = [collate(schedule.micro_batch(i), tokenizer.pad_token_id) for i in range(steps)]
         tokens = [int(b["attention_mask"].sum()) for b in batches]
         ours: list[dict[str, float]] = []
         bare: list[dict[str, float]] = []
@@ -149,8 +179,8 @@ def measure(size: str, steps: int, batch_size: int, repeats: int, threads: int) 
             clock = _Clock(tokens)
             bare_loop(base, batches, config, clock)
             bare.append({**clock.rates(), "peak_rss_mb": _peak_rss_mb()})
-        n_params = sum(p.numel() for p in
-                       AutoModelForCausalLM.from_pretrained(str(base)).parameters())
+        n_params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(str(base)).parameters())
+
     def med(runs: list[dict[str, float]], key: str) -> float:
         return statistics.median(r[key] for r in runs)
 
@@ -164,10 +194,8 @@ def measure(size: str, steps: int, batch_size: int, repeats: int, threads: int) 
         "repeats": repeats,
         "ours": ours,
         "bare": bare,
-        "ratio_wall_median": med(ours, "wall_tokens_per_second")
-        / med(bare, "wall_tokens_per_second"),
-        "ratio_cpu_median": med(ours, "cpu_tokens_per_second")
-        / med(bare, "cpu_tokens_per_second"),
+        "ratio_wall_median": med(ours, "wall_tokens_per_second") / med(bare, "wall_tokens_per_second"),
+        "ratio_cpu_median": med(ours, "cpu_tokens_per_second") / med(bare, "cpu_tokens_per_second"),
         "ours_wall_tokens_per_second_median": med(ours, "wall_tokens_per_second"),
         "bare_wall_tokens_per_second_median": med(bare, "wall_tokens_per_second"),
         "ours_cpu_tokens_per_second_median": med(ours, "cpu_tokens_per_second"),
@@ -189,16 +217,26 @@ def main() -> int:
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # subprocess mode
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args.steps, args.batch_size, args.repeats,
-                                 args.threads)))
+        print(json.dumps(measure(args.one, args.steps, args.batch_size, args.repeats, args.threads)))
         return 0
     import torch
 
     results = []
     for size in args.sizes.split(","):
-        cmd = [sys.executable, __file__, "--one", size, "--steps", str(args.steps),
-               "--batch-size", str(args.batch_size), "--repeats", str(args.repeats),
-               "--threads", str(args.threads)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--one",
+            size,
+            "--steps",
+            str(args.steps),
+            "--batch-size",
+            str(args.batch_size),
+            "--repeats",
+            str(args.repeats),
+            "--threads",
+            str(args.threads),
+        ]
         done = subprocess.run(cmd, check=True, capture_output=True, text=True)
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
     report = {

@@ -119,8 +119,11 @@ def build_peft_model(base_model: Any, config: LoraTrainingConfig) -> Any:
     torch.manual_seed(config.seed)
     model = get_peft_model(base_model, config.to_peft())
     if config.frozen_a:
-        seeded = {name: frozen_a_matrix(name, tuple(arr.shape), config.frozen_a_seed)
-                  for name, arr in adapter_state(model).items() if ".lora_A." in name}
+        seeded = {
+            name: frozen_a_matrix(name, tuple(arr.shape), config.frozen_a_seed)
+            for name, arr in adapter_state(model).items()
+            if ".lora_A." in name
+        }
         load_adapter_state(model, seeded, partial=True)
         for name, param in model.named_parameters():
             if "lora_A" in name:
@@ -133,12 +136,13 @@ def adapter_state(peft_model: Any) -> dict[str, np.ndarray]:
     import torch
     from peft import get_peft_model_state_dict
 
-    return {name: tensor.detach().to("cpu", dtype=torch.float32).numpy().copy()
-            for name, tensor in get_peft_model_state_dict(peft_model).items()}
+    return {
+        name: tensor.detach().to("cpu", dtype=torch.float32).numpy().copy()
+        for name, tensor in get_peft_model_state_dict(peft_model).items()
+    }
 
 
-def load_adapter_state(peft_model: Any, state: Mapping[str, np.ndarray], *,
-                       partial: bool = False) -> None:
+def load_adapter_state(peft_model: Any, state: Mapping[str, np.ndarray], *, partial: bool = False) -> None:
     """Copy an adapter state into a peft model, checking names, shapes and finiteness.
 
     With ``partial=False`` the state must hold exactly the model's LoRA tensors.
@@ -150,14 +154,17 @@ def load_adapter_state(peft_model: Any, state: Mapping[str, np.ndarray], *,
     missing = sorted(set(expected) - set(state))
     unknown = sorted(set(state) - set(expected))
     if unknown or (missing and not partial):
-        raise AdapterError(f"adapter does not fit the model: missing {missing[:3]}"
-                           f"{'...' if len(missing) > 3 else ''}, unknown {unknown[:3]}"
-                           f"{'...' if len(unknown) > 3 else ''}")
+        raise AdapterError(
+            f"adapter does not fit the model: missing {missing[:3]}"
+            f"{'...' if len(missing) > 3 else ''}, unknown {unknown[:3]}"
+            f"{'...' if len(unknown) > 3 else ''}"
+        )
     tensors = {}
     for name, arr in state.items():
         if tuple(arr.shape) != expected[name]:
-            raise AdapterError(f"adapter tensor {name} has shape {tuple(arr.shape)}, the model "
-                               f"expects {expected[name]}")
+            raise AdapterError(
+                f"adapter tensor {name} has shape {tuple(arr.shape)}, the model expects {expected[name]}"
+            )
         if not np.all(np.isfinite(arr)):
             raise AdapterError(f"adapter tensor {name} holds NaN or inf")
         tensors[name] = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
@@ -165,9 +172,14 @@ def load_adapter_state(peft_model: Any, state: Mapping[str, np.ndarray], *,
         set_peft_model_state_dict(peft_model, tensors)
 
 
-def save_adapter(directory: str | Path, state: Mapping[str, np.ndarray],
-                 config: LoraTrainingConfig, manifest: AdapterManifest, *,
-                 base_model_dir: str | Path | None = None) -> Path:
+def save_adapter(
+    directory: str | Path,
+    state: Mapping[str, np.ndarray],
+    config: LoraTrainingConfig,
+    manifest: AdapterManifest,
+    *,
+    base_model_dir: str | Path | None = None,
+) -> Path:
     """Write a PEFT adapter directory plus ``hermes_manifest.json``; returns the directory.
 
     The manifest's ``adapter_sha256`` and ``training_config`` are filled in here.

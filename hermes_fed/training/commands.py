@@ -20,8 +20,7 @@ def _init_tiny(args: argparse.Namespace) -> int:
     from hermes_fed.training.tiny_model import init_tiny_model
 
     out = init_tiny_model(args.dir, args.size, seed=args.seed)
-    print(json.dumps({"dir": str(out), "size": args.size,
-                      "base_model_sha256": base_model_sha256(out)}))
+    print(json.dumps({"dir": str(out), "size": args.size, "base_model_sha256": base_model_sha256(out)}))
     return 0
 
 
@@ -41,24 +40,45 @@ def _train(args: argparse.Namespace) -> int:
     rows = _read_jsonl(Path(args.data))
     by_id = {str(r["trajectory_id"]): r for r in rows}
     split = split_heldout(by_id, args.heldout_fraction, args.seed)
-    selected = [TrainingExample(by_id[t], float(by_id[t].get("weight", 1.0)),
-                                str(by_id[t].get("tier", ""))) for t in split.train]
+    selected = [
+        TrainingExample(by_id[t], float(by_id[t].get("weight", 1.0)), str(by_id[t].get("tier", "")))
+        for t in split.train
+    ]
     heldout = [by_id[t] for t in split.heldout]
-    config = LoraTrainingConfig(r=args.rank, alpha=args.alpha, lr=args.lr,
-                                max_steps=args.steps, epochs=args.epochs,
-                                batch_size=args.batch_size, seed=args.seed, device=args.device,
-                                frozen_a=args.frozen_a, checkpoint_every=args.checkpoint_every)
+    config = LoraTrainingConfig(
+        r=args.rank,
+        alpha=args.alpha,
+        lr=args.lr,
+        max_steps=args.steps,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+        frozen_a=args.frozen_a,
+        checkpoint_every=args.checkpoint_every,
+    )
     with Progress(transient=True) as bar:
         task = bar.add_task("training", total=None)
 
         def progress(step: int, total: int, loss: float) -> None:
-            bar.update(task, completed=step, total=total,
-                       description=f"training loss={loss:.3f}")
+            bar.update(task, completed=step, total=total, description=f"training loss={loss:.3f}")
 
-        outcome = run_training(args.base, selected, heldout, config, args.out,
-                               parent_version=args.parent_version, progress=progress)
-    print(json.dumps({"adapter_dir": str(outcome.adapter_dir), "resumed": outcome.resumed,
-                      "metrics": outcome.metrics}, indent=2, sort_keys=True))
+        outcome = run_training(
+            args.base,
+            selected,
+            heldout,
+            config,
+            args.out,
+            parent_version=args.parent_version,
+            progress=progress,
+        )
+    print(
+        json.dumps(
+            {"adapter_dir": str(outcome.adapter_dir), "resumed": outcome.resumed, "metrics": outcome.metrics},
+            indent=2,
+            sort_keys=True,
+        )
+    )
     return 0
 
 

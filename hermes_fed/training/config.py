@@ -7,7 +7,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 DEFAULT_TARGET_MODULES: tuple[str, ...] = (
-    "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
 )
 
 
@@ -16,8 +22,7 @@ class LoraTrainingConfig:
     """How a node trains one adapter; every default is documented in its ``help``."""
 
     r: int = field(default=8, metadata={"help": "LoRA rank (rows of A, columns of B)."})
-    alpha: float = field(default=16.0, metadata={"help": "LoRA alpha; the update is scaled "
-                                                 "by alpha / r."})
+    alpha: float = field(default=16.0, metadata={"help": "LoRA alpha; the update is scaled by alpha / r."})
     dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA input, [0, 1)."})
     target_modules: tuple[str, ...] = field(
         default=DEFAULT_TARGET_MODULES,
@@ -25,32 +30,35 @@ class LoraTrainingConfig:
     )
     lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
-    epochs: int = field(default=1, metadata={"help": "Passes over the data when max_steps "
-                                             "is None."})
-    max_steps: int | None = field(default=None, metadata={"help": "Optimizer steps; overrides "
-                                                          "epochs when set."})
+    epochs: int = field(default=1, metadata={"help": "Passes over the data when max_steps is None."})
+    max_steps: int | None = field(
+        default=None, metadata={"help": "Optimizer steps; overrides epochs when set."}
+    )
     batch_size: int = field(default=8, metadata={"help": "Examples per micro-batch."})
-    grad_accumulation: int = field(default=1, metadata={"help": "Micro-batches per optimizer "
-                                                        "step."})
-    max_length: int = field(default=512, metadata={"help": "Tokens per example; longer ones "
-                                                   "are cut at the end."})
-    max_grad_norm: float | None = field(default=1.0, metadata={"help": "Gradient clipping "
-                                                               "norm; None disables it."})
+    grad_accumulation: int = field(default=1, metadata={"help": "Micro-batches per optimizer step."})
+    max_length: int = field(
+        default=512, metadata={"help": "Tokens per example; longer ones are cut at the end."}
+    )
+    max_grad_norm: float | None = field(
+        default=1.0, metadata={"help": "Gradient clipping norm; None disables it."}
+    )
     seed: int = field(default=0, metadata={"help": "Seeds data order, LoRA init and dropout."})
-    device: str = field(default="auto", metadata={"help": "auto (CUDA when present), cpu "
-                                                  "or cuda."})
-    frozen_a: bool = field(default=False, metadata={"help": "Initialise LoRA A from "
-                                                    "frozen_a_seed and never train it "
-                                                    "(FFA-LoRA)."})
-    frozen_a_seed: int = field(default=0, metadata={"help": "The federation-wide seed of A "
-                                                    "in frozen-a mode."})
-    preference_loss: bool = field(default=False, metadata={"help": "Add a DPO loss on "
-                                                           "(rejected, chosen) pairs."})
+    device: str = field(default="auto", metadata={"help": "auto (CUDA when present), cpu or cuda."})
+    frozen_a: bool = field(
+        default=False,
+        metadata={"help": "Initialise LoRA A from frozen_a_seed and never train it (FFA-LoRA)."},
+    )
+    frozen_a_seed: int = field(
+        default=0, metadata={"help": "The federation-wide seed of A in frozen-a mode."}
+    )
+    preference_loss: bool = field(
+        default=False, metadata={"help": "Add a DPO loss on (rejected, chosen) pairs."}
+    )
     dpo_beta: float = field(default=0.1, metadata={"help": "DPO temperature beta (> 0)."})
-    dpo_weight: float = field(default=1.0, metadata={"help": "Weight of the DPO term beside "
-                                                     "the SFT loss."})
-    checkpoint_every: int = field(default=0, metadata={"help": "Steps between resumable "
-                                                       "checkpoints; 0 disables them."})
+    dpo_weight: float = field(default=1.0, metadata={"help": "Weight of the DPO term beside the SFT loss."})
+    checkpoint_every: int = field(
+        default=0, metadata={"help": "Steps between resumable checkpoints; 0 disables them."}
+    )
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ValueError:
@@ -59,8 +67,7 @@ class LoraTrainingConfig:
         for name in ("r", "epochs", "batch_size", "grad_accumulation", "max_length"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise bad(name, "must be an integer >= 1")
-        if self.max_steps is not None and (not isinstance(self.max_steps, int)
-                                           or self.max_steps < 1):
+        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
             raise bad("max_steps", "must be None or an integer >= 1")
         for name in ("alpha", "lr", "dpo_beta"):
             value = getattr(self, name)
@@ -72,11 +79,15 @@ class LoraTrainingConfig:
                 raise bad(name, "must be a finite number >= 0")
         if not 0.0 <= self.dropout < 1.0:
             raise bad("dropout", "must be in [0, 1)")
-        if self.max_grad_norm is not None and not (math.isfinite(self.max_grad_norm)
-                                                   and self.max_grad_norm > 0):
+        if self.max_grad_norm is not None and not (
+            math.isfinite(self.max_grad_norm) and self.max_grad_norm > 0
+        ):
             raise bad("max_grad_norm", "must be None or a finite number > 0")
-        if (not isinstance(self.target_modules, tuple) or not self.target_modules
-                or not all(isinstance(m, str) and m for m in self.target_modules)):
+        if (
+            not isinstance(self.target_modules, tuple)
+            or not self.target_modules
+            or not all(isinstance(m, str) and m for m in self.target_modules)
+        ):
             raise bad("target_modules", "must be a non-empty tuple of module names")
         if self.device not in ("auto", "cpu", "cuda"):
             raise bad("device", "must be 'auto', 'cpu' or 'cuda'")

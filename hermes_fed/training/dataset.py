@@ -38,12 +38,12 @@ class TrainingExample:
     tier: str
 
     def __post_init__(self) -> None:
-        if not isinstance(self.weight, int | float) or not math.isfinite(self.weight) \
-                or self.weight <= 0:
+        if not isinstance(self.weight, int | float) or not math.isfinite(self.weight) or self.weight <= 0:
             raise ValueError(f"TrainingExample.weight must be finite and > 0, got {self.weight!r}")
         if not isinstance(self.trajectory, Mapping):
-            raise ValueError("TrainingExample.trajectory must be a mapping, got "
-                             f"{type(self.trajectory).__name__}")
+            raise ValueError(
+                f"TrainingExample.trajectory must be a mapping, got {type(self.trajectory).__name__}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +94,9 @@ class ManifestEntry(Protocol):
     def weight(self) -> float: ...
 
 
-def examples_from_manifest(items: Iterable[ManifestEntry],
-                           trajectories: Mapping[str, Mapping[str, Any]]) -> list[TrainingExample]:
+def examples_from_manifest(
+    items: Iterable[ManifestEntry], trajectories: Mapping[str, Mapping[str, Any]]
+) -> list[TrainingExample]:
     """Join a selection manifest's items with their trajectories (by id), keeping its order.
 
     Raises ``ValueError`` naming the first id without a trajectory.
@@ -104,8 +105,7 @@ def examples_from_manifest(items: Iterable[ManifestEntry],
     for item in items:
         if item.trajectory_id not in trajectories:
             raise ValueError(f"manifest item {item.trajectory_id}: no trajectory with that id")
-        out.append(TrainingExample(trajectories[item.trajectory_id], float(item.weight),
-                                   item.tier))
+        out.append(TrainingExample(trajectories[item.trajectory_id], float(item.weight), item.tier))
     return out
 
 
@@ -136,10 +136,18 @@ def to_chat(trajectory: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[d
             for j, call in enumerate(message["tool_calls"]):
                 args = call.get("arguments", {}) if isinstance(call, Mapping) else None
                 if not isinstance(args, Mapping) or not isinstance(call.get("name"), str):
-                    raise _field_error(trajectory, f"messages[{i}].tool_calls[{j}]",
-                                       "needs a string name and JSON-object arguments")
-                calls.append({"id": call.get("id", f"call_{j}"), "type": "function",
-                              "function": {"name": call["name"], "arguments": dict(args)}})
+                    raise _field_error(
+                        trajectory,
+                        f"messages[{i}].tool_calls[{j}]",
+                        "needs a string name and JSON-object arguments",
+                    )
+                calls.append(
+                    {
+                        "id": call.get("id", f"call_{j}"),
+                        "type": "function",
+                        "function": {"name": call["name"], "arguments": dict(args)},
+                    }
+                )
             out["tool_calls"] = calls
         if message["role"] == "tool":
             out["tool_call_id"] = message.get("tool_call_id", "")
@@ -149,15 +157,21 @@ def to_chat(trajectory: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[d
     return chat, tools
 
 
-def tokenize_trajectory(tokenizer: Any, trajectory: Mapping[str, Any], *, max_length: int,
-                        weight: float = 1.0, tier: str = "") -> TokenizedExample:
+def tokenize_trajectory(
+    tokenizer: Any, trajectory: Mapping[str, Any], *, max_length: int, weight: float = 1.0, tier: str = ""
+) -> TokenizedExample:
     """Render one trajectory with the chat template and return ids + assistant mask."""
     messages, tools = to_chat(trajectory)
     if "generation" not in (tokenizer.chat_template or ""):
-        raise ValueError("the tokenizer's chat template has no {% generation %} marks, so "
-                         "assistant tokens cannot be masked; use a template that has them")
+        raise ValueError(
+            "the tokenizer's chat template has no {% generation %} marks, so "
+            "assistant tokens cannot be masked; use a template that has them"
+        )
     rendered = tokenizer.apply_chat_template(
-        messages, tools=tools or None, tokenize=True, return_dict=True,
+        messages,
+        tools=tools or None,
+        tokenize=True,
+        return_dict=True,
         return_assistant_tokens_mask=True,
     )
     ids = list(rendered["input_ids"])
@@ -173,21 +187,24 @@ def tokenize_trajectory(tokenizer: Any, trajectory: Mapping[str, Any], *, max_le
     )
 
 
-def build_dataset(tokenizer: Any, examples: Iterable[TrainingExample], *,
-                  max_length: int) -> list[TokenizedExample]:
+def build_dataset(
+    tokenizer: Any, examples: Iterable[TrainingExample], *, max_length: int
+) -> list[TokenizedExample]:
     """Tokenize selected examples; examples left without assistant tokens are dropped."""
     out = []
     for example in examples:
-        tokenized = tokenize_trajectory(tokenizer, example.trajectory, max_length=max_length,
-                                        weight=example.weight, tier=example.tier)
+        tokenized = tokenize_trajectory(
+            tokenizer, example.trajectory, max_length=max_length, weight=example.weight, tier=example.tier
+        )
         # The first token is never a target (nothing predicts it), so it cannot carry loss.
         if sum(tokenized.assistant_mask[1:]) > 0:
             out.append(tokenized)
     return out
 
 
-def length_buckets(lengths: Sequence[int], batch_size: int, seed: int,
-                   bucket_factor: int = 16) -> list[list[int]]:
+def length_buckets(
+    lengths: Sequence[int], batch_size: int, seed: int, bucket_factor: int = 16
+) -> list[list[int]]:
     """Batches of indices with similar lengths, in a seeded random order.
 
     Indices are shuffled, cut into windows of ``batch_size * bucket_factor``, sorted by
@@ -200,8 +217,8 @@ def length_buckets(lengths: Sequence[int], batch_size: int, seed: int,
     window = batch_size * bucket_factor
     batches: list[list[int]] = []
     for start in range(0, len(order), window):
-        chunk = sorted(order[start:start + window], key=lambda i: lengths[i])
-        batches.extend(chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size))
+        chunk = sorted(order[start : start + window], key=lambda i: lengths[i])
+        batches.extend(chunk[j : j + batch_size] for j in range(0, len(chunk), batch_size))
     rng.shuffle(batches)
     return batches
 
@@ -249,6 +266,9 @@ def dataset_sha256(examples: Iterable[TokenizedExample]) -> str:
     """Fingerprint of a tokenized dataset (ids, masks, weights), for checkpoints/manifests."""
     h = hashlib.sha256()
     for e in examples:
-        h.update(json.dumps([e.trajectory_id, e.input_ids, e.assistant_mask, e.weight],
-                            separators=(",", ":")).encode())
+        h.update(
+            json.dumps(
+                [e.trajectory_id, e.input_ids, e.assistant_mask, e.weight], separators=(",", ":")
+            ).encode()
+        )
     return h.hexdigest()

@@ -61,28 +61,28 @@ class EvalResult:
             out["heldout_loglik_adapter"] = float(adapted.mean())
             out["heldout_loglik_delta"] = float(delta.mean())
             out["heldout_loglik_delta_sum"] = float(delta.sum())
-            out["heldout_loglik_delta_sumsq"] = float((delta ** 2).sum())
+            out["heldout_loglik_delta_sumsq"] = float((delta**2).sum())
         judged = [e for e in self.examples if e.base_success is not None]
         if judged:
             out["success_n"] = float(len(judged))
             out["success_rate_base"] = float(np.mean([bool(e.base_success) for e in judged]))
             if all(e.adapter_success is not None for e in judged):
-                out["success_rate_adapter"] = float(
-                    np.mean([bool(e.adapter_success) for e in judged]))
+                out["success_rate_adapter"] = float(np.mean([bool(e.adapter_success) for e in judged]))
         return out
 
 
-def _mean_logliks(model: Any, examples: Sequence[Any], pad_id: int, device: str,
-                  batch_size: int) -> list[float]:
+def _mean_logliks(
+    model: Any, examples: Sequence[Any], pad_id: int, device: str, batch_size: int
+) -> list[float]:
     out: list[float] = []
     model.eval()
     with torch.no_grad():
         for i in range(0, len(examples), batch_size):
-            chunk = examples[i:i + batch_size]
+            chunk = examples[i : i + batch_size]
             batch = {k: torch.from_numpy(v).to(device) for k, v in collate(chunk, pad_id).items()}
-            logp, rows, _ = losses.token_logprobs(model, batch["input_ids"],
-                                                  batch["attention_mask"],
-                                                  batch["loss_weights"])
+            logp, rows, _ = losses.token_logprobs(
+                model, batch["input_ids"], batch["attention_mask"], batch["loss_weights"]
+            )
             sums = losses.sequence_logprobs(logp, rows, len(chunk))
             counts = torch.bincount(rows, minlength=len(chunk)).clamp(min=1)
             out.extend((sums / counts).cpu().tolist())
@@ -92,29 +92,42 @@ def _mean_logliks(model: Any, examples: Sequence[Any], pad_id: int, device: str,
 def _final_turn_prompt(tokenizer: Any, trajectory: Mapping[str, Any]) -> list[int]:
     messages, tools = to_chat(trajectory)
     last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-    ids = tokenizer.apply_chat_template(messages[:last], tools=tools or None, tokenize=True,
-                                        add_generation_prompt=True, return_dict=True)
+    ids = tokenizer.apply_chat_template(
+        messages[:last], tools=tools or None, tokenize=True, add_generation_prompt=True, return_dict=True
+    )
     return list(ids["input_ids"])
 
 
-def generate_final_turns(model: Any, tokenizer: Any, prompts: Sequence[list[int]], *,
-                         max_new_tokens: int, device: str, batch_size: int) -> list[str]:
+def generate_final_turns(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[list[int]],
+    *,
+    max_new_tokens: int,
+    device: str,
+    batch_size: int,
+) -> list[str]:
     """Greedy decoding of the final assistant turn, left-padded in batches."""
     pad_id = tokenizer.pad_token_id
     texts: list[str] = []
     model.eval()
     with torch.no_grad():
         for i in range(0, len(prompts), batch_size):
-            chunk = prompts[i:i + batch_size]
+            chunk = prompts[i : i + batch_size]
             width = max(len(p) for p in chunk)
             ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)
             for row, prompt in enumerate(chunk):
-                ids[row, width - len(prompt):] = torch.tensor(prompt)
-                mask[row, width - len(prompt):] = 1
-            generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                       max_new_tokens=max_new_tokens, do_sample=False,
-                                       eos_token_id=tokenizer.eos_token_id, pad_token_id=pad_id)
+                ids[row, width - len(prompt) :] = torch.tensor(prompt)
+                mask[row, width - len(prompt) :] = 1
+            generated = model.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=pad_id,
+            )
             for row in generated[:, width:].cpu().tolist():
                 texts.append(tokenizer.decode(row, skip_special_tokens=True))
     return texts
@@ -146,19 +159,18 @@ def evaluate(
     device = resolve_device(config.device)
     trajectories = [h.trajectory if isinstance(h, TrainingExample) else h for h in heldout]
     base, tokenizer = load_base_model(base_model_dir, device)
-    tokenized = [tokenize_trajectory(tokenizer, t, max_length=config.max_length)
-                 for t in trajectories]
+    tokenized = [tokenize_trajectory(tokenizer, t, max_length=config.max_length) for t in trajectories]
     kept = [i for i, e in enumerate(tokenized) if sum(e.assistant_mask[1:]) > 0]
     trajectories = [trajectories[i] for i in kept]
     tokenized = [tokenized[i] for i in kept]
     pad_id = tokenizer.pad_token_id
-    judged = [i for i, t in enumerate(trajectories)
-              if str(t.get("task_type", "")) in verifiers]
+    judged = [i for i, t in enumerate(trajectories) if str(t.get("task_type", "")) in verifiers]
     prompts = [_final_turn_prompt(tokenizer, trajectories[i]) for i in judged]
 
     def successes(model: Any) -> dict[int, bool]:
-        texts = generate_final_turns(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
-                                     device=device, batch_size=batch_size)
+        texts = generate_final_turns(
+            model, tokenizer, prompts, max_new_tokens=max_new_tokens, device=device, batch_size=batch_size
+        )
         out = {}
         for i, text in zip(judged, texts, strict=True):
             verifier = verifiers.get(str(trajectories[i].get("task_type", "")))
@@ -174,15 +186,17 @@ def evaluate(
         load_adapter_state(model, adapter_state)
         adapter_ll = list(_mean_logliks(model, tokenized, pad_id, device, batch_size))
         adapter_ok = successes(model)
-    return EvalResult(tuple(
-        ExampleEval(
-            trajectory_id=e.trajectory_id,
-            task_type=str(t.get("task_type", "")),
-            num_tokens=sum(e.assistant_mask[1:]),
-            base_loglik=base_ll[i],
-            adapter_loglik=adapter_ll[i],
-            base_success=base_ok.get(i),
-            adapter_success=adapter_ok.get(i) if adapter_state is not None else None,
+    return EvalResult(
+        tuple(
+            ExampleEval(
+                trajectory_id=e.trajectory_id,
+                task_type=str(t.get("task_type", "")),
+                num_tokens=sum(e.assistant_mask[1:]),
+                base_loglik=base_ll[i],
+                adapter_loglik=adapter_ll[i],
+                base_success=base_ok.get(i),
+                adapter_success=adapter_ok.get(i) if adapter_state is not None else None,
+            )
+            for i, (e, t) in enumerate(zip(tokenized, trajectories, strict=True))
         )
-        for i, (e, t) in enumerate(zip(tokenized, trajectories, strict=True))
-    ))
+    )

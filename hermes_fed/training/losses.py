@@ -22,8 +22,9 @@ def loss_positions(loss_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return rows, cols
 
 
-def token_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                   loss_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def token_logprobs(
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, loss_weights: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Log-probabilities of the target tokens at loss-carrying positions.
 
     Returns ``(logp, rows, weights)``: one entry per loss-carrying target token, its batch
@@ -38,8 +39,7 @@ def token_logprobs(model: Any, input_ids: torch.Tensor, attention_mask: torch.Te
     head = base.get_output_embeddings()
     softcap = getattr(base.config, "final_logit_softcapping", None)
     if head is not None and softcap is None and hasattr(base, "get_decoder"):
-        hidden = base.get_decoder()(input_ids=input_ids,
-                                    attention_mask=attention_mask).last_hidden_state
+        hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         logits = head(hidden[rows, cols])
     else:
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[rows, cols]
@@ -60,9 +60,14 @@ def sequence_logprobs(logp: torch.Tensor, rows: torch.Tensor, batch_size: int) -
     return torch.zeros(batch_size, dtype=logp.dtype, device=logp.device).index_add(0, rows, logp)
 
 
-def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
-             reference_chosen: torch.Tensor, reference_rejected: torch.Tensor, beta: float,
-             weights: torch.Tensor | None = None) -> torch.Tensor:
+def dpo_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    reference_chosen: torch.Tensor,
+    reference_rejected: torch.Tensor,
+    beta: float,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Direct Preference Optimization loss (Rafailov et al., 2023, arXiv 2305.18290, eq. 7).
 
     ``-log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r)))``, averaged (optionally

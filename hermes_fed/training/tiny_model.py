@@ -52,11 +52,7 @@ TINY_SIZES: dict[str, TinyModelSize] = {
 
 def chat_template() -> str:
     """Return the hermes-fed chat template (Jinja) shipped with the package."""
-    return (
-        resources.files("hermes_fed.training")
-        .joinpath("chat_template.jinja")
-        .read_text(encoding="utf-8")
-    )
+    return resources.files("hermes_fed.training").joinpath("chat_template.jinja").read_text(encoding="utf-8")
 
 
 _TOOLS = ("calculator", "search", "read_file", "run_sql", "http_get", "send_email")
@@ -78,17 +74,25 @@ def _corpus_lines(seed: int, n: int) -> Iterator[str]:
         op = rng.choice("+-*/")
         tool = rng.choice(_TOOLS)
         words = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(4, 14)))
-        args = json.dumps({"expression": f"{a}{op}{b}"} if tool == "calculator" else
-                          {"query": words, "limit": rng.randint(1, 50)})
+        args = json.dumps(
+            {"expression": f"{a}{op}{b}"}
+            if tool == "calculator"
+            else {"query": words, "limit": rng.randint(1, 50)}
+        )
         yield "<|im_start|>system\nYou are a helpful agent with tools.<|im_end|>"
         yield f"<|im_start|>user\nWhat is {a}{op}{b}? Also {words}.<|im_end|>"
-        yield (f'<|im_start|>assistant\n<tool_call>{{"name": "{tool}", "arguments": '
-               f"{args}}}</tool_call><|im_end|>")
-        yield (f'<|im_start|>tool\n<tool_response>{{"result": {a + b}, "status": "ok"}}'
-               "</tool_response><|im_end|>")
+        yield (
+            f'<|im_start|>assistant\n<tool_call>{{"name": "{tool}", "arguments": '
+            f"{args}}}</tool_call><|im_end|>"
+        )
+        yield (
+            f'<|im_start|>tool\n<tool_response>{{"result": {a + b}, "status": "ok"}}'
+            "</tool_response><|im_end|>"
+        )
         yield f"<|im_start|>assistant\n{a}{op}{b} = {a + b}. The {words}.<|im_end|>"
-        yield json.dumps({"name": tool, "description": f"{tool} tool: {words}",
-                          "parameters": {"type": "object"}})
+        yield json.dumps(
+            {"name": tool, "description": f"{tool} tool: {words}", "parameters": {"type": "object"}}
+        )
 
 
 def train_tokenizer(vocab_size: int, *, seed: int = 0) -> object:
@@ -115,8 +119,7 @@ def train_tokenizer(vocab_size: int, *, seed: int = 0) -> object:
         eos_token="<|im_end|>",
         pad_token="<|pad|>",
         unk_token=None,
-        additional_special_tokens=[t for t in SPECIAL_TOKENS if t not in ("<|im_end|>",
-                                                                           "<|pad|>")],
+        additional_special_tokens=[t for t in SPECIAL_TOKENS if t not in ("<|im_end|>", "<|pad|>")],
     )
     fast.chat_template = chat_template()
     return fast

@@ -87,18 +87,27 @@ class _Schedule:
     def micro_batch(self, i: int) -> list[TokenizedExample]:
         epoch, j = divmod(i, self.per_epoch)
         if epoch not in self._epochs:
-            self._epochs = {epoch: length_buckets(self._lengths, self._config.batch_size,
-                                                  seed=self._config.seed * 100_003 + epoch)}
+            self._epochs = {
+                epoch: length_buckets(
+                    self._lengths, self._config.batch_size, seed=self._config.seed * 100_003 + epoch
+                )
+            }
         return [self._data[k] for k in self._epochs[epoch][j]]
 
 
-def _fingerprint(config: LoraTrainingConfig, base_sha: str, data_sha: str,
-                 init: Mapping[str, np.ndarray] | None, pairs_sha: str) -> str:
+def _fingerprint(
+    config: LoraTrainingConfig,
+    base_sha: str,
+    data_sha: str,
+    init: Mapping[str, np.ndarray] | None,
+    pairs_sha: str,
+) -> str:
     cfg = config.to_dict()
     for volatile in ("device", "checkpoint_every"):
         cfg.pop(volatile)
-    body = json.dumps([cfg, base_sha, data_sha, state_sha256(init) if init else None,
-                       pairs_sha], sort_keys=True)
+    body = json.dumps(
+        [cfg, base_sha, data_sha, state_sha256(init) if init else None, pairs_sha], sort_keys=True
+    )
     return hashlib.sha256(body.encode()).hexdigest()
 
 
@@ -110,9 +119,11 @@ def _check_init(model: Any, init: Mapping[str, np.ndarray], config: LoraTraining
         current = adapter_state(model)
         for name, arr in init.items():
             if ".lora_A." in name and name in current and not np.array_equal(arr, current[name]):
-                raise TrainingError(f"step 0: init_adapter tensor {name} differs from the "
-                                    f"frozen-a A of seed {config.frozen_a_seed}; every node "
-                                    "must share A")
+                raise TrainingError(
+                    f"step 0: init_adapter tensor {name} differs from the "
+                    f"frozen-a A of seed {config.frozen_a_seed}; every node "
+                    "must share A"
+                )
 
 
 def _check_gradients(model: Any, step: int) -> None:
@@ -130,8 +141,14 @@ def _check_parameters(model: Any, step: int) -> None:
 class _Preference:
     """DPO pairs tokenized once, with reference log-probs from the initial policy."""
 
-    def __init__(self, tokenizer: Any, pairs: Sequence[PreferenceExample],
-                 config: LoraTrainingConfig, model: Any, device: str) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        pairs: Sequence[PreferenceExample],
+        config: LoraTrainingConfig,
+        model: Any,
+        device: str,
+    ) -> None:
         def tok(t: Mapping[str, Any]) -> TokenizedExample:
             return tokenize_trajectory(tokenizer, t, max_length=config.max_length)
 
@@ -144,15 +161,18 @@ class _Preference:
         self.sha = dataset_sha256(self.chosen + self.rejected)
         model.eval()
         with torch.no_grad():
-            self.ref_chosen = torch.cat([self._seq_logp(model, self.chosen[i:i + 16])
-                                         for i in range(0, len(pairs), 16)])
-            self.ref_rejected = torch.cat([self._seq_logp(model, self.rejected[i:i + 16])
-                                           for i in range(0, len(pairs), 16)])
+            self.ref_chosen = torch.cat(
+                [self._seq_logp(model, self.chosen[i : i + 16]) for i in range(0, len(pairs), 16)]
+            )
+            self.ref_rejected = torch.cat(
+                [self._seq_logp(model, self.rejected[i : i + 16]) for i in range(0, len(pairs), 16)]
+            )
 
     def _seq_logp(self, model: Any, examples: Sequence[TokenizedExample]) -> torch.Tensor:
         batch = _to_device(collate(examples, self.pad_id), self.device)
-        logp, rows, _ = losses.token_logprobs(model, batch["input_ids"],
-                                              batch["attention_mask"], batch["loss_weights"])
+        logp, rows, _ = losses.token_logprobs(
+            model, batch["input_ids"], batch["attention_mask"], batch["loss_weights"]
+        )
         return losses.sequence_logprobs(logp, rows, len(examples)).cpu()
 
     def loss(self, model: Any, step: int, beta: float) -> torch.Tensor:
@@ -160,21 +180,24 @@ class _Preference:
         idx = [(step * self.batch_size + k) % n for k in range(min(self.batch_size, n))]
         pc = self._seq_logp(model, [self.chosen[i] for i in idx])
         pr = self._seq_logp(model, [self.rejected[i] for i in idx])
-        return losses.dpo_loss(pc, pr, self.ref_chosen[idx], self.ref_rejected[idx], beta,
-                               self.weights[idx])
+        return losses.dpo_loss(pc, pr, self.ref_chosen[idx], self.ref_rejected[idx], beta, self.weights[idx])
 
 
-def _save_checkpoint(path: Path, step: int, model: Any, optimizer: Any, fingerprint: str,
-                     history: list[float]) -> None:
+def _save_checkpoint(
+    path: Path, step: int, model: Any, optimizer: Any, fingerprint: str, history: list[float]
+) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save({
-        "step": step,
-        "fingerprint": fingerprint,
-        "adapter": {k: torch.from_numpy(v) for k, v in adapter_state(model).items()},
-        "optimizer": optimizer.state_dict(),
-        "rng": torch.get_rng_state(),
-        "history": history,
-    }, tmp)
+    torch.save(
+        {
+            "step": step,
+            "fingerprint": fingerprint,
+            "adapter": {k: torch.from_numpy(v) for k, v in adapter_state(model).items()},
+            "optimizer": optimizer.state_dict(),
+            "rng": torch.get_rng_state(),
+            "history": history,
+        },
+        tmp,
+    )
     os.replace(tmp, path)  # atomic: a crash mid-write leaves the previous checkpoint
 
 
@@ -240,8 +263,13 @@ def train_adapter(
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
 
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
-    fingerprint = _fingerprint(config, base_model_sha256(base_model_dir), dataset_sha256(data),
-                               init_adapter, pref.sha if pref else "")
+    fingerprint = _fingerprint(
+        config,
+        base_model_sha256(base_model_dir),
+        dataset_sha256(data),
+        init_adapter,
+        pref.sha if pref else "",
+    )
     start, history = 0, []
     saved = _load_checkpoint(ckpt_path, fingerprint) if ckpt_path else None
     if saved is not None:
@@ -259,9 +287,9 @@ def train_adapter(
         step_loss = 0.0
         for micro in range((step - 1) * ga, step * ga):
             batch = _to_device(collate(schedule.micro_batch(micro), pad_id), device)
-            logp, _, weights = losses.token_logprobs(model, batch["input_ids"],
-                                                     batch["attention_mask"],
-                                                     batch["loss_weights"])
+            logp, _, weights = losses.token_logprobs(
+                model, batch["input_ids"], batch["attention_mask"], batch["loss_weights"]
+            )
             loss = losses.weighted_sft_loss(logp, weights)
             value = float(loss.detach())
             if not math.isfinite(value):
@@ -281,8 +309,12 @@ def train_adapter(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         history.append(step_loss)
-        if ckpt_path is not None and config.checkpoint_every and \
-                step % config.checkpoint_every == 0 and step < schedule.steps:
+        if (
+            ckpt_path is not None
+            and config.checkpoint_every
+            and step % config.checkpoint_every == 0
+            and step < schedule.steps
+        ):
             ckpt_path.parent.mkdir(parents=True, exist_ok=True)
             _save_checkpoint(ckpt_path, step, model, optimizer, fingerprint, history)
         if progress is not None:

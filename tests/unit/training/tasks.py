@@ -18,14 +18,21 @@ def arithmetic_trajectory(i: int, seed: int = 0) -> dict[str, Any]:
         "messages": [
             {"role": "system", "content": "You are a helpful agent."},
             {"role": "user", "content": f"What is {expr}?"},
-            {"role": "assistant", "content": "",
-             "tool_calls": [{"id": "call_1", "name": "calculator",
-                             "arguments": {"expression": expr}}]},
-            {"role": "tool", "tool_call_id": "call_1", "name": "calculator",
-             "content": f'{{"result": {a + b}}}'},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [{"id": "call_1", "name": "calculator", "arguments": {"expression": expr}}],
+            },
+            {
+                "role": "tool",
+                "tool_call_id": "call_1",
+                "name": "calculator",
+                "content": f'{{"result": {a + b}}}',
+            },
             {"role": "assistant", "content": f"The answer is {a + b}."},
         ],
-        "tools": [{"name": "calculator", "description": "evaluates arithmetic",
-                   "parameters": {"type": "object"}}],
+        "tools": [
+            {"name": "calculator", "description": "evaluates arithmetic", "parameters": {"type": "object"}}
+        ],
         "final_response": f"The answer is {a + b}.",
     }

@@ -32,8 +32,15 @@ from hermes_fed.training.dataset import TrainingExample
 from hermes_fed.training.trainer import train_adapter
 from tests.unit.training.tasks import arithmetic_trajectory
 
-CONFIG = LoraTrainingConfig(r=4, alpha=8.0, lr=1e-2, max_steps=3, batch_size=4, device="cpu",
-                            target_modules=("q_proj", "v_proj", "down_proj"))
+CONFIG = LoraTrainingConfig(
+    r=4,
+    alpha=8.0,
+    lr=1e-2,
+    max_steps=3,
+    batch_size=4,
+    device="cpu",
+    target_modules=("q_proj", "v_proj", "down_proj"),
+)
 
 
 @pytest.fixture(scope="module")
@@ -61,19 +68,22 @@ def test_state_names_and_shapes_follow_peft(trained: dict[str, np.ndarray]) -> N
     assert all(v.dtype == np.float32 for v in trained.values())
 
 
-def test_save_and_load_reproduce_logits_exactly(tiny_model_dir: Path, tmp_path: Path,
-                                                trained: dict[str, np.ndarray]) -> None:
+def test_save_and_load_reproduce_logits_exactly(
+    tiny_model_dir: Path, tmp_path: Path, trained: dict[str, np.ndarray]
+) -> None:
     # Prepare: the reference model holds the trained state directly
     base, _ = load_base_model(tiny_model_dir)
     reference = build_peft_model(base, CONFIG)
     load_adapter_state(reference, trained)
     expected = _logits(reference)
-    manifest = AdapterManifest(base_model_sha256=base_model_sha256(tiny_model_dir),
-                               parent_version="v1", dataset_manifest_sha256="ab" * 32,
-                               metrics={"heldout_loglik_delta": 1.5})
+    manifest = AdapterManifest(
+        base_model_sha256=base_model_sha256(tiny_model_dir),
+        parent_version="v1",
+        dataset_manifest_sha256="ab" * 32,
+        metrics={"heldout_loglik_delta": 1.5},
+    )
     # Execute
-    directory = save_adapter(tmp_path / "adapter", trained, CONFIG, manifest,
-                             base_model_dir=tiny_model_dir)
+    directory = save_adapter(tmp_path / "adapter", trained, CONFIG, manifest, base_model_dir=tiny_model_dir)
     saved = load_adapter(directory)
     base2, _ = load_base_model(tiny_model_dir)
     ours = build_peft_model(base2, saved.config)
@@ -83,8 +93,9 @@ def test_save_and_load_reproduce_logits_exactly(tiny_model_dir: Path, tmp_path: 
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    theirs = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)),
-                                       str(directory))
+    theirs = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(str(tiny_model_dir)), str(directory)
+    )
     assert torch.equal(_logits(theirs), expected)
     assert not torch.equal(_logits(load_base_model(tiny_model_dir)[0]), expected)
     assert saved.config == CONFIG
@@ -109,14 +120,19 @@ def test_tampered_adapter_file_is_refused(tmp_path: Path, trained: dict[str, np.
         load_adapter(directory)
 
 
-@pytest.mark.parametrize(("mutate", "message"), [
-    (lambda s, k: {**s, k: s[k][:, :-1]}, "shape"),
-    (lambda s, k: {kk: v for kk, v in s.items() if kk != k}, "missing"),
-    (lambda s, k: {**s, "base_model.model.extra.lora_A.weight": s[k]}, "unknown"),
-    (lambda s, k: {**s, k: np.full_like(s[k], np.nan)}, "NaN"),
-], ids=["shape", "missing", "unknown", "nan"])
-def test_state_that_does_not_fit_is_refused(tiny_model_dir: Path, trained: dict[str, np.ndarray],
-                                            mutate: Any, message: str) -> None:
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda s, k: {**s, k: s[k][:, :-1]}, "shape"),
+        (lambda s, k: {kk: v for kk, v in s.items() if kk != k}, "missing"),
+        (lambda s, k: {**s, "base_model.model.extra.lora_A.weight": s[k]}, "unknown"),
+        (lambda s, k: {**s, k: np.full_like(s[k], np.nan)}, "NaN"),
+    ],
+    ids=["shape", "missing", "unknown", "nan"],
+)
+def test_state_that_does_not_fit_is_refused(
+    tiny_model_dir: Path, trained: dict[str, np.ndarray], mutate: Any, message: str
+) -> None:
     model = build_peft_model(load_base_model(tiny_model_dir)[0], CONFIG)
     key = sorted(trained)[0]
     before = adapter_state(model)
@@ -143,11 +159,18 @@ def test_base_model_hash_tracks_weight_bytes(tiny_model_dir: Path, tmp_path: Pat
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.dictionaries(st.text(min_size=1, max_size=8),
-                       st.tuples(st.integers(1, 4), st.integers(1, 4)), min_size=1, max_size=4),
-       st.integers(0, 2**32 - 1))
-def test_state_sha256_is_order_free_and_value_sensitive(shapes: dict[str, tuple[int, int]],
-                                                        seed: int) -> None:
+@given(
+    st.dictionaries(
+        st.text(min_size=1, max_size=8),
+        st.tuples(st.integers(1, 4), st.integers(1, 4)),
+        min_size=1,
+        max_size=4,
+    ),
+    st.integers(0, 2**32 - 1),
+)
+def test_state_sha256_is_order_free_and_value_sensitive(
+    shapes: dict[str, tuple[int, int]], seed: int
+) -> None:
     rng = np.random.default_rng(seed)
     state = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
     reordered = dict(reversed(list(state.items())))
@@ -157,8 +180,7 @@ def test_state_sha256_is_order_free_and_value_sensitive(shapes: dict[str, tuple[
     assert state_sha256(bumped) != state_sha256(state)
 
 
-def test_config_round_trip_and_frozen_a_config(tmp_path: Path,
-                                               trained: dict[str, np.ndarray]) -> None:
+def test_config_round_trip_and_frozen_a_config(tmp_path: Path, trained: dict[str, np.ndarray]) -> None:
     config = dataclasses.replace(CONFIG, frozen_a=True, frozen_a_seed=9)
     saved = load_adapter(save_adapter(tmp_path / "f", trained, config, AdapterManifest("0")))
     assert saved.config == config

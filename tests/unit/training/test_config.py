@@ -11,30 +11,56 @@ from hypothesis import strategies as st
 from hermes_fed.training.config import LoraTrainingConfig
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("r", 0), ("alpha", 0.0), ("alpha", float("nan")), ("dropout", 1.0), ("dropout", -0.1),
-    ("lr", -1e-3), ("epochs", 0), ("max_steps", 0), ("batch_size", 0),
-    ("grad_accumulation", 0), ("max_length", 1.5), ("device", "tpu"),
-    ("target_modules", ()), ("target_modules", ["q_proj"]), ("dpo_beta", 0.0),
-    ("dpo_weight", -1.0), ("max_grad_norm", 0.0), ("checkpoint_every", -1),
-    ("weight_decay", float("inf")),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("r", 0),
+        ("alpha", 0.0),
+        ("alpha", float("nan")),
+        ("dropout", 1.0),
+        ("dropout", -0.1),
+        ("lr", -1e-3),
+        ("epochs", 0),
+        ("max_steps", 0),
+        ("batch_size", 0),
+        ("grad_accumulation", 0),
+        ("max_length", 1.5),
+        ("device", "tpu"),
+        ("target_modules", ()),
+        ("target_modules", ["q_proj"]),
+        ("dpo_beta", 0.0),
+        ("dpo_weight", -1.0),
+        ("max_grad_norm", 0.0),
+        ("checkpoint_every", -1),
+        ("weight_decay", float("inf")),
+    ],
+)
 def test_bad_value_is_named(field: str, value: Any) -> None:
-    with pytest.raises(ValueError, match=rf"LoraTrainingConfig\.{field} .*got {value!r}"
-                       .replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")
-                       .replace(")", r"\)")):
+    with pytest.raises(
+        ValueError,
+        match=rf"LoraTrainingConfig\.{field} .*got {value!r}".replace("[", r"\[")
+        .replace("]", r"\]")
+        .replace("(", r"\(")
+        .replace(")", r"\)"),
+    ):
         LoraTrainingConfig(**{field: value})
 
 
 @settings(max_examples=50, deadline=None)
-@given(r=st.integers(1, 64), alpha=st.floats(0.5, 64), dropout=st.floats(0, 0.9),
-       steps=st.one_of(st.none(), st.integers(1, 10_000)), frozen=st.booleans(),
-       modules=st.lists(st.sampled_from(["q_proj", "k_proj", "v_proj", "o_proj"]), min_size=1,
-                        unique=True))
-def test_dict_round_trip(r: int, alpha: float, dropout: float, steps: int | None, frozen: bool,
-                         modules: list[str]) -> None:
-    config = LoraTrainingConfig(r=r, alpha=alpha, dropout=dropout, max_steps=steps,
-                                frozen_a=frozen, target_modules=tuple(modules))
+@given(
+    r=st.integers(1, 64),
+    alpha=st.floats(0.5, 64),
+    dropout=st.floats(0, 0.9),
+    steps=st.one_of(st.none(), st.integers(1, 10_000)),
+    frozen=st.booleans(),
+    modules=st.lists(st.sampled_from(["q_proj", "k_proj", "v_proj", "o_proj"]), min_size=1, unique=True),
+)
+def test_dict_round_trip(
+    r: int, alpha: float, dropout: float, steps: int | None, frozen: bool, modules: list[str]
+) -> None:
+    config = LoraTrainingConfig(
+        r=r, alpha=alpha, dropout=dropout, max_steps=steps, frozen_a=frozen, target_modules=tuple(modules)
+    )
     assert LoraTrainingConfig.from_dict(config.to_dict()) == config
     assert config.scaling == alpha / r
 

@@ -33,21 +33,38 @@ def _call(name: str, args: dict[str, Any], cid: str = "c1") -> dict[str, Any]:
     return {"id": cid, "name": name, "arguments": args}
 
 
-PLAIN = {"trajectory_id": "t-plain", "messages": [
-    {"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello there!"}]}
-MULTI_TOOL = {"trajectory_id": "t-multi", "messages": [
-    {"role": "system", "content": "sys"},
-    {"role": "user", "content": "look up two things"},
-    {"role": "assistant", "content": "Checking.",
-     "tool_calls": [_call("search", {"query": "a b", "limit": 3}),
-                    _call("read_file", {"path": "x.txt"}, "c2")]},
-    {"role": "tool", "tool_call_id": "c1", "name": "search", "content": '{"hits": []}'},
-    {"role": "tool", "tool_call_id": "c2", "name": "read_file", "content": "file body"},
-    {"role": "assistant", "content": "Nothing found; the file says: file body"}],
-    "tools": [{"name": "search", "description": "d", "parameters": {"type": "object"}}]}
-MULTI_TURN = {"trajectory_id": "t-turns", "messages": [
-    {"role": "user", "content": "first"}, {"role": "assistant", "content": "one"},
-    {"role": "user", "content": "second"}, {"role": "assistant", "content": "two ü"}]}
+PLAIN = {
+    "trajectory_id": "t-plain",
+    "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello there!"}],
+}
+MULTI_TOOL = {
+    "trajectory_id": "t-multi",
+    "messages": [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": "look up two things"},
+        {
+            "role": "assistant",
+            "content": "Checking.",
+            "tool_calls": [
+                _call("search", {"query": "a b", "limit": 3}),
+                _call("read_file", {"path": "x.txt"}, "c2"),
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "name": "search", "content": '{"hits": []}'},
+        {"role": "tool", "tool_call_id": "c2", "name": "read_file", "content": "file body"},
+        {"role": "assistant", "content": "Nothing found; the file says: file body"},
+    ],
+    "tools": [{"name": "search", "description": "d", "parameters": {"type": "object"}}],
+}
+MULTI_TURN = {
+    "trajectory_id": "t-turns",
+    "messages": [
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "one"},
+        {"role": "user", "content": "second"},
+        {"role": "assistant", "content": "two ü"},
+    ],
+}
 
 
 def _expected_assistant_pieces(trajectory: dict[str, Any]) -> list[str]:
@@ -57,9 +74,13 @@ def _expected_assistant_pieces(trajectory: dict[str, Any]) -> list[str]:
         if m["role"] != "assistant":
             continue
         calls = "".join(
-            '<tool_call>{"name": ' + json.dumps(c["name"], ensure_ascii=False)
-            + ', "arguments": ' + json.dumps(c["arguments"], ensure_ascii=False) + "}</tool_call>"
-            for c in m.get("tool_calls", []))
+            '<tool_call>{"name": '
+            + json.dumps(c["name"], ensure_ascii=False)
+            + ', "arguments": '
+            + json.dumps(c["arguments"], ensure_ascii=False)
+            + "}</tool_call>"
+            for c in m.get("tool_calls", [])
+        )
         pieces.append(m["content"] + calls + "<|im_end|>")
     return pieces
 
@@ -75,10 +96,14 @@ def _runs(mask: tuple[int, ...]) -> list[tuple[int, int]]:
     return runs
 
 
-@pytest.mark.parametrize("trajectory", [PLAIN, MULTI_TOOL, MULTI_TURN, arithmetic_trajectory(3)],
-                         ids=["plain", "multi-tool", "multi-turn", "arithmetic"])
-def test_inv_t1_loss_mask_covers_exactly_the_assistant_tokens(tokenizer: Any,
-                                                               trajectory: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "trajectory",
+    [PLAIN, MULTI_TOOL, MULTI_TURN, arithmetic_trajectory(3)],
+    ids=["plain", "multi-tool", "multi-turn", "arithmetic"],
+)
+def test_inv_t1_loss_mask_covers_exactly_the_assistant_tokens(
+    tokenizer: Any, trajectory: dict[str, Any]
+) -> None:
     # Prepare
     expected = _expected_assistant_pieces(trajectory)
     # Execute
@@ -87,8 +112,9 @@ def test_inv_t1_loss_mask_covers_exactly_the_assistant_tokens(tokenizer: Any,
     runs = _runs(example.assistant_mask)
     decoded = [tokenizer.decode(example.input_ids[a:b]) for a, b in runs]
     assert decoded == expected
-    unmasked = tokenizer.decode([t for t, m in zip(example.input_ids, example.assistant_mask,
-                                                   strict=True) if not m])
+    unmasked = tokenizer.decode(
+        [t for t, m in zip(example.input_ids, example.assistant_mask, strict=True) if not m]
+    )
     for message in trajectory["messages"]:
         if message["role"] in ("user", "tool"):
             assert message["content"] in unmasked
@@ -102,14 +128,23 @@ def test_tool_calls_and_results_are_rendered(tokenizer: Any) -> None:
     assert '"description": "d"' in text
 
 
-@pytest.mark.parametrize(("trajectory", "field"), [
-    ({"trajectory_id": "t", "messages": []}, "messages"),
-    ({"trajectory_id": "t", "messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
-    ({"trajectory_id": "t", "messages": [{"role": "user", "content": 3}]}, "messages[0].content"),
-    ({"trajectory_id": "t", "messages": [{"role": "assistant", "content": "",
-                                          "tool_calls": [{"name": "f", "arguments": "x=1"}]}]},
-     "messages[0].tool_calls[0]"),
-])
+@pytest.mark.parametrize(
+    ("trajectory", "field"),
+    [
+        ({"trajectory_id": "t", "messages": []}, "messages"),
+        ({"trajectory_id": "t", "messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
+        ({"trajectory_id": "t", "messages": [{"role": "user", "content": 3}]}, "messages[0].content"),
+        (
+            {
+                "trajectory_id": "t",
+                "messages": [
+                    {"role": "assistant", "content": "", "tool_calls": [{"name": "f", "arguments": "x=1"}]}
+                ],
+            },
+            "messages[0].tool_calls[0]",
+        ),
+    ],
+)
 def test_malformed_trajectory_names_the_field(trajectory: dict[str, Any], field: str) -> None:
     with pytest.raises(ValueError, match=field.replace("[", r"\[").replace("]", r"\]")):
         to_chat(trajectory)
@@ -127,10 +162,9 @@ def test_truncation_keeps_the_start_and_drops_examples_without_loss(tokenizer: A
     first_loss = full.assistant_mask.index(1)
     # Execute
     cut = tokenize_trajectory(tokenizer, MULTI_TOOL, max_length=first_loss + 3)
-    kept = build_dataset(tokenizer, [TrainingExample(MULTI_TOOL, 1.0, "gold")],
-                         max_length=first_loss)
+    kept = build_dataset(tokenizer, [TrainingExample(MULTI_TOOL, 1.0, "gold")], max_length=first_loss)
     # Assert
-    assert cut.truncated and cut.input_ids == full.input_ids[:first_loss + 3]
+    assert cut.truncated and cut.input_ids == full.input_ids[: first_loss + 3]
     assert kept == []
 
 
@@ -139,18 +173,18 @@ def test_collate_weights_only_assistant_targets(tokenizer: Any) -> None:
     b = tokenize_trajectory(tokenizer, MULTI_TURN, max_length=512, weight=0.3)
     batch = collate([a, b], pad_id=tokenizer.pad_token_id)
     assert batch["input_ids"].shape == (2, max(len(a.input_ids), len(b.input_ids)))
-    np.testing.assert_array_equal(batch["loss_weights"][0, :len(a.input_ids)],
-                                  np.array([0, *a.assistant_mask[1:]], dtype=np.float32) * 5.0)
-    assert batch["loss_weights"][0, len(a.input_ids):].sum() == 0
+    np.testing.assert_array_equal(
+        batch["loss_weights"][0, : len(a.input_ids)],
+        np.array([0, *a.assistant_mask[1:]], dtype=np.float32) * 5.0,
+    )
+    assert batch["loss_weights"][0, len(a.input_ids) :].sum() == 0
     assert batch["attention_mask"].sum() == len(a.input_ids) + len(b.input_ids)
     assert set(np.unique(batch["loss_weights"][1])) <= {0.0, np.float32(0.3)}
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.integers(1, 300), min_size=1, max_size=200), st.integers(1, 9),
-       st.integers(0, 2**31))
-def test_length_buckets_use_every_index_once(lengths: list[int], batch_size: int,
-                                             seed: int) -> None:
+@given(st.lists(st.integers(1, 300), min_size=1, max_size=200), st.integers(1, 9), st.integers(0, 2**31))
+def test_length_buckets_use_every_index_once(lengths: list[int], batch_size: int, seed: int) -> None:
     batches = length_buckets(lengths, batch_size, seed)
     flat = sorted(i for b in batches for i in b)
     assert flat == list(range(len(lengths)))
@@ -163,7 +197,7 @@ def test_length_buckets_reduce_padding() -> None:
     lengths = [int(x) for x in rng.integers(10, 500, size=512)]
     batches = length_buckets(lengths, 8, seed=1)
     padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
-    naive = sum(8 * max(lengths[i:i + 8]) for i in range(0, 512, 8))
+    naive = sum(8 * max(lengths[i : i + 8]) for i in range(0, 512, 8))
     assert padded < 0.8 * naive
 
 
@@ -172,8 +206,9 @@ ids_strategy = st.lists(st.text(min_size=1, max_size=12), max_size=60, unique=Tr
 
 @settings(max_examples=60, deadline=None)
 @given(ids_strategy, ids_strategy, st.floats(0.0, 0.99), st.integers(0, 1000))
-def test_inv_t2_heldout_membership_is_stable_as_data_grows(old: list[str], new: list[str],
-                                                           fraction: float, seed: int) -> None:
+def test_inv_t2_heldout_membership_is_stable_as_data_grows(
+    old: list[str], new: list[str], fraction: float, seed: int
+) -> None:
     # Prepare
     before = split_heldout(old, fraction, seed)
     # Execute
@@ -201,10 +236,14 @@ def test_examples_from_manifest_keeps_order_weight_and_tier() -> None:
     from hermes_fed.training.dataset import examples_from_manifest
 
     trajectories = {t["trajectory_id"]: t for t in (arithmetic_trajectory(i) for i in range(3))}
-    items = [ManifestItem("t-0-2", "platinum", 5.0, "arithmetic"),
-             ManifestItem("t-0-0", "bronze", 0.3, "arithmetic")]
+    items = [
+        ManifestItem("t-0-2", "platinum", 5.0, "arithmetic"),
+        ManifestItem("t-0-0", "bronze", 0.3, "arithmetic"),
+    ]
     examples = examples_from_manifest(items, trajectories)
     assert [(e.trajectory["trajectory_id"], e.weight, e.tier) for e in examples] == [
-        ("t-0-2", 5.0, "platinum"), ("t-0-0", 0.3, "bronze")]
+        ("t-0-2", 5.0, "platinum"),
+        ("t-0-0", 0.3, "bronze"),
+    ]
     with pytest.raises(ValueError, match="t-9"):
         examples_from_manifest([ManifestItem("t-9", "gold", 2.0, "x")], trajectories)

@@ -20,9 +20,16 @@ from hermes_fed.training.verifiers import (
 from tests.unit.training.tasks import arithmetic_trajectory
 
 
-@pytest.mark.parametrize(("expression", "value"), [
-    ("2+3", 5.0), ("7 * 6", 42.0), ("10/4", 2.5), ("-3 - -4", 1.0), ("(1+2)*3", 9.0),
-])
+@pytest.mark.parametrize(
+    ("expression", "value"),
+    [
+        ("2+3", 5.0),
+        ("7 * 6", 42.0),
+        ("10/4", 2.5),
+        ("-3 - -4", 1.0),
+        ("(1+2)*3", 9.0),
+    ],
+)
 def test_safe_arithmetic(expression: str, value: float) -> None:
     assert safe_arithmetic(expression) == value
 
@@ -37,16 +44,19 @@ ARITH = arithmetic_trajectory(0)  # some a+b with a tool call
 A_PLUS_B = int(ARITH["final_response"].split()[-1].rstrip("."))
 
 
-@pytest.mark.parametrize(("trajectory", "response", "ok"), [
-    (ARITH, f"The answer is {A_PLUS_B}.", True),
-    (ARITH, f"{A_PLUS_B + 1}", False),
-    (ARITH, f"first {A_PLUS_B + 1}, finally {A_PLUS_B}", True),
-    (ARITH, "no number here", False),
-    ({"task": "What is 12*3?", "messages": []}, "36", True),
-    ({"task": "What is 12*3?", "messages": []}, "35.9", False),
-    ({"task": "total please", "messages": [], "final_response": "It is 7.5"}, "7.5", True),
-    ({"task": "total please", "messages": []}, "7", False),
-])
+@pytest.mark.parametrize(
+    ("trajectory", "response", "ok"),
+    [
+        (ARITH, f"The answer is {A_PLUS_B}.", True),
+        (ARITH, f"{A_PLUS_B + 1}", False),
+        (ARITH, f"first {A_PLUS_B + 1}, finally {A_PLUS_B}", True),
+        (ARITH, "no number here", False),
+        ({"task": "What is 12*3?", "messages": []}, "36", True),
+        ({"task": "What is 12*3?", "messages": []}, "35.9", False),
+        ({"task": "total please", "messages": [], "final_response": "It is 7.5"}, "7.5", True),
+        ({"task": "total please", "messages": []}, "7", False),
+    ],
+)
 def test_arithmetic_verifier(trajectory: Mapping[str, Any], response: str, ok: bool) -> None:
     assert ArithmeticVerifier().verify(trajectory, response) is ok
 
@@ -80,8 +90,14 @@ def test_evaluate_base_only_and_with_verifiers(tiny_model_dir: Path) -> None:
     heldout = [typed(0, "yes"), typed(1, "no"), typed(2, "unverified")]
     registry = VerifierRegistry((_Always("yes", True), _Always("no", False)))
     # Execute
-    result = evaluate(tiny_model_dir, None, heldout, verifiers=registry, max_new_tokens=4,
-                      config=LoraTrainingConfig(device="cpu"))
+    result = evaluate(
+        tiny_model_dir,
+        None,
+        heldout,
+        verifiers=registry,
+        max_new_tokens=4,
+        config=LoraTrainingConfig(device="cpu"),
+    )
     # Assert
     by_type = {e.task_type: e for e in result.examples}
     assert by_type["yes"].base_success is True and by_type["no"].base_success is False
@@ -99,18 +115,20 @@ def test_zero_adapter_matches_base(tiny_model_dir: Path) -> None:
 
     config = LoraTrainingConfig(r=2, device="cpu")
     zero = adapter_state(build_peft_model(load_base_model(tiny_model_dir)[0], config))
-    result = evaluate(tiny_model_dir, zero, [arithmetic_trajectory(i) for i in range(3)],
-                      config=config, max_new_tokens=2)
-    assert all(e.adapter_loglik == pytest.approx(e.base_loglik, abs=1e-5)
-               for e in result.examples)
+    result = evaluate(
+        tiny_model_dir, zero, [arithmetic_trajectory(i) for i in range(3)], config=config, max_new_tokens=2
+    )
+    assert all(e.adapter_loglik == pytest.approx(e.base_loglik, abs=1e-5) for e in result.examples)
     assert result.metrics()["heldout_loglik_delta"] == pytest.approx(0.0, abs=1e-5)
 
 
 def test_metrics_are_sufficient_statistics() -> None:
-    result = EvalResult((
-        ExampleEval("t1", "x", 3, -2.0, -1.0, None, None),
-        ExampleEval("t2", "x", 5, -4.0, -1.0, None, None),
-    ))
+    result = EvalResult(
+        (
+            ExampleEval("t1", "x", 3, -2.0, -1.0, None, None),
+            ExampleEval("t2", "x", 5, -4.0, -1.0, None, None),
+        )
+    )
     metrics = result.metrics()
     assert metrics["heldout_loglik_delta_sum"] == 4.0
     assert metrics["heldout_loglik_delta_sumsq"] == 10.0

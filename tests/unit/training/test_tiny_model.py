@@ -28,8 +28,7 @@ def test_reloads_offline_with_identical_outputs(tiny_model_dir: Path) -> None:
         "torch.save((ids, m(input_ids=torch.tensor([ids])).logits), sys.argv[1])"
     )
     out = tiny_model_dir.parent / "logits.pt"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     # Execute
     subprocess.run([sys.executable, "-c", code, str(out)], check=True, env=env, timeout=120)
     ids, logits = torch.load(out)

@@ -20,8 +20,7 @@ from hermes_fed.training.evaluation import evaluate
 from hermes_fed.training.trainer import CHECKPOINT, train_adapter
 from tests.unit.training.tasks import arithmetic_trajectory
 
-FAST = LoraTrainingConfig(r=4, lr=1e-2, max_steps=4, batch_size=4, max_length=256,
-                          device="cpu")
+FAST = LoraTrainingConfig(r=4, lr=1e-2, max_steps=4, batch_size=4, max_length=256, device="cpu")
 
 
 def _examples(n: int, seed: int = 0, weight: float = 1.0) -> list[TrainingExample]:
@@ -66,29 +65,38 @@ def _poisoned_base(base: Path, out: Path, token_id: int) -> Path:
     weights["model.embed_tokens.weight"] = embed
     save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
     config = (base / "config.json").read_text()
-    (out / "config.json").write_text(config.replace('"tie_word_embeddings": true',
-                                                    '"tie_word_embeddings": false'))
+    (out / "config.json").write_text(
+        config.replace('"tie_word_embeddings": true', '"tie_word_embeddings": false')
+    )
     return out
 
 
-def test_inv_t4_nan_in_a_batch_stops_training_naming_the_step(tiny_model_dir: Path,
-                                                               tmp_path: Path) -> None:
+def test_inv_t4_nan_in_a_batch_stops_training_naming_the_step(tiny_model_dir: Path, tmp_path: Path) -> None:
     # Prepare: only the example mentioning "<tool_response>" meets the NaN embedding
     from transformers import AutoTokenizer
 
-    token = AutoTokenizer.from_pretrained(str(tiny_model_dir)).convert_tokens_to_ids(
-        "<tool_response>")
+    token = AutoTokenizer.from_pretrained(str(tiny_model_dir)).convert_tokens_to_ids("<tool_response>")
     base = _poisoned_base(tiny_model_dir, tmp_path / "poisoned", token)
-    clean = [TrainingExample({"trajectory_id": f"c{i}", "messages": [
-        {"role": "user", "content": f"say {i}"}, {"role": "assistant", "content": f"{i}"}]},
-        1.0, "gold") for i in range(5)]
+    clean = [
+        TrainingExample(
+            {
+                "trajectory_id": f"c{i}",
+                "messages": [
+                    {"role": "user", "content": f"say {i}"},
+                    {"role": "assistant", "content": f"{i}"},
+                ],
+            },
+            1.0,
+            "gold",
+        )
+        for i in range(5)
+    ]
     poisoned = TrainingExample(arithmetic_trajectory(0), 1.0, "gold")
     config = dataclasses.replace(FAST, batch_size=1, max_steps=6)
     done: list[int] = []
     # Execute
     with pytest.raises(TrainingError) as caught:
-        train_adapter(base, [*clean, poisoned], config,
-                      progress=lambda step, total, loss: done.append(step))
+        train_adapter(base, [*clean, poisoned], config, progress=lambda step, total, loss: done.append(step))
     # Assert: the failing step is the one after the last completed step, and the loss named
     match = re.search(r"step (\d+): loss is nan", str(caught.value))
     assert match, str(caught.value)
@@ -135,15 +143,14 @@ def test_frozen_a_refuses_an_init_adapter_with_another_a(tiny_model_dir: Path) -
     config = dataclasses.replace(FAST, frozen_a=True, frozen_a_seed=1, max_steps=1)
     init = train_adapter(tiny_model_dir, _examples(4), config).adapter
     with pytest.raises(TrainingError, match="frozen-a"):
-        train_adapter(tiny_model_dir, _examples(4),
-                      dataclasses.replace(config, frozen_a_seed=2), init_adapter=init)
+        train_adapter(
+            tiny_model_dir, _examples(4), dataclasses.replace(config, frozen_a_seed=2), init_adapter=init
+        )
 
 
-def test_inv_t5_resumed_run_equals_uninterrupted_run(tiny_model_dir: Path,
-                                                     tmp_path: Path) -> None:
+def test_inv_t5_resumed_run_equals_uninterrupted_run(tiny_model_dir: Path, tmp_path: Path) -> None:
     # Prepare
-    config = dataclasses.replace(FAST, max_steps=6, dropout=0.1, checkpoint_every=2,
-                                 grad_accumulation=2)
+    config = dataclasses.replace(FAST, max_steps=6, dropout=0.1, checkpoint_every=2, grad_accumulation=2)
     straight = train_adapter(tiny_model_dir, _examples(12), config)
 
     def crash_at_3(step: int, total: int, loss: float) -> None:
@@ -152,8 +159,7 @@ def test_inv_t5_resumed_run_equals_uninterrupted_run(tiny_model_dir: Path,
 
     # Execute: crash after step 3 (checkpoint at step 2), then run again
     with pytest.raises(KeyboardInterrupt):
-        train_adapter(tiny_model_dir, _examples(12), config, progress=crash_at_3,
-                      checkpoint_dir=tmp_path)
+        train_adapter(tiny_model_dir, _examples(12), config, progress=crash_at_3, checkpoint_dir=tmp_path)
     assert (tmp_path / CHECKPOINT).exists()
     resumed = train_adapter(tiny_model_dir, _examples(12), config, checkpoint_dir=tmp_path)
     # Assert
@@ -169,14 +175,14 @@ def test_checkpoint_of_other_inputs_is_not_resumed(tiny_model_dir: Path, tmp_pat
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train_adapter(tiny_model_dir, _examples(8), config, progress=crash,
-                      checkpoint_dir=tmp_path)
+        train_adapter(tiny_model_dir, _examples(8), config, progress=crash, checkpoint_dir=tmp_path)
     other = train_adapter(tiny_model_dir, _examples(8, seed=5), config, checkpoint_dir=tmp_path)
     assert other.metrics["resumed_from_step"] == 0
 
 
-def _seq_logp(base: Path, adapter: dict[str, np.ndarray] | None, trajectory: dict[str, Any],
-              config: LoraTrainingConfig) -> float:
+def _seq_logp(
+    base: Path, adapter: dict[str, np.ndarray] | None, trajectory: dict[str, Any], config: LoraTrainingConfig
+) -> float:
     result = evaluate(base, adapter, [trajectory], config=config).examples[0]
     value = result.adapter_loglik if adapter is not None else result.base_loglik
     assert value is not None
@@ -188,21 +194,34 @@ def test_dpo_prefers_chosen_over_rejected(tiny_model_dir: Path) -> None:
     pairs = []
     for i in range(8):
         chosen = arithmetic_trajectory(i, seed=3)
-        rejected = {**chosen, "messages": [*chosen["messages"][:-1],
-                                           {"role": "assistant", "content": "I cannot do that."}]}
+        rejected = {
+            **chosen,
+            "messages": [*chosen["messages"][:-1], {"role": "assistant", "content": "I cannot do that."}],
+        }
         pairs.append(PreferenceExample(rejected=rejected, chosen=chosen))
-    config = dataclasses.replace(FAST, preference_loss=True, dpo_beta=0.5, max_steps=12,
-                                 lr=5e-3, dpo_weight=1.0)
-    sft_only = [TrainingExample({"trajectory_id": "s", "messages": [
-        {"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}, 1e-3, "bronze")]
+    config = dataclasses.replace(
+        FAST, preference_loss=True, dpo_beta=0.5, max_steps=12, lr=5e-3, dpo_weight=1.0
+    )
+    sft_only = [
+        TrainingExample(
+            {
+                "trajectory_id": "s",
+                "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}],
+            },
+            1e-3,
+            "bronze",
+        )
+    ]
     # Execute
     result = train_adapter(tiny_model_dir, sft_only, config, preference_pairs=pairs)
     # Assert: the chosen-minus-rejected margin grows under the adapter
     probe = pairs[0]
-    before = (_seq_logp(tiny_model_dir, None, dict(probe.chosen), config)
-              - _seq_logp(tiny_model_dir, None, dict(probe.rejected), config))
-    after = (_seq_logp(tiny_model_dir, result.adapter, dict(probe.chosen), config)
-             - _seq_logp(tiny_model_dir, result.adapter, dict(probe.rejected), config))
+    before = _seq_logp(tiny_model_dir, None, dict(probe.chosen), config) - _seq_logp(
+        tiny_model_dir, None, dict(probe.rejected), config
+    )
+    after = _seq_logp(tiny_model_dir, result.adapter, dict(probe.chosen), config) - _seq_logp(
+        tiny_model_dir, result.adapter, dict(probe.rejected), config
+    )
     assert after > before + 1.0, (before, after)
     assert result.metrics["dpo_loss_last"] < float(np.log(2))
 
@@ -213,8 +232,9 @@ def test_tier_weights_change_the_update(tiny_model_dir: Path) -> None:
     config = dataclasses.replace(FAST, batch_size=4, max_steps=1)
     ones = train_adapter(tiny_model_dir, _examples(4, weight=1.0), config).adapter
     fives = train_adapter(tiny_model_dir, _examples(4, weight=5.0), config).adapter
-    mixed_examples = [dataclasses.replace(e, weight=5.0 if i == 0 else 0.3)
-                      for i, e in enumerate(_examples(4))]
+    mixed_examples = [
+        dataclasses.replace(e, weight=5.0 if i == 0 else 0.3) for i, e in enumerate(_examples(4))
+    ]
     mixed = train_adapter(tiny_model_dir, mixed_examples, config).adapter
     assert all(np.allclose(ones[k], fives[k], atol=1e-6) for k in ones)
     assert any(not np.allclose(ones[k], mixed[k], atol=1e-6) for k in ones)
