@@ -146,3 +146,16 @@ def test_real_sampling_is_seeded(tiny_model_dir: Path) -> None:
 def test_agent_config_refuses_bad_values(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=f"AgentConfig.{field}"):
         AgentConfig(**{field: value})
+
+
+def test_evaluate_measures_task_success_of_every_family(tiny_model_dir: Path) -> None:
+    # Prepare: importing hermes_fed.sim.tasks registered the families' verifiers
+    from hermes_fed.sim.coldstart import cold_start_trajectories
+    from hermes_fed.training.evaluation import evaluate
+
+    golden = cold_start_trajectories(sorted(FAMILIES), 1, seed=0)
+    # Execute
+    metrics = evaluate(tiny_model_dir, None, golden, max_new_tokens=4).metrics()
+    # Assert: every family is judged (a random model solves none of them)
+    assert metrics["success_n"] == len(FAMILIES)
+    assert metrics["success_rate_base"] == 0.0
