@@ -144,3 +144,35 @@ def test_register_node_needs_a_coordinator_with_node_auth(tmp_path: Path,
     # Assert
     assert res.returncode != 0
     assert "--node-auth" in res.stderr + res.stdout
+
+
+def test_node_ingest_serves_tls_with_the_certificates_from_certs_init(
+    tmp_path: Path, env: dict[str, str],
+) -> None:
+    # Prepare: the node's gRPC ingest with the server certificate `certs init` made
+    from hermes_fed.client import IngestError
+    from hermes_fed.events import NewEvent
+    from tests.integration.ingest_node import NodeProcess
+
+    certs = tmp_path / "certs"
+    assert _cli("certs", "init", str(certs), env=env).returncode == 0
+    node = NodeProcess(tmp_path / "node", f"sqlite:///{tmp_path / 'node.db'}",
+                       tls={"cert_file": str(certs / "server.pem"),
+                            "key_file": str(certs / "server.key")})
+    node.root_certificates = (certs / "ca.pem").read_bytes()
+    node.start()
+    try:
+        # Execute: a client trusting the CA, and one speaking plaintext
+        results = node.client().append([NewEvent(stream_id="session-tls", type="SessionEnded",
+                                                 data={})])
+        plain = NodeProcess(tmp_path / "plain", "sqlite:///unused.db")
+        plain.port = node.port
+        with pytest.raises(IngestError) as caught:
+            plain.client(timeout_s=2.0).append(
+                [NewEvent(stream_id="session-tls", type="SessionEnded", data={})])
+
+        # Assert
+        assert results[0].position == 1
+        assert caught.value.code == "UNAVAILABLE"
+    finally:
+        assert node.stop() == 0
