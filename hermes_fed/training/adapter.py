@@ -131,6 +131,17 @@ def build_peft_model(base_model: Any, config: LoraTrainingConfig) -> Any:
     return model
 
 
+def load_for_config(peft_model: Any, state: Mapping[str, np.ndarray], config: LoraTrainingConfig) -> None:
+    """``load_adapter_state``; in frozen-a mode a state of B factors only is accepted.
+
+    The federation's frozen-a mode ships only B (A is the shared seed's, invariant T3);
+    the model built by ``build_peft_model`` already holds that A.
+    """
+    missing = set(adapter_state(peft_model)) - set(state)
+    partial = config.frozen_a and all(".lora_A." in name for name in missing)
+    load_adapter_state(peft_model, state, partial=partial)
+
+
 def adapter_state(peft_model: Any) -> dict[str, np.ndarray]:
     """The LoRA tensors of a peft model as float32 NumPy arrays, by peft state-dict name."""
     import torch

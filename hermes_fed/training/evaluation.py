@@ -20,8 +20,8 @@ import torch
 from hermes_fed.training import losses
 from hermes_fed.training.adapter import (
     build_peft_model,
-    load_adapter_state,
     load_base_model,
+    load_for_config,
     resolve_device,
 )
 from hermes_fed.training.config import LoraTrainingConfig
@@ -183,7 +183,7 @@ def evaluate(
     adapter_ok: dict[int, bool] = {}
     if adapter_state is not None:
         model = build_peft_model(base, config)
-        load_adapter_state(model, adapter_state)
+        load_for_config(model, adapter_state, config)
         adapter_ll = list(_mean_logliks(model, tokenized, pad_id, device, batch_size))
         adapter_ok = successes(model)
     return EvalResult(

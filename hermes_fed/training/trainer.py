@@ -36,6 +36,7 @@ from hermes_fed.training.adapter import (
     build_peft_model,
     load_adapter_state,
     load_base_model,
+    load_for_config,
     resolve_device,
     state_sha256,
 )
@@ -252,7 +253,7 @@ def train_adapter(
     if init_adapter is not None:
         _check_init(model, init_adapter, config)
         try:
-            load_adapter_state(model, init_adapter)
+            load_for_config(model, init_adapter, config)
         except AdapterError as exc:
             raise TrainingError(f"step 0: init_adapter does not fit: {exc}") from exc
     pref = None

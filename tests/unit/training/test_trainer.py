@@ -242,3 +242,21 @@ def test_tier_weights_change_the_update(tiny_model_dir: Path) -> None:
 
 def test_torch_threads_left_alone() -> None:
     assert torch.get_num_threads() == 1
+
+
+def test_frozen_a_accepts_an_init_adapter_of_b_factors_only(tiny_model_dir: Path) -> None:
+    # Prepare: the federation ships only B in frozen-a mode
+    config = dataclasses.replace(FAST, frozen_a=True, frozen_a_seed=3, max_steps=2)
+    full = train_adapter(tiny_model_dir, _examples(4), config).adapter
+    b_only = {k: v for k, v in full.items() if ".lora_B." in k}
+    # Execute
+    from_full = train_adapter(tiny_model_dir, _examples(4, seed=1), config, init_adapter=full)
+    from_b = train_adapter(tiny_model_dir, _examples(4, seed=1), config, init_adapter=b_only)
+    with_a = evaluate(tiny_model_dir, full, [arithmetic_trajectory(0)], config=config)
+    without_a = evaluate(tiny_model_dir, b_only, [arithmetic_trajectory(0)], config=config)
+    # Assert
+    assert all(np.array_equal(from_full.adapter[k], from_b.adapter[k]) for k in full)
+    assert with_a.examples[0].adapter_loglik == without_a.examples[0].adapter_loglik
+    not_frozen = dataclasses.replace(config, frozen_a=False)
+    with pytest.raises(TrainingError, match="missing"):
+        train_adapter(tiny_model_dir, _examples(4), not_frozen, init_adapter=b_only)
