@@ -8,6 +8,7 @@ an accepted session scores 0.5 + 0.3 + 0.1 = 0.9, an unaccepted one 0.5 - 0.3 + 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,8 +32,15 @@ def _task_identity() -> None:
 
 @pytest.fixture(scope="module")
 def tenant(tmp_path_factory: pytest.TempPathFactory) -> SeededTenant:
-    return seed_ab_tenant(tmp_path_factory.mktemp("ab"), "acme", ab_test_id=TEST_ID, users=90,
+    return seed_ab_tenant(tmp_path_factory.mktemp("ab"), "acme", ab_test_id=TEST_ID, users=91,
                           traffic_split=0.5, effect=-0.3)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from hermes_fed.training.tiny_model import init_tiny_model
+
+    return init_tiny_model(tmp_path_factory.mktemp("model") / "tiny", "1m")
 
 
 def _context(t: SeededTenant, model: str = "/nonexistent", **extra: object) -> Context:
@@ -90,7 +98,7 @@ def test_online_reply_holds_per_arm_sums_with_cuped_covariates_and_nothing_else(
 
 
 def test_online_cell_under_k_min_is_suppressed_with_its_covariates(tenant: SeededTenant) -> None:
-    # Prepare: k_min above the smaller arm's size but not the larger's
+    # Prepare: k_min above the smaller arm's size but not the larger's (91 users: never a tie)
     sizes = {arm: sum(a == arm for a in tenant.arm_of_user.values())
              for arm in ("control", "treatment")}
     small, big = sorted(sizes, key=sizes.__getitem__)
@@ -141,18 +149,17 @@ def test_bad_query_fails_as_a_type_name_only(tenant: SeededTenant, config: dict[
 
 
 def test_offline_reply_is_the_paired_difference_on_the_heldout_split(
-        tenant: SeededTenant, tmp_path_factory: pytest.TempPathFactory) -> None:
+        tenant: SeededTenant, tiny_model: Path) -> None:
     import torch
 
     from hermes_fed.store import Keyring, open_store
     from hermes_fed.training.adapter import adapter_state, build_peft_model, load_base_model
     from hermes_fed.training.config import LoraTrainingConfig
     from hermes_fed.training.evaluation import evaluate
-    from hermes_fed.training.tiny_model import init_tiny_model
     from tenant_node.ab_stats import heldout_trajectories
 
     torch.set_num_threads(1)
-    model = init_tiny_model(tmp_path_factory.mktemp("model") / "tiny", "1m")
+    model = tiny_model
     config = LoraTrainingConfig(r=4, alpha=8.0, max_length=256, device="cpu")
     base, _ = load_base_model(model, "cpu")
     state = adapter_state(build_peft_model(base, config))
@@ -178,3 +185,48 @@ def test_offline_reply_is_the_paired_difference_on_the_heldout_split(
     assert math.isclose(got.sum, sum(d), rel_tol=1e-6, abs_tol=1e-9)
     assert got.sum_x is not None and math.isclose(got.sum_x, sum(x), rel_tol=1e-6)
     assert set(reply.content) == {"metrics"}
+
+
+def test_offline_look_from_registry_to_recorded_decision(
+        tenant: SeededTenant, tiny_model: Path, tmp_path: Path) -> None:
+    """The coordinator's offline message (from the registry) answered by the node, recorded."""
+    import torch
+
+    from coordinator.abtest import ABTestLog
+    from coordinator.abtest_rounds import _offline_content, _record_offline, _wants_offline
+    from coordinator.promotion import PromotionLog
+    from coordinator.registry import AdapterRegistry
+    from hermes_fed.training.adapter import adapter_state, build_peft_model, load_base_model
+    from hermes_fed.training.config import LoraTrainingConfig
+
+    # Prepare: a published candidate, registered as such, under a test against the base model
+    torch.set_num_threads(1)
+    config = LoraTrainingConfig(r=4, alpha=8.0, device="cpu")
+    base, _ = load_base_model(tiny_model, "cpu")
+    rng = np.random.default_rng(1)
+    tensors = {k: (v + 0.05 * rng.standard_normal(v.shape)).astype(v.dtype)
+               for k, v in adapter_state(build_peft_model(base, config)).items()}
+    with AdapterRegistry.open(tmp_path / "coordinator") as registry:
+        version = registry.publish(tensors, parent=None, lineage={"r": 4, "alpha": 8.0},
+                                   training_config=config).version
+        promotions = PromotionLog(registry.store)
+        promotions.promote(version, reason="trained")
+        abtests = ABTestLog(registry.store)
+        abtests.create("base", version, ab_test_id="ab-offline")
+        status = abtests.get("ab-offline")
+        assert _wants_offline(status, promotions)
+        content = _offline_content(registry, status)
+
+        # Execute: the node answers the message the coordinator built; the look is recorded
+        reply = app(message=Message(content, dst_node_id=1, message_type="query.ab_stats"),
+                    context=_context(tenant, str(tiny_model)))
+        outcome = _record_offline(abtests, status, {1: reply}, [1, 2], None)
+        after = abtests.get("ab-offline")
+
+        # Assert
+        stats = after.looks[0]["stats"]
+        assert stats["mode"] == "offline" and stats["tenants"]["1"]["paired"]["n"] >= 20
+        assert stats["suppressed_tenants"] == ["2: no reply"]
+        assert outcome.decision is not None and outcome.decision.numbers["mode"] == "offline"
+        assert not _wants_offline(after, promotions)  # the next look is online (or none)
+        assert "current" not in content and content.config_records["config"]["r"] == 4
