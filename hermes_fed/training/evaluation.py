@@ -154,6 +154,8 @@ def evaluate(
         ``LoraTrainingConfig()``. Its ``max_length`` and ``device`` apply here too.
     verifiers
         Task-success checks by task type; types without a verifier get no success figure.
+    max_new_tokens
+        Greedy decoding budget of the final turn; 0 skips generation (log-likelihood only).
     """
     config = config or LoraTrainingConfig()
     device = resolve_device(config.device)
@@ -164,7 +166,11 @@ def evaluate(
     trajectories = [trajectories[i] for i in kept]
     tokenized = [tokenized[i] for i in kept]
     pad_id = tokenizer.pad_token_id
-    judged = [i for i, t in enumerate(trajectories) if str(t.get("task_type", "")) in verifiers]
+    judged = [
+        i
+        for i, t in enumerate(trajectories)
+        if max_new_tokens > 0 and str(t.get("task_type", "")) in verifiers
+    ]
     prompts = [_final_turn_prompt(tokenizer, trajectories[i]) for i in judged]
 
     def successes(model: Any) -> dict[int, bool]:

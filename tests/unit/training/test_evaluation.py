@@ -134,3 +134,15 @@ def test_metrics_are_sufficient_statistics() -> None:
     assert metrics["heldout_loglik_delta_sumsq"] == 10.0
     assert metrics["heldout_loglik_base"] == -3.0 and metrics["heldout_n"] == 2.0
     assert all(isinstance(v, float) for v in metrics.values())
+
+
+def test_zero_new_tokens_skips_generation(tiny_model_dir: Path) -> None:
+    result = evaluate(
+        tiny_model_dir,
+        None,
+        [arithmetic_trajectory(0)],
+        max_new_tokens=0,
+        config=LoraTrainingConfig(device="cpu"),
+    )
+    assert result.examples[0].base_success is None
+    assert "success_n" not in result.metrics() and result.metrics()["heldout_n"] == 1
