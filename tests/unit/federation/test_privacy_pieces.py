@@ -93,7 +93,7 @@ def _completed(round_number: int, privacy: dict[str, Any]) -> Any:
     from hermes_fed.events import new_event
     from hermes_fed.events.coordinator import RoundCompleted
 
-    record = RoundCompleted(round_id=f"r-{round_number}", round=round_number,  # type: ignore[call-arg]
+    record = RoundCompleted(round_id=f"r-{round_number}", round=round_number,
                             version=None, report={"privacy": privacy})
     return new_event(record, stream_id=f"r-{round_number}")
 
@@ -300,3 +300,45 @@ def test_s1_secagg_below_the_threshold_raises_naming_the_stage() -> None:
     with pytest.raises(FederationError, match="halted at stage collect-masked-vectors with 3 "
                                               "of 5 nodes alive"):
         _exchange([1, 2, 3, 4, 5], {4, 5}, secagg_shares=5, secagg_threshold=4)
+
+
+# --- the CLI refuses before anything starts --------------------------------------------
+@pytest.mark.parametrize(("extra", "needle"), [
+    (["--secagg", "--mode", "exact"], "SecAgg+ needs aggregation mode frozen-a"),
+    (["--secagg", "--min-nodes", "2"], ">= 3 nodes"),
+    (["--dp", "server", "--noise-multiplier", "0"], "noise_multiplier must be > 0"),
+])
+def test_round_run_refuses_a_privacy_setup_before_looking_for_a_coordinator(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], needle: str,
+) -> None:
+    from hermes_fed.cli import main
+
+    code = main(["round", "run", "--dir", str(tmp_path), "--base-model", str(tmp_path),
+                 "--min-nodes", "3", *extra])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert needle in err
+    assert "no coordinator is serving" not in err
+
+
+def test_certs_init_makes_a_ca_signed_loopback_server_certificate_and_node_keys(
+    tmp_path: Path,
+) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from coordinator.certs import CertsConfig, init_certs
+
+    paths = init_certs(tmp_path / "c", CertsConfig(nodes=("a", "b")))
+    ca = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())
+    server = x509.load_pem_x509_certificate(paths.server_cert.read_bytes())
+    server.verify_directly_issued_by(ca)
+    sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "127.0.0.1" in [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)]
+    for node in ("a", "b"):
+        key = serialization.load_ssh_private_key(paths.node_keys[node].read_bytes(), None)
+        pub = serialization.load_ssh_public_key(paths.node_public_keys[node].read_bytes())
+        assert key.public_key().public_numbers() == pub.public_numbers()  # type: ignore[union-attr]
+        assert paths.node_keys[node].stat().st_mode & 0o077 == 0
+    with pytest.raises(ConfigError, match="already holds a CA"):
+        init_certs(tmp_path / "c")
