@@ -117,9 +117,13 @@ class PrivacySettings:
             return 0.0
         return self.dp_noise_multiplier * self.dp_clip / math.sqrt(max(num_nodes, 1))
 
+    def node_clips(self) -> bool:
+        """Nodes clip in client mode and under SecAgg+ (the coordinator cannot see updates)."""
+        return self.dp == "client" or (self.dp_on and bool(self.secagg))
+
     def message_config(self, num_nodes: int) -> dict[str, str | float | int]:
         """What a node needs to shape its update (added to the ``train`` config)."""
-        return {"dp-mode": self.dp, "dp-clip": float(self.dp_clip) if self.dp_on else 0.0,
+        return {"dp-mode": self.dp, "dp-clip": float(self.dp_clip) if self.node_clips() else 0.0,
                 "dp-noise-std": float(self.node_noise_std(num_nodes)),
                 "secagg-clipping-range": float(self.secagg_clipping_range)}
 

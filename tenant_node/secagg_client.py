@@ -84,7 +84,7 @@ app = ClientApp(mods=[_guard, _secagg_only])
 
 def _dp(config: Mapping[str, Any]) -> tuple[str, float, float]:
     mode = str(config.get("dp-mode", "off"))
-    clip = float(config.get("dp-clip", 0.0)) if mode != "off" else 0.0
+    clip = float(config.get("dp-clip", 0.0)) if mode != "off" else 0.0  # 0: server clips
     noise = float(config.get("dp-noise-std", 0.0)) if mode == "client" else 0.0
     return mode, clip, noise
 

@@ -114,7 +114,7 @@ def test_dp_server_round_reports_epsilon_and_clips_every_update(
     assert privacy["epsilon_total"] == pytest.approx(expected_eps)
     assert set(privacy["per_node"]) == {n["node_id"] for n in report["nodes"]}
     norms = [p["update_norm"] for p in privacy["per_node"].values()]
-    assert max(norms) > clip  # the bound was binding for at least one node
+    assert max(norms) > 1.5 * clip  # the bound was binding (the node did not clip: server mode)
     for node in privacy["per_node"].values():
         assert node["clipped_norm"] <= clip * (1 + 1e-9)
     with AdapterRegistry.open(tmp_path) as registry:

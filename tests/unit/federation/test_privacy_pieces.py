@@ -88,6 +88,14 @@ def test_settings_come_from_the_run_config_with_dashes() -> None:
     assert s.node_noise_std(4) == pytest.approx(2.0 * 0.5 / 2)
 
 
+@pytest.mark.parametrize(("dp", "secagg", "node_clip"), [
+    ("server", 0, 0.0), ("client", 0, 0.5), ("server", 1, 0.5), ("off", 1, 0.0)])
+def test_nodes_clip_only_where_the_coordinator_cannot(dp: str, secagg: int,
+                                                      node_clip: float) -> None:
+    s = PrivacySettings(dp=dp, dp_clip=0.5, secagg=secagg)
+    assert s.message_config(3)["dp-clip"] == node_clip
+
+
 # --- accountant folded from the log (P1) and the budget (P2) --------------------------
 def _completed(round_number: int, privacy: dict[str, Any]) -> Any:
     from hermes_fed.events import new_event
