@@ -1,9 +1,9 @@
-"""``hermes-fed ab create|status|conclude``: cross-tenant A/B tests in the coordinator's log.
+"""``hermes-fed ab create|status|look|conclude``: cross-tenant A/B tests in the coordinator's log.
 
 ``--dir`` is the coordinator directory (``coordinator serve --dir``); the tests live in
-its event log (``coordinator.db``). Looks happen during federated rounds (or ``round run``
-with ``ab-only``); these commands create a test, show what its looks recorded, and let an
-operator conclude it. Output is JSON on stdout.
+its event log (``coordinator.db``). Looks happen after every federated round, or now with
+``ab look`` (an ``ab-only`` Flower run: no training); the other commands create a test,
+show what its looks recorded, and let an operator conclude it. Output is JSON on stdout.
 """
 
 from __future__ import annotations
@@ -61,6 +61,31 @@ def _conclude(args: argparse.Namespace) -> int:
     return 0
 
 
+def _look(args: argparse.Namespace) -> int:
+    """Submit an ``ab-only`` run to the serving coordinator: one look, no training."""
+    from coordinator.abtest import ABTestLog
+    from coordinator.federation import read_run_report, submit
+    from coordinator.registry import AdapterRegistry
+    from hermes_fed.errors import FederationError
+
+    root = Path(args.dir).resolve()
+    try:
+        info = json.loads((root / "serve.json").read_text())
+    except OSError:
+        raise FederationError(f"no coordinator is serving from {root}: start "
+                              "`hermes-fed coordinator serve --dir` first") from None
+    run_config: dict[str, str | int | float] = {
+        "coordinator-dir": str(root), "base-model": "unused-by-ab-looks", "ab-only": 1,
+        "num-server-rounds": args.looks, "min-nodes": args.min_nodes}
+    outcome = submit(Path(info["cli_home"]), Path(info["config"]), run_config,
+                     timeout=args.timeout)
+    read_run_report(root, outcome.run_id)
+    with AdapterRegistry.open(root) as registry:
+        _print({"run_id": outcome.run_id,
+                "tests": [t.to_dict() for t in ABTestLog(registry.store).all_tests()]})
+    return 0
+
+
 def register(parser: argparse.ArgumentParser) -> None:
     """The ``ab`` group."""
     sub = parser.add_subparsers(dest="ab_command", metavar="SUBCOMMAND", required=True)
@@ -81,6 +106,13 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--dir", required=True, help="coordinator directory")
     p.add_argument("id", nargs="?", default=None, help="test id; default: all tests")
     p.set_defaults(func=_status)
+
+    p = sub.add_parser("look", help="one look at every open test now (no training round)")
+    p.add_argument("--dir", required=True, help="the directory `coordinator serve` uses")
+    p.add_argument("--min-nodes", type=int, default=1, help="nodes to wait for; default 1")
+    p.add_argument("--looks", type=int, default=1, help="looks in a row; default 1")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds for the whole run")
+    p.set_defaults(func=_look)
 
     p = sub.add_parser("conclude", help="record ABTestConcluded (the last look's verdict)")
     p.add_argument("--dir", required=True, help="coordinator directory")

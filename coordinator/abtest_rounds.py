@@ -36,7 +36,7 @@ from flwr.serverapp import Grid
 from coordinator.abtest import ABTestLog, ABTestStatus, LookOutcome, arm_to_dict
 from coordinator.promotion import PromotionLog
 from hermes_fed.abtest import ArmStats, QualityGuardConfig, TenantArms
-from hermes_fed.errors import FederationError
+from hermes_fed.errors import HermesFedError
 from hermes_fed.events import to_micros, utcnow
 from hermes_fed.registry.promotion import Stage
 
@@ -255,6 +255,6 @@ def look_after_round(grid: Grid, registry: Any, nodes: Sequence[int], cfg: Any) 
     try:
         look_at_open_tests(grid, registry, nodes, timeout=cfg.round_timeout,
                            interval=cfg.poll_interval, now=utcnow())
-    except (FederationError, ValueError, KeyError) as exc:
+    except (HermesFedError, ValueError, KeyError) as exc:
         logger.error("action=ab_look status=failed error=%s", type(exc).__name__)
         logger.debug("ab look failed", exc_info=True)

@@ -2,17 +2,17 @@
 
 A SuperLink and three SuperNodes, each over its own seeded log (users with a pre-period
 session, ``AssignVariant`` assignments, test sessions where the treatment is clearly
-worse). An ``ab-only`` run makes one look: every node answers ``query.ab_stats`` with per-arm
-sums through its egress guard (one node's k_min is above its treatment arm, so that cell
-is refused and the node is listed as suppressed), the coordinator records
-``ABTestStatsReported`` and ``ABTestConcluded(ROLLBACK)`` (guardrail), rolls the treatment
-back from its A/B stage, and records the production version's quality. Every byte the
-nodes sent is scanned for the planted canaries (invariant 8). One run: each exchange
-costs seconds.
-"""
+worse). ``hermes-fed ab look`` submits an ``ab-only`` run that makes one look: every node
+answers ``query.ab_stats`` with per-arm sums through its egress guard (one node's k_min
+is above its treatment arm, so that cell is refused and the node is listed as
+suppressed), the coordinator records ``ABTestStatsReported`` and
+``ABTestConcluded(ROLLBACK)`` (guardrail), rolls the treatment back from its A/B stage,
+and records the production version's quality. Every byte the nodes sent is scanned for
+the planted canaries (invariant 8). One run: each exchange costs seconds."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from coordinator.federation import LocalFederation, NodeSpec
 from coordinator.promotion import PromotionLog
 from coordinator.registry import AdapterRegistry
 from coordinator.wire_capture import find_canaries
+from hermes_fed.cli import main
 from hermes_fed.registry.promotion import Stage
 from tests.unit.coordinator.ab_data import CANARY, SeededTenant, seed_ab_tenant
 
@@ -79,12 +80,15 @@ def test_online_look_through_flower_records_a_guardrail_rollback(
     assert federation.relay is not None
     canaries = [CANARY, *(u for t in tenants for u in list(t.arm_of_user)[:3])]
 
-    # Execute: one look, no training
-    federation.run({"coordinator-dir": str(coordinator_dir), "base-model": "/unused",
-                    "num-server-rounds": 1, "min-nodes": len(TENANTS), "ab-only": 1,
-                    "poll-interval": 0.2})
+    # `coordinator serve` leaves serve.json for the commands; this federation stands in for it
+    (coordinator_dir / "serve.json").write_text(json.dumps(
+        {"cli_home": str(federation.cli_home), "config": str(federation.config_path)}))
+
+    # Execute: `hermes-fed ab look`, one look, no training
+    code = main(["ab", "look", "--dir", str(coordinator_dir), "--min-nodes", str(len(TENANTS))])
 
     # Assert: the look, its conclusion and the automatic rollback are in the log
+    assert code == 0
     with AdapterRegistry.open(coordinator_dir) as registry:
         status = ABTestLog(registry.store).get(TEST_ID)
         promotions = PromotionLog(registry.store)

@@ -87,3 +87,8 @@ def test_model_group_keeps_the_training_commands(command: str) -> None:
     group = choices.choices["model"]  # type: ignore[index]
     sub = next(a for a in group._subparsers._group_actions)
     assert command in sub.choices
+
+
+def test_ab_look_needs_a_serving_coordinator(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "ab", "look", "--dir", str(tmp_path))
+    assert code == 1 and "coordinator serve" in err
