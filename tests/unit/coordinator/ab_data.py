@@ -39,10 +39,13 @@ def _session(stream: str, user: str, tid: str, accepted: bool, *, ab_test_id: st
                      {"role": "assistant", "content": "2+2 = 4"}],
         "tools": [], "final_response": "2+2 = 4",
     }
+    # personal fields under the user's subject key, as the ingest path and importer write them
     events = [
         new_event(SessionStarted(user_ref=user, model_version=version,  # type: ignore[call-arg]
-                                 variant=variant, ab_test_id=ab_test_id), stream_id=stream),
-        new_event(TrajectoryRecorded(**body), stream_id=stream),  # type: ignore[arg-type]
+                                 variant=variant, ab_test_id=ab_test_id), stream_id=stream,
+                  subject=user),
+        new_event(TrajectoryRecorded(**body), stream_id=stream,  # type: ignore[arg-type]
+                  subject=user),
     ]
     if accepted:
         events.append(new_event(OutputAccepted(trajectory_id=tid),  # type: ignore[call-arg]

@@ -123,6 +123,28 @@ def test_online_counts_only_users_of_the_asked_test(tenant: SeededTenant) -> Non
     assert metrics["ab.control.n"] == 0 and metrics["ab.treatment.n"] == 0
 
 
+def test_an_erased_user_leaves_the_arm_statistics(tmp_path: Path) -> None:
+    # Prepare: a fresh tenant (erasure is permanent) and one user to forget
+    from hermes_fed.store import Keyring, open_store
+
+    t = seed_ab_tenant(tmp_path, "umbrella", ab_test_id=TEST_ID, users=60, traffic_split=0.5,
+                       effect=0.0)
+    before = dict(_ask(t, _online()).content.metric_records["metrics"])
+    user = next(iter(t.arm_of_user))
+    store = open_store(t.store_url, t.tenant, keyring=Keyring.from_file(t.keyring))
+    try:
+        store.erase_subject(user, "user request")
+    finally:
+        store.close()
+    # Execute
+    after = dict(_ask(t, _online()).content.metric_records["metrics"])
+    # Assert: exactly that user's unit is gone from its arm
+    arm = f"ab.{t.arm_of_user[user]}"
+    assert after[f"{arm}.n"] == before[f"{arm}.n"] - 1
+    assert math.isclose(after[f"{arm}.sum"],
+                        before[f"{arm}.sum"] - _score(t.test_accepted[user]), abs_tol=1e-9)
+
+
 def test_version_mode_reports_the_sessions_of_that_version(tenant: SeededTenant) -> None:
     # Prepare: every seeded session runs version "base"
     scores = [_score(v) for v in tenant.pre_score_accepted.values()] + [
