@@ -414,18 +414,9 @@ class SqlEventStore(EventStore):
             return out, inserts
         assert self.keyring is not None
         wanted = sorted(subject_ids)
-        with self.engine.connect() as conn:
-            for i in range(0, len(wanted), 500):
-                rows = conn.execute(
-                    sa.text(
-                        "SELECT subject_id, key_ref, wrap_key_id, wrapped FROM subject_keys "
-                        "WHERE subject_id IN :s ORDER BY subject_id, key_ref"
-                    ).bindparams(sa.bindparam("s", expanding=True)),
-                    {"s": wanted[i : i + 500]},
-                ).all()
-                for subject_id, ref, wrap_id, wrapped in rows:
-                    if subject_id not in out:  # the lowest ref, as before
-                        out[subject_id] = (self.keyring.unwrap(wrap_id, bytes(wrapped), subject_id), ref)
+        for subject_id, ref, wrap_id, wrapped in sorted(self._fetch_subject_keys(wanted)):
+            if subject_id not in out:  # the lowest ref, as before
+                out[subject_id] = (self.keyring.unwrap(wrap_id, bytes(wrapped), subject_id), ref)
         for subject_id in wanted:
             if subject_id not in out:
                 key, ref = payload.new_subject_key()
@@ -576,19 +567,31 @@ class SqlEventStore(EventStore):
         wanted = sorted({r[9] for r in rows if r[9] is not None} - self._prefetched)
         if not wanted:
             return
-        with self.engine.connect() as conn:
-            for i in range(0, len(wanted), 500):
-                found = conn.execute(
-                    sa.text(
-                        "SELECT subject_id, key_ref, wrap_key_id, wrapped FROM subject_keys "
-                        "WHERE subject_id IN :s"
-                    ).bindparams(sa.bindparam("s", expanding=True)),
-                    {"s": wanted[i : i + 500]},
-                ).all()
-                for subject_id, ref, wrap_id, wrapped in found:
-                    key = self.keyring.unwrap(wrap_id, bytes(wrapped), subject_id)
-                    self._subject_cache[(subject_id, ref)] = key
+        for subject_id, ref, wrap_id, wrapped in self._fetch_subject_keys(wanted):
+            self._subject_cache[(subject_id, ref)] = self.keyring.unwrap(wrap_id, bytes(wrapped), subject_id)
         self._prefetched.update(wanted)
+
+    def _fetch_subject_keys(self, subject_ids: list[str]) -> list[tuple[Any, ...]]:
+        """Rows (subject_id, key_ref, wrap_key_id, wrapped) of the subjects, through the DBAPI
+        cursor (an expanding IN through SQLAlchemy was recompiled on every batch)."""
+        p, t = self._p, self._t
+        out: list[tuple[Any, ...]] = []
+        raw = self.engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            for i in range(0, len(subject_ids), 500):
+                chunk = subject_ids[i : i + 500]
+                cur.execute(
+                    f"SELECT subject_id, key_ref, wrap_key_id, wrapped FROM {t}subject_keys "
+                    f"WHERE subject_id IN ({','.join([p] * len(chunk))})",
+                    chunk,
+                )
+                out.extend(tuple(r) for r in cur.fetchall())
+            if self.dialect == "postgresql":
+                raw.commit()
+        finally:
+            raw.close()
+        return out
 
     def read(self, after: int = 0, limit: int | None = None) -> Iterator[StoredEvent]:
         self._forget_subject_keys()
