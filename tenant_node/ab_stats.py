@@ -160,6 +160,11 @@ def online_arm_stats(store: Any, query: AbQuery, quality: Any = None) -> dict[st
     for user, (variant, _) in assigned.items():
         if (a := _arm_of(variant, query)) is not None:
             arm[user] = a
+    # the pre-period ends at the user's assignment or first test session, whichever is first
+    cutoff = {user: position for user, (_, position) in assigned.items()}
+    for s in sessions:
+        if s.ab_test_id == query.ab_test_id:
+            cutoff[s.user_ref] = min(cutoff.get(s.user_ref, s.position), s.position)
     for s in sessions:
         score = scores.get(s.stream_id)
         if s.ab_test_id == query.ab_test_id:
@@ -167,10 +172,8 @@ def online_arm_stats(store: Any, query: AbQuery, quality: Any = None) -> dict[st
                 arm[s.user_ref] = a
             if score is not None:
                 outcome[s.user_ref].append(score)
-        elif s.ab_test_id is None and score is not None:
-            when = assigned.get(s.user_ref, ("", 1 << 62))[1]
-            if s.position < when:
-                pre[s.user_ref].append(score)
+        elif s.ab_test_id is None and score is not None and s.position < cutoff.get(s.user_ref, 0):
+            pre[s.user_ref].append(score)
     units = [u for u in sorted(arm) if outcome.get(u)]
     y = {u: float(np.mean(outcome[u])) for u in units}
     x_known = {u: float(np.mean(pre[u])) for u in units if pre.get(u)}

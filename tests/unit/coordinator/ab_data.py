@@ -56,11 +56,13 @@ def _session(stream: str, user: str, tid: str, accepted: bool, *, ab_test_id: st
 def seed_ab_tenant(root: Path, tenant: str, *, ab_test_id: str, users: int,
                    traffic_split: float, effect: float, seed: int = 0,
                    control_effect: float = 0.0, version: str = "base",
-                   treatment_version: str | None = None) -> SeededTenant:
+                   treatment_version: str | None = None,
+                   assign_via_node: bool = True) -> SeededTenant:
     """A SQLite log at ``root/<tenant>.db``; ``effect`` is added to treatment's acceptance.
 
     Pre-period and control sessions run ``version``; treatment sessions run
-    ``treatment_version`` (default: ``version`` too).
+    ``treatment_version`` (default: ``version`` too). Without ``assign_via_node`` the agent
+    picks the arm itself and only names it in ``SessionStarted`` (no ``VariantAssigned``).
     """
     from hermes_fed.store import Keyring, open_store
     from tenant_node.service import record_assignment
@@ -80,8 +82,11 @@ def seed_ab_tenant(root: Path, tenant: str, *, ab_test_id: str, users: int,
                                         pre[u], version=version)])
         arm_of = {}
         for u in refs:
-            arm, _, _ = record_assignment(store, ab_test_id, u, arms)  # the key ring's secret
-            arm_of[u] = arm.name
+            if assign_via_node:
+                arm, _, _ = record_assignment(store, ab_test_id, u, arms)  # the key ring's secret
+                arm_of[u] = arm.name
+            else:
+                arm_of[u] = "treatment" if rng.random() < traffic_split else "control"
         test = {}
         events: list[NewEvent] = []
         for i, u in enumerate(refs):

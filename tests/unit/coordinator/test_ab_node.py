@@ -70,9 +70,13 @@ def _wire(message: Message) -> bytes:
     return b"".join(o.deflate() for o in get_all_nested_objects(message).values())
 
 
+@pytest.mark.parametrize("via_node", [True, False], ids=["AssignVariant", "SessionStarted-variant"])
 def test_online_reply_holds_per_arm_sums_with_cuped_covariates_and_nothing_else(
-        tenant: SeededTenant) -> None:
+        tenant: SeededTenant, tmp_path: Path, via_node: bool) -> None:
     # Prepare: the expected sufficient statistics, by hand from the seed
+    if not via_node:
+        tenant = seed_ab_tenant(tmp_path, "hooli", ab_test_id=TEST_ID, users=60,
+                                traffic_split=0.5, effect=-0.3, assign_via_node=False)
     expected = {}
     for arm in ("control", "treatment"):
         users = [u for u, a in tenant.arm_of_user.items() if a == arm]
