@@ -14,9 +14,11 @@ Message contract (coordinator -> node):
   adapter, ``versions.parent-version``.
 * ``evaluate``: ``adapter`` + ``config``. Reply: held-out counts and log-likelihoods.
 * ``query.status``: nothing in. Reply: event and trajectory counts (k_min applies).
+* ``query.ab_stats``: ``config`` (an A/B test's facts and a mode; ``candidate``/``current``
+  adapters when offline, see :mod:`tenant_node.ab_stats`). Reply: per-arm cells only.
 
-More query handlers (``query.ab_stats``) register on :data:`app` from their own modules
-with ``@app.query("ab_stats")`` and build replies with :func:`tenant_node.egress.build_reply`.
+Further query handlers register on :data:`app` with ``@app.query("<name>")`` and build
+replies with :func:`tenant_node.egress.build_reply`.
 """
 
 from __future__ import annotations
