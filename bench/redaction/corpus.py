@@ -373,7 +373,7 @@ KINDS: dict[str, tuple[list, list, bool]] = {  # kind -> (planted, clean, is_jso
     "trace": (TRACE, TRACE_CLEAN, False), "tool_call": (TOOL_CALL, TOOL_CALL_CLEAN, True),
     "tool_result": (TOOL_RESULT, TOOL_RESULT_CLEAN, True),
 }
-_SLOT = re_slot = __import__("re").compile(r"\{(~?[A-Za-z_\-|]+)\}")
+_SLOT = __import__("re").compile(r"\{(~?[A-Za-z0-9_\-|]+)\}")
 _MARK = "\u27e6{}\u27e7"
 _MARK_RE = __import__("re").compile("\u27e6(\\d+)\u27e7")
 

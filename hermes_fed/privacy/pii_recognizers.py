@@ -73,11 +73,13 @@ class BrandedCreditCardRecognizer(CreditCardRecognizer):
 
 
 # --- phone -------------------------------------------------------------------------------
+# Possessive quantifiers (Python >= 3.11): every digit group is consumed whole and never
+# re-split, so a long run of separated digits cannot backtrack exponentially (ReDoS).
 _PHONE_CANDIDATE = re.compile(
     r"(?<![\w+.\-/:#=])"
-    r"(?:\+|00)?(?:\(\d{1,4}\)|\d{1,4})"
-    r"(?:[ .\-]?\(\d{1,4}\)|[ .\-]\d{1,5}|\d){2,}"
-    r"(?:\s?(?:ext\.?|x)\s?\d{1,5})?"
+    r"(?:\+|00)?+(?:\(\d{1,4}\)|\d++)"
+    r"(?:[ .\-]?\(\d{1,4}\)|[ .\-]\d++)*+"
+    r"(?:\s?(?:ext\.?|x)\s?\d{1,5})?+"
     r"(?![\w\-/]|[.:]\d)"
 )
 _DATE_LIKE = re.compile(
@@ -217,7 +219,7 @@ def deny_list_recognizer(terms: Sequence[str], name: str = "DenyListRecognizer"
 
 # --- IBAN ------------------------------------------------------------------------------
 _IBAN_CANDIDATE = re.compile(
-    r"(?i)(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{1,4}){3,9}(?![A-Za-z0-9])"
+    r"(?i)(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4})++(?: ?[A-Z0-9]{1,3})?+(?![A-Za-z0-9])"
 )
 _IBAN_COUNTRY = {cc: re.compile("^" + rx + "$") for cc, rx in IBAN_FORMATS.items()}
 

@@ -124,3 +124,27 @@ def test_invalid_checksums_are_rejected(redactor: Redactor) -> None:
     # Execute / Assert
     for text in texts:
         assert redactor.find(text) == [], text
+
+
+PATHOLOGICAL = [
+    "1-" * 400 + "x",                      # separated digit groups, then a letter
+    "123-" * 40 + "a",                     # (re-splittable groups: minutes with the old regex)
+    "1234 " * 40 + "a",
+    "12 " * 300 + "a",
+    "AB12" + "C" * 2000,                   # IBAN-like prefix, then a long token
+    "AB12 " + "CDEF " * 300 + "x",
+    "a@" * 500 + "b",
+    ":" * 2000 + "1",
+    "password=" * 300,
+    "eyJ" + "a." * 800,
+    ("x" * 60 + ".") * 100 + "py",
+]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("text", PATHOLOGICAL, ids=range(len(PATHOLOGICAL)))
+def test_no_catastrophic_backtracking(redactor: Redactor, text: str) -> None:
+    # A hang guard, not a speed test: nested quantifiers that re-split digit groups once
+    # made a 50-character run take minutes (possessive quantifiers now).
+    out = redactor.redact_text(text, session_key="redos")
+    assert redactor.redact_text(out, session_key="redos") == out
