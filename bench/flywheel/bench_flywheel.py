@@ -211,6 +211,8 @@ def main() -> int:
     p.add_argument("--model-size", default="1m", choices=("1m", "10m"))
     p.add_argument("--pretrain-steps", type=int, default=600,
                    help="generic tool-use pre-training of the base (0: random base)")
+    p.add_argument("--base-dir", default="",
+                   help="use this base model directory as is (skips init and pre-training)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=16, help="LoRA steps per tenant per round")
     p.add_argument("--lr", type=float, default=2e-3)
@@ -230,7 +232,11 @@ def main() -> int:
     started = time.perf_counter()
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    base, pretrain_info = prepare_base(work, args.model_size, args.pretrain_steps, args.seed)
+    if args.base_dir:
+        base, pretrain_info = Path(args.base_dir), {"given": args.base_dir}
+    else:
+        base, pretrain_info = prepare_base(work, args.model_size, args.pretrain_steps,
+                                           args.seed)
     log(f"base {base} {pretrain_info}")
     tenants = default_tenants()
     lora = LoraTrainingConfig(r=args.rank, alpha=2.0 * args.rank, lr=args.lr,
