@@ -162,8 +162,10 @@ faulty_leaves = st.sampled_from(
 )
 mixed_values = st.recursive(
     scalars | faulty_leaves,
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.text(max_size=4) | st.integers(0, 3) | st.just("\ud800"), inner, max_size=4),  # type: ignore[arg-type]
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=4) | st.integers(0, 3) | st.just("\ud800"), inner, max_size=4)
+    ),  # type: ignore[arg-type]
     max_leaves=20,
 )
 
