@@ -15,8 +15,8 @@ from .helpers import MakeStore
 from .workers import batch, write_batches
 
 WRITERS = 4
-BATCHES = 50  # per writer
-SIZE = 50  # events per batch: 4 * 50 * 50 = 10,000 events
+BATCHES = 25  # per writer
+SIZE = 100  # events per batch: 4 * 25 * 100 = 10,000 events
 
 
 class Subscriber:
