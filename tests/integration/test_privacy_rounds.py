@@ -65,9 +65,10 @@ def federation(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
 
 
 def _config(coordinator_dir: Path, model: Path, **privacy: Any) -> dict[str, Any]:
+    # no evaluate exchange (each costs seconds) except where a test turns it on
     return {"coordinator-dir": str(coordinator_dir), "base-model": str(model),
             "mode": "frozen-a", "num-server-rounds": 1, "min-nodes": len(TENANTS),
-            "max-steps": 2, "batch-size": 8, "lr": 0.005, **privacy}
+            "max-steps": 2, "batch-size": 8, "lr": 0.005, "evaluate": 0, **privacy}
 
 
 def _run(federation: LocalFederation, config: dict[str, Any],
@@ -104,7 +105,8 @@ def test_dp_server_round_reports_epsilon_and_clips_every_update(
 
     # Execute
     body = _run(federation, _config(tmp_path, tiny_model, **{
-        "dp": "server", "dp-clip": clip, "dp-noise-multiplier": z, "dp-delta": delta}))
+        "dp": "server", "dp-clip": clip, "dp-noise-multiplier": z, "dp-delta": delta,
+        "evaluate": 1}))
 
     # Assert: (epsilon, delta) of the round and cumulative, in the report and the lineage
     (report,) = body["rounds"]
@@ -113,6 +115,7 @@ def test_dp_server_round_reports_epsilon_and_clips_every_update(
     assert privacy["epsilon_round"] == pytest.approx(expected_eps)
     assert privacy["epsilon_total"] == pytest.approx(expected_eps)
     assert set(privacy["per_node"]) == {n["node_id"] for n in report["nodes"]}
+    assert all(n["heldout_after"] is not None for n in report["nodes"])
     norms = [p["update_norm"] for p in privacy["per_node"].values()]
     assert max(norms) > 1.5 * clip  # the bound was binding (the node did not clip: server mode)
     for node in privacy["per_node"].values():
