@@ -4,7 +4,10 @@ A real SuperLink and three real SuperNodes (separate processes, each with its ow
 tiny-model data and planted canaries), one round per aggregation mode, the registry's
 lineage, and an egress audit of every byte the SuperLink received from the nodes
 (invariant 8). Each message exchange costs seconds of Flower polling and process start-up,
-so the federation is started once per module and each mode runs one short round.
+so the federation is started once per module, each mode runs one short round, and the
+SuperNodes run with ``--isolation process`` and a long-lived ClientApp worker each
+(``tenant_node.warm_clientapp``), which saves the per-message start-up (bench/federation);
+test_federation_subprocess covers Flower's default per-message process.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ def tenants(tmp_path_factory: pytest.TempPathFactory) -> list[TenantData]:
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
                tenants: list[TenantData]) -> Iterator[LocalFederation]:
-    fed = LocalFederation(tmp_path_factory.mktemp("federation"), capture=True)
+    fed = LocalFederation(tmp_path_factory.mktemp("federation"), capture=True,
+                          isolation="process")
     try:
         fed.start()
         for t in tenants:
@@ -72,6 +76,8 @@ def test_one_round_per_mode_publishes_a_version_with_lineage_and_leaks_nothing(
 ) -> None:
     # Prepare
     assert federation.relay is not None
+    workers = {name: w.pid for name, w in federation.workers.items()}
+    assert len(workers) == len(TENANTS)
     with AdapterRegistry.open(coordinator_dir) as registry:
         before = [v.version for v in registry.versions()]
     bytes_before = len(federation.relay.upstream_bytes())
@@ -79,8 +85,11 @@ def test_one_round_per_mode_publishes_a_version_with_lineage_and_leaks_nothing(
     # Execute
     outcome = federation.run(_run_config(coordinator_dir, tiny_model, mode))
 
-    # Assert: Flower's status and the ServerApp's own result agree
+    # Assert: Flower's status and the ServerApp's own result agree; the same warm workers
+    # served every message
     assert outcome.completed
+    assert {name: w.pid for name, w in federation.workers.items()} == workers
+    assert all(w.alive() for w in federation.workers.values())
     result = json.loads((coordinator_dir / "reports" / f"run-{outcome.run_id}.json").read_text())
     assert result["status"] == "completed"
     (report,) = result["rounds"]
