@@ -64,11 +64,11 @@ def test_train_reply_carries_adapter_counts_and_versions() -> None:
     assert content["versions"]["parent-version"] == "v0-abc123"
 
 
-def test_e5_small_training_set_withholds_adapter() -> None:
-    reply = build_reply(_request(), ReplyPayload(adapter=LORA, num_examples=19), POLICY)
+def test_e5_small_training_set_withholds_adapter_and_its_metrics() -> None:
+    payload = ReplyPayload(adapter=LORA, num_examples=19, metrics={"train-loss": 2.5})
+    reply = build_reply(_request(), payload, POLICY)
     assert "adapter" not in reply.content
-    assert "num-examples" not in reply.content["metrics"]
-    assert reply.content["metrics"]["suppressed-cells"] == 1
+    assert dict(reply.content["metrics"]) == {"suppressed-cells": 1}
 
 
 @pytest.mark.parametrize(
