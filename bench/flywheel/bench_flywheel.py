@@ -209,7 +209,7 @@ def main() -> int:
     p.add_argument("--work-dir", default="var/bench-flywheel",
                    help="cache of the base models (re-used across runs)")
     p.add_argument("--model-size", default="1m", choices=("1m", "10m"))
-    p.add_argument("--pretrain-steps", type=int, default=600,
+    p.add_argument("--pretrain-steps", type=int, default=1500,
                    help="generic tool-use pre-training of the base (0: random base)")
     p.add_argument("--base-dir", default="",
                    help="use this base model directory as is (skips init and pre-training)")

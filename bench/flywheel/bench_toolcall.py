@@ -5,7 +5,7 @@ each ``--steps`` value, then runs the greedy agent loop on ``--eval`` fresh task
 reports the share of well-formed tool calls (right tool, arguments the tool accepts), of
 malformed calls, and task success per family, beside the base model alone. Prints JSON.
 
-    .venv/bin/python bench/flywheel/bench_toolcall.py --base var/bench-flywheel/base-1m-pre600-s0
+    .venv/bin/python bench/flywheel/bench_toolcall.py --base var/bench-flywheel/base-1m-pre1500-s0
 """
 
 from __future__ import annotations

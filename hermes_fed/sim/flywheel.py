@@ -10,6 +10,7 @@ human label of 1.0.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -112,7 +113,5 @@ def redact_batches(redactor: Any, batches: Sequence[Sequence[NewEvent]]) -> list
 
 def leaked(planted: Iterable[str], events: Sequence[NewEvent]) -> list[str]:
     """Planted PII values still present anywhere in the events' data (should be empty)."""
-    import json
-
     text = "\n".join(json.dumps(e.data, ensure_ascii=False) for e in events)
     return sorted({value for value in planted if value and value in text})

@@ -36,7 +36,7 @@ _REPLIES = ("Result: {r}.", "It is {r}.", "Done: {r}.", "Here it is: {r}.")
 class PretrainConfig:
     """Full-weight pre-training of the base on the generic corpus."""
 
-    steps: int = field(default=600, metadata={"help": "Optimizer steps."})
+    steps: int = field(default=1500, metadata={"help": "Optimizer steps."})
     batch_size: int = field(default=16, metadata={"help": "Documents per step."})
     lr: float = field(default=3e-3, metadata={"help": "AdamW learning rate (cosine decay)."})
     seed: int = field(default=0, metadata={"help": "Seeds the corpus and data order."})
@@ -99,6 +99,7 @@ def pretrain_base(base_dir: str | Path, out_dir: str | Path,
     The loss is the mean NLL of assistant tokens (the chat template's generation marks).
     Returns ``{"loss_first", "loss_last", "seconds"}``.
     """
+    import math
     import time
 
     import torch
@@ -112,8 +113,8 @@ def pretrain_base(base_dir: str | Path, out_dir: str | Path,
     model, tokenizer = load_base_model(base_dir, "cpu")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + __import__("math").cos(
-            3.141592653589793 * min(s, cfg.steps) / cfg.steps)))
+        optimizer, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(
+            math.pi * min(s, cfg.steps) / cfg.steps)))
     corpus = generic_corpus(cfg.steps * cfg.batch_size, cfg.seed)
     started, losses = time.perf_counter(), []
     model.train()
