@@ -27,9 +27,10 @@ from hermes_fed.privacy.pii_recognizers import (
     NEVER_SUPPRESSED,
     CandidatePhoneRecognizer,
     EmailAddressRecognizer,
-    IbanCodeRecognizer,
+    credit_card_recognizer,
     deny_list_recognizer,
     ethereum_recognizer,
+    iban_recognizer,
     ip_recognizer,
     not_pii_spans,
     stock_recognizers,
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 PRIORITY: dict[str, int] = {
     "PRIVATE_KEY": 100, "JWT": 95, "AWS_SECRET_KEY": 92, "AWS_ACCESS_KEY_ID": 91,
     "API_KEY": 90, "BEARER_TOKEN": 80, "URL_CREDENTIAL": 75, "PASSWORD": 70, "SECRET": 65,
-    "CREDIT_CARD": 60, "IBAN_CODE": 59, "US_SSN": 58, "EMAIL_ADDRESS": 57, "CRYPTO": 56,
+    "IBAN_CODE": 61, "CREDIT_CARD": 60, "US_SSN": 58, "EMAIL_ADDRESS": 57, "CRYPTO": 56,
     "MAC_ADDRESS": 55, "IP_ADDRESS": 54, "PHONE_NUMBER": 53,
     "PERSON": 40, "ORGANIZATION": 39, "LOCATION": 38, "DENY_LIST": 30,
 }
@@ -76,7 +77,8 @@ class Detector:
         wanted = set(config.entities)
         candidates: list[Fast] = [
             *secret_recognizers(), *stock_recognizers(),
-            EmailAddressRecognizer(), IbanCodeRecognizer(), ip_recognizer(),
+            EmailAddressRecognizer(), iban_recognizer(), ip_recognizer(),
+            credit_card_recognizer(),
             CandidatePhoneRecognizer(config.phone_regions), url_credential_recognizer(),
             ethereum_recognizer(),
         ]

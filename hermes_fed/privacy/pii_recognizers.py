@@ -30,7 +30,6 @@ from hermes_fed.privacy.offline import import_presidio
 import_presidio()
 
 from presidio_analyzer.predefined_recognizers import (  # noqa: E402
-    CreditCardRecognizer,
     CryptoRecognizer,
     MacAddressRecognizer,
     UsSsnRecognizer,
@@ -39,7 +38,13 @@ from presidio_analyzer.predefined_recognizers.generic.iban_patterns import (  # 
     regex_per_country as IBAN_FORMATS,
 )
 
-from hermes_fed.privacy.rules import Gate, GatedRecognizer, Rule, RuleRecognizer  # noqa: E402
+from hermes_fed.privacy.rules import (  # noqa: E402
+    Gate,
+    GatedRecognizer,
+    GroupScanRecognizer,
+    Rule,
+    RuleRecognizer,
+)
 
 # The bundled public-suffix snapshot only: never a network fetch, whatever the environment.
 _OFFLINE_TLD = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None,
@@ -58,29 +63,52 @@ _BRANDS: tuple[tuple[re.Pattern[str], frozenset[int]], ...] = (
 )
 
 
-class BrandedCreditCardRecognizer(CreditCardRecognizer):
-    """Stock Luhn check plus issuer prefix and length (ISO/IEC 7812 issuer ranges), which
-    removes most Luhn-valid long numeric ids (1 in 10 random ids passes Luhn alone)."""
+_CARD_CANDIDATE = re.compile(
+    r"(?<![\w+.\-/:#=])\d++(?![A-Za-z_])(?:[ \-]\d++(?![A-Za-z_]))*+"
+)
+_CARD_GROUP = re.compile(r"\d+")
 
-    def __init__(self) -> None:
-        super().__init__(name="CreditCardRecognizer")
 
-    def validate_result(self, pattern_text: str) -> bool:
-        digits = "".join(c for c in pattern_text if c.isdigit())
-        if not any(p.match(digits) and len(digits) in lengths for p, lengths in _BRANDS):
-            return False
-        return bool(super().validate_result(pattern_text))
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _card(candidate: str) -> float | None:
+    """Luhn plus issuer prefix and length (ISO/IEC 7812 ranges) and one separator style;
+    the prefix/length check removes most Luhn-valid long ids (1 in 10 pass Luhn alone)."""
+    digits = candidate.replace(" ", "").replace("-", "")
+    if not 13 <= len(digits) <= 19 or (" " in candidate and "-" in candidate):
+        return None
+    if not any(p.match(digits) and len(digits) in lengths for p, lengths in _BRANDS):
+        return None
+    return 1.0 if _luhn(digits) else None
+
+
+def credit_card_recognizer() -> GroupScanRecognizer:
+    """Credit cards as group windows (stock presidio's single greedy match fails the Luhn
+    check when a card follows other digits, e.g. ``+15955552411 6011 6048 7647 5933``)."""
+    return GroupScanRecognizer(
+        "CreditCardRecognizer", Gate(regex=r"\d{4}[ \-]?\d{3}"),
+        Rule("card-groups", "CREDIT_CARD", _CARD_CANDIDATE, 1.0, validate=_card),
+        _CARD_GROUP, max_groups=5)
 
 
 # --- phone -------------------------------------------------------------------------------
 # Possessive quantifiers (Python >= 3.11): every digit group is consumed whole and never
-# re-split, so a long run of separated digits cannot backtrack exponentially (ReDoS).
+# re-split, so a long run of separated digits cannot backtrack exponentially (ReDoS). Each
+# group carries its own lookahead, so a run stops before a group glued to a word ("0x...")
+# instead of failing as a whole; the windows of GroupScanRecognizer judge what is left.
 _PHONE_CANDIDATE = re.compile(
     r"(?<![\w+.\-/:#=])"
-    r"(?:\+|00)?+(?:\(\d{1,4}\)|\d++)"
-    r"(?:[ .\-]?\(\d{1,4}\)|[ .\-]\d++)*+"
-    r"(?:\s?(?:ext\.?|x)\s?\d{1,5})?+"
-    r"(?![\w\-/]|[.:]\d)"
+    r"(?:\+|00)?+(?:\(\d{1,4}\)|\d++(?![A-Za-z_]))"
+    r"(?:[ .\-]?\(\d{1,4}\)|[ .\-]\d++(?![A-Za-z_]))*+"
+    r"(?:\s?(?:ext\.?|x)\s?\d{1,5}(?!\w))?+"
 )
 _DATE_LIKE = re.compile(
     r"^(?:\d{4}[\-./ ]\d{1,2}[\-./ ]\d{1,2}|\d{1,2}[\-./ ]\d{1,2}[\-./ ]\d{4})(?:\b.*)?$"
@@ -92,7 +120,7 @@ _NATIONAL_SHAPE = re.compile(
 )
 
 
-class CandidatePhoneRecognizer(RuleRecognizer):
+class CandidatePhoneRecognizer(GroupScanRecognizer):
     """Phone numbers: a candidate regex, then ``phonenumbers`` length checks per region.
 
     Candidates starting with ``+`` (or ``00``) are parsed internationally; others must have
@@ -104,40 +132,8 @@ class CandidatePhoneRecognizer(RuleRecognizer):
         self.regions = tuple(regions)
         rule = Rule("phone-candidate", "PHONE_NUMBER", _PHONE_CANDIDATE, 0.7,
                     validate=self._judge)
-        super().__init__("CandidatePhoneRecognizer", Gate(regex=r"\d[ .\-)]?\d{2}"), [rule])
-
-    def find(self, text: str, folded: str | None = None) -> list[Any]:
-        """Candidates, each retried without leading/trailing digit groups when it is not a
-        number as a whole (``1706705979341 020 7946 0054``: an id, then a London number)."""
-        if self.gate is not None and not self.gate.open(text, folded or ""):
-            return []
-        rule = self.rules[0]
-        out = []
-        for match in _PHONE_CANDIDATE.finditer(text):
-            base = match.start()
-            found = self._best(match.group(0))
-            if found is not None:
-                (start, end), score = found
-                out.append(self._result(rule, base + start, base + end, score))
-        return out
-
-    def _best(self, candidate: str) -> tuple[tuple[int, int], float] | None:
-        score = self._judge(candidate)
-        if score is not None:
-            return (0, len(candidate)), score
-        groups = [m.span() for m in _DIGIT_GROUP.finditer(candidate)]
-        n = len(groups)
-        spans = sorted(
-            ((groups[lead][0], groups[n - 1 - tail][1])
-             for lead in range(min(4, n)) for tail in range(min(4, n - lead))
-             if lead or tail),
-            key=lambda se: se[0] - se[1],
-        )
-        for start, end in spans:
-            score = self._judge(candidate[start:end])
-            if score is not None:
-                return (start, end), score
-        return None
+        super().__init__("CandidatePhoneRecognizer", Gate(regex=r"\d[ .\-)]?\d{2}"), rule,
+                         _DIGIT_GROUP, max_groups=7)
 
     def _judge(self, candidate: str) -> float | None:
         digits = sum(c.isdigit() for c in candidate)
@@ -218,9 +214,12 @@ def deny_list_recognizer(terms: Sequence[str], name: str = "DenyListRecognizer"
 
 
 # --- IBAN ------------------------------------------------------------------------------
+# A run of space-separated alphanumeric tokens starting like an IBAN; windows of whole
+# tokens are judged (a compact IBAN is one token, a grouped one is up to 9).
 _IBAN_CANDIDATE = re.compile(
-    r"(?i)(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4})++(?: ?[A-Z0-9]{1,3})?+(?![A-Za-z0-9])"
+    r"(?i)(?<![A-Za-z0-9])[A-Z]{2}\d{2}[A-Z0-9]*+(?: [A-Z0-9]++)*+"
 )
+_IBAN_TOKEN = re.compile(r"[A-Za-z0-9]+")
 _IBAN_COUNTRY = {cc: re.compile("^" + rx + "$") for cc, rx in IBAN_FORMATS.items()}
 
 
@@ -234,30 +233,18 @@ def _iban_valid(candidate: str) -> bool:
     return int(numeric) % 97 == 1  # ISO 13616 mod-97-10
 
 
-class IbanCodeRecognizer(RuleRecognizer):
-    """IBANs: presidio's per-country formats and the mod-97 check, on candidates trimmed
-    of trailing groups (stock presidio's greedy match swallows a following ``2024`` and
-    then fails the checksum, leaving the IBAN in clear)."""
+def _iban_score(candidate: str) -> float | None:
+    return 1.0 if _iban_valid(candidate) else None
 
-    def __init__(self) -> None:
-        rule = Rule("iban", "IBAN_CODE", _IBAN_CANDIDATE, 1.0)
-        super().__init__("IbanCodeRecognizer",
-                         Gate(regex=r"(?i)(?<![A-Za-z0-9])[a-z]{2}\d{2} ?[a-z0-9]{4}"), [rule])
 
-    def find(self, text: str, folded: str | None = None) -> list[Any]:
-        if self.gate is not None and not self.gate.open(text, folded or ""):
-            return []
-        out = []
-        for match in _IBAN_CANDIDATE.finditer(text):
-            candidate = match.group(0)
-            while candidate:
-                if _iban_valid(candidate):
-                    start = match.start()
-                    out.append(self._result(self.rules[0], start, start + len(candidate), 1.0))
-                    break
-                cut = candidate.rfind(" ")
-                candidate = candidate[:cut] if cut > 4 else ""
-        return out
+def iban_recognizer() -> GroupScanRecognizer:
+    """IBANs: presidio's per-country formats and the mod-97 check on windows of tokens
+    (stock presidio's greedy match swallows a following ``2024`` and then fails the
+    checksum, leaving the IBAN in clear)."""
+    return GroupScanRecognizer(
+        "IbanCodeRecognizer", Gate(regex=r"(?i)(?<![A-Za-z0-9])[a-z]{2}\d{2} ?[a-z0-9]{4}"),
+        Rule("iban", "IBAN_CODE", _IBAN_CANDIDATE, 1.0, validate=_iban_score),
+        _IBAN_TOKEN, max_groups=9)
 
 
 # --- e-mail and IP: anchored scans (stock regexes backtrack from every word boundary) ---
@@ -292,8 +279,9 @@ class EmailAddressRecognizer(RuleRecognizer):
                 while start < at and text[start] in ".-":
                     start += 1
                 # ``scheme://user:password@host`` is a URL credential, not an address
-                in_userinfo = _USERINFO_BEFORE.search(text, max(0, start - 256), start)
-                if start < at and in_userinfo is None and _OFFLINE_TLD(right.group(0)).suffix:
+                in_userinfo = start > 0 and text[start - 1] == ":" and _USERINFO_BEFORE.search(
+                    text, max(0, start - 256), start) is not None
+                if start < at and not in_userinfo and _OFFLINE_TLD(right.group(0)).suffix:
                     out.append(self._result(self._rule, start, right.end(), 0.9))
             at = text.find("@", at + 1)
         return out
@@ -330,7 +318,6 @@ def ip_recognizer() -> RuleRecognizer:
 def stock_recognizers() -> list[GatedRecognizer]:
     """Stock presidio pattern recognizers, each behind a necessary-condition gate (R1)."""
     return [
-        GatedRecognizer(BrandedCreditCardRecognizer(), Gate(regex=r"\d{4}[ \-]?\d{3}")),
         GatedRecognizer(UsSsnRecognizer(), Gate(regex=r"\d{3}[ .\-]\d{2}[ .\-]\d{4}")),
         GatedRecognizer(CryptoRecognizer(), Gate(
             regex=r"(?<![A-Za-z0-9])(?:bc1|[13])[a-km-zA-HJ-NP-Z1-9]{25,61}(?![A-Za-z0-9])")),
@@ -348,7 +335,7 @@ NOT_PII_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("uuid", re.compile(
         r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b")),
     ("file-name", re.compile(
-        r"\b[\w\-]+\.(?:py|pyi|js|ts|tsx|jsx|json|ya?ml|toml|md|txt|cfg|ini|log|sh|rs|go|"
+        r"(?<![\w\-])[\w\-]{1,128}\.(?:py|pyi|js|ts|tsx|jsx|json|ya?ml|toml|md|txt|cfg|ini|log|sh|rs|go|"
         r"java|rb|html|css|csv|lock|xml|sql|env|conf)\b")),
     ("version", re.compile(
         r"(?i)(?:\bv|\bversion\s*|==|>=|<=|~=|\^)\d+(?:\.\d+){1,3}(?:[\-+.][\w.]+)?\b")),

@@ -207,3 +207,44 @@ class GatedRecognizer(EntityRecognizer):
         self, text: str, entities: list[str], nlp_artifacts: Any = None
     ) -> list[RecognizerResult]:
         return [r for r in self.find(text) if not entities or r.entity_type in entities]
+
+
+class GroupScanRecognizer(RuleRecognizer):
+    """Candidates made of separated digit groups (phones, cards), judged window by window.
+
+    A candidate regex (possessive, so it cannot backtrack exponentially) finds maximal runs
+    of groups; windows of whole groups are tried left to right, longest first, and the scan
+    resumes after each accepted window. ``1706705979341 020 7946 0054`` is then an id and a
+    London number. Invariant R2 (idempotence): the decision at a group depends only on the
+    groups to its right within the run, so re-scanning redacted text finds nothing new.
+    """
+
+    def __init__(self, name: str, gate: Gate | None, rule: Rule,
+                 group: re.Pattern[str], max_groups: int) -> None:
+        super().__init__(name, gate, [rule])
+        self.group = group
+        self.max_groups = max_groups
+
+    def find(self, text: str, folded: str | None = None) -> list[RecognizerResult]:
+        if self.gate is not None and not self.gate.open(
+            text, folded if folded is not None else text.lower()
+        ):
+            return []
+        rule = self.rules[0]
+        assert rule.validate is not None
+        out: list[RecognizerResult] = []
+        for match in rule.regex.finditer(text):
+            candidate, base = match.group(0), match.start()
+            groups = [m.span() for m in self.group.finditer(candidate)]
+            i = 0
+            while i < len(groups):
+                for j in range(min(len(groups), i + self.max_groups), i, -1):
+                    start, end = groups[i][0], groups[j - 1][1]
+                    score = rule.validate(candidate[start:end])
+                    if score is not None:
+                        out.append(self._result(rule, base + start, base + end, score))
+                        i = j
+                        break
+                else:
+                    i += 1
+        return out
