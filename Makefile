@@ -7,7 +7,8 @@ venv:
 ## Set up and run the main job on embedded defaults.
 demo: venv
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS="" \
-	FLWR_TELEMETRY_ENABLED=0 .venv/bin/hermes-fed example run --dir var/example
+	FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 OMP_WAIT_POLICY=PASSIVE \
+	.venv/bin/hermes-fed demo --dir var/demo
 
 ## Set up and run the whole test suite (ruff, mypy --strict, pytest).
 test: venv

@@ -21,6 +21,11 @@ from hermes_fed.errors import HermesFedError
 
 # (group, help, "module:function")
 COMMAND_GROUPS: tuple[tuple[str, str, str], ...] = (
+    (
+        "demo",
+        "the whole flywheel on 127.0.0.1: 3 tenant nodes, a Flower federation, A/B, promotion, report",
+        "coordinator.demo_command:register",
+    ),
     ("log", "inspect and verify a tenant's event log", "hermes_fed.store.commands:register"),
     (
         "example",
