@@ -14,6 +14,7 @@ SUBCOMMAND_MODULES: list[str] = [
     "tenant_node.serve_command",
     "tenant_node.data_commands",
     "tenant_node.train_command",
+    "tenant_node.status_command",
     "tenant_node.flower_node",
 ]
 

@@ -114,6 +114,27 @@ def test_node_train_records_the_run_and_a_rerun_trains_nothing_twice(tmp_path: P
     )
     run_dir = tmp_path / "runs" / completed["run_id"] / "adapter"
     assert (run_dir / "adapter_model.safetensors").exists()
+    # node status reports the flywheel velocity, now with the trained trajectories counted
+    status = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hermes_fed.cli",
+            "node",
+            "status",
+            "--config",
+            str(tmp_path / "node.toml"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert status.returncode == 0, status.stderr[-2000:]
+    velocity = json.loads(status.stdout)["velocity"]
+    assert velocity["trajectories"] == 16
+    assert velocity["used_in_training"] == len(selected["items"])
+    assert sum(velocity["tier_histogram"].values()) == 16
     # The tier weights came from the quality pipeline: errors are bronze, accepted ones higher.
     tiers = {item["tier"] for item in selected["items"]}
     assert "bronze" in tiers and tiers - {"bronze"}
