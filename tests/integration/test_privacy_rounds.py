@@ -200,24 +200,30 @@ def _add_small_node(federation: LocalFederation, data_root: Path, model: Path,
     return data
 
 
-def test_secagg_tolerates_a_dropout_down_to_the_threshold(
+def test_secagg_with_client_dp_tolerates_a_dropout_down_to_the_threshold(
     federation: LocalFederation, tmp_path: Path, tiny_model: Path, data_root: Path,
+    tenants: list[TenantData],
 ) -> None:
-    # Prepare: a 4th node that drops out at the masked-vector stage
+    # Prepare: a 4th node that drops out at the masked-vector stage; nodes clip and noise
     _add_small_node(federation, data_root, tiny_model, "small-1")
+    since = _upstream(federation)
 
     # Execute
     body = _run(federation, _config(tmp_path, tiny_model, secagg=1, **{
-        "secagg-shares": 3, "secagg-threshold": 2}))
+        "secagg-shares": 3, "secagg-threshold": 2, "dp": "client", "dp-clip": 0.05,
+        "dp-noise-multiplier": 1.0}))
 
-    # Assert: the round completed without it, and says so
+    # Assert: the round completed without it, says so, and reports its epsilon
     (report,) = body["rounds"]
+    assert report["privacy"]["epsilon_total"] == pytest.approx(
+        RdpAccountant().epsilon_after(1.0, 1.0, 1e-5))
     secagg = report["privacy"]["secagg"]
     assert len(secagg["sampled"]) == 4 and len(secagg["dropped"]) == 1
     assert [s["active_nodes"] for s in secagg["stages"]] == [4, 4, 3, 3]
     with AdapterRegistry.open(tmp_path) as registry:
         assert registry.get(report["version"]).lineage["privacy"]["secagg"]["dropped"] == \
             secagg["dropped"]
+    _assert_no_canary(federation, since, tenants, b"masked_params")
 
 
 def test_secagg_below_the_threshold_fails_loudly_and_publishes_nothing(
