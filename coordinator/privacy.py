@@ -8,9 +8,10 @@ Nodes weigh equally under DP (a weight ``n_i`` would multiply the sensitivity by
 ``max n_i``).
 
 * ``dp=server``: the coordinator clips each update and adds the noise (it sees updates);
-* ``dp=client``: each node clips and adds ``N(0, z²C²/m)`` itself, so the sum carries
-  ``z·C`` and the coordinator never sees an un-noised update (the DP-FedAvg guarantee
-  holds when all ``m`` nodes add their share; a node that drops out lowers the noise);
+* ``dp=client``: each node clips and adds ``N(0, z²C²/m)`` itself, with ``m`` the
+  round's ``min-nodes`` (the fewest replies a round accepts), so the sum of any accepted
+  round carries at least ``z·C`` and the coordinator never sees an un-noised update
+  (more nodes than ``m`` only add noise: the accounting is conservative);
 * with SecAgg+ (``coordinator.secagg``) the nodes always clip (the coordinator cannot),
   and the noise is added by the nodes (client) or to the unmasked sum (server).
 

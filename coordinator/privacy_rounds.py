@@ -155,7 +155,9 @@ def private_round(grid: Grid, cfg: RoundsConfig, privacy: PrivacySettings,
     nodes = list(nodes)
     parent_tensors = registry.load(parent.version)
     config = cfg.message_config(round_number, parent.version)
-    for key, value in privacy.message_config(len(nodes)).items():
+    # client noise is calibrated on min-nodes, the fewest replies a round accepts: the sum
+    # carries >= z*C of noise even when nodes drop out (more nodes only add noise)
+    for key, value in privacy.message_config(cfg.min_nodes).items():
         config[key] = value
     if privacy.secagg:
         tensors, info, metrics, errors, down, up, train_s, aggregation_s = _secagg_train(
