@@ -8,10 +8,13 @@ Nodes weigh equally under DP (a weight ``n_i`` would multiply the sensitivity by
 ``max n_i``).
 
 * ``dp=server``: the coordinator clips each update and adds the noise (it sees updates);
-* ``dp=client``: each node clips and adds ``N(0, z²C²/m)`` itself, with ``m`` the
-  round's ``min-nodes`` (the fewest replies a round accepts), so the sum of any accepted
-  round carries at least ``z·C`` and the coordinator never sees an un-noised update
-  (more nodes than ``m`` only add noise: the accounting is conservative);
+* ``dp=client``: each node clips and adds the noise itself, so the coordinator never
+  sees an un-noised update. Without SecAgg+ the coordinator sees every node's update, so
+  each adds the full ``N(0, z²C²)`` (every release is a Gaussian mechanism at ``z``, as
+  Flower's ``LocalDpMod``); under SecAgg+ it sees only the sum, so each adds
+  ``N(0, z²C²/m)`` with ``m`` the round's ``min-nodes`` (the fewest replies a round
+  accepts): the sum of any accepted round carries at least ``z·C`` (distributed DP;
+  more nodes than ``m`` only add noise, so the accounting stays conservative);
 * with SecAgg+ (``coordinator.secagg``) the nodes always clip (the coordinator cannot),
   and the noise is added by the nodes (client) or to the unmasked sum (server).
 
@@ -113,9 +116,11 @@ class PrivacySettings:
                               "or fedavg, not 'exact'")
 
     def node_noise_std(self, num_nodes: int) -> float:
-        """Each node's noise in client mode: ``z·C/√m``, so the sum carries ``z·C``."""
+        """Each node's noise in client mode: ``z·C`` alone, ``z·C/√m`` under SecAgg+."""
         if self.dp != "client":
             return 0.0
+        if not self.secagg:  # the coordinator sees this node's update by itself
+            return self.dp_noise_multiplier * self.dp_clip
         return self.dp_noise_multiplier * self.dp_clip / math.sqrt(max(num_nodes, 1))
 
     def node_clips(self) -> bool:

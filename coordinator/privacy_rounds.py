@@ -155,8 +155,8 @@ def private_round(grid: Grid, cfg: RoundsConfig, privacy: PrivacySettings,
     nodes = list(nodes)
     parent_tensors = registry.load(parent.version)
     config = cfg.message_config(round_number, parent.version)
-    # client noise is calibrated on min-nodes, the fewest replies a round accepts: the sum
-    # carries >= z*C of noise even when nodes drop out (more nodes only add noise)
+    # under SecAgg+ client noise is calibrated on min-nodes, the fewest replies a round
+    # accepts: the sum carries >= z*C even when nodes drop out (more nodes only add noise)
     for key, value in privacy.message_config(cfg.min_nodes).items():
         config[key] = value
     if privacy.secagg:

@@ -4,7 +4,9 @@ Pure numpy, no Flower. The update is ``Δ = T_local − T_global`` over the tens
 sends (B only in frozen-a). DP clips it to ``‖Δ‖₂ ≤ C`` *on the node* (DP-FedAvg, McMahan
 et al. 2018, arXiv:1710.06963): under SecAgg+ the coordinator never sees ``Δ``, so the
 clipping must happen before the node's contribution is masked. In client mode the node
-also adds ``N(0, σ²)`` with ``σ = z·C/√m`` so the sum of ``m`` nodes carries ``z·C``.
+also adds ``N(0, σ²)``: ``σ = z·C`` when the coordinator sees the update alone, ``z·C/√m``
+under SecAgg+ so that the sum of ``m`` nodes carries ``z·C`` (the coordinator decides σ:
+``coordinator.privacy.PrivacySettings.node_noise_std``).
 SecAgg+ then quantises every value into ``[-R, R]`` (Flower clips silently outside it), so
 :func:`check_secagg_range` refuses an update that would be distorted.
 """

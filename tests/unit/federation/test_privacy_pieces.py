@@ -85,7 +85,9 @@ def test_settings_come_from_the_run_config_with_dashes() -> None:
     s = PrivacySettings.from_run_config({"dp": "client", "dp-clip": 0.5,
                                          "dp-noise-multiplier": 2, "secagg": 1}, env={})
     assert (s.dp, s.dp_clip, s.dp_noise_multiplier, s.secagg) == ("client", 0.5, 2.0, 1)
-    assert s.node_noise_std(4) == pytest.approx(2.0 * 0.5 / 2)
+    assert s.node_noise_std(4) == pytest.approx(2.0 * 0.5 / 2)  # SecAgg+: a share of z*C
+    alone = PrivacySettings(dp="client", dp_clip=0.5, dp_noise_multiplier=2.0)
+    assert alone.node_noise_std(4) == pytest.approx(2.0 * 0.5)  # seen alone: all of z*C
 
 
 @pytest.mark.parametrize(("dp", "secagg", "node_clip"), [
