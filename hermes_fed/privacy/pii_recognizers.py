@@ -64,7 +64,7 @@ _BRANDS: tuple[tuple[re.Pattern[str], frozenset[int]], ...] = (
 
 
 _CARD_CANDIDATE = re.compile(
-    r"(?<![\w+.\-/:#=])\d++(?![A-Za-z_])(?:[ \-]\d++(?![A-Za-z_]))*+"
+    r"(?<![\w+.\-/#])\d++(?![A-Za-z_])(?:[ \-]\d++(?![A-Za-z_]))*+"
 )
 _CARD_GROUP = re.compile(r"\d+")
 
@@ -105,7 +105,7 @@ def credit_card_recognizer() -> GroupScanRecognizer:
 # group carries its own lookahead, so a run stops before a group glued to a word ("0x...")
 # instead of failing as a whole; the windows of GroupScanRecognizer judge what is left.
 _PHONE_CANDIDATE = re.compile(
-    r"(?<![\w+.\-/:#=])"
+    r"(?<![\w+.\-/#])"
     r"(?:\+|00)?+(?:\(\d{1,4}\)|\d++(?![A-Za-z_]))"
     r"(?:[ .\-]?\(\d{1,4}\)|[ .\-]\d++(?![A-Za-z_]))*+"
     r"(?:\s?(?:ext\.?|x)\s?\d{1,5}(?!\w))?+"
