@@ -218,9 +218,9 @@ def main() -> int:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--sessions-scale", type=float, default=1.0,
+    p.add_argument("--sessions-scale", type=float, default=0.5,
                    help="multiplies every tenant's sessions per round")
-    p.add_argument("--eval-tasks", type=int, default=16, help="held-out tasks per tenant")
+    p.add_argument("--eval-tasks", type=int, default=12, help="held-out tasks per tenant")
     p.add_argument("--temperature", type=float, default=0.7, help="usage sampling temperature")
     p.add_argument("--regimes", default="federated-fedavg,federated-exact,federated-frozen-a,"
                    "local,centralized")
