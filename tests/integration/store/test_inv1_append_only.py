@@ -46,11 +46,12 @@ def test_inv1_database_refuses_update_and_delete(make_store: MakeStore, sql: str
     assert store.verify().ok
 
 
-def test_inv1_postgres_refuses_truncate(make_store: MakeStore) -> None:
-    # Prepare
-    store = make_store()
-    if store.dialect != "postgresql":
-        pytest.skip("TRUNCATE exists only on PostgreSQL")
+@pytest.mark.postgres
+def test_inv1_postgres_refuses_truncate(pg_url: str, pg_schema: str) -> None:
+    # Prepare: PostgreSQL only (SQLite has no TRUNCATE statement)
+    from hermes_fed.store import open_store
+
+    store = open_store(pg_url, "acme", schema=pg_schema)
     store.append(accepted("session-1", 2))
 
     # Execute
@@ -60,6 +61,7 @@ def test_inv1_postgres_refuses_truncate(make_store: MakeStore) -> None:
     # Assert
     assert "TRUNCATE refused" in str(caught.value.orig)
     assert store.head() == 2 and store.verify().ok
+    store.close()
 
 
 def test_inv1_guards_survive_reopening(make_store: MakeStore) -> None:
