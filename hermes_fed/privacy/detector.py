@@ -124,8 +124,9 @@ class Detector:
     def ner_enabled(self) -> bool:
         return bool(self.ner)
 
-    def find(self, text: str, extra: Sequence[Fast] = ()) -> list[Finding]:
-        """Resolved findings in ``text``; ``extra`` are ad-hoc recognizers (session deny list)."""
+    def find(self, text: str, extra: Sequence[Fast] = (), *, ner: bool = True) -> list[Finding]:
+        """Resolved findings in ``text``; ``extra`` are ad-hoc recognizers (session deny list);
+        ``ner=False`` skips the NER model (JSON keys: schema names, not prose)."""
         if not text:
             return []
         folded = text.lower()
@@ -133,7 +134,7 @@ class Detector:
         try:
             for recognizer in (*self.fast, *extra):
                 raw.extend(recognizer.find(text, folded))
-            if self.ner:
+            if self.ner and ner:
                 artifacts = self.engine.nlp_engine.process_text(text, "en")
                 for recognizer in self.ner:
                     raw.extend(recognizer.analyze(text, recognizer.supported_entities,

@@ -192,7 +192,7 @@ class Redactor:
             if depth >= self.config.max_depth:
                 return self._text(_dumps(value), None, session_key, extra, tally, depth)
             return {
-                self._text(str(k), None, session_key, extra, tally, depth):
+                self._key(str(k), session_key, extra, tally):
                     self._walk(v, str(k), session_key, extra, tally, depth + 1)
                 for k, v in value.items()
             }
@@ -217,6 +217,12 @@ class Redactor:
                 return value if redacted == parsed else _dumps(redacted)  # R2, R3
         return self._text(value, key, session_key, extra, tally, depth)
 
+    def _key(self, key: str, session_key: str, extra: tuple[Fast, ...], tally: _Tally) -> str:
+        """Dict keys: pattern recognizers and deny lists only; a NER model's guess must not
+        rename a schema field (``"reason"`` is no person)."""
+        findings = self.detector.find(key, extra, ner=False) if len(key) > 1 else []
+        return self._replace(key, findings, session_key, tally)
+
     def _text(self, text: str, key: str | None, session_key: str,
               extra: tuple[Fast, ...], tally: _Tally, depth: int) -> str:
         findings = self.detector.find(text, extra) if len(text) > 1 else []
@@ -228,6 +234,10 @@ class Redactor:
             if whole and not (len(findings) == 1 and covered >= len(stripped)):
                 tally.add_context(entity)
                 return self.minter.placeholder(session_key, entity, stripped)
+        return self._replace(text, findings, session_key, tally)
+
+    def _replace(self, text: str, findings: list[Finding], session_key: str,
+                 tally: _Tally) -> str:
         if not findings:
             return text
         pieces: list[str] = []

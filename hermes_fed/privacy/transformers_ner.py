@@ -26,12 +26,13 @@ class TransformersNerRecognizer(EntityRecognizer):
     """A presidio recognizer around ``transformers.pipeline("token-classification")``."""
 
     def __init__(self, model_dir: str, entities: list[str], min_score: float = 0.5) -> None:
-        super().__init__(supported_entities=entities, name="TransformersNerRecognizer",
-                         supported_language="en")
+        # presidio's EntityRecognizer.__init__ calls load(): set what load() needs first.
         self.label = "TransformersNerRecognizer"
         self.model_dir = model_dir
         self.min_score = min_score
         self._pipe: Any = None
+        super().__init__(supported_entities=entities, name="TransformersNerRecognizer",
+                         supported_language="en")
 
     def load(self) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
