@@ -42,6 +42,8 @@ from hermes_fed.privacy.placeholders import (
 log = logging.getLogger(__name__)
 
 REPORT_KEY = "redaction"
+_CLEAN_MEMO_MAX_LEN = 64
+_CLEAN_MEMO_SIZE = 8192
 REPORT_VERSION = 1
 
 
@@ -104,6 +106,7 @@ class Redactor:
         self.detector = Detector(self.config)
         self._skip = frozenset(self.config.skip_keys)
         self._session_deny: dict[str, tuple[tuple[str, ...], Fast | None]] = {}
+        self._clean: dict[tuple[str, bool], None] = {}
 
     # --- public API -------------------------------------------------------------------
     @property
@@ -220,12 +223,26 @@ class Redactor:
     def _key(self, key: str, session_key: str, extra: tuple[Fast, ...], tally: _Tally) -> str:
         """Dict keys: pattern recognizers and deny lists only; a NER model's guess must not
         rename a schema field (``"reason"`` is no person)."""
-        findings = self.detector.find(key, extra, ner=False) if len(key) > 1 else []
-        return self._replace(key, findings, session_key, tally)
+        return self._replace(key, self._detect(key, extra, ner=False), session_key, tally)
+
+    def _detect(self, text: str, extra: tuple[Fast, ...], *, ner: bool = True) -> list[Finding]:
+        """Detector findings, with a bounded memo of short texts that hold nothing (keys and
+        enum-like values repeat in every event: ``content``, ``calculator``, ``object``)."""
+        if len(text) <= 1:
+            return []
+        memo = not extra and len(text) <= _CLEAN_MEMO_MAX_LEN
+        if memo and (text, ner) in self._clean:
+            return []
+        findings = self.detector.find(text, extra, ner=ner)
+        if memo and not findings:
+            if len(self._clean) >= _CLEAN_MEMO_SIZE:
+                self._clean.clear()  # cheap reset; refills with the hot keys at once
+            self._clean[(text, ner)] = None
+        return findings
 
     def _text(self, text: str, key: str | None, session_key: str,
               extra: tuple[Fast, ...], tally: _Tally, depth: int) -> str:
-        findings = self.detector.find(text, extra) if len(text) > 1 else []
+        findings = self._detect(text, extra)
         entity = context_entity(key, text)
         if entity is not None and entity in self.config.entities:
             stripped = text.strip()
