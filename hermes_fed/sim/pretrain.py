@@ -50,6 +50,20 @@ class PretrainConfig:
             raise ValueError(f"PretrainConfig.lr must be > 0, got {self.lr!r}")
 
 
+def _value(rng: random.Random) -> Any:
+    """A value in one of the shapes tools take: integer, word, decimal, date, expression."""
+    kind = rng.random()
+    if kind < 0.3:
+        return rng.randint(1, 999)
+    if kind < 0.5:
+        return rng.choice(_WORDS)
+    if kind < 0.65:
+        return round(rng.uniform(0, 999), 2)
+    if kind < 0.8:
+        return f"{rng.randint(1990, 2030)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+    return f"{rng.randint(1, 999)} {rng.choice('+-*/')} {rng.randint(1, 999)}"
+
+
 def generic_trajectory(rng: random.Random, index: int) -> dict[str, Any]:
     """One made-up tool-use dialog in the trajectory shape (never a task family's tool)."""
     reserved = {f.tool_name for f in FAMILIES.values()}
@@ -57,8 +71,7 @@ def generic_trajectory(rng: random.Random, index: int) -> dict[str, Any]:
     while name in reserved:  # pragma: no cover - the vocabularies do not overlap today
         name = f"{rng.choice(_VERBS)}_{rng.choice(_NOUNS)}"
     params = rng.sample(_PARAMS, rng.randint(1, 3))
-    values: dict[str, Any] = {
-        p: rng.randint(1, 999) if rng.random() < 0.5 else rng.choice(_WORDS) for p in params}
+    values: dict[str, Any] = {p: _value(rng) for p in params}
     request = "Please {} the {} with {}.".format(
         name.split("_")[0], name.split("_")[1],
         " and ".join(f"{p} {v}" for p, v in values.items()))
