@@ -30,7 +30,7 @@ def line_chart(
     title: str, series: Mapping[str, Sequence[float | None]], y_range: tuple[float, float], y_label: str
 ) -> str:
     n = max((len(v) for v in series.values()), default=1)
-    x = _scale(0, max(1, n - 1), PAD, W - 16)
+    x = _scale(0, max(1, n - 1), PAD + 10, W - 40)
     y = _scale(y_range[0], y_range[1], H - PAD, 20)
     parts = [_frame(title, y_range, y, y_label)]
     for i in range(n):
