@@ -28,12 +28,9 @@ nothing is published for it).
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -137,17 +134,9 @@ class PrivacySettings:
     def from_run_config(cls, run_config: Mapping[str, Any],
                         env: Mapping[str, str] | None = None) -> PrivacySettings:
         """Like :meth:`coordinator.rounds.RoundsConfig.from_run_config`: file, then run config."""
-        from coordinator.rounds import CONFIG_ENV
+        from coordinator.rounds import merged_run_config
 
-        environ = os.environ if env is None else env
-        merged: dict[str, Any] = {}
-        if path := environ.get(CONFIG_ENV):
-            try:
-                merged.update(json.loads(Path(path).read_text()))
-            except (OSError, ValueError) as exc:
-                raise ConfigError(f"{CONFIG_ENV}={path} is not a readable JSON file: "
-                                  f"{exc}") from None
-        merged.update(run_config)
+        merged = merged_run_config(run_config, env)
         kinds = {f.name: {"int": int, "float": float, "str": str}[str(f.type)]
                  for f in fields(cls)}
         values = {}

@@ -41,6 +41,21 @@ MODES = ("fedavg", "exact", "frozen-a")
 CONFIG_ENV = "HERMES_FED_COORDINATOR_CONFIG"
 
 
+def merged_run_config(run_config: Mapping[str, Any],
+                      env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The coordinator's settings file (``$HERMES_FED_COORDINATOR_CONFIG``) under the run config."""
+    environ = os.environ if env is None else env
+    merged: dict[str, Any] = {}
+    if path := environ.get(CONFIG_ENV):
+        try:
+            merged.update(json.loads(Path(path).read_text()))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{CONFIG_ENV}={path} is not a readable JSON file: "
+                              f"{exc}") from None
+    merged.update(run_config)
+    return merged
+
+
 @dataclass(frozen=True, slots=True)
 class RoundsConfig:
     """The ServerApp's run config (``[tool.flwr.app.config]`` + ``flwr run -c``)."""
@@ -87,15 +102,7 @@ class RoundsConfig:
         training knobs) come from a JSON file named by the SuperLink's environment, and
         the declared keys (``mode``, ``num-server-rounds``) from the run config.
         """
-        environ = os.environ if env is None else env
-        merged: dict[str, Any] = {}
-        if path := environ.get(CONFIG_ENV):
-            try:
-                merged.update(json.loads(Path(path).read_text()))
-            except (OSError, ValueError) as exc:
-                raise ConfigError(f"{CONFIG_ENV}={path} is not a readable JSON file: "
-                                  f"{exc}") from None
-        merged.update(run_config)
+        merged = merged_run_config(run_config, env)
         types = {f.name: f.type for f in fields(cls)}
         values: dict[str, Any] = {}
         for key, value in merged.items():
