@@ -97,3 +97,33 @@ def test_batch_signatures_equal_single_signatures(texts: list[str], size: int,
     # Assert: row for row, whatever the chunking
     for row, text in zip(batch, texts, strict=True):
         assert row.tolist() == minhash_signature(text, 16, size).tolist()
+
+
+SPACEY = st.text(alphabet=st.sampled_from(
+    ["a", "B", "ß", "Σ", "ς", "İ", "é", "x", "1", " ", "\t", "\n", "\x0b", "\x1c", "\x85",
+     "\xa0", "\u2028", "\u3000"]), max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.text(max_size=60), SPACEY))
+def test_normalise_equals_the_regex_definition(text: str) -> None:
+    import re
+    assert normalise(text) == re.sub(r"\s+", " ", text.casefold()).strip()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(SPACEY, max_size=25), st.integers(1, 6), st.integers(1, 40))
+def test_batch_signatures_equal_single_signatures_on_whitespace_and_case(
+        texts: list[str], size: int, chunk: int) -> None:
+    # Execute: unicode whitespace and case folding at text edges (no NUL: the joined path)
+    batch = minhash_signatures(texts, 8, size, chunk=chunk)
+    # Assert
+    for row, text in zip(batch, texts, strict=True):
+        assert row.tolist() == minhash_signature(text, 8, size).tolist()
+
+
+def test_batch_signatures_of_texts_holding_nul_equal_single_signatures() -> None:
+    texts = ["a\x00b c d e f", "  plain  text here ", "\x00", "", "x", "tail\x00 ", "ok ok ok"]
+    batch = minhash_signatures(texts, 8, 3, chunk=4)
+    for row, text in zip(batch, texts, strict=True):
+        assert row.tolist() == minhash_signature(text, 8, 3).tolist()
