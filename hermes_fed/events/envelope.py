@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -73,13 +73,57 @@ def new_event(
     )
 
 
-@dataclass(frozen=True, slots=True)
+#: Decodes a stored payload on first access: returns ``(data, erased_fields)``.
+PayloadLoader = Callable[[], tuple[Mapping[str, Any], tuple[str, ...]]]
+
+_STORED_FIELDS = (
+    "position",
+    "event_id",
+    "tenant_id",
+    "stream_id",
+    "stream_version",
+    "type",
+    "schema_version",
+    "occurred_at",
+    "recorded_at",
+    "data",
+    "metadata",
+    "prev_hash",
+    "hash",
+    "erased_fields",
+)
+
+
 class StoredEvent:
     """An event as read from the log: decrypted and upcast to the current schema.
 
     ``erased_fields`` names personal fields whose subject key was destroyed; their values
     are ``None``.
+
+    A store may hand out events whose payload is decoded on first access (``loader``):
+    the envelope (position, type, stream, times, hashes) is read eagerly, ``data`` and
+    ``erased_fields`` are decrypted and parsed when first asked for, once. A reader that
+    routes on the envelope (a projection with no handler for the type, a count by type)
+    then never pays for the decryption. Read-only by convention, like a frozen record.
     """
+
+    __slots__ = (
+        "_data",
+        "_erased",
+        "_loader",
+        "event_id",
+        "hash",
+        "metadata",
+        "occurred_at",
+        "position",
+        "prev_hash",
+        "recorded_at",
+        "schema_version",
+        "stream_id",
+        "stream_version",
+        "tenant_id",
+        "type",
+    )
 
     position: int
     event_id: uuid.UUID
@@ -90,15 +134,93 @@ class StoredEvent:
     schema_version: int
     occurred_at: datetime
     recorded_at: datetime
-    data: Mapping[str, Any]
     metadata: Mapping[str, Any]
     prev_hash: bytes
     hash: bytes
-    erased_fields: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        position: int,
+        event_id: uuid.UUID,
+        tenant_id: str,
+        stream_id: str,
+        stream_version: int,
+        type: str,
+        schema_version: int,
+        occurred_at: datetime,
+        recorded_at: datetime,
+        data: Mapping[str, Any] | None,
+        metadata: Mapping[str, Any],
+        prev_hash: bytes,
+        hash: bytes,
+        erased_fields: tuple[str, ...] = (),
+        *,
+        loader: PayloadLoader | None = None,
+    ) -> None:
+        if (data is None) == (loader is None):
+            raise ValueError("a StoredEvent needs exactly one of data and loader")
+        self.position = position
+        self.event_id = event_id
+        self.tenant_id = tenant_id
+        self.stream_id = stream_id
+        self.stream_version = stream_version
+        self.type = type
+        self.schema_version = schema_version
+        self.occurred_at = occurred_at
+        self.recorded_at = recorded_at
+        self.metadata = metadata
+        self.prev_hash = prev_hash
+        self.hash = hash
+        self._data = data
+        self._erased = erased_fields
+        self._loader = loader
+
+    def _load(self) -> Mapping[str, Any]:
+        loader = self._loader
+        if loader is not None:
+            # Errors (a corrupt row, a wrong key) surface here, naming the position, and
+            # again on the next access: nothing half-decoded is kept.
+            self._data, self._erased = loader()
+            self._loader = None
+        assert self._data is not None
+        return self._data
+
+    @property
+    def data(self) -> Mapping[str, Any]:
+        data = self._data
+        return data if data is not None else self._load()
+
+    @property
+    def erased_fields(self) -> tuple[str, ...]:
+        if self._loader is not None:
+            self._load()
+        return self._erased
+
+    @property
+    def decoded(self) -> bool:
+        """Whether the payload has been decoded (always, for an eagerly read event)."""
+        return self._loader is None
 
     @property
     def erased(self) -> bool:
         return bool(self.erased_fields)
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in _STORED_FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, StoredEvent):
+            return NotImplemented
+        return self._values() == other._values()
+
+    __hash__ = None  # type: ignore[assignment]  # data is a mutable mapping
+
+    def __repr__(self) -> str:
+        payload = repr(self._data) if self._loader is None else "<not decoded>"
+        return (
+            f"StoredEvent(position={self.position}, type={self.type!r}, "
+            f"stream_id={self.stream_id!r}, stream_version={self.stream_version}, data={payload})"
+        )
 
     def record(self, catalog: Catalog = DEFAULT_CATALOG) -> EventRecord:
         """The typed record; raises ``SubjectErasedError`` if personal fields were shredded."""

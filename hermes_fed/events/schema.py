@@ -52,7 +52,10 @@ class FieldSpec:
     required: bool
     nullable: bool
 
-    def check(self, event_type: str, value: Any) -> None:
+    def check(self, event_type: str, value: Any, deep: bool = True) -> None:
+        """Raise ``SchemaError`` if ``value`` does not fit this field. ``deep=False`` checks
+        the field's own kind only, for a caller that verifies the nested values itself
+        (the store does: it encodes the data and checks it decodes to the same value)."""
         if value is None:
             if not self.nullable:
                 raise SchemaError(event_type, self.name, "must not be null")
@@ -66,7 +69,7 @@ class FieldSpec:
                 raise SchemaError(event_type, self.name, "non-finite float")
         # Strings and integers too: orjson refuses lone surrogates and integers beyond
         # 64 bits, which must be a SchemaError naming the field, not a bare encoder error.
-        if isinstance(value, (list, dict, str, int)) or self.kinds is None:
+        if deep and (isinstance(value, (list, dict, str, int)) or self.kinds is None):
             problem = json_problem(value, self.name)
             if problem:
                 raise SchemaError(event_type, self.name, problem)
@@ -98,10 +101,11 @@ class EventSchema:
     fields: tuple[FieldSpec, ...]
     personal: frozenset[str]
 
-    def validate(self, data: Mapping[str, Any]) -> dict[str, Any]:
+    def validate(self, data: Mapping[str, Any], deep: bool = True) -> dict[str, Any]:
         """Return the data with defaults filled in, or raise ``SchemaError``.
 
-        Messages name the field and the value's type, never the value.
+        Messages name the field and the value's type, never the value. ``deep=False``
+        skips the walk over nested values (see :meth:`FieldSpec.check`).
         """
         if not isinstance(data, Mapping):
             raise SchemaError(self.type, "<data>", f"expected an object, got {type(data).__name__}")
@@ -117,7 +121,7 @@ class EventSchema:
                 raise SchemaError(self.type, spec.name, "required field missing")
             else:
                 value = _default(self.record, spec.name)
-            spec.check(self.type, value)
+            spec.check(self.type, value, deep)
             out[spec.name] = value
         return out
 

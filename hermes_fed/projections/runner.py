@@ -86,7 +86,9 @@ class ProjectionRunner:
         total = 0
         position = self.checkpoint()
         while True:
-            batch = list(self.store.read(after=position, limit=self.batch_size))
+            # Lazy: an event whose type has no handler is routed on its envelope and never
+            # decrypted; a handled one is decoded when its handler first reads the data.
+            batch = list(self.store.read(after=position, limit=self.batch_size, lazy=True))
             if not batch:
                 return total
             with self.engine.begin() as conn:

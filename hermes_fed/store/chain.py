@@ -1,8 +1,9 @@
 """The hash chain (invariant 2).
 
-``hash = SHA-256(prev_hash || canonical envelope || data bytes || metadata bytes)``, over
-the *stored* bytes (ciphertext), so crypto-shredding keeps the chain verifiable. The
-envelope includes the position, so deleting or swapping rows breaks the chain.
+``hash = SHA-256(prev_hash || envelope || data || personal || metadata)`` (each part
+length-prefixed), over the *stored* bytes (ciphertext), so crypto-shredding keeps the chain
+verifiable. The envelope includes the position, so deleting or swapping rows breaks the
+chain.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def envelope_bytes(
     recorded_at: int,
     key_id: str,
     subject_id: str | None,
+    key_ref: str | None,
 ) -> bytes:
     return orjson.dumps(
         [
@@ -41,15 +43,24 @@ def envelope_bytes(
             recorded_at,
             key_id,
             subject_id,
+            key_ref,
         ]
     )
 
 
-def link(prev_hash: bytes, envelope: bytes, data: bytes, metadata: bytes) -> bytes:
-    h = hashlib.sha256(prev_hash)
-    h.update(len(envelope).to_bytes(4, "big"))
-    h.update(envelope)
-    h.update(len(data).to_bytes(4, "big"))
-    h.update(data)
-    h.update(metadata)
-    return h.digest()
+def link(prev_hash: bytes, envelope: bytes, data: bytes, personal: bytes | None, metadata: bytes) -> bytes:
+    sealed = personal or b""
+    return hashlib.sha256(
+        b"".join(
+            (
+                prev_hash,
+                len(envelope).to_bytes(4, "big"),
+                envelope,
+                len(data).to_bytes(4, "big"),
+                data,
+                len(sealed).to_bytes(4, "big"),
+                sealed,
+                metadata,
+            )
+        )
+    ).digest()

@@ -16,6 +16,7 @@ import hmac
 import json
 import os
 import secrets
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,39 @@ from hermes_fed.errors import KeyringError
 
 ENV_VAR = "HERMES_FED_KEYRING"
 NONCE = 12
+
+
+class _NoncePool:
+    """Random 96-bit AES-GCM nonces, drawn from the OS a page at a time.
+
+    One ``os.urandom`` call per nonce cost as much as the encryption of a 1 KB event; the
+    nonces are just as random when sliced from a larger read. A forked child must never
+    hand out the parent's buffered bytes (the same nonce under the same key breaks GCM),
+    so the buffer is discarded in the child at fork.
+    """
+
+    _CHUNK = NONCE * 341  # 4092 bytes
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._at = 0
+        self._lock = threading.Lock()
+        os.register_at_fork(after_in_child=self._discard)
+
+    def _discard(self) -> None:
+        self._buf, self._at = b"", 0
+
+    def take(self) -> bytes:
+        with self._lock:
+            at = self._at
+            if at + NONCE > len(self._buf):
+                self._buf, at = os.urandom(self._CHUNK), 0
+            self._at = at + NONCE
+            return self._buf[at : at + NONCE]
+
+
+_nonces = _NoncePool()
+new_nonce = _nonces.take
 
 
 def _b64(raw: bytes) -> str:
@@ -47,6 +81,7 @@ class Keyring:
     keys: dict[str, bytes]
     hmac_secret: bytes
     _aead: dict[str, AESGCM] = field(default_factory=dict, repr=False)
+    _subject_ids: dict[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.active not in self.keys:
@@ -149,7 +184,7 @@ class Keyring:
         return aead
 
     def encrypt(self, plaintext: bytes, aad: bytes) -> tuple[str, bytes]:
-        nonce = os.urandom(NONCE)
+        nonce = new_nonce()
         return self.active, nonce + self._cipher(self.active).encrypt(nonce, plaintext, aad)
 
     def decrypt(self, key_id: str, blob: bytes, aad: bytes) -> bytes:
@@ -158,8 +193,14 @@ class Keyring:
 
     def subject_id(self, user_ref: str) -> str:
         """A stable pseudonymous id for a subject (HMAC, so the user_ref is not stored)."""
-        # hmac.digest: the one-shot C path (same value as hmac.new(...).hexdigest())
-        return hmac.digest(self.hmac_secret, b"subject:" + user_ref.encode(), "sha256").hex()[:32]
+        found = self._subject_ids.get(user_ref)
+        if found is None:
+            # hmac.digest: the one-shot C path (same value as hmac.new(...).hexdigest())
+            found = hmac.digest(self.hmac_secret, b"subject:" + user_ref.encode(), "sha256").hex()[:32]
+            if len(self._subject_ids) >= 100_000:  # bounded: a long-lived daemon sees many users
+                self._subject_ids.clear()
+            self._subject_ids[user_ref] = found
+        return found
 
     def wrap(self, subject_key: bytes, subject_id: str) -> tuple[str, bytes]:
         return self.encrypt(subject_key, b"subject-key:" + subject_id.encode())
@@ -180,7 +221,7 @@ def _aead(key: bytes) -> AESGCM:
 
 
 def seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
-    nonce = os.urandom(NONCE)
+    nonce = new_nonce()
     return nonce + _aead(key).encrypt(nonce, plaintext, aad)
 
 

@@ -1,9 +1,21 @@
-"""Sealing event payloads: tenant-key encryption of the data, and per-subject encryption of
-the personal fields inside it (crypto-shredding, DESIGN.md §3)."""
+"""Sealing event payloads (DESIGN.md §3).
+
+An event's data is stored in two parts:
+
+- the *public* part (every field the schema does not mark personal, and personal fields
+  that are null), canonical JSON encrypted under the tenant's active data key;
+- the *personal* part (the personal fields' values), canonical JSON encrypted once, as
+  one blob, under the subject's own key. Erasing the subject destroys that key: the blob
+  can no longer be opened (crypto-shredding), while the public part and the hash chain,
+  which is over the ciphertext, stay intact.
+
+The personal blob is not encrypted a second time under the tenant key: the subject key is
+itself stored wrapped under the tenant key, so the tenant key already guards it, and one
+AES-GCM pass per part is all the append and the read pay.
+"""
 
 from __future__ import annotations
 
-import binascii
 import secrets
 import uuid
 from collections.abc import Callable, Mapping
@@ -12,59 +24,44 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 
 from hermes_fed.errors import CorruptEventError, KeyringError
-from hermes_fed.events.codec import canonical_json, loads
+from hermes_fed.events.codec import loads
 
 from .keyring import Keyring, open_sealed, seal
 
 PLAIN_KEY_ID = "-"  # the row is not encrypted (no key ring configured)
-SEALED = "$sealed"
+_PERSONAL_AAD = b"|personal"
 
 # (subject_id, key_ref) -> subject key, or None when the subject was erased
 SubjectKeyLookup = Callable[[str, str], bytes | None]
 
 
-def seal_personal(
-    data: dict[str, Any],
-    personal: frozenset[str],
-    event_id: uuid.UUID,
-    subject_key: bytes,
-    key_ref: str,
-) -> dict[str, Any]:
-    """Replace each personal field's value by its ciphertext under the subject key."""
-    out = dict(data)
-    for name in personal:
-        if name in out and out[name] is not None:
-            blob = seal(subject_key, canonical_json(out[name]), event_id.bytes + name.encode())
-            out[name] = {SEALED: binascii.b2a_base64(blob, newline=False).decode(), "ref": key_ref}
-    return out
+def split_personal(data: dict[str, Any], personal: frozenset[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(public, personal)`` parts of validated data; null personal fields stay public."""
+    public: dict[str, Any] = {}
+    sealed: dict[str, Any] = {}
+    for name, value in data.items():
+        if name in personal and value is not None:
+            sealed[name] = value
+        else:
+            public[name] = value
+    return public, sealed
 
 
-def open_personal(
-    data: dict[str, Any],
-    personal: frozenset[str],
-    event_id: uuid.UUID,
-    subject_id: str | None,
-    lookup: SubjectKeyLookup,
-    position: int,
-) -> tuple[dict[str, Any], tuple[str, ...]]:
-    erased: list[str] = []
-    for name in personal:
-        value = data.get(name)
-        if not (isinstance(value, dict) and SEALED in value):
-            continue
-        if subject_id is None:
-            raise CorruptEventError(f"position {position}: sealed field {name} without a subject")
-        key = lookup(subject_id, str(value.get("ref")))
-        if key is None:
-            data[name] = None
-            erased.append(name)
-            continue
-        try:
-            plain = open_sealed(key, binascii.a2b_base64(value[SEALED]), event_id.bytes + name.encode())
-        except (InvalidTag, ValueError, TypeError):
-            raise CorruptEventError(f"position {position}: field {name} fails authentication") from None
-        data[name] = loads(plain)
-    return data, tuple(sorted(erased))
+def seal_personal(plaintext: bytes, event_id: uuid.UUID, subject_key: bytes) -> bytes:
+    return seal(subject_key, plaintext, event_id.bytes + _PERSONAL_AAD)
+
+
+def open_personal(blob: bytes, event_id: uuid.UUID, subject_key: bytes, position: int) -> dict[str, Any]:
+    try:
+        plain = open_sealed(subject_key, blob, event_id.bytes + _PERSONAL_AAD)
+    except (InvalidTag, ValueError):
+        raise CorruptEventError(f"position {position}: personal fields fail authentication") from None
+    return _object(plain, position, "personal fields")
+
+
+def sealed_names(public: Mapping[str, Any], personal: frozenset[str]) -> tuple[str, ...]:
+    """The personal fields held in the sealed part: those the public part lacks."""
+    return tuple(sorted(personal.difference(public)))
 
 
 def encrypt_data(keyring: Keyring | None, plaintext: bytes, event_id: uuid.UUID) -> tuple[str, bytes]:
@@ -90,13 +87,17 @@ def decrypt_data(
                 f"position {position}: data fails authentication under key {key_id!r} "
                 "(the row was altered, or the key ring holds a different key with that id)"
             ) from None
+    return _object(plain, position, "data")
+
+
+def _object(plain: bytes, position: int, what: str) -> dict[str, Any]:
     try:
         data = loads(plain)
     except ValueError:
-        raise CorruptEventError(f"position {position}: data is not valid JSON") from None
-    if not isinstance(data, Mapping):
-        raise CorruptEventError(f"position {position}: data is not a JSON object")
-    return dict(data)
+        raise CorruptEventError(f"position {position}: {what} is not valid JSON") from None
+    if type(data) is not dict:
+        raise CorruptEventError(f"position {position}: {what} is not a JSON object")
+    return data
 
 
 def new_subject_key() -> tuple[bytes, str]:

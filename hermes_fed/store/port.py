@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from hermes_fed.events import NewEvent, StoredEvent
@@ -59,8 +59,21 @@ class EventStore(ABC):
         """
 
     @abstractmethod
-    def read(self, after: int = 0, limit: int | None = None) -> Iterator[StoredEvent]:
-        """Events with ``position > after`` in position (= commit) order."""
+    def read(
+        self,
+        after: int = 0,
+        limit: int | None = None,
+        *,
+        types: Collection[str] | None = None,
+        lazy: bool = False,
+    ) -> Iterator[StoredEvent]:
+        """Events with ``position > after`` in position (= commit) order.
+
+        ``types``: only events of these types (``limit`` counts those). ``lazy``: hand out
+        events whose payload (``data``, ``erased_fields``) is decrypted on first access, so
+        a reader that looks only at the envelope never pays for it; a corrupt or
+        undecryptable payload then raises at that access instead of during iteration.
+        """
 
     @abstractmethod
     def read_stream(self, stream_id: str, after_version: int = 0) -> list[StoredEvent]:

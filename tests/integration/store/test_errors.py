@@ -144,25 +144,41 @@ def test_corrupt_row_names_the_position(make_store: MakeStore, encrypted: bool) 
     assert store.verify().first_bad_position == 3
 
 
-def test_corrupt_personal_field_names_the_position_and_field(make_store: MakeStore) -> None:
-    # Prepare: a forged sealed field in a row that an attacker re-encrypted under the tenant key
+def test_corrupt_personal_fields_name_the_position(make_store: MakeStore) -> None:
+    # Prepare: one flipped bit in the sealed personal part (what the hash chain would also flag)
     ring = Keyring.generate("acme")
     store = make_store(keyring=ring)
     store.append(
         [NewEvent("session-1", "SessionStarted", {"user_ref": "u", "model_version": "m"}, subject="u")]
     )
-    row = raw(store, "SELECT event_id, data, subject_id FROM events WHERE position = 1")[0]
-    from uuid import UUID
-
-    from hermes_fed.events.codec import canonical_json, loads
-
-    eid = UUID(bytes=bytes(row[0]))
-    data = loads(ring.decrypt("k1", bytes(row[1]), eid.bytes))
-    data["user_ref"]["$sealed"] = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
-    _, blob = ring.encrypt(canonical_json(data), eid.bytes)
+    sealed = bytearray(raw(store, "SELECT personal FROM events WHERE position = 1")[0][0])
+    sealed[-1] ^= 1
     drop_guards(store)
-    raw(store, "UPDATE events SET data = :d WHERE position = 1", {"d": blob})
+    raw(store, "UPDATE events SET personal = :p WHERE position = 1", {"p": bytes(sealed)})
 
-    # Execute / Assert
-    with pytest.raises(CorruptEventError, match="position 1: field user_ref fails authentication"):
+    # Execute / Assert: eager reads fail during iteration, lazy reads at the first access
+    with pytest.raises(CorruptEventError, match="position 1: personal fields fail authentication"):
+        list(store.read())
+    (event,) = store.read(lazy=True)
+    assert event.type == "SessionStarted" and not event.decoded
+    with pytest.raises(CorruptEventError, match="position 1: personal fields fail authentication"):
+        _ = event.data
+
+
+def test_personal_part_moved_to_another_event_fails(make_store: MakeStore) -> None:
+    # Prepare: the sealed part of event 2 (same subject, same key) copied onto event 1
+    ring = Keyring.generate("acme")
+    store = make_store(keyring=ring)
+    store.append(
+        [
+            NewEvent("session-1", "SessionStarted", {"user_ref": "u", "model_version": "m"}, subject="u"),
+            NewEvent("session-2", "SessionStarted", {"user_ref": "u", "model_version": "m"}, subject="u"),
+        ]
+    )
+    other = raw(store, "SELECT personal FROM events WHERE position = 2")[0][0]
+    drop_guards(store)
+    raw(store, "UPDATE events SET personal = :p WHERE position = 1", {"p": bytes(other)})
+
+    # Execute / Assert: the event id is bound into the authentication tag
+    with pytest.raises(CorruptEventError, match="position 1: personal fields fail authentication"):
         list(store.read())
