@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
-import numpy as np
 import sqlalchemy as sa
 
 from . import read_model as rm
@@ -62,6 +62,11 @@ class QualityRows(ABC):
 
     @abstractmethod
     def signature(self, task: str, final_response: str) -> bytes | PendingSignature: ...
+
+    def defer_scoring(self, score: Callable[[Row], None]) -> bool:
+        """Offer to call ``score(row)`` once per row before the rows are written, instead of
+        the fold scoring after every event; ``True`` if these rows take the offer."""
+        return False
 
     @abstractmethod
     def judge(self, trajectory_id: str, judge: str, score: float,
@@ -183,22 +188,23 @@ class MemoryRows(QualityRows):
     def __init__(self, selection: SelectionConfig) -> None:
         self.selection = selection
         self.trajectories: dict[str, Row] = {}
-        self.sessions: dict[str, set[str]] = {}
         self.judgements: dict[str, dict[str, tuple[float, int]]] = {}
         self.dirty_sessions: set[str] = set()
         self.selections: dict[str, tuple[Row, list[Row]]] = {}
         self.runs: dict[str, Row] = {}
+        self._score: Callable[[Row], None] | None = None
+
+    def defer_scoring(self, score: Callable[[Row], None]) -> bool:
+        self._score = score
+        return True
 
     def get(self, trajectory_id: str) -> Row | None:
         # The live row, not a copy: the fold mutates it and put()s it straight back.
         return self.trajectories.get(trajectory_id)
 
     def put(self, row: Row, exists: bool) -> None:
-        old = self.trajectories.get(row["trajectory_id"])
-        if old is not None and old["session_id"] != row["session_id"]:
-            self.sessions[old["session_id"]].discard(row["trajectory_id"])
-        self.sessions.setdefault(row["session_id"], set()).add(row["trajectory_id"])
-        self.trajectories[row["trajectory_id"]] = row
+        if not exists:  # an existing row is the live one get() returned, already here
+            self.trajectories[row["trajectory_id"]] = row
 
     def signature(self, task: str, final_response: str) -> PendingSignature:
         return PendingSignature(f"{task}\n{final_response}")
@@ -213,15 +219,19 @@ class MemoryRows(QualityRows):
     def pairs_changed(self, session_id: str) -> None:
         self.dirty_sessions.add(session_id)  # computed once, in flush
 
-    def _session_members(self, session_id: str) -> list[SessionTrajectory]:
-        out = []
-        for tid in self.sessions.get(session_id, ()):
-            r = self.trajectories[tid]
-            if r["recorded"] and r["task_key"] is not None:
-                out.append(SessionTrajectory(tid, session_id, int(r["recorded_position"]),
-                                             r["task_key"], r["retries"] > 0,
-                                             bool(r["accepted"])))
-        return out
+    def _pairing_members(self) -> list[SessionTrajectory]:
+        """The pairing inputs of the sessions that can have a pair: members of the dirty
+        sessions, by the session each row is in now (feedback from another stream before
+        its recording moves a row), and only sessions with a retried, unaccepted member
+        (:func:`preference_pairs` pairs nothing else)."""
+        live = [r for r in self.trajectories.values()
+                if r["recorded"] and r["task_key"] is not None
+                and r["session_id"] in self.dirty_sessions]
+        waiting = {r["session_id"] for r in live if r["retries"] > 0 and not r["accepted"]}
+        return [SessionTrajectory(r["trajectory_id"], r["session_id"],
+                                  int(r["recorded_position"]), r["task_key"],
+                                  r["retries"] > 0, bool(r["accepted"]))
+                for r in live if r["session_id"] in waiting]
 
     def has_selection(self, sha: str) -> bool:
         return sha in self.selections
@@ -254,16 +264,19 @@ class MemoryRows(QualityRows):
 
     def flush(self, conn: sa.Connection, chunk: int = 5000) -> None:
         """Compute pending signatures and pairs in one pass and bulk-insert every table."""
-        pairs = [_pair_row(p) for session in sorted(self.dirty_sessions)
-                 for p in preference_pairs(self._session_members(session))]
+        if self._score is not None:
+            score = self._score
+            for row in self.trajectories.values():
+                score(row)
+        pairs = [_pair_row(p) for p in preference_pairs(self._pairing_members())]
         pending = [r for r in self.trajectories.values()
                    if isinstance(r["signature"], PendingSignature)]
         signatures = minhash_signatures([r["signature"].text for r in pending],
                                         self.selection.minhash_permutations,
                                         self.selection.shingle_size)
-        raw = signatures.astype("<u8")
-        for row, signature in zip(pending, raw, strict=True):
-            row["signature"] = np.ascontiguousarray(signature).tobytes()
+        blob, width = signatures.astype("<u8").tobytes(), 8 * signatures.shape[1]
+        for i, row in enumerate(pending):
+            row["signature"] = blob[i * width:(i + 1) * width]
         judgements = [{"trajectory_id": tid, "judge": judge, "score": s, "position": p}
                       for tid, by_judge in self.judgements.items()
                       for judge, (s, p) in by_judge.items()]
@@ -291,8 +304,9 @@ def bulk_insert(conn: sa.Connection, table: sa.Table, rows: Sequence[Row],
         columns = ", ".join(f'"{n}"' for n in names)
         marks = ", ".join("?" for _ in names)
         sql = f'INSERT INTO "{table.name}" ({columns}) VALUES ({marks})'
+        values = itemgetter(*names)
         for lo in range(0, len(rows), chunk):
-            conn.exec_driver_sql(sql, [tuple(r[n] for n in names) for r in rows[lo:lo + chunk]])
+            conn.exec_driver_sql(sql, list(map(values, rows[lo:lo + chunk])))
         return
     for lo in range(0, len(rows), chunk):
         conn.execute(table.insert(), list(rows[lo:lo + chunk]))
