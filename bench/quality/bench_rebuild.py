@@ -3,18 +3,21 @@
 Two measurements, both written to stdout as one JSON object:
 
 1. ``fold``: rebuilding the scores of ``--events`` session events from scratch. The events
-   are built in memory as ``StoredEvent`` records (no store decode), folded by the same
-   ``QualityFold`` the projection uses (``fold_in_memory``) and written with
-   ``MemoryRows.flush`` into a fresh SQLite file; the MinHash signatures are part of it.
-   Reported: events/s (wall and per CPU second: the machine may be shared, and the CPU
-   rate is what one free core would do) for the fold, the flush, and the two together,
-   next to the rate of
-   the event-by-event ``ProjectionRunner`` path on a prefix (``--runner-events``), the
-   baseline in the same process.
+   are built in memory as ``StoredEvent`` records (no store decode), folded by
+   ``fold_in_memory`` (what ``rebuild_quality`` runs) and written with ``MemoryRows.flush``
+   into a fresh SQLite file. The flush holds the work deferred to it: one scoring per
+   trajectory, preference pairs, the MinHash signatures, the bulk inserts and the commit.
+   Reported for ``fold``, ``flush`` and ``fold_and_flush``: seconds and events/s, wall and
+   per CPU second of this process (the machine may be shared: the CPU rate is what one
+   free core would do; the load average is recorded at start, after the fold and at the
+   end). ``event_by_event_sql`` is the baseline measured in the same process: the
+   ``QualityProjection`` handlers event by event through SQL on a prefix
+   (``--runner-events``) of the same events.
 2. ``store``: a real SQLite tenant log of ``--store-events`` events (with a key ring, so
-   personal fields are decrypted on read): ``rebuild_quality`` end to end (read + decode +
-   fold + flush) and the incremental latency of one new event (append, then
-   ``ProjectionRunner.catch_up``), p50/p95 over ``--trials`` events.
+   personal fields are decrypted on read): ``read_decode`` (reading every event, no
+   fold), ``rebuild_quality`` end to end (read + decode + fold + flush) and the incremental
+   latency of one new event (append, then ``ProjectionRunner.catch_up``), p50/p95 over
+   ``--trials`` events.
 
     .venv/bin/python bench/quality/bench_rebuild.py --events 1000000
 """
@@ -41,9 +44,8 @@ from hermes_fed.projections import ProjectionRunner
 from hermes_fed.quality import read_model as rm
 from hermes_fed.quality.config import QualityConfig
 from hermes_fed.quality.projection import (
-    EVENT_TYPES,
-    QualityFold,
     QualityProjection,
+    fold_in_memory,
     rebuild_quality,
 )
 from hermes_fed.quality.rows import MemoryRows
@@ -107,10 +109,16 @@ def synthetic_events(n: int, seed: int, chunk: int = 100_000) -> Iterator[list[S
         yield out
 
 
+def rates(events: int, wall: float, cpu: float) -> dict[str, float]:
+    """Seconds and events/s, wall and per CPU second of this process."""
+    return {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
+            "events_per_s": round(events / wall) if wall else 0,
+            "events_per_cpu_s": round(events / cpu) if cpu else 0}
+
+
 def bench_fold(n: int, runner_n: int, seed: int, workdir: str) -> dict[str, Any]:
     config = QualityConfig()
     rows = MemoryRows(config.selection)
-    fold = QualityFold(rows, config)
     count = 0
     fold_s = fold_cpu = build_s = 0.0
     prefix: list[StoredEvent] = []
@@ -120,18 +128,17 @@ def bench_fold(n: int, runner_n: int, seed: int, workdir: str) -> dict[str, Any]
         if not prefix:
             prefix = chunk[:runner_n]
         t0, c0 = time.perf_counter(), time.process_time()
-        for event in chunk:
-            if event.type in EVENT_TYPES:
-                fold.apply(event)
+        fold_in_memory(chunk, config, rows)  # what rebuild_quality runs, chunk by chunk
         fold_s += time.perf_counter() - t0
         fold_cpu += time.process_time() - c0
         count += len(chunk)
         t_build = time.perf_counter()
+    load_mid = os.getloadavg()[0]
     engine = sa.create_engine(f"sqlite:///{workdir}/fold.db")
     rm.metadata.create_all(engine)
     t0, c0 = time.perf_counter(), time.process_time()
     with engine.begin() as conn:
-        rows.flush(conn)
+        rows.flush(conn)  # scores, pairs, MinHash signatures, bulk inserts, commit
     flush_s, flush_cpu = time.perf_counter() - t0, time.process_time() - c0
     with engine.connect() as conn:
         scored = conn.execute(sa.select(sa.func.count()).where(
@@ -148,18 +155,17 @@ def bench_fold(n: int, runner_n: int, seed: int, workdir: str) -> dict[str, Any]
             projection.handle(conn, event)
     runner_s, runner_cpu = time.perf_counter() - t0, time.process_time() - c0
     engine.dispose()
+    total = rates(count, fold_s + flush_s, fold_cpu + flush_cpu)
+    baseline = rates(len(prefix), runner_s, runner_cpu)
     return {
         "events": count, "trajectories_scored": scored, "build_events_s": round(build_s, 3),
-        "fold_s": round(fold_s, 3), "flush_s": round(flush_s, 3),
-        "fold_cpu_s": round(fold_cpu, 3), "flush_cpu_s": round(flush_cpu, 3),
-        "fold_events_per_s": round(count / fold_s),
-        "rebuild_events_per_s": round(count / (fold_s + flush_s)),
-        "rebuild_events_per_cpu_s": round(count / (fold_cpu + flush_cpu)),
-        "event_by_event_sql": {"events": len(prefix), "seconds": round(runner_s, 3),
-                               "events_per_s": round(len(prefix) / runner_s),
-                               "events_per_cpu_s": round(len(prefix) / runner_cpu)},
+        "fold": rates(count, fold_s, fold_cpu),
+        "flush": rates(count, flush_s, flush_cpu),
+        "fold_and_flush": total,
+        "event_by_event_sql": {"events": len(prefix), **baseline},
         "speedup_vs_event_by_event_cpu": round(
-            (count / (fold_cpu + flush_cpu)) / (len(prefix) / runner_cpu), 1),
+            total["events_per_cpu_s"] / baseline["events_per_cpu_s"], 1),
+        "load_average_after_fold": load_mid,
     }
 
 
@@ -181,9 +187,9 @@ def bench_store(n: int, trials: int, seed: int, workdir: str) -> dict[str, Any]:
             appended += len(batch)
             batch = []
     append_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     read = sum(1 for _ in store.read())
-    read_s = time.perf_counter() - t0
+    read_s, read_cpu = time.perf_counter() - t0, time.process_time() - c0
     t0, c0 = time.perf_counter(), time.process_time()
     rebuilt = rebuild_quality(store)
     rebuild_s, rebuild_cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -208,10 +214,8 @@ def bench_store(n: int, trials: int, seed: int, workdir: str) -> dict[str, Any]:
 
     return {
         "events": rebuilt, "append_events_per_s": round(appended / append_s),
-        "read_decode_events_per_s": round(read / read_s),
-        "rebuild_quality_s": round(rebuild_s, 3),
-        "rebuild_quality_events_per_s": round(rebuilt / rebuild_s),
-        "rebuild_quality_events_per_cpu_s": round(rebuilt / rebuild_cpu),
+        "read_decode": rates(read, read_s, read_cpu),
+        "rebuild_quality": rates(rebuilt, rebuild_s, rebuild_cpu),
         "incremental_catch_up": {k: summary(v) for k, v in latencies.items()},
         "trials": trials,
     }
