@@ -190,7 +190,7 @@ def _rebuild(args: argparse.Namespace) -> int:
     config = _config(args)
     with _open(args) as store:
         n = rebuild_quality(store, config)
-    print(f"quality read model rebuilt from {n} events")
+    print(f"quality read model rebuilt from {n} quality events")
     return 0
 
 

@@ -275,11 +275,16 @@ def rebuild_quality(store: SqlEventStore, config: QualityConfig | None = None,
     """Rebuild the read model in memory and write it in one transaction with its checkpoint.
 
     The same rows as ``ProjectionRunner(store, QualityProjection(config)).rebuild()``
-    (tested), without a round trip per event. Returns the number of events read.
+    (tested), without a round trip per event. Only events of the projection's types are
+    read (the store filters; session starts and ends are never decoded); the checkpoint
+    is the log's head when the rebuild began, or the last event folded if later. Returns
+    the number of events folded.
     """
     projection = QualityProjection(config)
     engine = engine or store.engine
-    rows, count, last = fold_in_memory(store.read(), projection.config)
+    head = store.head()
+    rows, count, last = fold_in_memory(store.read(types=EVENT_TYPES), projection.config)
+    last = max(head, last)
     checkpoints.metadata.create_all(engine)
     with engine.begin() as conn:
         rm.metadata.drop_all(conn)
