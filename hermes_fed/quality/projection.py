@@ -35,7 +35,7 @@ from .config import QualityConfig
 from .preference import task_key
 from .rows import MemoryRows, QualityRows, Row, SqlRows
 from .scoring import combined_value, implicit_value
-from .signals import FEEDBACK_TYPES, TrajectorySignals, apply_event
+from .signals import FEEDBACK_TYPES, TrajectorySignals, apply_event_to_row
 from .tiers import Tier, tier_of
 
 SCHEMA_VERSION = 1
@@ -150,15 +150,11 @@ class QualityFold:
         if found is None:
             return
         row, exists = found
-        before = _signals(row)
-        after = apply_event(before, event.type, event.data)
-        row.update(recorded=after.recorded, accepted=after.accepted, retries=after.retries,
-                   edits=after.edits, edit_ratio=after.edit_ratio, continued=after.continued,
-                   errors=after.errors)
-        self._rescore(row, after)
+        accepted, retried = row["accepted"], row["retries"] > 0
+        apply_event_to_row(row, event.type, event.data)
+        self._rescore(row)
         self.rows.put(row, exists)
-        pairing_changed = (before.accepted != after.accepted
-                           or (before.retries == 0) != (after.retries == 0))
+        pairing_changed = accepted != row["accepted"] or retried != (row["retries"] > 0)
         if row["recorded"] and pairing_changed:
             self.rows.pairs_changed(row["session_id"])
 

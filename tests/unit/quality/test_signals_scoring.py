@@ -17,8 +17,10 @@ from hermes_fed.quality.scoring import (
     implicit_value,
 )
 from hermes_fed.quality.signals import (
+    FEEDBACK_TYPES,
     TrajectorySignals,
     apply_event,
+    apply_event_to_row,
     fold_signals,
     orphans,
 )
@@ -188,3 +190,29 @@ def test_hot_path_values_equal_the_explained_scores(
     assert implicit_value(signals, ImplicitWeights()) == implicit_score(signals).score
     assert combined_value(implicit, judge_mean, human, weights) == combined_score(
         implicit, judges, human, weights).score
+
+
+SIGNAL_FIELDS = ("trajectory_id", "recorded", "accepted", "retries", "edits", "edit_ratio",
+                 "continued", "errors")
+
+
+@given(st.builds(TrajectorySignals, st.just("t"), st.booleans(), st.booleans(),
+                 st.integers(0, 5), st.integers(0, 3), st.floats(0, 1), st.booleans(),
+                 st.integers(0, 3)),
+       st.sampled_from(sorted({*FEEDBACK_TYPES, "TrajectoryRecorded", "SessionEnded"})),
+       st.one_of(st.none(), st.floats(allow_nan=True), st.integers(-3, 3)))
+def test_row_update_equals_apply_event(signals: TrajectorySignals, kind: str,
+                                       ratio: float | None) -> None:
+    # Prepare: a row holding the signals among other columns
+    data: dict[str, Any] = {"trajectory_id": "t"}
+    if ratio is not None:
+        data["edit_ratio"] = ratio
+    row: dict[str, Any] = {f: getattr(signals, f) for f in SIGNAL_FIELDS}
+    row["judge_score"] = 0.5
+    # Execute
+    apply_event_to_row(row, kind, data)
+    expected = apply_event(signals, kind, data)
+    # Assert: the same values, NaN-safe, nothing else touched
+    assert repr([row[f] for f in SIGNAL_FIELDS]) == repr(
+        [getattr(expected, f) for f in SIGNAL_FIELDS])
+    assert row["judge_score"] == 0.5 and len(row) == len(SIGNAL_FIELDS) + 1
