@@ -46,6 +46,7 @@ EVENT_TYPES: frozenset[str] = frozenset(
 
 
 _TIER_NAMES: dict[Tier, str] = {t: str(t) for t in Tier}
+_MEMO_SIZE = 1 << 16
 
 
 def config_digest(config: QualityConfig) -> str:
@@ -63,12 +64,6 @@ def new_row(trajectory_id: str, session_id: str) -> Row:
     }
 
 
-def _signals(row: Row) -> TrajectorySignals:
-    return TrajectorySignals(row["trajectory_id"], row["recorded"], row["accepted"],
-                             row["retries"], row["edits"], row["edit_ratio"],
-                             row["continued"], row["errors"])
-
-
 class QualityFold:
     """Applies one event at a time to :class:`QualityRows`."""
 
@@ -78,6 +73,7 @@ class QualityFold:
         # In a bulk rebuild the rows score each trajectory once, before they are written,
         # instead of after every event: scores are a pure function of the row, and every
         # change of a row's inputs is followed by a rescore, so the last one is the same.
+        self._implicit: dict[tuple[Any, ...], float] = {}
         self._deferred = rows.defer_scoring(self.score)
         self._handlers: dict[str, Callable[[StoredEvent], None]] = {
             "TrajectoryRecorded": self._recorded, "TrajectoryJudged": self._judged,
@@ -109,20 +105,29 @@ class QualityFold:
         return (row, True) if row is not None else (new_row(trajectory_id, event.stream_id),
                                                     False)
 
-    def score(self, row: Row, signals: TrajectorySignals | None = None) -> None:
+    def score(self, row: Row) -> None:
         """Set the row's implicit and combined scores and tier from its other columns."""
         if not row["recorded"]:
             return  # orphans are never scored
-        implicit = implicit_value(signals or _signals(row), self.config.implicit)
+        # The implicit score is a function of these six columns; most rows share a few
+        # combinations, so values are memoised (bounded: edit ratios are continuous).
+        key = (row["accepted"], row["retries"], row["edits"], row["edit_ratio"],
+               row["continued"], row["errors"])
+        implicit = self._implicit.get(key)
+        if implicit is None:
+            implicit = implicit_value(TrajectorySignals(row["trajectory_id"], True, *key),
+                                      self.config.implicit)
+            if len(self._implicit) < _MEMO_SIZE:
+                self._implicit[key] = implicit
         combined = combined_value(implicit, row["judge_score"], row["human_score"],
                                   self.config.combine)
         row["implicit_score"] = implicit
         row["combined_score"] = combined
         row["tier"] = _TIER_NAMES[tier_of(combined, self.config.tiers)]
 
-    def _rescore(self, row: Row, signals: TrajectorySignals | None = None) -> None:
+    def _rescore(self, row: Row) -> None:
         if not self._deferred:
-            self.score(row, signals)
+            self.score(row)
 
     def _recorded(self, event: StoredEvent) -> None:
         found = self._row(event)
