@@ -625,7 +625,8 @@ class SqlEventStore(EventStore):
         raw = self.engine.raw_connection()
         try:
             # PostgreSQL: binary results (bytea and integers as raw bytes, not hex text to parse)
-            cur = raw.cursor() if self.dialect == "sqlite" else raw.driver_connection.cursor(binary=True)
+            driver: Any = raw.driver_connection
+            cur = raw.cursor() if self.dialect == "sqlite" else driver.cursor(binary=True)
             last = params[-1]
             remaining = limit
             while remaining is None or remaining > 0:
