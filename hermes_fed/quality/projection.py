@@ -70,10 +70,10 @@ class QualityFold:
     def __init__(self, rows: QualityRows, config: QualityConfig) -> None:
         self.rows = rows
         self.config = config
+        self._implicit: dict[tuple[Any, ...], float] = {}
         # In a bulk rebuild the rows score each trajectory once, before they are written,
         # instead of after every event: scores are a pure function of the row, and every
         # change of a row's inputs is followed by a rescore, so the last one is the same.
-        self._implicit: dict[tuple[Any, ...], float] = {}
         self._deferred = rows.defer_scoring(self.score)
         self._handlers: dict[str, Callable[[StoredEvent], None]] = {
             "TrajectoryRecorded": self._recorded, "TrajectoryJudged": self._judged,
@@ -251,8 +251,9 @@ class QualityProjection(Projection):
 @contextmanager
 def _fewer_collections(young: int = 50_000) -> Iterator[None]:
     """Run the cyclic GC's young-generation pass every ``young`` allocations instead of
-    every 700 while a fold builds its rows (a third of a rebuild's fold time went to
-    collections that found nothing); cycles are still collected, only in larger batches."""
+    every 700 while a fold builds its rows (in bench/quality a third of the fold's CPU time
+    went to collections that found nothing); cycles are still collected, in larger batches.
+    The threshold is process-wide, restored on exit."""
     before = gc.get_threshold()
     gc.set_threshold(max(young, before[0]), *before[1:])
     try:
@@ -263,8 +264,9 @@ def _fewer_collections(young: int = 50_000) -> Iterator[None]:
 
 def fold_in_memory(events: Iterable[StoredEvent], config: QualityConfig,
                    rows: MemoryRows | None = None) -> tuple[MemoryRows, int, int]:
-    """Fold events into :class:`MemoryRows` (new ones, or ``rows`` to go on folding into);
-    returns ``(rows, events read, last position)``."""
+    """Fold events into :class:`MemoryRows`: new ones, or ``rows`` of an earlier call with
+    the same ``config`` to go on folding into (in chunks). Returns ``(rows, events read,
+    last position)``; ``rows.flush`` scores and writes them."""
     rows = rows if rows is not None else MemoryRows(config.selection)
     with _fewer_collections():
         count, last = QualityFold(rows, config).apply_all(events)
