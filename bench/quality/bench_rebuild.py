@@ -12,7 +12,9 @@ Two measurements, both written to stdout as one JSON object:
    free core would do; the load average is recorded at start, after the fold and at the
    end). ``event_by_event_sql`` is the baseline measured in the same process: the
    ``QualityProjection`` handlers event by event through SQL on a prefix
-   (``--runner-events``) of the same events.
+   (``--runner-events``) of the same events. With ``--pg-url`` the same rows (folded a
+   second time, untimed) are also flushed into a scratch PostgreSQL schema:
+   ``flush_postgresql``.
 2. ``store``: a real SQLite tenant log of ``--store-events`` events (with a key ring, so
    personal fields are decrypted on read): ``read_decode`` (reading every event, no
    fold), ``rebuild_quality`` end to end (read + decode of the quality event types + fold +
@@ -117,9 +119,31 @@ def rates(events: int, wall: float, cpu: float) -> dict[str, float]:
             "events_per_cpu_s": round(events / cpu) if cpu else 0}
 
 
-def bench_fold(n: int, runner_n: int, seed: int, workdir: str) -> dict[str, Any]:
+def flush_postgresql(rows: MemoryRows, url: str) -> tuple[float, float]:
+    """Flush ``rows`` into a fresh schema of the PostgreSQL database at ``url`` (dropped
+    afterwards); returns (wall, CPU) seconds of this process."""
+    schema = f"bench_quality_{uuid.uuid4().hex[:8]}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    try:
+        scoped = engine.execution_options(schema_translate_map={None: schema})
+        rm.metadata.create_all(scoped)
+        t0, c0 = time.perf_counter(), time.process_time()
+        with scoped.begin() as conn:
+            rows.flush(conn)
+        return time.perf_counter() - t0, time.process_time() - c0
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        engine.dispose()
+
+
+def bench_fold(n: int, runner_n: int, seed: int, workdir: str,
+               pg_url: str | None = None) -> dict[str, Any]:
     config = QualityConfig()
     rows = MemoryRows(config.selection)
+    pg_rows = MemoryRows(config.selection) if pg_url else None  # a flush consumes its rows
     count = 0
     fold_s = fold_cpu = build_s = 0.0
     prefix: list[StoredEvent] = []
@@ -132,6 +156,8 @@ def bench_fold(n: int, runner_n: int, seed: int, workdir: str) -> dict[str, Any]
         fold_in_memory(chunk, config, rows)  # what rebuild_quality runs, chunk by chunk
         fold_s += time.perf_counter() - t0
         fold_cpu += time.process_time() - c0
+        if pg_rows is not None:
+            fold_in_memory(chunk, config, pg_rows)
         count += len(chunk)
         t_build = time.perf_counter()
     load_mid = os.getloadavg()[0]
@@ -167,6 +193,8 @@ def bench_fold(n: int, runner_n: int, seed: int, workdir: str) -> dict[str, Any]
         "speedup_vs_event_by_event_cpu": round(
             total["events_per_cpu_s"] / baseline["events_per_cpu_s"], 1),
         "load_average_after_fold": load_mid,
+        **({"flush_postgresql": rates(count, *flush_postgresql(pg_rows, pg_url))}
+           if pg_rows is not None and pg_url else {}),
     }
 
 
@@ -232,6 +260,9 @@ def main() -> int:
     parser.add_argument("--store-events", type=int, default=20_000)
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pg-url", default=None,
+                        help="also time the flush into PostgreSQL (a scratch schema), e.g. "
+                             "postgresql+psycopg://postgres@127.0.0.1:5432/test")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
         result = {
@@ -239,7 +270,8 @@ def main() -> int:
             "load_average_at_start": os.getloadavg()[0],
             "cpu_count": os.cpu_count(),
             "python": sys.version.split()[0],
-            "fold": bench_fold(args.events, args.runner_events, args.seed, workdir),
+            "fold": bench_fold(args.events, args.runner_events, args.seed, workdir,
+                               args.pg_url),
             "store": bench_store(args.store_events, args.trials, args.seed, workdir),
             "load_average_at_end": os.getloadavg()[0],
         }
