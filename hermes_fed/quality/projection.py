@@ -16,11 +16,9 @@ they keep their scores but lose their signature and task key and are never selec
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
 from typing import Any, TypeGuard
 
@@ -33,7 +31,7 @@ from hermes_fed.store import SqlEventStore
 from . import read_model as rm
 from .config import QualityConfig
 from .preference import task_key
-from .rows import MemoryRows, QualityRows, Row, SqlRows
+from .rows import MemoryRows, QualityRows, Row, SqlRows, fewer_collections
 from .scoring import combined_value, implicit_value
 from .signals import FEEDBACK_TYPES, TrajectorySignals, apply_event_to_row
 from .tiers import Tier, tier_of
@@ -248,27 +246,13 @@ class QualityProjection(Projection):
         return dict.fromkeys(EVENT_TYPES, self.handle)
 
 
-@contextmanager
-def _fewer_collections(young: int = 50_000) -> Iterator[None]:
-    """Run the cyclic GC's young-generation pass every ``young`` allocations instead of
-    every 700 while a fold builds its rows (in bench/quality a third of the fold's CPU time
-    went to collections that found nothing); cycles are still collected, in larger batches.
-    The threshold is process-wide, restored on exit."""
-    before = gc.get_threshold()
-    gc.set_threshold(max(young, before[0]), *before[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
-
-
 def fold_in_memory(events: Iterable[StoredEvent], config: QualityConfig,
                    rows: MemoryRows | None = None) -> tuple[MemoryRows, int, int]:
     """Fold events into :class:`MemoryRows`: new ones, or ``rows`` of an earlier call with
     the same ``config`` to go on folding into (in chunks). Returns ``(rows, events read,
     last position)``; ``rows.flush`` scores and writes them."""
     rows = rows if rows is not None else MemoryRows(config.selection)
-    with _fewer_collections():
+    with fewer_collections():
         count, last = QualityFold(rows, config).apply_all(events)
     return rows, count, last
 
