@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+
 from hermes_fed.errors import SubjectErasedError
 
 from .codec import uuid7
@@ -110,14 +112,14 @@ class StoredEvent:
     __slots__ = (
         "_data",
         "_erased",
+        "_event_id",
         "_loader",
-        "event_id",
+        "_metadata",
+        "_occurred",
+        "_recorded",
         "hash",
-        "metadata",
-        "occurred_at",
         "position",
         "prev_hash",
-        "recorded_at",
         "schema_version",
         "stream_id",
         "stream_version",
@@ -126,31 +128,27 @@ class StoredEvent:
     )
 
     position: int
-    event_id: uuid.UUID
     tenant_id: str
     stream_id: str
     stream_version: int
     type: str
     schema_version: int
-    occurred_at: datetime
-    recorded_at: datetime
-    metadata: Mapping[str, Any]
     prev_hash: bytes
     hash: bytes
 
     def __init__(
         self,
         position: int,
-        event_id: uuid.UUID,
+        event_id: uuid.UUID | bytes,
         tenant_id: str,
         stream_id: str,
         stream_version: int,
         type: str,
         schema_version: int,
-        occurred_at: datetime,
-        recorded_at: datetime,
+        occurred_at: datetime | int,
+        recorded_at: datetime | int,
         data: Mapping[str, Any] | None,
-        metadata: Mapping[str, Any],
+        metadata: Mapping[str, Any] | bytes,
         prev_hash: bytes,
         hash: bytes,
         erased_fields: tuple[str, ...] = (),
@@ -159,16 +157,19 @@ class StoredEvent:
     ) -> None:
         if (data is None) == (loader is None):
             raise ValueError("a StoredEvent needs exactly one of data and loader")
+        # A store may pass the stored forms (16 id bytes, microseconds since the epoch,
+        # canonical JSON metadata): they are converted on first access, which a bulk
+        # replay that folds only types and payloads never makes.
         self.position = position
-        self.event_id = event_id
+        self._event_id = event_id
         self.tenant_id = tenant_id
         self.stream_id = stream_id
         self.stream_version = stream_version
         self.type = type
         self.schema_version = schema_version
-        self.occurred_at = occurred_at
-        self.recorded_at = recorded_at
-        self.metadata = metadata
+        self._occurred = occurred_at
+        self._recorded = recorded_at
+        self._metadata = metadata
         self.prev_hash = prev_hash
         self.hash = hash
         self._data = data
@@ -184,6 +185,50 @@ class StoredEvent:
             self._loader = None
         assert self._data is not None
         return self._data
+
+    @property
+    def event_id(self) -> uuid.UUID:
+        value = self._event_id
+        if type(value) is bytes:
+            value = self._event_id = uuid.UUID(bytes=value)
+        assert isinstance(value, uuid.UUID)
+        return value
+
+    @property
+    def occurred_at(self) -> datetime:
+        value = self._occurred
+        if type(value) is int:
+            value = self._occurred = from_micros(value)
+        assert isinstance(value, datetime)
+        return value
+
+    @property
+    def recorded_at(self) -> datetime:
+        value = self._recorded
+        if type(value) is int:
+            value = self._recorded = from_micros(value)
+        assert isinstance(value, datetime)
+        return value
+
+    @property
+    def occurred_at_us(self) -> int:
+        """``occurred_at`` in microseconds since the epoch (no datetime is built)."""
+        value = self._occurred
+        return value if type(value) is int else to_micros(value)  # type: ignore[arg-type]
+
+    @property
+    def recorded_at_us(self) -> int:
+        """``recorded_at`` in microseconds since the epoch (no datetime is built)."""
+        value = self._recorded
+        return value if type(value) is int else to_micros(value)  # type: ignore[arg-type]
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        value = self._metadata
+        if type(value) is bytes:
+            value = self._metadata = orjson.loads(value)
+        assert isinstance(value, Mapping)
+        return value
 
     @property
     def data(self) -> Mapping[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any, TypeGuard
 
 import sqlalchemy as sa
 
-from hermes_fed.events import StoredEvent, canonical_json, to_micros
+from hermes_fed.events import StoredEvent, canonical_json
 from hermes_fed.projections import Handler, Projection, checkpoints
 from hermes_fed.store import SqlEventStore
 
@@ -138,7 +138,7 @@ class QualityFold:
             or not isinstance(final, str)
         row.update(
             recorded=True, session_id=event.stream_id, recorded_position=event.position,
-            recorded_at_us=to_micros(event.recorded_at),
+            recorded_at_us=event.recorded_at_us,
             task_type=str(data.get("task_type") or ""), erased=erased,
             task_key=None if erased else task_key(str(task)),
             signature=None if erased else self.rows.signature(str(task), str(final)),
@@ -214,7 +214,7 @@ class QualityFold:
         existing = self.rows.run_status(run_id)
         if started and existing not in (None, "started"):
             status = existing  # a late Started never undoes a Completed/Failed
-        at = to_micros(event.recorded_at)
+        at = event.recorded_at_us
         when = ({"started_position": event.position, "started_at_us": at} if started
                 else {"finished_position": event.position, "finished_at_us": at})
         self.rows.put_run(run_id, {"status": status, "manifest_sha256": sha, **when},

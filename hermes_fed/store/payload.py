@@ -51,9 +51,10 @@ def seal_personal(plaintext: bytes, event_id: uuid.UUID, subject_key: bytes) -> 
     return seal(subject_key, plaintext, event_id.bytes + _PERSONAL_AAD)
 
 
-def open_personal(blob: bytes, event_id: uuid.UUID, subject_key: bytes, position: int) -> dict[str, Any]:
+def open_personal(blob: bytes, event_id: bytes, subject_key: bytes, position: int) -> dict[str, Any]:
+    """``event_id``: the id's 16 bytes, as stored."""
     try:
-        plain = open_sealed(subject_key, blob, event_id.bytes + _PERSONAL_AAD)
+        plain = open_sealed(subject_key, blob, event_id + _PERSONAL_AAD)
     except (InvalidTag, ValueError):
         raise CorruptEventError(f"position {position}: personal fields fail authentication") from None
     return _object(plain, position, "personal fields")
@@ -71,8 +72,9 @@ def encrypt_data(keyring: Keyring | None, plaintext: bytes, event_id: uuid.UUID)
 
 
 def decrypt_data(
-    keyring: Keyring | None, key_id: str, blob: bytes, event_id: uuid.UUID, position: int
+    keyring: Keyring | None, key_id: str, blob: bytes, event_id: bytes, position: int
 ) -> dict[str, Any]:
+    """``event_id``: the id's 16 bytes, as stored."""
     if key_id == PLAIN_KEY_ID:
         plain = blob
     else:
@@ -81,7 +83,7 @@ def decrypt_data(
                 f"position {position} is encrypted with key {key_id!r} but no key ring is configured"
             )
         try:
-            plain = keyring.decrypt(key_id, blob, event_id.bytes)
+            plain = keyring.decrypt(key_id, blob, event_id)
         except InvalidTag:
             raise CorruptEventError(
                 f"position {position}: data fails authentication under key {key_id!r} "

@@ -34,8 +34,8 @@ from hermes_fed.errors import (
     OperationalError,
     SchemaError,
 )
-from hermes_fed.events import DEFAULT_CATALOG, Catalog, NewEvent, StoredEvent, from_micros, to_micros
-from hermes_fed.events.codec import canonical_json, json_problem, loads
+from hermes_fed.events import DEFAULT_CATALOG, Catalog, NewEvent, StoredEvent, to_micros
+from hermes_fed.events.codec import canonical_json, json_problem
 from hermes_fed.events.erasure import SubjectErased
 from hermes_fed.events.schema import EventSchema
 
@@ -673,7 +673,7 @@ class SqlEventStore(EventStore):
             prev_hash,
             digest,
         ) = row
-        event_id = uuid.UUID(bytes=bytes(eid))
+        event_id = bytes(eid)
         data: dict[str, Any] | None
         erased: tuple[str, ...]
         if lazy:
@@ -703,10 +703,10 @@ class SqlEventStore(EventStore):
             version,
             etype,
             schema_version,
-            from_micros(occurred_at),
-            from_micros(recorded_at),
+            occurred_at,
+            recorded_at,
             data,
-            loads(meta),
+            bytes(meta),
             bytes(prev_hash),
             bytes(digest),
             erased,
@@ -716,7 +716,7 @@ class SqlEventStore(EventStore):
     def _payload(
         self,
         position: int,
-        event_id: uuid.UUID,
+        event_id: bytes,
         etype: str,
         schema_version: int,
         key_id: str,
