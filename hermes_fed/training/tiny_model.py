@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -95,16 +95,42 @@ def _corpus_lines(seed: int, n: int) -> Iterator[str]:
         )
 
 
-def train_tokenizer(vocab_size: int, *, seed: int = 0) -> object:
+def train_tokenizer(
+    vocab_size: int,
+    *,
+    seed: int = 0,
+    copy_friendly: bool = False,
+    isolate_digits: bool = False,
+    extra_texts: Iterable[str] = (),
+) -> object:
     """Train a byte-level BPE tokenizer on the built-in corpus (a few seconds).
 
-    Returns a ``transformers.PreTrainedTokenizerFast`` with the chat template attached.
+    ``copy_friendly`` isolates every space before the byte-level split, so a value keeps
+    the same tokens wherever it appears: GPT-2's pre-tokenizer glues a leading space to a
+    word or number, so ``" 583"`` in a user turn and ``"583`` inside a JSON tool call are
+    different tokens, and a tiny model would have to learn that mapping value by value.
+    ``isolate_digits`` also splits every digit off (a common trick for arithmetic; here it
+    made copying *harder*: a 10-token alphabet repeats inside every number and date).
+    ``extra_texts`` are added to the training corpus (e.g. the text a base will be
+    pre-trained on, so its words get merges). Returns a
+    ``transformers.PreTrainedTokenizerFast`` with the chat template attached.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from itertools import chain
+
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if copy_friendly or isolate_digits:
+        pattern = "|".join(([" "] if copy_friendly else []) + (["[0-9]"] if isolate_digits else []))
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False),
+            ]
+        )
+    else:
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -112,7 +138,7 @@ def train_tokenizer(vocab_size: int, *, seed: int = 0) -> object:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_corpus_lines(seed, 3000), trainer=trainer)
+    tok.train_from_iterator(chain(_corpus_lines(seed, 3000), extra_texts), trainer=trainer)
     fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tok,
         bos_token=None,
@@ -125,7 +151,15 @@ def train_tokenizer(vocab_size: int, *, seed: int = 0) -> object:
     return fast
 
 
-def init_tiny_model(directory: str | Path, size: str = "1m", *, seed: int = 0) -> Path:
+def init_tiny_model(
+    directory: str | Path,
+    size: str = "1m",
+    *,
+    seed: int = 0,
+    copy_friendly: bool = False,
+    isolate_digits: bool = False,
+    extra_texts: Iterable[str] = (),
+) -> Path:
     """Build and save a tiny Llama-style model + tokenizer + chat template.
 
     Parameters
@@ -137,6 +171,9 @@ def init_tiny_model(directory: str | Path, size: str = "1m", *, seed: int = 0) -
         A key of ``TINY_SIZES`` (``"1m"`` or ``"10m"``).
     seed
         Seeds both the weights and the tokenizer corpus: the same seed gives the same files.
+    copy_friendly, isolate_digits, extra_texts
+        Tokenizer options (see ``train_tokenizer``); the simulator's pre-trained base uses
+        ``copy_friendly`` so that operands copy token for token.
     """
     if size not in TINY_SIZES:
         raise ValueError(f"size must be one of {sorted(TINY_SIZES)}, got {size!r}")
@@ -146,7 +183,13 @@ def init_tiny_model(directory: str | Path, size: str = "1m", *, seed: int = 0) -
     shape = TINY_SIZES[size]
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_tokenizer(shape.vocab_size, seed=seed)
+    tokenizer = train_tokenizer(
+        shape.vocab_size,
+        seed=seed,
+        copy_friendly=copy_friendly,
+        isolate_digits=isolate_digits,
+        extra_texts=extra_texts,
+    )
     vocab = len(tokenizer)  # type: ignore[arg-type]
     config = LlamaConfig(
         vocab_size=vocab,

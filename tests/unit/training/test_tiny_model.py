@@ -64,3 +64,23 @@ def test_cli_init_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert code == 0
     assert printed["base_model_sha256"] == base_model_sha256(tmp_path / "m")
     assert (tmp_path / "m" / "chat_template.jinja").exists()
+
+
+def test_copy_friendly_tokenizer_gives_a_value_the_same_tokens_in_text_and_json() -> None:
+    # Prepare
+    from hermes_fed.training.tiny_model import train_tokenizer
+
+    plain = train_tokenizer(4096, seed=0)
+    friendly = train_tokenizer(4096, seed=0, copy_friendly=True, extra_texts=["convert units"])
+    digits = train_tokenizer(4096, seed=0, copy_friendly=True, isolate_digits=True)
+    # Execute
+    in_text = friendly.tokenize("What is 583 - 868?")  # type: ignore[attr-defined]
+    in_json = friendly.tokenize('{"expression": "583 - 868"}')  # type: ignore[attr-defined]
+    # Assert: the value's tokens are the same in both places; plain BPE glues the space on
+    assert in_text[4:9] == in_json[5:10] == ["583", "Ġ", "-", "Ġ", "868"]
+    assert plain.tokenize(" 583") == ["Ġ583"]  # type: ignore[attr-defined]
+    assert plain.tokenize('"583')[1:] == ["583"]  # type: ignore[attr-defined]
+    assert digits.tokenize("583")[:3] == ["5", "8", "3"]  # type: ignore[attr-defined]
+    text = 'a  "583" 1.5\n'
+    assert friendly.decode(friendly.encode(text)) == text  # type: ignore[attr-defined]
+    assert "convert" in friendly.get_vocab()  # type: ignore[attr-defined]
