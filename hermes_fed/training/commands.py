@@ -95,7 +95,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("init-tiny", help="build a tiny Llama-style model + tokenizer offline")
     p.add_argument("dir", help="output directory (a Hugging Face model directory)")
-    p.add_argument("--size", choices=("1m", "10m"), default="1m", help="model size")
+    p.add_argument("--size", choices=("1m", "2m", "10m"), default="1m", help="model size")
     p.add_argument("--seed", type=int, default=0, help="seed of weights and tokenizer corpus")
     p.set_defaults(func=_init_tiny)
 

@@ -45,6 +45,8 @@ class TinyModelSize:
 TINY_SIZES: dict[str, TinyModelSize] = {
     # ~1.1M parameters: 4096*128 embeddings + 2 layers of ~262k.
     "1m": TinyModelSize("1m", 4096, 128, 512, 2, 4, 4, 1024),
+    # ~1.6M parameters: the 1m shape with 4 layers (depth for copying spans of the prompt).
+    "2m": TinyModelSize("2m", 4096, 128, 512, 4, 4, 4, 1024),
     # ~9.4M parameters: 4096*256 embeddings + 8 layers of ~1.05M.
     "10m": TinyModelSize("10m", 4096, 256, 1024, 8, 8, 8, 2048),
 }
@@ -101,7 +103,7 @@ def train_tokenizer(
     seed: int = 0,
     copy_friendly: bool = False,
     isolate_digits: bool = False,
-    extra_texts: Iterable[str] = (),
+    texts: Iterable[str] | None = None,
 ) -> object:
     """Train a byte-level BPE tokenizer on the built-in corpus (a few seconds).
 
@@ -111,12 +113,10 @@ def train_tokenizer(
     different tokens, and a tiny model would have to learn that mapping value by value.
     ``isolate_digits`` also splits every digit off (a common trick for arithmetic; here it
     made copying *harder*: a 10-token alphabet repeats inside every number and date).
-    ``extra_texts`` are added to the training corpus (e.g. the text a base will be
-    pre-trained on, so its words get merges). Returns a
+    ``texts`` replace the built-in training corpus (e.g. with the text a base will be
+    pre-trained on, so that every token it has is one pre-training sees). Returns a
     ``transformers.PreTrainedTokenizerFast`` with the chat template attached.
     """
-    from itertools import chain
-
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -138,7 +138,7 @@ def train_tokenizer(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(chain(_corpus_lines(seed, 3000), extra_texts), trainer=trainer)
+    tok.train_from_iterator(_corpus_lines(seed, 3000) if texts is None else texts, trainer=trainer)
     fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tok,
         bos_token=None,
@@ -158,7 +158,7 @@ def init_tiny_model(
     seed: int = 0,
     copy_friendly: bool = False,
     isolate_digits: bool = False,
-    extra_texts: Iterable[str] = (),
+    texts: Iterable[str] | None = None,
 ) -> Path:
     """Build and save a tiny Llama-style model + tokenizer + chat template.
 
@@ -168,10 +168,10 @@ def init_tiny_model(
         Output directory (created); afterwards ``AutoModelForCausalLM.from_pretrained`` and
         ``AutoTokenizer.from_pretrained`` load it with ``HF_HUB_OFFLINE=1``.
     size
-        A key of ``TINY_SIZES`` (``"1m"`` or ``"10m"``).
+        A key of ``TINY_SIZES`` (``"1m"``, ``"2m"`` or ``"10m"``).
     seed
         Seeds both the weights and the tokenizer corpus: the same seed gives the same files.
-    copy_friendly, isolate_digits, extra_texts
+    copy_friendly, isolate_digits, texts
         Tokenizer options (see ``train_tokenizer``); the simulator's pre-trained base uses
         ``copy_friendly`` so that operands copy token for token.
     """
@@ -188,7 +188,7 @@ def init_tiny_model(
         seed=seed,
         copy_friendly=copy_friendly,
         isolate_digits=isolate_digits,
-        extra_texts=extra_texts,
+        texts=texts,
     )
     vocab = len(tokenizer)  # type: ignore[arg-type]
     config = LlamaConfig(

@@ -55,7 +55,7 @@ def test_same_seed_same_weights(tiny_model_dir: Path, tmp_path: Path) -> None:
 def test_unknown_size_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="size"):
         init_tiny_model(tmp_path, "100m")
-    assert set(TINY_SIZES) == {"1m", "10m"}
+    assert set(TINY_SIZES) == {"1m", "2m", "10m"}
 
 
 def test_cli_init_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -71,7 +71,7 @@ def test_copy_friendly_tokenizer_gives_a_value_the_same_tokens_in_text_and_json(
     from hermes_fed.training.tiny_model import train_tokenizer
 
     plain = train_tokenizer(4096, seed=0)
-    friendly = train_tokenizer(4096, seed=0, copy_friendly=True, extra_texts=["convert units"])
+    friendly = train_tokenizer(4096, seed=0, copy_friendly=True, texts=["What is 583 - 868?", '{"expression": "583 - 868"}'] * 3)
     digits = train_tokenizer(4096, seed=0, copy_friendly=True, isolate_digits=True)
     # Execute
     in_text = friendly.tokenize("What is 583 - 868?")  # type: ignore[attr-defined]
@@ -83,4 +83,4 @@ def test_copy_friendly_tokenizer_gives_a_value_the_same_tokens_in_text_and_json(
     assert digits.tokenize("583")[:3] == ["5", "8", "3"]  # type: ignore[attr-defined]
     text = 'a  "583" 1.5\n'
     assert friendly.decode(friendly.encode(text)) == text  # type: ignore[attr-defined]
-    assert "convert" in friendly.get_vocab()  # type: ignore[attr-defined]
+    assert "What" in friendly.get_vocab() and "calculator" not in friendly.get_vocab()  # type: ignore[attr-defined]
