@@ -275,8 +275,14 @@ def rebuild_quality(store: SqlEventStore, config: QualityConfig | None = None,
     checkpoints.metadata.create_all(engine)
     with engine.begin() as conn:
         rm.metadata.drop_all(conn)
-        rm.metadata.create_all(conn)
+        # Tables first, secondary indexes after the bulk insert: one sorted build each
+        # instead of a B-tree insert per row (13% of the flush of a 1M-event rebuild).
+        for table in rm.metadata.sorted_tables:
+            conn.execute(sa.schema.CreateTable(table))
         rows.flush(conn)
+        for table in rm.metadata.sorted_tables:
+            for index in table.indexes:
+                index.create(conn)
         conn.execute(checkpoints.delete().where(checkpoints.c.name == projection.name))
         conn.execute(checkpoints.insert().values(name=projection.name, position=last,
                                                  version=projection.version))
