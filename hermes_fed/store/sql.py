@@ -451,30 +451,36 @@ class SqlEventStore(EventStore):
         """Under the write lock: (position, version) of the ids already stored, the current
         version of each stream, and the head row (position, hash), or None."""
         p, t = self._p, self._t
-        existing: dict[bytes, tuple[int, int]] = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            cur.execute(
-                f"SELECT event_id, position, stream_version FROM {t}events "
-                f"WHERE event_id IN ({','.join([p] * len(chunk))})",
-                chunk,
-            )
-            for eid, pos, ver in cur.fetchall():
-                existing[bytes(eid)] = (pos, ver)
-        versions: dict[str, int] = {}
-        for i in range(0, len(streams), 500):
-            stream_chunk = streams[i : i + 500]
-            cur.execute(
-                f"SELECT stream_id, MAX(stream_version) FROM {t}events WHERE tenant_id = {p} "
-                f"AND stream_id IN ({','.join([p] * len(stream_chunk))}) GROUP BY stream_id",
-                [self.tenant_id, *stream_chunk],
-            )
-            versions.update({sid: ver for sid, ver in cur.fetchall()})
+        found = self._select_in(
+            cur, f"SELECT event_id, position, stream_version FROM {t}events WHERE event_id IN ({{}})", ids
+        )
+        existing = {bytes(eid): (pos, ver) for eid, pos, ver in found}
+        current = self._select_in(
+            cur,
+            f"SELECT stream_id, MAX(stream_version) FROM {t}events WHERE tenant_id = {p} "
+            "AND stream_id IN ({}) GROUP BY stream_id",
+            streams,
+            lead=(self.tenant_id,),
+        )
+        versions: dict[str, int] = dict(current)
         cur.execute(
             f"SELECT position, hash FROM {t}events WHERE tenant_id = {p} ORDER BY position DESC LIMIT 1",
             (self.tenant_id,),
         )
         return existing, versions, cur.fetchone()
+
+    def _select_in(
+        self, cur: Any, query: str, values: Sequence[Any], lead: Sequence[Any] = ()
+    ) -> list[tuple[Any, ...]]:
+        """Rows of ``query``, whose ``{}`` becomes the placeholders of ``values``, run once
+        per 500 values (SQLite's and psycopg's parameter limits); ``lead`` parameters come
+        first in each run."""
+        rows: list[tuple[Any, ...]] = []
+        for i in range(0, len(values), 500):
+            chunk = values[i : i + 500]
+            cur.execute(query.format(",".join([self._p] * len(chunk))), [*lead, *chunk])
+            rows.extend(cur.fetchall())
+        return rows
 
     def _log_state_pg(
         self, raw: Any, ids: list[bytes], streams: list[str]
@@ -775,21 +781,16 @@ class SqlEventStore(EventStore):
         """Rows (subject_id, key_ref, wrap_key_id, wrapped) of the subjects, through the DBAPI
         cursor (an expanding IN through SQLAlchemy was recompiled on every batch). With
         ``raw``, on that connection, inside the caller's transaction."""
-        p, t = self._p, self._t
         out: list[tuple[Any, ...]] = []
         own = raw is None
         if own:
             raw = self.engine.raw_connection()
         try:
-            cur = raw.cursor()
-            for i in range(0, len(subject_ids), 500):
-                chunk = subject_ids[i : i + 500]
-                cur.execute(
-                    f"SELECT subject_id, key_ref, wrap_key_id, wrapped FROM {t}subject_keys "
-                    f"WHERE subject_id IN ({','.join([p] * len(chunk))})",
-                    chunk,
-                )
-                out.extend(tuple(r) for r in cur.fetchall())
+            query = (
+                f"SELECT subject_id, key_ref, wrap_key_id, wrapped FROM {self._t}subject_keys "
+                "WHERE subject_id IN ({})"
+            )
+            out.extend(tuple(r) for r in self._select_in(raw.cursor(), query, subject_ids))
             if own and self.dialect == "postgresql":
                 raw.commit()
         finally:
