@@ -71,6 +71,27 @@ _STREAM_SUBJECT_CACHE = 100_000
 _ENCODE = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
+class _ReadRow(NamedTuple):
+    """A row of ``_READ_COLUMNS`` by name (the hot read path unpacks the tuple instead)."""
+
+    position: int
+    event_id: bytes
+    stream_id: str
+    stream_version: int
+    type: str
+    schema_version: int
+    occurred_at: int
+    recorded_at: int
+    key_id: str
+    subject_id: str | None
+    key_ref: str | None
+    data: bytes
+    personal: bytes | None
+    metadata: bytes
+    prev_hash: bytes
+    hash: bytes
+
+
 class _Sealed(NamedTuple):
     """An event encoded for storage; only position-dependent fields are left to fill."""
 
@@ -840,25 +861,9 @@ class SqlEventStore(EventStore):
 
     def verify(self) -> VerifyReport:
         prev, expected_position, checked = chain.GENESIS, 1, 0
-        for row in self._rows("position >", (self.tenant_id, 0), "position", None):
-            (
-                position,
-                eid,
-                stream_id,
-                version,
-                etype,
-                schema_version,
-                occurred_at,
-                recorded_at,
-                key_id,
-                subject_id,
-                key_ref,
-                blob,
-                personal,
-                meta,
-                prev_hash,
-                digest,
-            ) = row
+        for raw_row in self._rows("position >", (self.tenant_id, 0), "position", None):
+            row = _ReadRow(*raw_row)
+            position = row.position
             if position != expected_position:
                 return VerifyReport(
                     False,
@@ -867,26 +872,27 @@ class SqlEventStore(EventStore):
                     expected_position,
                     f"position {expected_position} is missing (next row is {position})",
                 )
-            if bytes(prev_hash) != prev:
+            if bytes(row.prev_hash) != prev:
                 return VerifyReport(
                     False, checked, position, position, "prev_hash does not match the previous event's hash"
                 )
             env = chain.envelope_bytes(
-                event_id=bytes(eid),
+                event_id=bytes(row.event_id),
                 tenant_id=self.tenant_id,
-                stream_id=stream_id,
-                stream_version=version,
+                stream_id=row.stream_id,
+                stream_version=row.stream_version,
                 position=position,
-                type=etype,
-                schema_version=schema_version,
-                occurred_at=occurred_at,
-                recorded_at=recorded_at,
-                key_id=key_id,
-                subject_id=subject_id,
-                key_ref=key_ref,
+                type=row.type,
+                schema_version=row.schema_version,
+                occurred_at=row.occurred_at,
+                recorded_at=row.recorded_at,
+                key_id=row.key_id,
+                subject_id=row.subject_id,
+                key_ref=row.key_ref,
             )
-            sealed = None if personal is None else bytes(personal)
-            if chain.link(prev, env, bytes(blob), sealed, bytes(meta)) != bytes(digest):
+            sealed = None if row.personal is None else bytes(row.personal)
+            digest = bytes(row.hash)
+            if chain.link(prev, env, bytes(row.data), sealed, bytes(row.metadata)) != digest:
                 return VerifyReport(
                     False,
                     checked,
@@ -894,7 +900,7 @@ class SqlEventStore(EventStore):
                     position,
                     "hash mismatch: the row's envelope, data or metadata was altered",
                 )
-            prev = bytes(digest)
+            prev = digest
             expected_position += 1
             checked += 1
         return VerifyReport(True, checked, expected_position - 1)
