@@ -48,6 +48,7 @@ from coordinator.rounds import (
     exchange,
     initial_adapter,
     payload_bytes,
+    train_exchange,
     wait_for_nodes,
 )
 from hermes_fed.errors import FederationError
@@ -85,25 +86,11 @@ def _plain_train(grid: Grid, cfg: RoundsConfig, privacy: PrivacySettings,
                                              dict[int, int], dict[int, int], float, float]:
     """Train messages out, one privatised adapter per reply, the DP mean (noised)."""
     from hermes_fed.aggregation.base import make_aggregator
-    from hermes_fed.aggregation.records import AggregationConfig, ClientUpdate
+    from hermes_fed.aggregation.records import AggregationConfig
 
-    msgs = [Message(RecordDict({"adapter": _adapter_record(parent), "config": config}),
-                    dst_node_id=n, message_type="train", group_id=str(round_number))
-            for n in nodes]
-    down = {m.metadata.dst_node_id: payload_bytes(m) for m in msgs}
-    replies, train_s = exchange(grid, msgs, timeout=cfg.round_timeout,
-                                interval=cfg.poll_interval)
-    updates = []
-    for n in nodes:
-        reply = replies.get(n)
-        if _error(reply) is None and reply is not None:
-            record = reply.content.array_records["adapter"]
-            updates.append(ClientUpdate(node_id=str(n), num_examples=1,
-                                        tensors={k: a.numpy() for k, a in record.items()}))
-    if len(updates) < cfg.min_nodes:
-        raise FederationError(f"round {round_number}: {len(updates)} usable replies, "
-                              f"need {cfg.min_nodes}: " + "; ".join(
-                                  f"node {n}: {_error(replies.get(n))}" for n in nodes))
+    # Equal weights: tenant-level DP bounds each tenant's influence, whatever its size.
+    sent = train_exchange(grid, cfg, nodes, parent, config, round_number, weighted=False)
+    replies, updates, down, train_s = sent.replies, sent.updates, sent.down, sent.train_s
     started = time.monotonic()
     private, seen = privatize_updates(updates, parent, privacy)
     result = make_aggregator(cfg.mode, AggregationConfig(rank=cfg.r)).aggregate(

@@ -224,34 +224,55 @@ def _error(reply: Message | None) -> str | None:
     return None
 
 
-def run_round(grid: Grid, cfg: RoundsConfig, registry: AdapterRegistry, nodes: Iterable[int],
-              parent: AdapterVersion, round_number: int, run_id: int) -> RoundReport:
-    """One federated round; returns its report (and publishes the new version)."""
-    from hermes_fed.aggregation.base import make_aggregator
-    from hermes_fed.aggregation.records import AggregationConfig, ClientUpdate
+@dataclass(slots=True)
+class TrainExchange:
+    """What one train exchange brought back: the usable updates and the bytes both ways."""
 
-    nodes = list(nodes)
-    parent_tensors = registry.load(parent.version)
-    train_msgs = [Message(RecordDict({"adapter": _adapter_record(parent_tensors),
-                                      "config": cfg.message_config(round_number,
-                                                                   parent.version)}),
-                          dst_node_id=n, message_type="train", group_id=str(round_number))
-                  for n in nodes]
-    down = {m.metadata.dst_node_id: payload_bytes(m) for m in train_msgs}
-    replies, train_s = exchange(grid, train_msgs, timeout=cfg.round_timeout,
-                                interval=cfg.poll_interval)
+    replies: dict[int, Message]
+    updates: list[Any]  # ClientUpdate
+    down: dict[int, int]
+    train_s: float
+
+
+def train_exchange(grid: Grid, cfg: RoundsConfig, nodes: Sequence[int],
+                   parent: Mapping[str, np.ndarray], config: ConfigRecord, round_number: int,
+                   *, weighted: bool = True) -> TrainExchange:
+    """Send the parent adapter to every node, collect each usable adapter as a
+    ``ClientUpdate`` (weighted by the node's example count, or equally with
+    ``weighted=False``, as tenant-level DP needs); refuse a round below ``min_nodes``."""
+    from hermes_fed.aggregation.records import ClientUpdate
+
+    msgs = [Message(RecordDict({"adapter": _adapter_record(parent), "config": config}),
+                    dst_node_id=n, message_type="train", group_id=str(round_number))
+            for n in nodes]
+    down = {m.metadata.dst_node_id: payload_bytes(m) for m in msgs}
+    replies, train_s = exchange(grid, msgs, timeout=cfg.round_timeout, interval=cfg.poll_interval)
     updates = []
     for n in nodes:
         reply = replies.get(n)
         if _error(reply) is None and reply is not None:
             record = reply.content.array_records["adapter"]
-            updates.append(ClientUpdate(node_id=str(n),
-                                        num_examples=int(_metric(reply, "num-examples") or 0),
+            weight = int(_metric(reply, "num-examples") or 0) if weighted else 1
+            updates.append(ClientUpdate(node_id=str(n), num_examples=weight,
                                         tensors={k: a.numpy() for k, a in record.items()}))
     if len(updates) < cfg.min_nodes:
         raise FederationError(f"round {round_number}: {len(updates)} usable replies, "
                               f"need {cfg.min_nodes}: "
                               + "; ".join(f"node {n}: {_error(replies.get(n))}" for n in nodes))
+    return TrainExchange(replies, updates, down, train_s)
+
+
+def run_round(grid: Grid, cfg: RoundsConfig, registry: AdapterRegistry, nodes: Iterable[int],
+              parent: AdapterVersion, round_number: int, run_id: int) -> RoundReport:
+    """One federated round; returns its report (and publishes the new version)."""
+    from hermes_fed.aggregation.base import make_aggregator
+    from hermes_fed.aggregation.records import AggregationConfig
+
+    nodes = list(nodes)
+    parent_tensors = registry.load(parent.version)
+    sent = train_exchange(grid, cfg, nodes, parent_tensors,
+                          cfg.message_config(round_number, parent.version), round_number)
+    replies, updates, down, train_s = sent.replies, sent.updates, sent.down, sent.train_s
     started = time.monotonic()
     agg_cfg = AggregationConfig(clip_norm=cfg.clip_norm or None, rank=cfg.r)
     result = make_aggregator(cfg.mode, agg_cfg).aggregate(updates, scale=cfg.alpha / cfg.r,
