@@ -42,13 +42,12 @@ from hermes_fed.privacy import RedactionConfig, Redactor
 from hermes_fed.sim.agent import AgentConfig, LocalAgent
 from hermes_fed.sim.coldstart import cold_start_trajectories
 from hermes_fed.sim.flywheel import TenantPool, leaked, redact_batches
-from hermes_fed.sim.pretrain import PretrainConfig, pretrain_base
+from hermes_fed.sim.pretrain import PretrainConfig, init_sim_base, pretrain_base
 from hermes_fed.sim.sessions import outcome_counts, run_sessions
 from hermes_fed.sim.tasks import golden_trajectory, trajectory_id_for
 from hermes_fed.sim.tenants import SimTenant, default_tenants
 from hermes_fed.training.config import LoraTrainingConfig
 from hermes_fed.training.evaluation import evaluate
-from hermes_fed.training.tiny_model import init_tiny_model
 from hermes_fed.training.trainer import train_adapter
 from hermes_fed.training.verifiers import VerifierRegistry
 
@@ -59,20 +58,36 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def prepare_base(work: Path, size: str, pretrain_steps: int, seed: int) -> tuple[Path, dict]:
-    """The tiny model, pre-trained on the generic tool-use corpus (cached in ``work``)."""
-    raw = work / f"base-{size}-random"
+def prepare_base(work: Path, size: str, pretrain: PretrainConfig, seed: int,
+                 copy_friendly: bool = True, copy_steps: int = 0,
+                 copy_echo: float = 0.8) -> tuple[Path, dict]:
+    """The tiny model, pre-trained on the generic tool-use corpus (cached in ``work``).
+
+    Stage 1: ``pretrain`` from the random base. Stage 2 (``copy_steps`` > 0): the same
+    pre-training continued with a share ``copy_echo`` of echo dialogs (seed + 2), which is
+    what taught the 1m base to copy values (bench/flywheel/README.md).
+    """
+    tag = f"{size}-cf" if copy_friendly else size
+    raw = work / f"base-{tag}-random-s{seed}"
     if not (raw / "config.json").exists():
-        init_tiny_model(raw, size, seed=seed)
-    if pretrain_steps == 0:
-        return raw, {}
-    out = work / f"base-{size}-pre{pretrain_steps}-s{seed}"
+        init_sim_base(raw, size, seed=seed, copy_friendly=copy_friendly)
+    out = work / (f"base-{tag}-c{pretrain.corpus}-e{pretrain.echo:g}-pre{pretrain.steps}"
+                  f"-lr{pretrain.lr:g}-s{seed}")
     info_path = out / "pretrain.json"
     if info_path.exists():
-        return out, json.loads(info_path.read_text())
-    info = pretrain_base(raw, out, PretrainConfig(steps=pretrain_steps, seed=seed))
-    info_path.write_text(json.dumps(info))
-    return out, info
+        info = json.loads(info_path.read_text())
+    else:
+        info = pretrain_base(raw, out, replace(pretrain, seed=seed))
+        info_path.write_text(json.dumps(info))
+    if copy_steps == 0:
+        return out, info
+    stage2 = out.with_name(f"{out.name}-echo{copy_echo:g}x{copy_steps}")
+    info2_path = stage2 / "pretrain.json"
+    if not info2_path.exists():
+        info2 = pretrain_base(out, stage2, replace(pretrain, steps=copy_steps, seed=seed + 2,
+                                                   echo=copy_echo))
+        info2_path.write_text(json.dumps({"stage1": info, "stage2": info2}))
+    return stage2, json.loads(info2_path.read_text())
 
 
 class Evaluator:
@@ -208,15 +223,28 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work-dir", default="var/bench-flywheel",
                    help="cache of the base models (re-used across runs)")
-    p.add_argument("--model-size", default="1m", choices=("1m", "10m"))
-    p.add_argument("--pretrain-steps", type=int, default=1500,
+    p.add_argument("--model-size", default="1m", choices=("1m", "2m", "10m"))
+    p.add_argument("--pretrain-steps", type=int, default=2000,
                    help="generic tool-use pre-training of the base (0: random base)")
+    p.add_argument("--pretrain-lr", type=float, default=3e-3)
+    p.add_argument("--pretrain-echo", type=float, default=0.3,
+                   help="share of echo dialogs in the generic corpus (PretrainConfig.echo)")
+    p.add_argument("--copy-steps", type=int, default=800,
+                   help="second pre-training stage, mostly echo dialogs (0: none)")
+    p.add_argument("--copy-echo", type=float, default=0.8,
+                   help="share of echo dialogs in the second stage")
+    p.add_argument("--corpus", type=int, default=2, choices=(1, 2),
+                   help="generic corpus version (hermes_fed.sim.pretrain.generic_trajectory)")
+    p.add_argument("--tokenizer", default="copy", choices=("copy", "bpe"),
+                   help="copy: digits and spaces isolated (train_tokenizer copy_friendly); "
+                        "bpe: GPT-2 style pre-tokenizer (spaces glued to words and numbers)")
+    p.add_argument("--max-length", type=int, default=320, help="tokens per training example")
     p.add_argument("--base-dir", default="",
                    help="use this base model directory as is (skips init and pre-training)")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--steps", type=int, default=16, help="LoRA steps per tenant per round")
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--steps", type=int, default=80, help="LoRA steps per tenant per round")
+    p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--rank", type=int, default=16)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--sessions-scale", type=float, default=0.5,
                    help="multiplies every tenant's sessions per round")
@@ -234,13 +262,27 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     if args.base_dir:
         base, pretrain_info = Path(args.base_dir), {"given": args.base_dir}
+        if (base / "pretrain.json").exists():
+            pretrain_info.update(json.loads((base / "pretrain.json").read_text()))
     else:
-        base, pretrain_info = prepare_base(work, args.model_size, args.pretrain_steps,
-                                           args.seed)
+        if args.pretrain_steps == 0:
+            base = work / f"base-{args.model_size}-random-{args.tokenizer}-s{args.seed}"
+            if not (base / "config.json").exists():
+                init_sim_base(base, args.model_size, seed=args.seed,
+                              copy_friendly=args.tokenizer == "copy")
+            pretrain_info: dict[str, Any] = {}
+        else:
+            base, pretrain_info = prepare_base(
+                work, args.model_size, PretrainConfig(steps=args.pretrain_steps,
+                                                      lr=args.pretrain_lr, corpus=args.corpus,
+                                                      echo=args.pretrain_echo),
+                args.seed, copy_friendly=args.tokenizer == "copy", copy_steps=args.copy_steps,
+                copy_echo=args.copy_echo)
     log(f"base {base} {pretrain_info}")
     tenants = default_tenants()
     lora = LoraTrainingConfig(r=args.rank, alpha=2.0 * args.rank, lr=args.lr,
-                              batch_size=args.batch_size, max_length=256, device="cpu")
+                              batch_size=args.batch_size, max_length=args.max_length,
+                              device="cpu")
     evaluator = Evaluator(base, tenants, args.eval_tasks, lora)
     baseline = {t.tenant_id: evaluator(t.tenant_id, None) for t in tenants}
     log(f"baseline {baseline}")

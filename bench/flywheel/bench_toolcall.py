@@ -5,7 +5,7 @@ each ``--steps`` value, then runs the greedy agent loop on ``--eval`` fresh task
 reports the share of well-formed tool calls (right tool, arguments the tool accepts), of
 malformed calls, and task success per family, beside the base model alone. Prints JSON.
 
-    .venv/bin/python bench/flywheel/bench_toolcall.py --base var/bench-flywheel/base-1m-pre1500-s0
+    .venv/bin/python bench/flywheel/bench_toolcall.py --base var/bench-flywheel/base-1m-cf-pre2000-s0
 """
 
 from __future__ import annotations
@@ -39,16 +39,23 @@ def measure(base: Path, adapter: Any, lora: LoraTrainingConfig, n: int) -> dict[
     agent = LocalAgent(base, adapter, lora, AgentConfig(temperature=0.0))
     outcomes = agent.solve([(t, t.request) for t in tasks], seed=0)
     by_type: dict[str, list[bool]] = {}
+    examples: dict[str, Any] = {}
     for t, o in zip(tasks, outcomes, strict=True):
         by_type.setdefault(t.task_type, []).append(o.correct)
+        examples.setdefault(t.task_type, [t.request, *[m.get("tool_calls") or m["content"]
+                                                       for m in o.messages[2:]]])
     return {
         "well_formed_call": float(np.mean([o.tool_call is not None and not o.tool_error
                                            for o in outcomes])),
         "any_call": float(np.mean([o.tool_call is not None for o in outcomes])),
         "malformed_call": float(np.mean([o.malformed_call for o in outcomes])),
+        "right_arguments": float(np.mean([o.tool_call is not None
+                                          and o.tool_call.name == t.tool
+                                          and o.tool_call.arguments == dict(t.arguments)
+                                          for t, o in zip(tasks, outcomes, strict=True)])),
         "success": float(np.mean([o.correct for o in outcomes])),
         **{f"success_{k}": float(np.mean(v)) for k, v in sorted(by_type.items())},
-        "example_reply": outcomes[0].messages[2] if len(outcomes[0].messages) > 2 else None,
+        "examples": examples,
     }
 
 
@@ -61,6 +68,10 @@ def main() -> int:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--rank", type=int, default=8)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--max-length", type=int, default=320,
+                   help="tokens per training example (the copy-friendly tokenizer's goldens "
+                        "reach ~265)")
+    p.add_argument("--seed", type=int, default=0, help="LoRA seed")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     base = Path(args.base)
@@ -70,7 +81,8 @@ def main() -> int:
                               "base_model": measure(base, None, LoraTrainingConfig(), args.eval)}
     for steps in (int(s) for s in args.steps.split(",")):
         lora = LoraTrainingConfig(r=args.rank, alpha=2.0 * args.rank, lr=args.lr, batch_size=8,
-                                  max_length=256, device="cpu", max_steps=steps)
+                                  max_length=args.max_length, device="cpu", max_steps=steps,
+                                  seed=args.seed)
         started = time.perf_counter()
         result = train_adapter(base, examples, lora)
         report[f"steps_{steps}"] = {

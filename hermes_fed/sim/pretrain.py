@@ -47,7 +47,7 @@ class PretrainConfig:
         "help": "Generic corpus version (1: keyed values in order; 2: varied, see "
                 "generic_trajectory)."})
     max_length: int = field(default=320, metadata={"help": "Tokens per document (truncated)."})
-    echo: float = field(default=0.0, metadata={
+    echo: float = field(default=0.3, metadata={
         "help": "Share of tool-free dialogs whose reply repeats the user's span (copying)."})
 
     def __post_init__(self) -> None:
