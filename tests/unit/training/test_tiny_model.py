@@ -71,7 +71,9 @@ def test_copy_friendly_tokenizer_gives_a_value_the_same_tokens_in_text_and_json(
     from hermes_fed.training.tiny_model import train_tokenizer
 
     plain = train_tokenizer(4096, seed=0)
-    friendly = train_tokenizer(4096, seed=0, copy_friendly=True, texts=["What is 583 - 868?", '{"expression": "583 - 868"}'] * 3)
+    friendly = train_tokenizer(
+        4096, seed=0, copy_friendly=True, texts=["What is 583 - 868?", '{"expression": "583 - 868"}'] * 3
+    )
     digits = train_tokenizer(4096, seed=0, copy_friendly=True, isolate_digits=True)
     # Execute
     in_text = friendly.tokenize("What is 583 - 868?")  # type: ignore[attr-defined]
