@@ -249,6 +249,8 @@ def main() -> int:
     p.add_argument("--sessions-scale", type=float, default=0.5,
                    help="multiplies every tenant's sessions per round")
     p.add_argument("--eval-tasks", type=int, default=12, help="held-out tasks per tenant")
+    p.add_argument("--golden-scale", type=int, default=1,
+                   help="multiplies every tenant's cold-start goldens per task type")
     p.add_argument("--temperature", type=float, default=0.7, help="usage sampling temperature")
     p.add_argument("--regimes", default="federated-fedavg,federated-exact,federated-frozen-a,"
                    "local,centralized")
@@ -279,7 +281,8 @@ def main() -> int:
                 args.seed, copy_friendly=args.tokenizer == "copy", copy_steps=args.copy_steps,
                 copy_echo=args.copy_echo)
     log(f"base {base} {pretrain_info}")
-    tenants = default_tenants()
+    tenants = tuple(replace(t, golden_per_type=t.golden_per_type * args.golden_scale)
+                    for t in default_tenants())
     lora = LoraTrainingConfig(r=args.rank, alpha=2.0 * args.rank, lr=args.lr,
                               batch_size=args.batch_size, max_length=args.max_length,
                               device="cpu")
