@@ -242,14 +242,14 @@ def main() -> int:
     p.add_argument("--base-dir", default="",
                    help="use this base model directory as is (skips init and pre-training)")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--steps", type=int, default=80, help="LoRA steps per tenant per round")
+    p.add_argument("--steps", type=int, default=200, help="LoRA steps per tenant per round")
     p.add_argument("--lr", type=float, default=5e-3)
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--sessions-scale", type=float, default=0.5,
                    help="multiplies every tenant's sessions per round")
     p.add_argument("--eval-tasks", type=int, default=12, help="held-out tasks per tenant")
-    p.add_argument("--golden-scale", type=int, default=1,
+    p.add_argument("--golden-scale", type=int, default=8,
                    help="multiplies every tenant's cold-start goldens per task type")
     p.add_argument("--temperature", type=float, default=0.7, help="usage sampling temperature")
     p.add_argument("--regimes", default="federated-fedavg,federated-exact,federated-frozen-a,"
