@@ -71,6 +71,19 @@ _STREAM_SUBJECT_CACHE = 100_000
 _ENCODE = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
+def _checked_json(event: NewEvent, schema: EventSchema, part: dict[str, Any]) -> bytes:
+    """Canonical JSON of ``part``, which must decode to exactly ``part`` again."""
+    try:
+        raw: bytes | None = orjson.dumps(part, option=_ENCODE)
+    except TypeError:
+        raw = None
+    if raw is None or orjson.loads(raw) != part:
+        schema.validate(event.data)  # raises the SchemaError naming the field
+        if raw is None:
+            raise SchemaError(event.type, "<data>", "not JSON-serialisable")
+    return raw
+
+
 class _ReadRow(NamedTuple):
     """A row of ``_READ_COLUMNS`` by name (the hot read path unpacks the tuple instead)."""
 
@@ -315,22 +328,8 @@ class SqlEventStore(EventStore):
             public, personal = payload.split_personal(data, schema.personal)
         else:
             public, personal = data, {}
-        parts: list[bytes | None] = []
-        for part in (public, personal):
-            if part is personal and not personal:
-                parts.append(None)
-                continue
-            try:
-                raw: bytes | None = orjson.dumps(part, option=_ENCODE)
-            except TypeError:
-                raw = None
-            if raw is None or orjson.loads(raw) != part:
-                schema.validate(event.data)  # raises the SchemaError naming the field
-                if raw is None:
-                    raise SchemaError(event.type, "<data>", "not JSON-serialisable")
-            parts.append(raw)
-        assert parts[0] is not None
-        return parts[0], parts[1]
+        public_json = _checked_json(event, schema, public)
+        return public_json, _checked_json(event, schema, personal) if personal else None
 
     def _seal(
         self,
