@@ -32,8 +32,9 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -223,16 +224,45 @@ def check_content(content: RecordDict, policy: EgressPolicy) -> None:
         elif key == METRICS_RECORD:
             if not isinstance(record, MetricRecord):
                 raise EgressError(f"reply record {key} must be a MetricRecord")
-            for name, metric in record.items():
-                _check_metric_name(name)
-                _check_number(name, metric)
-                if _is_count(name) and 0 < int(metric) < policy.k_min:  # type: ignore[arg-type]
-                    raise EgressError(f"count {name} is below k_min={policy.k_min}")
+            _check_reply_metrics(record.items(), policy)
         else:
             if not isinstance(record, ConfigRecord):
                 raise EgressError(f"reply record {key} must be a ConfigRecord")
             for name, config_value in record.items():
                 _check_version(name, config_value)
+
+
+def _check_reply_metrics(items: Iterable[tuple[str, Any]], policy: EgressPolicy) -> None:
+    """Metric names and values of a reply; a count below ``k_min`` (but not 0) is refused."""
+    for name, metric in items:
+        _check_metric_name(name)
+        _check_number(name, metric)
+        if _is_count(name) and 0 < int(metric) < policy.k_min:
+            raise EgressError(f"count {name} is below k_min={policy.k_min}")
+
+
+def guarded_reply(
+    message: Message,
+    context: Context,
+    call_next: ClientAppCallable,
+    check: Callable[[RecordDict], None],
+) -> Message:
+    """Run the handler; E6 for its failure (type name only, the full exception logged on
+    the node), then ``check`` on the reply's content (refusal logged, a generic error out)."""
+    kind = message.metadata.message_type
+    try:
+        reply = call_next(message, context)
+    except Exception as exc:
+        logger.exception("handler failed message_type=%s", kind)
+        raise EgressError(f"{kind} failed ({type(exc).__name__})") from None
+    if reply.has_error():
+        raise EgressError(f"{kind} failed (error reply)")
+    try:
+        check(reply.content)
+    except EgressError as exc:
+        logger.error("reply refused message_type=%s reason=%s", kind, exc)
+        raise EgressError(f"{kind} reply refused by the egress guard") from None
+    return reply
 
 
 def egress_mod(policy: EgressPolicy) -> Mod:
@@ -244,20 +274,7 @@ def egress_mod(policy: EgressPolicy) -> Mod:
     """
 
     def mod(message: Message, context: Context, call_next: ClientAppCallable) -> Message:
-        kind = message.metadata.message_type
-        try:
-            reply = call_next(message, context)
-        except Exception as exc:
-            logger.exception("handler failed message_type=%s", kind)
-            raise EgressError(f"{kind} failed ({type(exc).__name__})") from None
-        if reply.has_error():
-            raise EgressError(f"{kind} failed (error reply)")
-        try:
-            check_content(reply.content, policy)
-        except EgressError as exc:
-            logger.error("reply refused message_type=%s reason=%s", kind, exc)
-            raise EgressError(f"{kind} reply refused by the egress guard") from None
-        return reply
+        return guarded_reply(message, context, call_next, lambda content: check_content(content, policy))
 
     return mod
 
@@ -327,11 +344,7 @@ def check_secagg_content(content: RecordDict, policy: EgressPolicy) -> None:
         elif key == f"{_FITRES}.metrics":
             if not isinstance(record, ConfigRecord):
                 raise EgressError(f"reply record {key} must be a ConfigRecord")
-            for name, metric in record.items():
-                _check_metric_name(name)
-                _check_number(name, metric)
-                if _is_count(name) and 0 < int(metric) < policy.k_min:  # type: ignore[arg-type]
-                    raise EgressError(f"count {name} is below k_min={policy.k_min}")
+            _check_reply_metrics(record.items(), policy)
         elif key == f"{_FITRES}.num_examples":
             if not isinstance(record, MetricRecord) or set(record) != {"num_examples"}:
                 raise EgressError(f"reply record {key} must hold num_examples only")

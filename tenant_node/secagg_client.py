@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from flwr.app import Context, Message
+from flwr.app import Context, Message, RecordDict
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
@@ -41,6 +41,7 @@ from tenant_node.egress import (
     build_secagg_fit_reply,
     check_content,
     check_secagg_content,
+    guarded_reply,
 )
 from tenant_node.local_round import NodeSettings, RoundSpec, load_local_data, train_locally
 from tenant_node.secagg_updates import apply_delta, check_secagg_range, shape_update
@@ -52,24 +53,15 @@ FITINS_CONFIG = "fitins.config"
 
 def _guard(message: Message, context: Context, call_next: ClientAppCallable) -> Message:
     """E6 for every message; E1-E5 for plain replies, E7 for SecAgg+ replies."""
-    kind = message.metadata.message_type
     policy = client_app._policy(context)
-    try:
-        reply = call_next(message, context)
-    except Exception as exc:
-        logger.exception("handler failed message_type=%s", kind)
-        raise EgressError(f"{kind} failed ({type(exc).__name__})") from None
-    if reply.has_error():
-        raise EgressError(f"{kind} failed (error reply)")
-    try:
-        if SECAGG_RECORD in reply.content.config_records:
-            check_secagg_content(reply.content, policy)
+
+    def check(content: RecordDict) -> None:
+        if SECAGG_RECORD in content.config_records:
+            check_secagg_content(content, policy)
         else:
-            check_content(reply.content, policy)
-    except EgressError as exc:
-        logger.error("reply refused message_type=%s reason=%s", kind, exc)
-        raise EgressError(f"{kind} reply refused by the egress guard") from None
-    return reply
+            check_content(content, policy)
+
+    return guarded_reply(message, context, call_next, check)
 
 
 def _secagg_only(message: Message, context: Context, call_next: ClientAppCallable) -> Message:
