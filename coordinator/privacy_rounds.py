@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Message
 from flwr.serverapp import Grid, ServerApp
 
 from coordinator.privacy import (
@@ -42,12 +42,12 @@ from coordinator.registry import AdapterRegistry, AdapterVersion
 from coordinator.report import NodeRoundReport, RoundReport, Timing, render_table
 from coordinator.rounds import (
     RoundsConfig,
-    _adapter_record,
     _error,
     _log_round,
-    exchange,
+    _shape_lineage,
     initial_adapter,
     payload_bytes,
+    publish_and_evaluate,
     train_exchange,
     wait_for_nodes,
 )
@@ -89,8 +89,8 @@ def _plain_train(grid: Grid, cfg: RoundsConfig, privacy: PrivacySettings,
     from hermes_fed.aggregation.records import AggregationConfig
 
     # Equal weights: tenant-level DP bounds each tenant's influence, whatever its size.
-    sent = train_exchange(grid, cfg, nodes, parent, config, round_number, weighted=False)
-    replies, updates, down, train_s = sent.replies, sent.updates, sent.down, sent.train_s
+    replies, updates, down, train_s = train_exchange(grid, cfg, nodes, parent, config, round_number,
+                                                     weighted=False)
     started = time.monotonic()
     private, seen = privatize_updates(updates, parent, privacy)
     result = make_aggregator(cfg.mode, AggregationConfig(rank=cfg.r)).aggregate(
@@ -160,7 +160,6 @@ def private_round(grid: Grid, cfg: RoundsConfig, privacy: PrivacySettings,
     if "secagg" in info:
         privacy_section["secagg"] = info["secagg"]
     participating = [str(n) for n in nodes if errors.get(n) is None]
-    started = time.monotonic()
     lineage = {"round": round_number, "run_id": str(run_id), "mode": cfg.mode,
                "participating_nodes": participating,
                "per_node": {str(n): {"num_examples": int(metrics[n].get("num-examples", 0)),
@@ -169,26 +168,9 @@ def private_round(grid: Grid, cfg: RoundsConfig, privacy: PrivacySettings,
                                                      ).get("update_norm")}
                             for n in nodes if errors.get(n) is None},
                "residual": info.get("residual"), "fedavg_error": info.get("fedavg_error"),
-               "privacy": privacy_section, "r": cfg.r, "alpha": cfg.alpha,
-               "frozen_a": cfg.mode == "frozen-a", "frozen_a_seed": cfg.frozen_a_seed,
-               "base_model": cfg.base_model}
-    version = registry.publish(tensors, parent=parent.version,
-                               lineage=json.loads(json.dumps(lineage, default=float)),
-                               training_config=cfg.training_config(),
-                               base_model_dir=cfg.base_model)
-    publish_s = time.monotonic() - started
-    evaluations: dict[int, Message] = {}
-    eval_s = 0.0
-    if cfg.evaluate:
-        eval_msgs = [Message(RecordDict({"adapter": _adapter_record(tensors),
-                                         "config": cfg.message_config(round_number,
-                                                                      version.version)}),
-                             dst_node_id=n, message_type="evaluate", group_id=str(round_number))
-                     for n in nodes]
-        for m in eval_msgs:
-            down[m.metadata.dst_node_id] = down.get(m.metadata.dst_node_id, 0) + payload_bytes(m)
-        evaluations, eval_s = exchange(grid, eval_msgs, timeout=cfg.round_timeout,
-                                       interval=cfg.poll_interval)
+               "privacy": privacy_section, **_shape_lineage(cfg)}
+    version, evaluations, publish_s, eval_s = publish_and_evaluate(
+        grid, cfg, registry, tensors, parent, lineage, nodes, round_number, down)
     reports = []
     dp_nodes = info.get("dp_nodes", {})
     for n in nodes:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
@@ -224,8 +224,7 @@ def _error(reply: Message | None) -> str | None:
     return None
 
 
-@dataclass(slots=True)
-class TrainExchange:
+class TrainExchange(NamedTuple):
     """What one train exchange brought back: the usable updates and the bytes both ways."""
 
     replies: dict[int, Message]
@@ -262,6 +261,42 @@ def train_exchange(grid: Grid, cfg: RoundsConfig, nodes: Sequence[int],
     return TrainExchange(replies, updates, down, train_s)
 
 
+class Published(NamedTuple):
+    """The version a round published and what evaluating it brought back."""
+
+    version: AdapterVersion
+    evaluations: dict[int, Message]
+    publish_s: float
+    eval_s: float
+
+
+def publish_and_evaluate(grid: Grid, cfg: RoundsConfig, registry: AdapterRegistry,
+                         tensors: Mapping[str, np.ndarray], parent: AdapterVersion,
+                         lineage: Mapping[str, Any], nodes: Sequence[int], round_number: int,
+                         down: dict[int, int]) -> Published:
+    """Publish the aggregate with its lineage, then (``cfg.evaluate``) send it to every node
+    for its held-out evaluation; the evaluate messages' bytes are added to ``down``."""
+    started = time.monotonic()
+    version = registry.publish(tensors, parent=parent.version,
+                               lineage=json.loads(json.dumps(lineage, default=float)),
+                               training_config=cfg.training_config(),
+                               base_model_dir=cfg.base_model)
+    publish_s = time.monotonic() - started
+    evaluations: dict[int, Message] = {}
+    eval_s = 0.0
+    if cfg.evaluate:
+        eval_msgs = [Message(RecordDict({"adapter": _adapter_record(tensors),
+                                         "config": cfg.message_config(round_number,
+                                                                      version.version)}),
+                             dst_node_id=n, message_type="evaluate", group_id=str(round_number))
+                     for n in nodes]
+        for m in eval_msgs:
+            down[m.metadata.dst_node_id] = down.get(m.metadata.dst_node_id, 0) + payload_bytes(m)
+        evaluations, eval_s = exchange(grid, eval_msgs, timeout=cfg.round_timeout,
+                                       interval=cfg.poll_interval)
+    return Published(version, evaluations, publish_s, eval_s)
+
+
 def run_round(grid: Grid, cfg: RoundsConfig, registry: AdapterRegistry, nodes: Iterable[int],
               parent: AdapterVersion, round_number: int, run_id: int) -> RoundReport:
     """One federated round; returns its report (and publishes the new version)."""
@@ -270,9 +305,9 @@ def run_round(grid: Grid, cfg: RoundsConfig, registry: AdapterRegistry, nodes: I
 
     nodes = list(nodes)
     parent_tensors = registry.load(parent.version)
-    sent = train_exchange(grid, cfg, nodes, parent_tensors,
-                          cfg.message_config(round_number, parent.version), round_number)
-    replies, updates, down, train_s = sent.replies, sent.updates, sent.down, sent.train_s
+    replies, updates, down, train_s = train_exchange(
+        grid, cfg, nodes, parent_tensors, cfg.message_config(round_number, parent.version),
+        round_number)
     started = time.monotonic()
     agg_cfg = AggregationConfig(clip_norm=cfg.clip_norm or None, rank=cfg.r)
     result = make_aggregator(cfg.mode, agg_cfg).aggregate(updates, scale=cfg.alpha / cfg.r,
@@ -285,28 +320,12 @@ def run_round(grid: Grid, cfg: RoundsConfig, registry: AdapterRegistry, nodes: I
                             "dataset_manifest": _version(replies.get(int(u.node_id)),
                                                          "dataset-manifest")}
                 for u in updates}
-    started = time.monotonic()
     lineage = {"round": round_number, "run_id": str(run_id), "mode": cfg.mode,
                "participating_nodes": [u.node_id for u in updates], "per_node": per_node,
                "residual": result.report.residual, "fedavg_error": result.report.fedavg_error,
                **_shape_lineage(cfg)}
-    version = registry.publish(result.tensors, parent=parent.version,
-                               lineage=json.loads(json.dumps(lineage, default=float)),
-                               training_config=cfg.training_config(),
-                               base_model_dir=cfg.base_model)
-    publish_s = time.monotonic() - started
-    evaluations: dict[int, Message] = {}
-    eval_s = 0.0
-    if cfg.evaluate:
-        eval_msgs = [Message(RecordDict({"adapter": _adapter_record(result.tensors),
-                                         "config": cfg.message_config(round_number,
-                                                                      version.version)}),
-                             dst_node_id=n, message_type="evaluate", group_id=str(round_number))
-                     for n in nodes]
-        for m in eval_msgs:
-            down[m.metadata.dst_node_id] += payload_bytes(m)
-        evaluations, eval_s = exchange(grid, eval_msgs, timeout=cfg.round_timeout,
-                                       interval=cfg.poll_interval)
+    version, evaluations, publish_s, eval_s = publish_and_evaluate(
+        grid, cfg, registry, result.tensors, parent, lineage, nodes, round_number, down)
     reports = []
     for n in nodes:
         reply, ev = replies.get(n), evaluations.get(n)
