@@ -10,8 +10,11 @@ for whatever redaction missed.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 CANARY_TEXT = "quartz-zeppelin canary sentence from tenant {tenant}"
 
@@ -98,3 +101,20 @@ def seed_tenant_store(root: Path, tenant: str, n: int, *, seed: int = 0) -> Tena
     finally:
         store.close()
     return TenantData(tenant, url, tuple(canaries(tenant)))
+
+
+@contextmanager
+def running_federation(root: Path, tiny_model: Path, tenants: list[TenantData],
+                       **options: Any) -> Iterator[Any]:
+    """A ``LocalFederation`` under ``root`` with one SuperNode per tenant (held-out 0.4),
+    stopped (by PID) on exit; ``options`` go to ``LocalFederation``."""
+    from coordinator.federation import LocalFederation, NodeSpec
+
+    fed = LocalFederation(root, capture=True, **options)
+    try:
+        fed.start()
+        for t in tenants:
+            fed.add_node(NodeSpec(t.tenant, t.store_url, str(tiny_model), {"heldout-fraction": 0.4}))
+        yield fed
+    finally:
+        fed.stop()

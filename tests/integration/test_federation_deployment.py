@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.federation import LocalFederation, NodeSpec
+from coordinator.federation import LocalFederation
 from coordinator.registry import AdapterRegistry
 from coordinator.wire_capture import find_canaries
 from hermes_fed.errors import FederationError
-from tests.integration.federation_data import TenantData, seed_tenant_store
+from tests.integration.federation_data import TenantData, running_federation, seed_tenant_store
 
 pytestmark = pytest.mark.slow
 
@@ -46,16 +46,9 @@ def tenants(tmp_path_factory: pytest.TempPathFactory) -> list[TenantData]:
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
                tenants: list[TenantData]) -> Iterator[LocalFederation]:
-    fed = LocalFederation(tmp_path_factory.mktemp("federation"), capture=True,
-                          isolation="process")
-    try:
-        fed.start()
-        for t in tenants:
-            fed.add_node(NodeSpec(t.tenant, t.store_url, str(tiny_model),
-                                  {"heldout-fraction": 0.4}))
+    root = tmp_path_factory.mktemp("federation")
+    with running_federation(root, tiny_model, tenants, isolation="process") as fed:
         yield fed
-    finally:
-        fed.stop()
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from coordinator.registry import AdapterRegistry
 from coordinator.wire_capture import find_canaries
 from hermes_fed.errors import FederationError
 from hermes_fed.privacy.dp import RdpAccountant
-from tests.integration.federation_data import TenantData, seed_tenant_store
+from tests.integration.federation_data import TenantData, running_federation, seed_tenant_store
 
 pytestmark = pytest.mark.slow
 
@@ -53,15 +53,8 @@ def tenants(data_root: Path) -> list[TenantData]:
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
                tenants: list[TenantData]) -> Iterator[LocalFederation]:
-    fed = LocalFederation(tmp_path_factory.mktemp("federation"), capture=True)
-    try:
-        fed.start()
-        for t in tenants:
-            fed.add_node(NodeSpec(t.tenant, t.store_url, str(tiny_model),
-                                  {"heldout-fraction": 0.4}))
+    with running_federation(tmp_path_factory.mktemp("federation"), tiny_model, tenants) as fed:
         yield fed
-    finally:
-        fed.stop()
 
 
 def _config(coordinator_dir: Path, model: Path, **privacy: Any) -> dict[str, Any]:
