@@ -389,6 +389,11 @@ class SqlEventStore(EventStore):
                         raise ConcurrencyError(stream_id, versions.get(stream_id, 0), want)
                 position, prev = (head[0], bytes(head[1])) if head else (0, chain.GENESIS)
                 recorded_at = time.time_ns() // 1000
+                # SQLite: blobs go in as bytearray. The sqlite3 module binds int, float, str
+                # and bytearray directly but sends bytes through its adapter lookup first
+                # (a tuple key, a dict probe, two attribute lookups): 0.36 us per value
+                # against 0.08, and a row has six blobs. The stored value is the same BLOB.
+                blob: Any = bytearray if self.dialect == "sqlite" else bytes
                 rows = []
                 results: dict[bytes, AppendResult] = {}
                 for s in fresh:
@@ -416,7 +421,7 @@ class SqlEventStore(EventStore):
                         (
                             self.tenant_id,
                             position,
-                            s.event_id,
+                            blob(s.event_id),
                             s.event.stream_id,
                             version,
                             s.event.type,
@@ -426,11 +431,11 @@ class SqlEventStore(EventStore):
                             s.key_id,
                             s.subject_id,
                             s.key_ref,
-                            s.data,
-                            s.personal,
-                            s.metadata,
-                            prev,
-                            digest,
+                            blob(s.data),
+                            None if s.personal is None else blob(s.personal),
+                            blob(s.metadata),
+                            blob(prev),
+                            blob(digest),
                         )
                     )
                     prev = digest
@@ -472,7 +477,9 @@ class SqlEventStore(EventStore):
         version of each stream, and the head row (position, hash), or None."""
         p, t = self._p, self._t
         found = self._select_in(
-            cur, f"SELECT event_id, position, stream_version FROM {t}events WHERE event_id IN ({{}})", ids
+            cur,
+            f"SELECT event_id, position, stream_version FROM {t}events WHERE event_id IN ({{}})",
+            [bytearray(i) for i in ids],  # the sqlite3 fast path for blobs (see _write)
         )
         existing = {bytes(eid): (pos, ver) for eid, pos, ver in found}
         current = self._select_in(

@@ -11,7 +11,7 @@ from hermes_fed.events import NewEvent
 from hermes_fed.store import Keyring, SqlEventStore
 from hermes_fed.store.chain import GENESIS
 
-from .helpers import MakeStore, accepted, drop_guards, raw
+from .helpers import MakeStore, accepted, drop_guards, raw, trajectory
 
 
 def _log_of_ten(make_store: MakeStore, keyring: Keyring | None = None) -> SqlEventStore:
@@ -133,3 +133,33 @@ def test_inv2_chain_covers_ciphertext_so_reading_is_not_needed(make_store: MakeS
 
     # Assert
     assert report.ok and report.checked == 4
+
+
+def test_inv2_byte_columns_are_stored_as_blobs_of_the_hashed_bytes(make_store: MakeStore) -> None:
+    # Prepare: the SQLite append binds its byte columns as bytearray (the sqlite3 module's
+    # fast path); what lands must still be a BLOB of exactly the bytes the chain hashed.
+    ring = Keyring.generate("acme")
+    store = make_store(keyring=ring)
+    store.append([*accepted("session-1", 2), trajectory("session-2", user="alice")])
+    columns = ("event_id", "data", "personal", "metadata", "prev_hash", "hash")
+
+    # Execute
+    stored = raw(store, f"SELECT {', '.join(columns)} FROM events ORDER BY position")
+    events = list(store.read())
+    types = (
+        raw(store, f"SELECT {', '.join(f'typeof({c})' for c in columns)} FROM events ORDER BY position")
+        if store.dialect == "sqlite"
+        else []
+    )
+
+    # Assert
+    assert store.verify().ok
+    for row, event in zip(stored, events, strict=True):
+        event_id, data, _personal, metadata, prev_hash, digest = (
+            None if v is None else bytes(v) for v in row
+        )
+        assert (event_id, prev_hash, digest) == (event.event_id.bytes, event.prev_hash, event.hash)
+        assert isinstance(data, bytes) and len(data) > 0 and metadata == b"{}"
+    assert stored[2][2] is not None and [r[2] for r in stored[:2]] == [None, None]
+    assert all(t == ("blob", "blob", "null", "blob", "blob", "blob") for t in types[:2])
+    assert store.dialect != "sqlite" or types[2] == ("blob",) * 6
