@@ -4,7 +4,7 @@ Called once per look (every round) with each tenant's cumulative arms. Rules, in
 
 1. **SRM** (any tenant, or overall) -> ROLLBACK: assignment or logging is broken, so no
    estimate can be trusted; go back to the known-good version and investigate.
-2. **Harm guardrail** -> ROLLBACK: a tenant (with >= ``min_samples_per_arm`` per arm) whose
+2. **Harm guardrail** -> ROLLBACK: an analysed tenant (>= ``min_samples_per_arm`` per arm) whose
    lift is negative with Holm-adjusted always-valid p < ``alpha``. Per-tenant p-values are
    mSPRT p-values ``1/Λ`` at this look (`sequential`; valid at any look, and conservative
    next to the running minimum, so no per-tenant state is carried) so that checking every
@@ -12,8 +12,13 @@ Called once per look (every round) with each tenant's cumulative arms. Rules, in
    family-wise error: with no tenant harmed, the chance that *any* of ``k`` tenants trips
    the guardrail is <= ``alpha`` under arbitrary dependence. FWER, not FDR, is the right
    target: one false alarm is a rollback.
-3. Any tenant with fewer than ``min_samples_per_arm`` units in an arm, or fewer than
-   ``min_total_per_arm`` in an arm summed over tenants -> CONTINUE.
+3. No tenant with ``min_samples_per_arm`` units in each arm, or fewer than
+   ``min_total_per_arm`` in an arm summed over the analysed tenants -> CONTINUE. A tenant
+   below the per-tenant floor is named in the reasons and left out of the estimate and
+   the guardrail until it reaches the floor: it does not block the others. (It used to:
+   one long-tail tenant that never reaches 30 users per arm then stopped every test of
+   every tenant forever, which the demo's small tenant showed. Its own guardrail cannot
+   protect it at that size anyway: a significance test on 10 users has no power.)
 4. A look of the sequential test on the meta-analysed lift (DerSimonian–Laird random effects
    by default; `meta`). Significantly negative -> ROLLBACK at once.
 5. Before ``min_duration_days`` -> CONTINUE (novelty effects, weekly cycles).
@@ -273,7 +278,7 @@ def decide(
 
     meta: MetaResult | None = None
     effects = [TenantEffect(w.tenant_id, *_effect(w, scale)) for w in welch if _effect(w, scale)[1] > 0.0]
-    if effects and not short:
+    if effects:
         meta = combine_effects(effects, alpha=cfg.alpha)
         est, se = (meta.random, meta.random_se) if cfg.random_effects else (meta.fixed, meta.fixed_se)
         state = msprt_update(state, est, se * se, tau=tau, alpha=cfg.alpha, scale=scale)
@@ -296,7 +301,7 @@ def decide(
             f"(Holm-adjusted always-valid p < {cfg.alpha})"
         )
     if verdict is Verdict.CONTINUE:
-        total_per_arm = min(sum(a.control.n for a in tenants), sum(a.treatment.n for a in tenants))
+        total_per_arm = min(sum(a.control.n for a in ready), sum(a.treatment.n for a in ready))
         verdict = _main_rule(cfg, state, meta, short, total_per_arm, elapsed_days, bar, scale, reasons)
 
     numbers = _numbers(
@@ -316,11 +321,13 @@ def _main_rule(
     scale: str,
     reasons: list[str],
 ) -> Verdict:
-    if short or meta is None:
+    if short:
         reasons.append(
-            f"fewer than {cfg.min_samples_per_arm} units per arm in tenant(s) "
-            f"{', '.join(short) or '(none with a variance)'}"
+            f"fewer than {cfg.min_samples_per_arm} units per arm in tenant(s) {', '.join(short)}: "
+            "not analysed at this look"
         )
+    if meta is None:
+        reasons.append(f"no tenant with {cfg.min_samples_per_arm} units per arm and a variance yet")
         return Verdict.CONTINUE
     if total_per_arm < cfg.min_total_per_arm:
         reasons.append(

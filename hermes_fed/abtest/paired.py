@@ -88,7 +88,8 @@ def paired_test(tenant_id: str, differences: ArmStats, *, alpha: float = 0.05) -
 def decide_offline(results: Sequence[WelchResult], *, config: DecisionConfig | None = None) -> Decision:
     """Promote the candidate (SHIP) on held-out evidence, one look.
 
-    Rules: any tenant below ``min_samples_per_arm`` examples -> CONTINUE; a tenant
+    Rules: no tenant with ``min_samples_per_arm`` examples -> CONTINUE (a tenant below it
+    is named and left out, as in `decide`, so a long-tail tenant does not block); a tenant
     significantly worse (one-sided paired p, Holm across tenants, < ``alpha``) -> ROLLBACK;
     random-effects lift significant (z-test) and >= ``min_lift`` -> SHIP; significantly
     negative -> ROLLBACK; otherwise ROLLBACK as not shown to be better (offline evidence is
@@ -99,6 +100,7 @@ def decide_offline(results: Sequence[WelchResult], *, config: DecisionConfig | N
     if not results:
         raise ValueError("decide_offline needs at least one tenant's paired result, got none")
     short = [r.tenant_id for r in results if r.n_treatment < cfg.min_samples_per_arm]
+    results = [r for r in results if r.n_treatment >= cfg.min_samples_per_arm]
     scale = "relative" if all(r.lift_kind == "relative" for r in results) else "absolute"
     bar = cfg.min_lift if scale == "relative" else cfg.min_absolute_effect
     harm_adj = holm_adjust([r.p_harm for r in results])
@@ -111,8 +113,10 @@ def decide_offline(results: Sequence[WelchResult], *, config: DecisionConfig | N
     meta = combine_effects(effects, alpha=cfg.alpha) if effects else None
     reasons: list[str] = []
     if short:
+        reasons.append(f"fewer than {cfg.min_samples_per_arm} held-out examples in {', '.join(short)}: "
+                       "not analysed at this look")
+    if not results:
         verdict = Verdict.CONTINUE
-        reasons.append(f"fewer than {cfg.min_samples_per_arm} held-out examples in {', '.join(short)}")
     elif harmed:
         verdict = Verdict.ROLLBACK
         reasons.append(

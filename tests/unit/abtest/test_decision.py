@@ -103,14 +103,31 @@ def test_significant_loss_rolls_back_before_the_minimum_duration() -> None:
     ]
 
 
-def test_too_few_units_in_any_tenant_continues_and_names_it() -> None:
+def test_a_tenant_below_the_floor_is_named_and_left_out_but_does_not_block() -> None:
+    # Arrange: four analysable tenants with a real gain, one long-tail tenant below 30
     tenants = [*five(500, 0.05)[:4], tenant("tiny", 29, 0.6, 0.05)]
+    # Execute
     decision = decide(tenants, elapsed_days=10.0)
-    assert decision.verdict is Verdict.CONTINUE
+    # Assert
+    assert decision.verdict is Verdict.SHIP
     assert "tiny" in decision.reasons[0] and "30" in decision.reasons[0]
     assert decision.numbers["tenants_below_min_samples"] == ["tiny"]
+    assert [t["tenant_id"] for t in decision.numbers["tenants"]] == ["t0", "t1", "t2", "t3"]
+    assert decision.numbers["meta"]["k"] == 4
+    assert decision.sequential.looks == 1
+    strict_json(decision.numbers)
+
+
+def test_no_tenant_at_the_floor_continues_without_a_look() -> None:
+    # Arrange
+    tenants = [tenant(f"t{i}", 29, 0.6, 0.2) for i in range(3)]
+    # Execute
+    decision = decide(tenants, elapsed_days=10.0)
+    # Assert
+    assert decision.verdict is Verdict.CONTINUE
+    assert decision.numbers["tenants_below_min_samples"] == ["t0", "t1", "t2"]
     assert decision.numbers["meta"] is None
-    assert decision.sequential.looks == 0  # no look without every tenant
+    assert decision.sequential.looks == 0
     strict_json(decision.numbers)
 
 

@@ -88,3 +88,16 @@ def test_offline_decision_blocks_a_tenant_made_worse() -> None:
 def test_offline_decision_small_or_null(n: int, lift: float, verdict: Verdict) -> None:
     results = [paired_test(f"t{i}", report(*held_out(40 + i, n, 0.6, lift))) for i in range(3)]
     assert decide_offline(results).verdict is verdict
+
+
+def test_offline_decision_leaves_out_a_tenant_below_the_floor_without_blocking() -> None:
+    # Arrange: three tenants with a real gain and 400 examples, one with 12
+    results = [paired_test(f"t{i}", report(*held_out(50 + i, 400, 0.6, 0.05))) for i in range(3)]
+    results.append(paired_test("tiny", report(*held_out(60, 12, 0.6, 0.05))))
+    # Execute
+    decision = decide_offline(results)
+    # Assert
+    assert decision.verdict is Verdict.SHIP
+    assert decision.reasons[0].startswith("fewer than 30 held-out examples in tiny")
+    assert decision.numbers["tenants_below_min_samples"] == ["tiny"]
+    assert [t["tenant_id"] for t in decision.numbers["tenants"]] == ["t0", "t1", "t2"]
