@@ -125,8 +125,9 @@ class LocalAgent:
         self.model = model
         self.model.eval()
 
-    def _prompt(self, messages: Sequence[Mapping[str, Any]], tools: list[dict[str, Any]]
+    def prompt_ids(self, messages: Sequence[Mapping[str, Any]], tools: list[dict[str, Any]]
                 ) -> list[int]:
+        """The chat template's token ids for ``messages`` with ``tools``, ready to generate."""
         from hermes_fed.training.dataset import to_chat
 
         chat, hf_tools = to_chat({"messages": list(messages), "tools": tools})
@@ -168,7 +169,7 @@ class LocalAgent:
             tools = [family(instance.task_type).tool_schema]
             starts.append(([{"role": "system", "content": SYSTEM_PROMPT},
                             {"role": "user", "content": user_text}], tools))
-        first = self.generate([self._prompt(m, t) for m, t in starts],
+        first = self.generate([self.prompt_ids(m, t) for m, t in starts],
                               self.config.max_call_tokens, seed)
         outcomes: list[AgentOutcome | None] = [None] * len(tasks)
         pending: list[tuple[int, list[dict[str, Any]], ToolCall, bool]] = []
@@ -192,7 +193,7 @@ class LocalAgent:
             pending.append((i, history, call, tool_error))
         if pending:
             finals = self.generate(
-                [self._prompt(h, [family(tasks[i][0].task_type).tool_schema])
+                [self.prompt_ids(h, [family(tasks[i][0].task_type).tool_schema])
                  for i, h, _, _ in pending], self.config.max_answer_tokens, seed + 7919)
             for (i, history, call, tool_error), reply in zip(pending, finals, strict=True):
                 instance, user_text = tasks[i]

@@ -82,6 +82,17 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_base(args: argparse.Namespace) -> int:
+    from hermes_fed.sim.base import BaseRecipe, build_base
+
+    _offline()
+    recipe = BaseRecipe(size=args.size, seed=args.seed, steps=args.steps, lr=args.lr,
+                        echo=args.echo, copy_steps=args.copy_steps, copy_echo=args.copy_echo)
+    info = build_base(Path(args.dir), recipe)
+    print(json.dumps(info, indent=2))
+    return 0
+
+
 def _show(args: argparse.Namespace) -> int:
     from hermes_fed.training.adapter import MANIFEST
 
@@ -98,6 +109,17 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--size", choices=("1m", "2m", "10m"), default="1m", help="model size")
     p.add_argument("--seed", type=int, default=0, help="seed of weights and tokenizer corpus")
     p.set_defaults(func=_init_tiny)
+
+    p = sub.add_parser("build-base", help="pre-train the simulator's base model (the demo's recipe)")
+    p.add_argument("dir", help="output directory (must not hold a model yet)")
+    p.add_argument("--size", choices=("1m", "2m", "10m"), default="1m", help="model size")
+    p.add_argument("--seed", type=int, default=0, help="seed of weights, tokenizer corpus, data")
+    p.add_argument("--steps", type=int, default=2000, help="stage 1 steps (default 2000)")
+    p.add_argument("--lr", type=float, default=3e-3, help="learning rate of both stages")
+    p.add_argument("--echo", type=float, default=0.3, help="stage 1 share of echo dialogs")
+    p.add_argument("--copy-steps", type=int, default=800, help="stage 2 steps (0: none)")
+    p.add_argument("--copy-echo", type=float, default=0.8, help="stage 2 share of echo dialogs")
+    p.set_defaults(func=_build_base)
 
     p = sub.add_parser("train", help="train + evaluate a LoRA adapter on trajectory JSONL")
     p.add_argument("base", help="base model directory")
