@@ -118,8 +118,11 @@ def load_local_data(settings: NodeSettings) -> LocalData:
     """Read the node's ``TrajectoryRecorded`` events, split them (seeded, stable), select.
 
     The held-out split never enters training; with ``selection="quality"`` the train split
-    is narrowed and weighted by ``hermes_fed.quality`` (tiers, near-duplicate removal).
+    is narrowed and weighted by ``hermes_fed.quality`` (tiers, near-duplicate removal), and
+    trajectories with broken tool use are left out (see ``plan_training``: early usage is
+    mostly such calls, and training on them taught the model its own failures).
     """
+    from hermes_fed.quality.judges import broken_trajectories
     from hermes_fed.store import Keyring, open_store
     from hermes_fed.training.dataset import split_heldout
 
@@ -140,7 +143,7 @@ def load_local_data(settings: NodeSettings) -> LocalData:
             from hermes_fed.quality.pipeline import select_from_store
 
             manifest = select_from_store(store, len(split.train), settings.split_seed)
-            allowed = set(split.train)
+            allowed = set(split.train) - broken_trajectories(trajectories)
             chosen = [(i.trajectory_id, i.weight, i.tier) for i in manifest.items
                       if i.trajectory_id in allowed]
             manifest_sha = manifest.sha256

@@ -79,19 +79,28 @@ def plan_training(
 
     The held-out split is a seeded hash of trajectory ids (stable across rounds), and its
     trajectories are removed from the candidates *before* selection, so the manifest that
-    is recorded is exactly what is trained on.
+    is recorded is exactly what is trained on. So are trajectories in which the agent
+    visibly failed with its tools (a malformed call, an undeclared tool, a tool error left
+    unhandled: ``hermes_fed.quality.judges.structural_failures``): a user who said nothing
+    leaves such a trajectory at the silver floor, and a round of early usage is mostly
+    them, so training on them taught the model its own broken calls (measured in the demo:
+    the candidate kept naming a made-up tool while its held-out likelihood improved).
     """
+    from hermes_fed.quality.judges import broken_trajectories
+
     trajectories = load_trajectories(store)
     if not trajectories:
         raise TrainingError(f"tenant {store.tenant_id}: the log holds no trajectories to train on")
     split = split_heldout(sorted(trajectories), heldout_fraction, split_seed)
     heldout_ids = set(split.heldout)
+    broken = broken_trajectories(trajectories)
     runner = quality_runner(store, quality)
     with runner.engine.connect() as conn:
         candidates = [
             c
             for c in rm.load_candidates(conn)
             if c.trajectory_id in trajectories and c.trajectory_id not in heldout_ids
+            and c.trajectory_id not in broken
         ]
         pair_rows = conn.execute(
             sa.select(rm.preference_pairs.c.rejected_id, rm.preference_pairs.c.chosen_id)
@@ -100,8 +109,8 @@ def plan_training(
     if not manifest.items:
         raise NothingToTrainError(
             f"tenant {store.tenant_id}: no new scored trajectories to select "
-            f"({len(trajectories)} recorded, {len(heldout_ids)} held out, the rest already trained on "
-            "or not yet scored)"
+            f"({len(trajectories)} recorded, {len(heldout_ids)} held out, {len(broken)} with broken "
+            "tool use, the rest already trained on or not yet scored)"
         )
     pairs = [
         PreferenceExample(rejected=trajectories[r], chosen=trajectories[c])

@@ -15,7 +15,8 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 from hermes_fed.events.session import TrajectoryJudged, TrajectoryRecorded
 
@@ -200,6 +201,26 @@ class RuleBasedJudge(Judge):
         out.append(CheckResult("final_response_exists", has_final,
                                "final response present" if has_final else "no final response"))
         return out
+
+
+# The checks that mark a trajectory as the agent visibly failing with its tools: never
+# training data, whatever the user's feedback said (a user who says nothing leaves a
+# broken call at the silver floor).
+STRUCTURAL_FAILURES = ("tool_calls_well_formed", "tool_names_declared", "tool_errors_handled")
+
+
+def structural_failures(trajectory: Mapping[str, Any]) -> list[str]:
+    """Names of the structural checks a trajectory (its event data) fails."""
+    view = SimpleNamespace(messages=trajectory.get("messages") or [],
+                           tools=trajectory.get("tools") or [],
+                           final_response=trajectory.get("final_response") or "")
+    checks = RuleBasedJudge().checks(cast(TrajectoryRecorded, view))
+    return [c.name for c in checks if c.name in STRUCTURAL_FAILURES and c.passed is False]
+
+
+def broken_trajectories(trajectories: Mapping[str, Mapping[str, Any]]) -> set[str]:
+    """Ids of the trajectories (id -> event data) that fail a structural check."""
+    return {tid for tid, t in trajectories.items() if structural_failures(t)}
 
 
 _NUMBER = re.compile(r"(?<![\w.])[-+]?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?")

@@ -137,3 +137,26 @@ def test_verdict_becomes_a_valid_event_without_trajectory_values() -> None:
 def test_verdict_score_is_range_checked() -> None:
     with pytest.raises(ValueError, match="score"):
         JudgeVerdict("x", "t", 1.2, "")
+
+
+def _data(t: TrajectoryRecorded) -> dict[str, Any]:
+    return {"trajectory_id": t.trajectory_id, "messages": list(t.messages),
+            "tools": list(t.tools), "final_response": t.final_response}
+
+
+def test_structural_failures_mark_broken_tool_use_only() -> None:
+    # Arrange: the agent's typical early failure (a made-up tool, its error, a confident
+    # answer), a malformed call, a missing final answer (not structural) and a good one
+    from hermes_fed.quality.judges import broken_trajectories, structural_failures
+
+    made_up = traj([USER, call(name="send_user"), result({"error": "unknown tool 'send_user'"})],
+                   "The user is 2013-02-18.", tid="made-up")
+    malformed = traj([USER, call(args="[1, 2]"), result({"result": 5})], "5", tid="malformed")
+    empty = traj([USER, {"role": "assistant", "content": ""}], "  ", tid="empty")
+    # Execute
+    failures = {t.trajectory_id: structural_failures(_data(t)) for t in (made_up, malformed, empty, GOOD)}
+    broken = broken_trajectories({t.trajectory_id: _data(t) for t in (made_up, malformed, empty, GOOD)})
+    # Assert
+    assert failures == {"made-up": ["tool_names_declared", "tool_errors_handled"],
+                        "malformed": ["tool_calls_well_formed"], "empty": [], "t-1": []}
+    assert broken == {"made-up", "malformed"}

@@ -1,0 +1,57 @@
+"""The federated round's local data: quality selection leaves broken tool use out."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from hermes_fed.events import NewEvent
+from hermes_fed.sim.tasks import FAMILIES, golden_trajectory
+from hermes_fed.store import open_store
+from tenant_node.local_round import NodeSettings, load_local_data
+
+
+def _session(i: int, trajectory: dict, accepted: bool) -> list[NewEvent]:
+    stream = f"s-{i}"
+    tid = trajectory["trajectory_id"]
+    events = [NewEvent(stream, "SessionStarted", {"user_ref": f"u{i % 5}", "model_version": "base"}),
+              NewEvent(stream, "TrajectoryRecorded", trajectory)]
+    if accepted:
+        events.append(NewEvent(stream, "OutputAccepted", {"trajectory_id": tid}))
+    return [*events, NewEvent(stream, "SessionEnded", {"reason": "closed"})]
+
+
+def _broken(i: int) -> dict:
+    """The base model's typical failure: a made-up tool, its error, a confident answer."""
+    good = golden_trajectory(FAMILIES["arithmetic"].generate(random.Random(i), "t"), f"bad-{i}")
+    messages = good["messages"][:2] + [
+        {"role": "assistant", "content": "",
+         "tool_calls": [{"id": "call_1", "name": "send_user", "arguments": {"count": "2007"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "name": "send_user",
+         "content": json.dumps({"error": "unknown tool 'send_user'"})},
+        {"role": "assistant", "content": "The user is 2007."}]
+    return {**good, "messages": messages, "final_response": "The user is 2007."}
+
+
+def test_quality_selection_leaves_out_broken_tool_use_and_all_keeps_it(tmp_path: Path) -> None:
+    # Arrange: 20 correct accepted sessions, 20 broken ones the users said nothing about
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    with open_store(url, "acme") as store:
+        for i in range(20):
+            instance = FAMILIES["arithmetic"].generate(random.Random(100 + i), "t")
+            store.append(_session(i, golden_trajectory(instance, f"good-{i}"), accepted=True))
+            store.append(_session(100 + i, _broken(i), accepted=False))
+    settings = NodeSettings(tenant_id="acme", store=url, base_model="/unused", heldout_fraction=0.2)
+
+    # Execute
+    quality = load_local_data(settings)
+    everything = load_local_data(NodeSettings(tenant_id="acme", store=url, base_model="/unused",
+                                              heldout_fraction=0.2, selection="all"))
+
+    # Assert: the same split; quality keeps the good train trajectories only
+    ids = {t["trajectory_id"] for t, _, _ in quality.train}
+    all_ids = {t["trajectory_id"] for t, _, _ in everything.train}
+    assert quality.heldout == everything.heldout
+    assert ids == {i for i in all_ids if i.startswith("good-")}
+    assert any(i.startswith("bad-") for i in all_ids) and len(ids) >= 12
