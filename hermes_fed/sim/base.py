@@ -39,6 +39,7 @@ class BaseRecipe:
     echo: float = field(default=0.3, metadata={"help": "stage 1 share of echo dialogs"})
     copy_steps: int = field(default=800, metadata={"help": "stage 2 steps (0: no stage 2)"})
     copy_echo: float = field(default=0.8, metadata={"help": "stage 2 share of echo dialogs"})
+    corpus: int = field(default=2, metadata={"help": "generic corpus version (PretrainConfig.corpus)"})
 
     def __post_init__(self) -> None:
         if self.size not in ("1m", "2m", "10m"):
@@ -52,11 +53,12 @@ class BaseRecipe:
         """The :class:`PretrainConfig` of each stage, in order."""
         from hermes_fed.sim.pretrain import PretrainConfig
 
-        first = PretrainConfig(steps=self.steps, lr=self.lr, echo=self.echo, seed=self.seed)
+        first = PretrainConfig(steps=self.steps, lr=self.lr, echo=self.echo, seed=self.seed,
+                               corpus=self.corpus)
         if self.copy_steps == 0:
             return [first]
         return [first, PretrainConfig(steps=self.copy_steps, lr=self.lr, echo=self.copy_echo,
-                                      seed=self.seed + 2)]
+                                      seed=self.seed + 2, corpus=self.corpus)]
 
 
 def build_base(out_dir: str | Path, recipe: BaseRecipe | None = None,
@@ -74,7 +76,8 @@ def build_base(out_dir: str | Path, recipe: BaseRecipe | None = None,
     info: dict[str, Any] = {"recipe": asdict(recipe), "stages": []}
     with tempfile.TemporaryDirectory(prefix="hermes-base-", dir=out.parent if out.parent.exists()
                                      else None) as scratch:
-        current = init_sim_base(Path(scratch) / "random", recipe.size, seed=recipe.seed)
+        current = init_sim_base(Path(scratch) / "random", recipe.size, seed=recipe.seed,
+                                corpus=recipe.corpus)
         stages = recipe.stages()
         for i, stage in enumerate(stages, start=1):
             say(f"base: stage {i}/{len(stages)}: {stage.steps} steps, {stage.echo:.0%} echo dialogs")

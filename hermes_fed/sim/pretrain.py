@@ -44,15 +44,15 @@ class PretrainConfig:
     lr: float = field(default=3e-3, metadata={"help": "AdamW learning rate (cosine decay)."})
     seed: int = field(default=0, metadata={"help": "Seeds the corpus and data order."})
     corpus: int = field(default=2, metadata={
-        "help": "Generic corpus version (1: keyed values in order; 2: varied, see "
-                "generic_trajectory)."})
+        "help": "Generic corpus version (1: keyed values in order; 2: varied; 3: v2 plus "
+                "tools named only in the schema, see generic_trajectory)."})
     max_length: int = field(default=320, metadata={"help": "Tokens per document (truncated)."})
     echo: float = field(default=0.3, metadata={
         "help": "Share of tool-free dialogs whose reply repeats the user's span (copying)."})
 
     def __post_init__(self) -> None:
-        if self.corpus not in (1, 2):
-            raise ValueError(f"PretrainConfig.corpus must be 1 or 2, got {self.corpus!r}")
+        if self.corpus not in (1, 2, 3):
+            raise ValueError(f"PretrainConfig.corpus must be 1, 2 or 3, got {self.corpus!r}")
         if not 0.0 <= self.echo < 1.0:
             raise ValueError(f"PretrainConfig.echo must be in [0, 1), got {self.echo!r}")
         for name in ("steps", "batch_size", "max_length"):
@@ -127,6 +127,34 @@ _REPLIES_V2 = ("Result: {r}.", "It is {r}.", "Done: {r}.", "Here it is: {r}.",
                "For {v} the answer is {r}.", "With {args} it is {r}.")
 
 
+# Corpus v3: made-up words for tools and parameters that appear only in the schema, so
+# the base must copy the tool's name and keys from the tool list (as every task family's
+# call does: "What is 583 - 868?" -> calculator(expression=...)), not from the request.
+_SYLLABLES = (*(c + v for c in "bcdfgklmnprstvz" for v in "aeiou"),
+              "an", "er", "in", "on", "or", "ul", "ex", "at", "it", "us")
+_BARE = ("What is {vals}?", "Do {vals}, please.", "Take {vals}.", "I have {vals}.",
+         "Run it on {vals}.", "Now {vals}, please.", "Work out {vals}.", "Handle {vals} for me.")
+_JOIN = (" and ", ", ", " with ", " to ", " then ")
+
+
+def _made_up_word(rng: random.Random) -> str:
+    return "".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 4)))
+
+
+def _schema_named(rng: random.Random, reserved: set[str]) -> tuple[str, list[str]]:
+    """A made-up tool name and 1-3 parameter keys (made-up words, some common keys)."""
+    name = "_".join(_made_up_word(rng) for _ in range(rng.randint(1, 2)))
+    while name in reserved:  # pragma: no cover - syllable words never spell a family tool
+        name = _made_up_word(rng)
+    params: list[str] = []
+    wanted = rng.randint(1, 3)
+    while len(params) < wanted:
+        key = _made_up_word(rng) if rng.random() < 0.7 else rng.choice(_PARAMS)
+        if key not in params and key not in reserved:
+            params.append(key)
+    return name, params
+
+
 _ECHO = ("Repeat after me: {span}", "Say back: {span}", "Echo this: {span}",
          "Copy exactly: {span}")
 
@@ -159,6 +187,9 @@ def generic_trajectory(rng: random.Random, index: int, version: int = 2) -> dict
     that restate an argument, so the base learns to copy by content rather than position.
     """
     reserved = {f.tool_name for f in FAMILIES.values()}
+    if version == 3 and rng.random() < 0.5:
+        reserved |= {p for f in FAMILIES.values() for p in f.parameters["properties"]}
+        return _schema_named_trajectory(rng, index, reserved)
     name = f"{rng.choice(_VERBS)}_{rng.choice(_NOUNS)}"
     while name in reserved:  # pragma: no cover - the vocabularies do not overlap today
         name = f"{rng.choice(_VERBS)}_{rng.choice(_NOUNS)}"
@@ -174,7 +205,29 @@ def generic_trajectory(rng: random.Random, index: int, version: int = 2) -> dict
         final = rng.choice(_REPLIES_V2).format(
             r=result, noun=name.split("_")[1], v=values[rng.choice(params)],
             args=" and ".join(f"{p} {v}" for p, v in values.items()))
-    types = {p: _json_type(v) if version == 2 else "string" for p, v in values.items()}
+    types = {p: _json_type(v) if version >= 2 else "string" for p, v in values.items()}
+    return _dialog(index, request, name, values, types, result, final)
+
+
+def _schema_named_trajectory(rng: random.Random, index: int, reserved: set[str]) -> dict[str, Any]:
+    """Corpus v3's other half: the request states only values; the tool's name and keys
+    are made-up words found only in the schema, in the order the values come."""
+    name, params = _schema_named(rng, reserved)
+    values: dict[str, Any] = {p: _value(rng) for p in params}
+    vals = rng.choice(_JOIN).join(str(v) for v in values.values())
+    request = rng.choice(_BARE).format(vals=vals)
+    if rng.random() < 0.3:
+        request += " " + rng.choice(_ASIDES).format(n=rng.randint(1000, 9999))
+    result = _result(rng)
+    final = rng.choice((*_REPLIES_V2[:4], "The answer is {r}.", "{v} gives {r}.")).format(
+        r=result, v=values[rng.choice(params)])
+    types = {p: _json_type(v) for p, v in values.items()}
+    return _dialog(index, request, name, values, types, result, final)
+
+
+def _dialog(index: int, request: str, name: str, values: dict[str, Any], types: dict[str, str],
+            result: Any, final: str) -> dict[str, Any]:
+    params = list(values)
     return {
         "trajectory_id": f"pre-{index}",
         "task": request,
@@ -209,7 +262,8 @@ def generic_corpus(n: int, seed: int, version: int = 2, echo: float = 0.0
 
 
 def init_sim_base(directory: str | Path, size: str = "1m", *, seed: int = 0,
-                  copy_friendly: bool = True, isolate_digits: bool = False) -> Path:
+                  copy_friendly: bool = True, isolate_digits: bool = False,
+                  corpus: int = 2) -> Path:
     """The randomly initialised tiny model the simulator pre-trains.
 
     Its tokenizer is trained on generic dialogs only, so every token it has is one that
@@ -220,7 +274,7 @@ def init_sim_base(directory: str | Path, size: str = "1m", *, seed: int = 0,
     from hermes_fed.training.tiny_model import init_tiny_model
 
     texts = [json.dumps(doc["messages"]) + json.dumps(doc["tools"])
-             for doc in generic_corpus(3000, seed + 7, echo=0.3)]
+             for doc in generic_corpus(3000, seed + 7, corpus, echo=0.3)]
     return init_tiny_model(directory, size, seed=seed, copy_friendly=copy_friendly,
                            isolate_digits=isolate_digits, texts=texts)
 

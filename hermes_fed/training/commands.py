@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +88,12 @@ def _build_base(args: argparse.Namespace) -> int:
     from hermes_fed.sim.base import BaseRecipe, build_base
 
     _offline()
+    progress = logging.getLogger("hermes_fed.sim.pretrain")  # "pretrain step N loss L" every 100
+    progress.setLevel(logging.INFO)
+    progress.addHandler(logging.StreamHandler(sys.stdout))
     recipe = BaseRecipe(size=args.size, seed=args.seed, steps=args.steps, lr=args.lr,
-                        echo=args.echo, copy_steps=args.copy_steps, copy_echo=args.copy_echo)
+                        echo=args.echo, copy_steps=args.copy_steps, copy_echo=args.copy_echo,
+                        corpus=args.corpus)
     info = build_base(Path(args.dir), recipe)
     print(json.dumps(info, indent=2))
     return 0
@@ -119,6 +125,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--echo", type=float, default=0.3, help="stage 1 share of echo dialogs")
     p.add_argument("--copy-steps", type=int, default=800, help="stage 2 steps (0: none)")
     p.add_argument("--copy-echo", type=float, default=0.8, help="stage 2 share of echo dialogs")
+    p.add_argument("--corpus", type=int, choices=(1, 2, 3), default=2, help="generic corpus version")
     p.set_defaults(func=_build_base)
 
     p = sub.add_parser("train", help="train + evaluate a LoRA adapter on trajectory JSONL")

@@ -65,7 +65,7 @@ def test_pretrain_base_saves_a_reloadable_model(tiny_model_dir: Path, tmp_path: 
 @pytest.mark.parametrize(("kwargs", "field"), [({"steps": 0}, "steps"),
                                               ({"batch_size": -1}, "batch_size"),
                                               ({"lr": 0.0}, "lr"),
-                                              ({"corpus": 3}, "corpus"),
+                                              ({"corpus": 4}, "corpus"),
                                               ({"max_length": 0}, "max_length"),
                                               ({"echo": 1.0}, "echo")])
 def test_pretrain_config_names_the_bad_field(kwargs: dict, field: str) -> None:
@@ -96,3 +96,25 @@ def test_sim_base_tokenizer_isolates_spaces(tmp_path: Path) -> None:
     tok = AutoTokenizer.from_pretrained(str(base))
     assert tok.tokenize("days after 2026-04-01")[-5:] == ["2026", "-", "04", "-", "01"]
     assert tok.tokenize('"2026-04-01"')[1:6] == ["2026", "-", "04", "-", "01"]
+
+
+def test_corpus_version_3_names_half_the_tools_only_in_the_schema() -> None:
+    # Prepare
+    tools = {f.tool_name for f in FAMILIES.values()}
+    params = {p for f in FAMILIES.values() for p in f.parameters["properties"]}
+    schema_only = 0
+    # Execute
+    docs = [d for d in generic_corpus(2000, seed=1, version=3) if d["task_type"] == "generic"]
+    # Assert: never a family's tool or key; the schema names the call's tool and keys
+    for doc in docs:
+        call = doc["messages"][2]["tool_calls"][0]
+        (tool,) = doc["tools"]
+        assert call["name"] not in tools and not set(call["arguments"]) & params
+        assert tool["name"] == call["name"]
+        assert list(tool["parameters"]["properties"]) == list(call["arguments"])
+        text = doc["messages"][1]["content"]
+        positions = [text.index(str(v)) for v in call["arguments"].values()]
+        if call["name"] not in text and not any(k in text for k in call["arguments"]):
+            schema_only += 1
+            assert positions == sorted(positions)  # values come in the schema's order
+    assert 0.4 * len(docs) < schema_only < 0.6 * len(docs)
