@@ -11,7 +11,11 @@ Steps (DESIGN.md §5):
 3. give each tier its budget ``max(min, floor(N * fraction))``: platinum max(50, N/25),
    gold max(200, N/5), silver max(500, N/2), bronze max(100, N/10);
 4. fill each budget round-robin across ``task_type`` from seeded shuffles, so a frequent
-   task type cannot crowd out rare ones while any rare one has candidates left.
+   task type cannot crowd out rare ones while any rare one has candidates left;
+5. when that leaves the manifest short of ``target_n``, give the spare places to the tiers
+   above bronze, best first, in the same balanced way. (A fixed platinum budget of 50 kept
+   a node with 100 golden trajectories and nothing else to train on to half of them, while
+   the silver budget of 500 stood empty; bronze never grows past its budget.)
 """
 
 from __future__ import annotations
@@ -195,11 +199,23 @@ def select_training_data(candidates: Iterable[Candidate], target_n: int, seed: i
 
     budgets = tier_budgets(target_n, cfg.selection)
     items: list[ManifestItem] = []
+    picked: dict[str, set[str]] = {}
     for index, tier in enumerate(TIER_ORDER):
         # One generator per tier, seeded by (seed, tier): a tier's draw does not depend on
         # how many candidates the other tiers had.
         rng = np.random.default_rng([seed, index])
-        for trajectory_id in balanced_sample(groups[str(tier)], budgets[str(tier)], rng):
+        picked[str(tier)] = set(balanced_sample(groups[str(tier)], budgets[str(tier)], rng))
+    spare = target_n - sum(len(ids) for ids in picked.values())
+    for index, tier in enumerate(TIER_ORDER[:-1]):  # step 5: spare places, best tier first
+        if spare <= 0:
+            break
+        rest = {t: [i for i in ids if i not in picked[str(tier)]]
+                for t, ids in groups[str(tier)].items()}
+        extra = balanced_sample(rest, spare, np.random.default_rng([seed, index, 5]))
+        picked[str(tier)].update(extra)
+        spare -= len(extra)
+    for tier in TIER_ORDER:
+        for trajectory_id in picked[str(tier)]:
             c = by_id[trajectory_id]
             items.append(ManifestItem(trajectory_id, str(tier), tier_weight(tier, cfg.tiers),
                                       c.task_type))

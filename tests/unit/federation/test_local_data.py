@@ -25,7 +25,8 @@ def _session(i: int, trajectory: dict, accepted: bool) -> list[NewEvent]:
 def _broken(i: int) -> dict:
     """The base model's typical failure: a made-up tool, its error, a confident answer."""
     good = golden_trajectory(FAMILIES["arithmetic"].generate(random.Random(i), "t"), f"bad-{i}")
-    messages = good["messages"][:2] + [
+    messages = [
+        *good["messages"][:2],
         {"role": "assistant", "content": "",
          "tool_calls": [{"id": "call_1", "name": "send_user", "arguments": {"count": "2007"}}]},
         {"role": "tool", "tool_call_id": "call_1", "name": "send_user",

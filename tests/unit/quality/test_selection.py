@@ -80,13 +80,14 @@ def test_sha256_is_over_the_canonical_manifest_json() -> None:
 
 
 def test_balanced_across_task_types_when_over_budget() -> None:
-    # Prepare: a 90/8/2 mix; every candidate gold so one budget (200) decides
+    # Prepare: a 90/8/2 mix; every candidate gold so one budget (200) decides (a target of
+    # 200 leaves no spare places)
     rng = random.Random(5)
     types = ["common"] * 900 + ["rare"] * 80 + ["tiny"] * 20
     candidates = [Candidate(f"t{i}", t, 0.7, candidate_signature(f"{t} {i} {rng.random()}", ""))
                   for i, t in enumerate(types)]
     # Execute
-    manifest = select_training_data(candidates, 1000, seed=0)
+    manifest = select_training_data(candidates, 200, seed=0)
     # Assert: the rare types are taken whole-ish, the common one fills the rest
     counts = Counter(item.task_type for item in manifest.items)
     assert counts["tiny"] == 20
@@ -139,7 +140,10 @@ def test_used_trajectories_are_excluded() -> None:
 def test_manifest_never_exceeds_budgets_or_repeats(target_n: int, seed: int, n: int) -> None:
     manifest = select_training_data(make_candidates(n, seed=seed % 7), target_n, seed)
     budgets = tier_budgets(target_n)
-    assert all(manifest.n_by_tier[t] <= budgets[t] for t in budgets)
+    total = sum(manifest.n_by_tier.values())
+    # a tier grows past its budget only into places the others left spare (never bronze)
+    assert all(manifest.n_by_tier[t] <= budgets[t] or (t != "bronze" and total <= target_n)
+               for t in budgets)
     ids = manifest.trajectory_ids
     assert len(set(ids)) == len(ids) and list(ids) == sorted(ids)
 
@@ -169,3 +173,22 @@ def test_bad_candidates_are_refused() -> None:
     config = QualityConfig.from_mapping({"selection": {"minhash_permutations": 32}})
     with pytest.raises(ValueError, match="signature has 64"):
         select_training_data([Candidate("x", "a", 0.2, sig)], 5, 0, config)
+
+
+def test_spare_places_go_to_the_best_tiers_first() -> None:
+    # Arrange: 120 distinct platinum and 30 bronze candidates, a target of 100
+    candidates = [Candidate(c.trajectory_id, c.task_type, 0.9, c.signature)
+                  for c in make_candidates(120, seed=1)]
+    candidates += [Candidate(f"b{c.trajectory_id}", c.task_type, -0.5, c.signature)
+                   for c in make_candidates(30, seed=2)]
+    # Execute
+    manifest = select_training_data(candidates, 100, seed=0)
+    small = select_training_data(candidates, 40, seed=0)
+    # Assert: platinum fills the spare places up to the target; bronze keeps its budget
+    budgets = tier_budgets(100)
+    assert budgets["platinum"] == 50 and budgets["bronze"] == 100
+    assert manifest.n_by_tier["bronze"] == 30
+    assert manifest.n_by_tier["platinum"] == 100 - 30
+    assert small.n_by_tier["platinum"] == 50  # nothing spare: the budget alone
+    per_type = Counter(i.task_type for i in manifest.items if i.tier == "platinum")
+    assert max(per_type.values()) - min(per_type.values()) <= 12  # still balanced
