@@ -203,13 +203,17 @@ def version_stats(store: Any, query: AbQuery, quality: Any = None) -> ArmStats:
 
 
 def heldout_trajectories(store: Any, heldout_fraction: float, split_seed: int) -> list[Mapping[str, Any]]:
-    """The node's held-out trajectories: the split ``plan_training`` keeps out of training."""
+    """The node's held-out trajectories: the split ``plan_training`` keeps out of training,
+    less those with broken tool use (a candidate that imitates the agent's failed calls
+    better is not a better candidate; they never train either)."""
+    from hermes_fed.quality.judges import broken_trajectories
     from hermes_fed.training.dataset import split_heldout
     from tenant_node.training_pipeline import load_trajectories
 
     trajectories = load_trajectories(store)
     split = split_heldout(sorted(trajectories), heldout_fraction, split_seed)
-    return [trajectories[t] for t in split.heldout]
+    broken = broken_trajectories({t: trajectories[t] for t in split.heldout})
+    return [trajectories[t] for t in split.heldout if t not in broken]
 
 
 def paired_differences(base_model: str, heldout: Sequence[Mapping[str, Any]],

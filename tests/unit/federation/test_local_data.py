@@ -56,3 +56,23 @@ def test_quality_selection_leaves_out_broken_tool_use_and_all_keeps_it(tmp_path:
     assert quality.heldout == everything.heldout
     assert ids == {i for i in all_ids if i.startswith("good-")}
     assert any(i.startswith("bad-") for i in all_ids) and len(ids) >= 12
+
+
+def test_offline_ab_heldout_leaves_out_broken_tool_use(tmp_path: Path) -> None:
+    # Arrange
+    from tenant_node.ab_stats import heldout_trajectories
+
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    with open_store(url, "acme") as store:
+        for i in range(20):
+            instance = FAMILIES["arithmetic"].generate(random.Random(100 + i), "t")
+            store.append(_session(i, golden_trajectory(instance, f"good-{i}"), accepted=True))
+            store.append(_session(100 + i, _broken(i), accepted=False))
+        # Execute
+        kept = heldout_trajectories(store, 0.5, 0)
+    everything = load_local_data(NodeSettings(tenant_id="acme", store=url, base_model="/unused",
+                                              heldout_fraction=0.5, selection="all"))
+    # Assert: the same split, less the broken trajectories
+    split_ids = [t["trajectory_id"] for t in everything.heldout]
+    assert [t["trajectory_id"] for t in kept] == [i for i in split_ids if i.startswith("good-")]
+    assert any(i.startswith("bad-") for i in split_ids)
