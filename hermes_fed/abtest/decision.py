@@ -328,6 +328,9 @@ def _main_rule(
         )
     if meta is None:
         reasons.append(f"no tenant with {cfg.min_samples_per_arm} units per arm and a variance yet")
+        if cfg.max_duration_days is not None and elapsed_days >= cfg.max_duration_days:
+            reasons.append(f"inconclusive at planned end ({cfg.max_duration_days} days)")
+            return Verdict.ROLLBACK
         return Verdict.CONTINUE
     if total_per_arm < cfg.min_total_per_arm:
         reasons.append(

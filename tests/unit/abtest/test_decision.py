@@ -118,6 +118,14 @@ def test_a_tenant_below_the_floor_is_named_and_left_out_but_does_not_block() -> 
     strict_json(decision.numbers)
 
 
+def test_no_tenant_at_the_floor_at_the_planned_end_rolls_back() -> None:
+    # A test must not outlive its planned end because no tenant ever reached the floor
+    tenants = [tenant(f"t{i}", 29, 0.6, 0.2) for i in range(3)]
+    decision = decide(tenants, elapsed_days=14.0, config=DecisionConfig(max_duration_days=14.0))
+    assert decision.verdict is Verdict.ROLLBACK
+    assert decision.reasons[-1] == "inconclusive at planned end (14.0 days)"
+
+
 def test_no_tenant_at_the_floor_continues_without_a_look() -> None:
     # Arrange
     tenants = [tenant(f"t{i}", 29, 0.6, 0.2) for i in range(3)]
