@@ -142,11 +142,15 @@ def load_local_data(settings: NodeSettings) -> LocalData:
         if settings.selection == "quality" and split.train:
             from hermes_fed.quality.pipeline import select_from_store
 
-            manifest = select_from_store(store, len(split.train), settings.split_seed)
-            allowed = set(split.train) - broken_trajectories(trajectories)
-            chosen = [(i.trajectory_id, i.weight, i.tier) for i in manifest.items
-                      if i.trajectory_id in allowed]
-            manifest_sha = manifest.sha256
+            # held-out and broken trajectories leave before selection, not after it: they
+            # must not take the tier budgets' places (they used to crowd the goldens out)
+            allowed = set(split.train) - broken_trajectories(
+                {t: trajectories[t] for t in split.train})
+            chosen = []
+            if allowed:
+                manifest = select_from_store(store, len(allowed), settings.split_seed, only=allowed)
+                chosen = [(i.trajectory_id, i.weight, i.tier) for i in manifest.items]
+                manifest_sha = manifest.sha256
     finally:
         store.close()
     return LocalData(train=tuple((trajectories[t], w, tier) for t, w, tier in chosen),

@@ -7,7 +7,7 @@ decision is made by the pure modules and every result is written back as an even
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -122,11 +122,17 @@ def judge_new_trajectories(store: SqlEventStore, judges: Sequence[Judge], *,
 
 
 def select_from_store(store: SqlEventStore, target_n: int, seed: int,
-                      config: QualityConfig | None = None) -> SelectionManifest:
-    """Select training data from the projection's current candidates (does not record)."""
+                      config: QualityConfig | None = None,
+                      only: Collection[str] | None = None) -> SelectionManifest:
+    """Select training data from the projection's current candidates (does not record);
+    with ``only``, from those candidates whose ids it holds (a train split, say), so no
+    budget is spent on trajectories the caller would drop afterwards."""
     runner = quality_runner(store, config)
     with runner.engine.connect() as conn:
         candidates = rm.load_candidates(conn)
+    if only is not None:
+        keep = set(only)
+        candidates = [c for c in candidates if c.trajectory_id in keep]
     return select_training_data(candidates, target_n, seed, config)
 
 
