@@ -38,6 +38,9 @@ class NodeSettings:
     selection: str = field(default="quality", metadata={
         "help": "quality: train on the quality pipeline's selection of the train split (tier "
                 "weights, near-duplicates out); all: every train trajectory with weight 1"})
+    dedupe_threshold: float = field(default=0.8, metadata={
+        "help": "MinHash similarity at which two trajectories are near-duplicates "
+                "(SelectionConfig.dedupe_threshold); 1.0 keeps all but exact duplicates"})
 
     def __post_init__(self) -> None:
         for name in ("tenant_id", "store", "base_model"):
@@ -50,6 +53,9 @@ class NodeSettings:
         if not 0.0 < self.heldout_fraction < 1.0:
             raise ConfigError(f"node-config heldout-fraction must be in (0, 1), "
                               f"got {self.heldout_fraction!r}")
+        if not 0.0 < float(self.dedupe_threshold) <= 1.0:
+            raise ConfigError(f"node-config dedupe-threshold must be in (0, 1], "
+                              f"got {self.dedupe_threshold!r}")
 
     @classmethod
     def from_node_config(cls, node_config: Mapping[str, Any]) -> NodeSettings:
@@ -140,7 +146,11 @@ def load_local_data(settings: NodeSettings) -> LocalData:
         chosen = [(t, 1.0, "silver") for t in split.train]
         manifest_sha = ""
         if settings.selection == "quality" and split.train:
+            from hermes_fed.quality.config import QualityConfig, SelectionConfig
             from hermes_fed.quality.pipeline import select_from_store
+
+            quality = QualityConfig(selection=SelectionConfig(
+                dedupe_threshold=float(settings.dedupe_threshold)))
 
             # held-out and broken trajectories leave before selection, not after it: they
             # must not take the tier budgets' places (they used to crowd the goldens out)
@@ -148,7 +158,8 @@ def load_local_data(settings: NodeSettings) -> LocalData:
                 {t: trajectories[t] for t in split.train})
             chosen = []
             if allowed:
-                manifest = select_from_store(store, len(allowed), settings.split_seed, only=allowed)
+                manifest = select_from_store(store, len(allowed), settings.split_seed, quality,
+                                             only=allowed)
                 chosen = [(i.trajectory_id, i.weight, i.tier) for i in manifest.items]
                 manifest_sha = manifest.sha256
     finally:

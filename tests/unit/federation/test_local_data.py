@@ -79,3 +79,14 @@ def test_offline_ab_heldout_leaves_out_broken_tool_use(tmp_path: Path) -> None:
     split_ids = [t["trajectory_id"] for t in everything.heldout]
     assert [t["trajectory_id"] for t in kept] == [i for i in split_ids if i.startswith("good-")]
     assert any(i.startswith("bad-") for i in split_ids)
+
+
+def test_node_settings_refuse_a_bad_dedupe_threshold_by_name() -> None:
+    import pytest
+
+    from hermes_fed.errors import ConfigError
+
+    config = {"tenant-id": "acme", "store": "sqlite:///x.db", "base-model": "/m"}
+    assert NodeSettings.from_node_config({**config, "dedupe-threshold": 1.0}).dedupe_threshold == 1.0
+    with pytest.raises(ConfigError, match="dedupe-threshold must be in"):
+        NodeSettings.from_node_config({**config, "dedupe-threshold": 0.0})
