@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -58,6 +58,7 @@ def offline_config(status: ABTestStatus, lineage: Mapping[str, Any]) -> ConfigRe
     config["mode"] = "offline"
     config["r"] = int(lineage.get("r", 8))
     config["alpha"] = float(lineage.get("alpha", 16.0))
+    config["max-length"] = int(lineage.get("max_length", 256))  # score as it was trained
     return config
 
 
@@ -243,18 +244,26 @@ def look_at_open_tests(grid: Grid, registry: Any, nodes: Sequence[int], *, timeo
     return outcomes
 
 
+def look_time(cfg: Any) -> datetime:
+    """When a look happens: now, or ``sim-days`` ahead on a simulator's clock."""
+    days = float(getattr(cfg, "sim_days", 0.0) or 0.0)
+    if days:
+        logger.info("action=ab_look sim_days=%s", days)
+    return utcnow() + timedelta(days=days)
+
+
 def ab_looks(grid: Grid, registry: Any, nodes: Sequence[int], cfg: Any) -> None:
     """``ab-only`` runs: ``num-server-rounds`` looks, no training (``coordinator.rounds``)."""
     for _ in range(int(cfg.num_server_rounds)):
         look_at_open_tests(grid, registry, nodes, timeout=cfg.round_timeout,
-                           interval=cfg.poll_interval)
+                           interval=cfg.poll_interval, now=look_time(cfg))
 
 
 def look_after_round(grid: Grid, registry: Any, nodes: Sequence[int], cfg: Any) -> None:
     """One look after a federated round; a failed look is logged and leaves the round be."""
     try:
         look_at_open_tests(grid, registry, nodes, timeout=cfg.round_timeout,
-                           interval=cfg.poll_interval, now=utcnow())
+                           interval=cfg.poll_interval, now=look_time(cfg))
     except (HermesFedError, ValueError, KeyError) as exc:
         logger.error("action=ab_look status=failed error=%s", type(exc).__name__)
         logger.debug("ab look failed", exc_info=True)

@@ -43,20 +43,35 @@ DEMO_K_MIN = 5
 
 @dataclass(frozen=True, slots=True)
 class DemoConfig:
-    """The demo's knobs; the defaults finish in about 10 minutes on 2 CPU cores."""
+    """The demo's knobs; the defaults finish in under 10 minutes on 2 CPU cores."""
 
-    directory: Path = field(metadata={"help": "where models, node logs, the coordinator and the report go"})
+    directory: Path = field(metadata={"help": "where node logs, the coordinator and the report go"})
     rounds: int = field(default=2, metadata={"help": "flywheel rounds after the cold start"})
-    mode: str = field(default="frozen-a", metadata={"help": "aggregation: frozen-a | exact | fedavg"})
+    mode: str = field(default="exact", metadata={"help": "aggregation: frozen-a | exact | fedavg"})
     sessions_scale: float = field(
-        default=1.0, metadata={"help": "multiplies each tenant's sessions per round"}
+        default=6.0, metadata={"help": "multiplies each tenant's sessions per round (32, 32, 6)"}
+    )
+    users: int = field(
+        default=100,
+        metadata={"help": "distinct users per tenant (an online A/B needs >= 30 per arm per tenant)"},
+    )
+    golden_scale: int = field(
+        default=8, metadata={"help": "multiplies each tenant's cold-start goldens per task type"}
     )
     pretrain_steps: int = field(
-        default=0, metadata={"help": "generic tool-use pre-training of the base first (0 = none)"}
+        default=0,
+        metadata={"help": "0: the packaged pre-trained base; N: pre-train a fresh one (N stage-1 steps)"},
     )
     base_model: Path | None = field(default=None, metadata={"help": "use this HF model dir as the base"})
-    local_steps: int = field(default=8, metadata={"help": "local LoRA steps per node per round"})
+    local_steps: int = field(default=200, metadata={"help": "local LoRA steps per node per round"})
+    rank: int = field(default=16, metadata={"help": "LoRA rank (alpha = 2 x rank)"})
     lr: float = field(default=5e-3, metadata={"help": "local learning rate"})
+    temperature: float = field(
+        default=0.3, metadata={"help": "the agent's sampling temperature while serving users"}
+    )
+    ab_split: float = field(
+        default=0.5, metadata={"help": "share of users the candidate serves in its online A/B"}
+    )
     seed: int = field(default=0, metadata={"help": "seeds users, tasks and training"})
     isolation: str = field(default="process", metadata={"help": "SuperNode ClientApp isolation"})
 
@@ -67,33 +82,37 @@ class DemoConfig:
             raise ConfigError(f"demo mode must be frozen-a, exact or fedavg, got {self.mode!r}")
         if not self.sessions_scale > 0:
             raise ConfigError(f"demo sessions_scale must be > 0, got {self.sessions_scale!r}")
-        if self.pretrain_steps < 0 or self.local_steps < 1:
+        if self.pretrain_steps < 0 or min(self.local_steps, self.golden_scale, self.rank, self.users) < 1:
             raise ConfigError(
-                f"demo pretrain_steps must be >= 0 and local_steps >= 1, got "
-                f"{self.pretrain_steps!r}, {self.local_steps!r}"
+                "demo pretrain_steps must be >= 0 and local_steps, golden_scale, rank and users >= 1, "
+                f"got {self.pretrain_steps!r}, {self.local_steps!r}, {self.golden_scale!r}, "
+                f"{self.rank!r}, {self.users!r}"
             )
+        if not self.temperature >= 0.0:
+            raise ConfigError(f"demo temperature must be >= 0, got {self.temperature!r}")
+        if not 0.0 < self.ab_split < 1.0:
+            raise ConfigError(f"demo ab_split must be in (0, 1), got {self.ab_split!r}")
 
 
 # --- the base model -------------------------------------------------------------------
 def prepare_base(cfg: DemoConfig, say: Say) -> Path:
-    """A tiny base model pre-trained on generic tool use (cached across runs)."""
-    from hermes_fed.sim.pretrain import PretrainConfig, pretrain_base
-    from hermes_fed.training.tiny_model import init_tiny_model
+    """The packaged pre-trained base, a given one, or a freshly pre-trained one (cached)."""
+    from hermes_fed.sim.base import BaseRecipe, build_base, shipped_base
 
     if cfg.base_model is not None:
         say(f"base model: {cfg.base_model}")
         return cfg.base_model
-    base = cfg.directory / ("model" if cfg.pretrain_steps else "model-init")
+    if cfg.pretrain_steps == 0:
+        base = shipped_base()
+        say(f"base model: the packaged 1m tiny model pre-trained on generic tool use ({base})")
+        return base
+    base = cfg.directory / f"model-pre{cfg.pretrain_steps}"
     if (base / "config.json").exists():
         say(f"base model: {base} (cached)")
         return base
-    say("base model: a fresh 1m tiny model (random weights, locally trained tokenizer)")
-    raw = init_tiny_model(cfg.directory / "model-init", "1m", seed=cfg.seed)
-    if cfg.pretrain_steps == 0:
-        return raw
-    say(f"base model: pre-training a 1m tiny model on generic tool use ({cfg.pretrain_steps} steps)")
-    stats = pretrain_base(raw, base, PretrainConfig(steps=cfg.pretrain_steps, seed=cfg.seed))
-    say(f"  loss {stats['loss_first']:.2f} -> {stats['loss_last']:.2f} in {stats['seconds']:.0f}s")
+    recipe = BaseRecipe(seed=cfg.seed, steps=cfg.pretrain_steps, copy_steps=cfg.pretrain_steps * 2 // 5)
+    say(f"base model: pre-training a 1m tiny model on generic tool use ({recipe})")
+    build_base(base, recipe, say)
     return base
 
 
@@ -182,18 +201,24 @@ def _sessions(tenant: Any, cfg: DemoConfig) -> int:
 
 def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
     """Run the demo; returns the report body (also written as JSON and HTML)."""
+    from dataclasses import replace
+
+    from coordinator.demo_ab import AbSettings, offline_look, online_look
     from coordinator.demo_report import write_report
     from coordinator.registry import AdapterRegistry
     from hermes_fed.sim import cold_start_trajectories, default_tenants
-    from hermes_fed.sim.agent import LocalAgent
+    from hermes_fed.sim.agent import AgentConfig, LocalAgent
     from hermes_fed.sim.sessions import outcome_counts, run_sessions
     from hermes_fed.training.config import LoraTrainingConfig
 
     started = time.perf_counter()
     cfg.directory.mkdir(parents=True, exist_ok=True)
     base = prepare_base(cfg, say)
-    tenants = default_tenants()
-    lora = LoraTrainingConfig(r=8, alpha=16.0, frozen_a=cfg.mode == "frozen-a", device="cpu")
+    tenants = tuple(replace(t, golden_per_type=t.golden_per_type * cfg.golden_scale, users=cfg.users)
+                    for t in default_tenants())
+    lora = LoraTrainingConfig(r=cfg.rank, alpha=2.0 * cfg.rank, frozen_a=cfg.mode == "frozen-a",
+                              device="cpu")
+    ab = AbSettings(traffic_split=cfg.ab_split)
     nodes = {
         t.tenant_id: NodeDaemon(
             t.tenant_id,
@@ -204,8 +229,10 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
         for t in tenants
     }
     coordinator_dir = cfg.directory / "coordinator"
+    run_config = _run_config(cfg, coordinator_dir, base, len(tenants))
     report: dict[str, Any] = {
         "config": {k: str(v) for k, v in asdict(cfg).items()},
+        "base_model": str(base),
         "rounds": [],
         "tenants": [t.tenant_id for t in tenants],
     }
@@ -237,45 +264,75 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
                     str(base),
                     # The demo's long-tail tenant has ~10 trajectories a round; k_min stays a real
                     # guard (cells below it are refused) at a level this small data can pass.
-                    extra={"keyring": str(node.keyring), "k-min": DEMO_K_MIN},
+                    # The simulator's tasks come from templates: MinHash over character
+                    # shingles cannot tell "41 days after 2024-02-18" from "99 days after
+                    # 2025-02-19" at 0.8 and dropped two thirds of a node's goldens, so the
+                    # demo's nodes drop exact duplicates only.
+                    extra={"keyring": str(node.keyring), "k-min": DEMO_K_MIN,
+                           "dedupe-threshold": 1.0},
                 )
             )
         say(f"federation up: SuperLink + {len(tenants)} SuperNodes on 127.0.0.1 ({cfg.isolation} isolation)")
 
         production: str | None = None
+        online: dict[str, Any] | None = None  # the test in its online phase, if any
         for r in range(cfg.rounds + 1):
             round_started = time.perf_counter()
             entry: dict[str, Any] = {"round": r, "production": production, "tenants": {}}
-            adapter = None
-            if production is not None:
-                with AdapterRegistry.open(coordinator_dir) as registry:
-                    adapter = registry.load(production)
-            # 1. usage against the production model, events to the nodes over gRPC
-            agent = LocalAgent(base, adapter, lora if adapter is not None else None)
+            # 1. usage against production (and, during an online A/B, the treatment by arm),
+            #    events to the nodes over gRPC
+            with AdapterRegistry.open(coordinator_dir) as registry:
+                adapter = registry.load(production) if production is not None else None
+                treatment = registry.load(online["treatment"]) if online is not None else None
+            serving = AgentConfig(temperature=cfg.temperature)
+            agent = LocalAgent(base, adapter, lora if adapter is not None else None, serving)
+            treatment_agent = (
+                LocalAgent(base, treatment, lora, serving) if treatment is not None else None
+            )
             for tenant in tenants:
-                records = run_sessions(
-                    tenant, agent, _sessions(tenant, cfg), seed=r, model_version=production or "base"
-                )
-                batches = [list(rec.events) for rec in records]
-                clients[tenant.tenant_id].append_stream(batches)
+                routing = None
+                if online is not None and treatment_agent is not None:
+                    entry["ab_test_id"] = online["ab_test_id"]
+                    routing = _routing(clients[tenant.tenant_id], online, ab, agent, treatment_agent,
+                                       production or "base")
+                records = run_sessions(tenant, agent, _sessions(tenant, cfg), seed=r,
+                                       model_version=production or "base", routing=routing)
+                clients[tenant.tenant_id].append_stream([list(rec.events) for rec in records])
                 counts = outcome_counts(records)
                 entry["tenants"][tenant.tenant_id] = {
                     "usage": counts,
                     "task_success": counts["correct"] / max(1, counts["sessions"]),
                 }
+                if routing is not None:
+                    entry["tenants"][tenant.tenant_id]["arms"] = {
+                        arm: outcome_counts([rec for rec in records if rec.arm == arm])
+                        for arm in ("control", "treatment")
+                    }
             _wait_for_projections(nodes, tenants, r)
             for tenant in tenants:
                 entry["tenants"][tenant.tenant_id]["quality"] = quality_of_round(
                     nodes[tenant.tenant_id], r, tenant.tenant_id
                 )
             line = ", ".join(f"{t} success {v['task_success']:.0%}" for t, v in entry["tenants"].items())
-            say(f"round {r}: usage with {production or 'base'}: {line}")
+            versions = production or "base"
+            if online is not None:
+                versions += f" + {online['treatment']} for {cfg.ab_split:.0%} of users"
+            say(f"round {r}: usage with {versions}: {line}")
+            # 2. the online A/B's look at this round's traffic
+            if online is not None:
+                look = online_look(federation, coordinator_dir, run_config, online["ab_test_id"],
+                                   7.0 * (r - online["opened_round"]), say)
+                entry["online_ab"] = look
+                if look["promoted"]:
+                    production = online["treatment"]
+                if not look["open"]:
+                    online = None
             if r == cfg.rounds:
                 entry["seconds"] = time.perf_counter() - round_started
                 report["rounds"].append(entry)
                 break
-            # 2. a federated round: local selection + LoRA on each node, aggregation
-            outcome = federation.run(_run_config(cfg, coordinator_dir, base, len(tenants)), timeout=900)
+            # 3. a federated round: local selection + LoRA on each node, aggregation
+            outcome = federation.run(run_config, timeout=900)
             if not outcome.completed:
                 raise FederationError(f"round {r}: flwr run did not complete: {outcome}")
             body = read_run_report(coordinator_dir, outcome.run_id)
@@ -287,13 +344,23 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
                 f"(residual {fed_round.get('residual')}, "
                 f"{sum(n.get('bytes_up', 0) for n in fed_round['nodes'])} bytes up)"
             )
-            # 3. evaluate candidate vs production on held-out data and decide
-            decision = _evaluate_and_promote(
-                federation, coordinator_dir, cfg, base, candidate, production, len(tenants), say
-            )
-            entry["decision"] = decision
-            if decision.get("promoted"):
-                production = candidate
+            # 4. the candidate's offline A/B against production; SHIP -> live at the ab stage
+            if candidate is None:
+                entry["decision"] = {"promoted": False, "reason": "no candidate published"}
+            elif online is not None:
+                entry["decision"] = {
+                    "promoted": False,
+                    "verdict": "WAIT",
+                    "reason": f"A/B test {online['ab_test_id']} is still running",
+                }
+                say(f"  {candidate} waits: A/B test {online['ab_test_id']} is still running")
+            else:
+                decision = offline_look(federation, coordinator_dir, run_config, candidate,
+                                        production, ab, say)
+                entry["decision"] = decision
+                if decision.get("online"):
+                    online = {"ab_test_id": decision["ab_test_id"], "treatment": candidate,
+                              "opened_round": r}
             entry["seconds"] = time.perf_counter() - round_started
             report["rounds"].append(entry)
         report["wire"] = _wire_summary(federation, clients, nodes)
@@ -304,6 +371,7 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
         for node in nodes.values():
             node.stop()
     report["production"] = production
+    report["open_ab_test"] = online
     report["seconds"] = time.perf_counter() - started
     with AdapterRegistry.open(coordinator_dir) as registry:
         report["registry"] = [v.to_dict() for v in registry.versions()]
@@ -311,6 +379,21 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
     paths = write_report(report, cfg.directory)
     say(f"report: {paths[0]} and {paths[1]} ({report['seconds']:.0f}s in all)")
     return report
+
+
+def _routing(client: Any, online: Mapping[str, Any], ab: Any, control: Any, treatment: Any,
+             control_version: str) -> Any:
+    """Users to arms by the node's keyed hash (``AssignVariant``, recorded on the node)."""
+    from hermes_fed.sim.sessions import ArmRouting
+
+    arms = {"control": 1.0 - ab.traffic_split, "treatment": ab.traffic_split}
+    test_id = str(online["ab_test_id"])
+
+    def assign(user_ref: str) -> str:
+        return str(client.assign_variant(test_id, user_ref, arms).variant)
+
+    return ArmRouting(test_id, assign, {"control": control, "treatment": treatment},
+                      {"control": control_version, "treatment": str(online["treatment"])})
 
 
 def _record_golden(recorder: Any, trajectory: Mapping[str, Any]) -> str:
@@ -335,7 +418,10 @@ def _run_config(
         "num-server-rounds": 1,
         "min-nodes": n_nodes,
         "max-steps": cfg.local_steps,
+        "r": cfg.rank,
+        "alpha": 2.0 * cfg.rank,
         "batch-size": 8,
+        "max-length": 320,  # the longest golden (unit conversion) is ~265 tokens
         "lr": cfg.lr,
         "seed": cfg.seed,
         "ab-looks": 0,
@@ -360,28 +446,3 @@ def _wire_summary(
 ) -> dict[str, Any]:
     relay = federation.relay
     return {"bytes_nodes_to_superlink": len(relay.upstream_bytes()) if relay is not None else None}
-
-
-def _evaluate_and_promote(
-    federation: LocalFederation,
-    coordinator_dir: Path,
-    cfg: DemoConfig,
-    base: Path,
-    candidate: str | None,
-    production: str | None,
-    n_nodes: int,
-    say: Say,
-) -> dict[str, Any]:
-    """Offline A/B of candidate vs production, then promotion (see coordinator.demo_ab)."""
-    from coordinator.demo_ab import offline_ab_and_promote
-
-    if candidate is None:
-        return {"promoted": False, "reason": "no candidate published"}
-    return offline_ab_and_promote(
-        federation,
-        coordinator_dir,
-        _run_config(cfg, coordinator_dir, base, n_nodes),
-        candidate,
-        production,
-        say,
-    )

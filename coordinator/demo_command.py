@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import warnings
+from dataclasses import MISSING, fields
 from pathlib import Path
+from typing import Any
+
+# flag -> DemoConfig field; defaults and help come from the config itself, so the two agree
+_FLAGS = ("rounds", "mode", "sessions_scale", "users", "golden_scale", "pretrain_steps", "base_model",
+          "local_steps", "rank", "lr", "temperature", "ab_split", "seed")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -12,40 +19,28 @@ def _run(args: argparse.Namespace) -> int:
 
     # presidio names every recognizer it loads at INFO; the demo prints its own progress.
     logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)
-    config = DemoConfig(
-        directory=Path(args.dir).resolve(),
-        rounds=args.rounds,
-        mode=args.mode,
-        sessions_scale=args.sessions_scale,
-        pretrain_steps=args.pretrain_steps,
-        local_steps=args.local_steps,
-        seed=args.seed,
-    )
-    report = run_demo(config)
+    # peft asks transformers a deprecated question on every adapter load (transformers 5.24)
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per model load drowns the progress
+    values: dict[str, Any] = {name: getattr(args, name) for name in _FLAGS}
+    if values["base_model"] is not None:
+        values["base_model"] = Path(values["base_model"]).resolve()
+    report = run_demo(DemoConfig(directory=Path(args.dir).resolve(), **values))
     return 0 if report.get("coordinator_log_ok") else 1
 
 
 def register(parser: argparse.ArgumentParser) -> None:
+    from coordinator.demo import DemoConfig
+
     parser.add_argument("--dir", default="var/demo", help="working directory (default var/demo)")
-    parser.add_argument("--rounds", type=int, default=2, help="federated rounds (default 2)")
-    parser.add_argument(
-        "--mode",
-        default="frozen-a",
-        choices=["frozen-a", "exact", "fedavg"],
-        help="aggregation mode (default frozen-a)",
-    )
-    parser.add_argument(
-        "--sessions-scale",
-        type=float,
-        default=1.0,
-        help="multiplies every tenant's sessions per round (default 1.0)",
-    )
-    parser.add_argument(
-        "--pretrain-steps",
-        type=int,
-        default=400,
-        help="generic tool-use pre-training steps of the tiny base (default 400; cached)",
-    )
-    parser.add_argument("--local-steps", type=int, default=8, help="local LoRA steps per round (default 8)")
-    parser.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    by_name = {f.name: f for f in fields(DemoConfig)}
+    for name in _FLAGS:
+        f = by_name[name]
+        default = None if f.default is MISSING else f.default
+        kind = {"int": int, "float": float, "str": str}.get(str(f.type), str)
+        extra: dict[str, Any] = {"choices": ["frozen-a", "exact", "fedavg"]} if name == "mode" else {}
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default,
+                            help=f"{f.metadata['help']} (default {default})", **extra)
     parser.set_defaults(func=_run)

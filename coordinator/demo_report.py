@@ -164,6 +164,19 @@ def bytes_chart(title: str, per_round: Sequence[Mapping[str, float]]) -> str:
     return _svg(parts)
 
 
+def _online_cell(r: Mapping[str, Any]) -> str:
+    """The round's online look and the arms' first-attempt success over all tenants."""
+    look = r.get("online_ab")
+    if not look:
+        return ""
+    rates = []
+    for arm in ("control", "treatment"):
+        counts = [t["arms"][arm] for t in r["tenants"].values() if "arms" in t]
+        n = sum(c["sessions"] for c in counts)
+        rates.append(f"{sum(c['correct'] for c in counts) / n:.0%}" if n else "-")
+    return f"{look['verdict']} -> {look.get('stage')} ({rates[0]} / {rates[1]})"
+
+
 def render_html(report: Mapping[str, Any]) -> str:
     tenants: list[str] = list(report["tenants"])
     rounds: list[Mapping[str, Any]] = list(report["rounds"])
@@ -191,6 +204,7 @@ def render_html(report: Mapping[str, Any]) -> str:
         + f"<td>{html.escape(str((r.get('federated') or {}).get('version', '')))}</td>"
         f"<td>{html.escape(str((r.get('decision') or {}).get('verdict', '')))}</td>"
         f"<td>{html.escape(str((r.get('decision') or {}).get('stage', '')))}</td>"
+        f"<td>{html.escape(_online_cell(r))}</td>"
         f"<td>{r.get('seconds', 0):.0f}s</td></tr>"
         for r in rounds
     )
@@ -213,7 +227,7 @@ def render_html(report: Mapping[str, Any]) -> str:
         f"{report.get('seconds', 0):.0f} s in all. Production now: <b>{html.escape(str(report.get('production') or 'base'))}</b>. "
         "Every figure here is an aggregate; no trajectory left a node.</p>"
         f"<table><tr><th>round</th><th>serving</th>{head}<th>candidate</th><th>offline A/B</th><th>stage</th>"
-        f"<th>time</th></tr>{rows}</table><div>{''.join(charts)}</div>"
+        f"<th>online A/B (success control / treatment)</th><th>time</th></tr>{rows}</table><div>{''.join(charts)}</div>"
         f"<h2>Registry</h2><pre>{html.escape(json.dumps(report.get('registry', []), indent=1)[:20000])}</pre>"
         "</body></html>"
     )

@@ -57,12 +57,13 @@ class AdapterRegistry:
 
     @classmethod
     def open(cls, root: str | Path) -> AdapterRegistry:
-        from hermes_fed.store import open_store
+        from hermes_fed.store.sql import SqlEventStore
 
         path = Path(root)
         path.mkdir(parents=True, exist_ok=True)
-        # Adapters are model weights, not personal data: the coordinator log needs no key ring.
-        return cls(path, open_store(store_url(path), COORDINATOR_TENANT))
+        # Adapters are model weights, not personal data: the coordinator log needs no key ring,
+        # so it skips open_store's warning about a log opened without one (meant for tenants).
+        return cls(path, SqlEventStore(store_url(path), COORDINATOR_TENANT))
 
     def close(self) -> None:
         self._store.close()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -80,6 +81,9 @@ class RoundsConfig:
     evaluate: int = field(default=1, metadata={"help": "1: evaluate the new adapter"})
     ab_looks: int = field(default=1, metadata={"help": "1: look at open A/B tests after a round"})
     ab_only: int = field(default=0, metadata={"help": "1: no training, one A/B look per round"})
+    sim_days: float = field(default=0.0, metadata={
+        "help": "simulation clock: A/B looks are dated this many days ahead (a simulator "
+                "compressing weeks of traffic into minutes); 0 in production"})
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -88,6 +92,8 @@ class RoundsConfig:
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"run config {name.replace('_', '-')} must be >= 1, "
                                   f"got {getattr(self, name)!r}")
+        if not (math.isfinite(self.sim_days) and self.sim_days >= 0):
+            raise ConfigError(f"run config sim-days must be >= 0, got {self.sim_days!r}")
         if not self.coordinator_dir or not self.base_model:
             raise ConfigError("run config coordinator-dir and base-model are required, got "
                               f"{self.coordinator_dir!r} and {self.base_model!r}")
@@ -191,7 +197,8 @@ def initial_adapter(cfg: RoundsConfig, registry: AdapterRegistry) -> AdapterVers
 
 def _shape_lineage(cfg: RoundsConfig) -> dict[str, Any]:
     return {"r": cfg.r, "alpha": cfg.alpha, "frozen_a": cfg.mode == "frozen-a",
-            "frozen_a_seed": cfg.frozen_a_seed, "base_model": cfg.base_model}
+            "frozen_a_seed": cfg.frozen_a_seed, "base_model": cfg.base_model,
+            "max_length": cfg.max_length}
 
 
 def _metric(reply: Message | None, name: str) -> float | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,10 +36,26 @@ class SessionRecord:
     planted: PlantedPII
     outcomes: tuple[AgentOutcome, ...]
     feedback: tuple[Feedback, ...]
+    arm: str = ""  # the A/B arm that served it ("" when no test routed it)
 
     @property
     def first_correct(self) -> bool:
         return self.outcomes[0].correct
+
+
+@dataclass(frozen=True, slots=True)
+class ArmRouting:
+    """An online A/B test's routing: each user's arm decides which agent serves them.
+
+    ``assign`` maps a user ref to an arm name (in the demo: the node's ``AssignVariant``,
+    the tenant's keyed hash, recorded as ``VariantAssigned``); ``agents`` and ``versions``
+    give each arm's agent and the model version its sessions name.
+    """
+
+    ab_test_id: str
+    assign: Callable[[str], str]
+    agents: Mapping[str, LocalAgent]
+    versions: Mapping[str, str]
 
 
 def trajectory_of(outcome: AgentOutcome, trajectory_id: str, task: TaskInstance,
@@ -56,8 +72,11 @@ def trajectory_of(outcome: AgentOutcome, trajectory_id: str, task: TaskInstance,
 
 
 def _events(stream: str, user_ref: str, model_version: str, planted: PlantedPII,
-            raw: list[tuple[str, dict[str, Any]]]) -> tuple[NewEvent, ...]:
-    started = {"user_ref": user_ref, "model_version": model_version}
+            raw: list[tuple[str, dict[str, Any]]], arm: tuple[str, str] | None = None
+            ) -> tuple[NewEvent, ...]:
+    started: dict[str, Any] = {"user_ref": user_ref, "model_version": model_version}
+    if arm is not None:
+        started["ab_test_id"], started["variant"] = arm
     meta = {"deny_terms": [planted.name]} if planted.name else {}
     out = [NewEvent(stream, "SessionStarted", started, metadata=meta, subject=user_ref,
                     event_id=uuid.uuid5(_NAMESPACE, f"{stream}/0"))]
@@ -74,21 +93,43 @@ def broken(outcome: AgentOutcome) -> bool:
     return outcome.tool_call is None or outcome.malformed_call or outcome.tool_error
 
 
+def _solve_by_arm(agents: Mapping[str, LocalAgent], arm_of: Sequence[str],
+                  tasks: Sequence[tuple[TaskInstance, str]], indices: Sequence[int],
+                  seed: int) -> dict[int, AgentOutcome]:
+    """Solve ``tasks[i]`` for ``i`` in ``indices``, each with the agent of its arm."""
+    out: dict[int, AgentOutcome] = {}
+    for arm, agent in agents.items():
+        mine = [i for i in indices if arm_of[i] == arm]
+        if mine:
+            out.update(zip(mine, agent.solve([tasks[i] for i in mine], seed), strict=True))
+    return out
+
+
 def run_sessions(tenant: SimTenant, agent: LocalAgent, n: int, seed: int, *,
-                 model_version: str = "base", user_model: UserModel | None = None
-                 ) -> list[SessionRecord]:
-    """Simulate ``n`` sessions of ``tenant`` with ``agent``; at most one retry per session."""
+                 model_version: str = "base", user_model: UserModel | None = None,
+                 routing: ArmRouting | None = None) -> list[SessionRecord]:
+    """Simulate ``n`` sessions of ``tenant`` with ``agent``; at most one retry per session.
+
+    With ``routing``, a user in an arm of ``routing.agents`` is served by that arm's agent
+    and its sessions name the test and the arm; any other user gets ``agent``.
+    """
     if not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be an integer >= 0, got {n!r}")
     users = user_model or UserModel()
     rng = random.Random(f"sessions/{tenant.tenant_id}/{seed}")
     tasks = tenant.draw_tasks(n, seed)
     turns = [tenant.user_turn(t.request, rng) for t in tasks]
-    first = agent.solve([(t, text) for t, (_, text, _) in zip(tasks, turns, strict=True)], seed)
-    feedback = [users.react(o.correct, broken(o), rng) for o in first]
+    asks = [(t, text) for t, (_, text, _) in zip(tasks, turns, strict=True)]
+    agents: dict[str, LocalAgent] = {"": agent}
+    arm_of = [""] * n
+    if routing is not None:
+        agents.update(routing.agents)
+        arm_of = [a if (a := routing.assign(user_ref)) in routing.agents else ""
+                  for user_ref, _, _ in turns]
+    first = _solve_by_arm(agents, arm_of, asks, range(n), seed)
+    feedback = [users.react(first[i].correct, broken(first[i]), rng) for i in range(n)]
     retried = [i for i, f in enumerate(feedback) if f.retry]
-    second = dict(zip(retried, agent.solve([(tasks[i], turns[i][1]) for i in retried],
-                                           seed + 104_729), strict=True))
+    second = _solve_by_arm(agents, arm_of, asks, retried, seed + 104_729)
     records = []
     for i, (task, (user_ref, text, planted)) in enumerate(zip(tasks, turns, strict=True)):
         stream = f"session-{tenant.tenant_id}-{seed}-{i}"
@@ -102,8 +143,11 @@ def run_sessions(tenant: SimTenant, agent: LocalAgent, n: int, seed: int, *,
             tid = trajectory_id_for(stream, k)
             raw.append(("TrajectoryRecorded", trajectory_of(outcome, tid, task, text)))
             raw.extend(fb.events(tid))
-        records.append(SessionRecord(_events(stream, user_ref, model_version, planted, raw),
-                                     task, planted, tuple(outcomes), tuple(feedbacks)))
+        arm = arm_of[i]
+        version = routing.versions[arm] if routing is not None and arm else model_version
+        tag = (routing.ab_test_id, arm) if routing is not None and arm else None
+        records.append(SessionRecord(_events(stream, user_ref, version, planted, raw, tag),
+                                     task, planted, tuple(outcomes), tuple(feedbacks), arm))
     return records
 
 

@@ -41,7 +41,8 @@ def test_rounds_config_merges_the_coordinator_file_under_the_run_config(tmp_path
 @pytest.mark.parametrize(
     ("override", "message"),
     [({"mode": "median"}, "mode must be one of"), ({"r": 0}, "r must be >= 1, got 0"),
-     ({"min-nodes": 0}, "min-nodes must be >= 1"), ({"base-model": ""}, "base-model")],
+     ({"min-nodes": 0}, "min-nodes must be >= 1"), ({"base-model": ""}, "base-model"),
+     ({"sim-days": -1.0}, "sim-days must be >= 0")],
 )
 def test_rounds_config_rejects_bad_values_by_name(override: dict[str, object],
                                                   message: str) -> None:
@@ -185,3 +186,25 @@ def test_run_outcome_is_completed_only_for_finished_completed() -> None:
 
     assert outcome(COMPLETED).completed
     assert not outcome("finished:failed").completed
+
+
+def test_ab_looks_are_dated_sim_days_ahead_only_when_asked() -> None:
+    # Arrange
+    from datetime import timedelta
+
+    from coordinator.abtest_rounds import look_time
+    from hermes_fed.events import utcnow
+
+    real = RoundsConfig(coordinator_dir="/c", base_model="/m")
+    simulated = RoundsConfig.from_run_config(
+        {"coordinator-dir": "/c", "base-model": "/m", "sim-days": 7}, env={})
+
+    # Execute
+    before = utcnow()
+    now, ahead = look_time(real), look_time(simulated)
+    after = utcnow()
+
+    # Assert
+    assert simulated.sim_days == 7.0
+    assert before <= now <= after
+    assert before + timedelta(days=7) <= ahead <= after + timedelta(days=7)

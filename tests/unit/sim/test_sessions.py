@@ -132,3 +132,45 @@ def test_tenant_draws_follow_its_mix() -> None:
 def test_sim_tenant_names_the_bad_field(kwargs: dict, field: str) -> None:
     with pytest.raises(ValueError, match=f"SimTenant.{field}"):
         SimTenant(**kwargs)
+
+
+def test_routing_serves_each_user_by_its_arm_and_names_the_test(tiny_model_dir: Path,
+                                                                 tenant: SimTenant) -> None:
+    # Arrange: two real agents that differ (sampling vs greedy); users split by a fixed rule
+    from hermes_fed.sim.sessions import ArmRouting
+
+    control = LocalAgent(tiny_model_dir, None, config=_FAST)
+    treatment = LocalAgent(tiny_model_dir, None, config=AgentConfig(
+        temperature=0.0, max_call_tokens=10, max_answer_tokens=6))
+    arm_of = {f"acme-user-{i}": ("treatment" if i % 2 else "control") for i in range(20)}
+    routing = ArmRouting("ab-demo1", arm_of.__getitem__, {"control": control,
+                                                         "treatment": treatment},
+                         {"control": "v-prod", "treatment": "v-cand"})
+
+    # Execute
+    records = run_sessions(tenant, control, 10, seed=3, model_version="v-prod", routing=routing)
+
+    # Assert: each session names the test, its user's arm and that arm's version
+    arms = set()
+    for r in records:
+        started = r.events[0].data
+        assert r.arm == arm_of[started["user_ref"]]
+        assert (started["ab_test_id"], started["variant"]) == ("ab-demo1", r.arm)
+        assert started["model_version"] == {"control": "v-prod", "treatment": "v-cand"}[r.arm]
+        DEFAULT_CATALOG.schema("SessionStarted").validate(started)
+        arms.add(r.arm)
+    assert arms == {"control", "treatment"}
+    # Assert: the treatment arm's first attempts are exactly the greedy agent's answers
+    served = [r for r in records if r.arm == "treatment"]
+    user_texts = [next(m["content"] for m in r.outcomes[0].messages if m["role"] == "user")
+                  for r in served]
+    expected = treatment.solve([(r.task, text) for r, text in zip(served, user_texts, strict=True)],
+                               seed=3)
+    assert [r.outcomes[0].messages for r in served] == [o.messages for o in expected]
+
+
+def test_without_routing_sessions_name_no_test(records: list) -> None:
+    # Assert
+    for r in records:
+        assert r.arm == ""
+        assert "ab_test_id" not in r.events[0].data and "variant" not in r.events[0].data
