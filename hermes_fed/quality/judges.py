@@ -207,6 +207,12 @@ class RuleBasedJudge(Judge):
 # training data, whatever the user's feedback said (a user who says nothing leaves a
 # broken call at the silver floor).
 STRUCTURAL_FAILURES = ("tool_calls_well_formed", "tool_names_declared", "tool_errors_handled")
+# A call the agent wrote as text instead of making it: the final answer *is* the call
+# (`{"name": "send_user", "arguments": ...}` or a `<tool_call>` fragment). It has no
+# tool_calls entry, so the checks above do not apply; a user who accepts it by mistake
+# makes it platinum, and six such trajectories at weight 5 taught a demo node to answer in
+# unexecuted JSON.
+_CALL_AS_TEXT = re.compile(r'<tool_call>|\{\s*"name"\s*:')
 
 
 def structural_failures(trajectory: Mapping[str, Any]) -> list[str]:
@@ -215,7 +221,10 @@ def structural_failures(trajectory: Mapping[str, Any]) -> list[str]:
                            tools=trajectory.get("tools") or [],
                            final_response=trajectory.get("final_response") or "")
     checks = RuleBasedJudge().checks(cast(TrajectoryRecorded, view))
-    return [c.name for c in checks if c.name in STRUCTURAL_FAILURES and c.passed is False]
+    failed = [c.name for c in checks if c.name in STRUCTURAL_FAILURES and c.passed is False]
+    if trajectory.get("tools") and _CALL_AS_TEXT.search(str(view.final_response)):
+        failed.append("tool_call_as_text")
+    return failed
 
 
 def broken_trajectories(trajectories: Mapping[str, Mapping[str, Any]]) -> set[str]:

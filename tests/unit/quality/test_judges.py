@@ -153,10 +153,19 @@ def test_structural_failures_mark_broken_tool_use_only() -> None:
                    "The user is 2013-02-18.", tid="made-up")
     malformed = traj([USER, call(args="[1, 2]"), result({"result": 5})], "5", tid="malformed")
     empty = traj([USER, {"role": "assistant", "content": ""}], "  ", tid="empty")
+    as_text = '{"name": "send_user", "arguments": {"count": "2007'
+    unmade = traj([USER, {"role": "assistant", "content": as_text}], as_text, tid="as-text")
+    quoted = traj([USER, {"role": "assistant", "content": "the name is Bo"}], "the name is Bo",
+                  tid="quoted")
+    cut = '{"name": "close_a_a}}'  # a malformed call cut short: no "arguments" at all
+    unmade_cut = traj([USER, {"role": "assistant", "content": cut}], cut, tid="cut")
+    cases = (made_up, malformed, empty, unmade, unmade_cut, quoted, GOOD)
     # Execute
-    failures = {t.trajectory_id: structural_failures(_data(t)) for t in (made_up, malformed, empty, GOOD)}
-    broken = broken_trajectories({t.trajectory_id: _data(t) for t in (made_up, malformed, empty, GOOD)})
+    failures = {t.trajectory_id: structural_failures(_data(t)) for t in cases}
+    broken = broken_trajectories({t.trajectory_id: _data(t) for t in cases})
     # Assert
     assert failures == {"made-up": ["tool_names_declared", "tool_errors_handled"],
-                        "malformed": ["tool_calls_well_formed"], "empty": [], "t-1": []}
-    assert broken == {"made-up", "malformed"}
+                        "malformed": ["tool_calls_well_formed"], "empty": [],
+                        "as-text": ["tool_call_as_text"], "cut": ["tool_call_as_text"],
+                        "quoted": [], "t-1": []}
+    assert broken == {"made-up", "malformed", "as-text", "cut"}
