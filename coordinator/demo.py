@@ -56,7 +56,7 @@ class DemoConfig:
         metadata={"help": "distinct users per tenant (an online A/B needs >= 30 per arm per tenant)"},
     )
     golden_scale: int = field(
-        default=8, metadata={"help": "multiplies each tenant's cold-start goldens per task type"}
+        default=12, metadata={"help": "multiplies each tenant's cold-start goldens per task type"}
     )
     pretrain_steps: int = field(
         default=0,
