@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import warnings
-from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Any
+
+from hermes_fed.cli import add_config_flags, config_values
 
 # flag -> DemoConfig field; defaults and help come from the config itself, so the two agree
 _FLAGS = ("rounds", "mode", "sessions_scale", "users", "golden_scale", "pretrain_steps", "base_model",
@@ -24,7 +24,7 @@ def _run(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a "Loading weights" bar per model load drowns the progress
-    values: dict[str, Any] = {name: getattr(args, name) for name in _FLAGS}
+    values = config_values(args, _FLAGS)
     if values["base_model"] is not None:
         values["base_model"] = Path(values["base_model"]).resolve()
     report = run_demo(DemoConfig(directory=Path(args.dir).resolve(), **values))
@@ -35,12 +35,5 @@ def register(parser: argparse.ArgumentParser) -> None:
     from coordinator.demo import DemoConfig
 
     parser.add_argument("--dir", default="var/demo", help="working directory (default var/demo)")
-    by_name = {f.name: f for f in fields(DemoConfig)}
-    for name in _FLAGS:
-        f = by_name[name]
-        default = None if f.default is MISSING else f.default
-        kind = {"int": int, "float": float, "str": str}.get(str(f.type), str)
-        extra: dict[str, Any] = {"choices": ["frozen-a", "exact", "fedavg"]} if name == "mode" else {}
-        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default,
-                            help=f"{f.metadata['help']} (default {default})", **extra)
+    add_config_flags(parser, DemoConfig, _FLAGS, {"mode": ("frozen-a", "exact", "fedavg")})
     parser.set_defaults(func=_run)

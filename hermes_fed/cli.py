@@ -12,10 +12,12 @@ they are named here as strings so that ``hermes_fed`` never imports them at modu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from hermes_fed.errors import HermesFedError
 
@@ -59,6 +61,29 @@ def _load(target: str) -> Register:
     module = importlib.import_module(module_name)
     register: Register = getattr(module, attr)
     return register
+
+
+def add_config_flags(
+    parser: argparse.ArgumentParser,
+    config_cls: type,
+    names: Sequence[str],
+    choices: Mapping[str, Sequence[Any]] | None = None,
+) -> None:
+    """One ``--flag`` per field of the dataclass ``config_cls`` named in ``names``: its type,
+    default and help come from the field, so a command and its config cannot disagree."""
+    by_name = {f.name: f for f in dataclasses.fields(config_cls)}
+    for name in names:
+        f = by_name[name]
+        default = None if f.default is dataclasses.MISSING else f.default
+        kind = {"int": int, "float": float, "str": str}.get(str(f.type), str)
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default,
+                            choices=list(choices[name]) if choices and name in choices else None,
+                            help=f"{f.metadata['help']} (default {default})")
+
+
+def config_values(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
+    """The parsed values of :func:`add_config_flags`'s flags, by field name."""
+    return {name: getattr(args, name) for name in names}
 
 
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:

@@ -10,6 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hermes_fed.cli import add_config_flags, config_values
+from hermes_fed.sim.base import BaseRecipe  # stdlib-only at import: the flags come from it
+
 
 def _offline() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -84,17 +87,17 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+_RECIPE_FLAGS = ("size", "seed", "steps", "lr", "echo", "copy_steps", "copy_echo", "corpus")
+
+
 def _build_base(args: argparse.Namespace) -> int:
-    from hermes_fed.sim.base import BaseRecipe, build_base
+    from hermes_fed.sim.base import build_base
 
     _offline()
     progress = logging.getLogger("hermes_fed.sim.pretrain")  # "pretrain step N loss L" every 100
     progress.setLevel(logging.INFO)
     progress.addHandler(logging.StreamHandler(sys.stdout))
-    recipe = BaseRecipe(size=args.size, seed=args.seed, steps=args.steps, lr=args.lr,
-                        echo=args.echo, copy_steps=args.copy_steps, copy_echo=args.copy_echo,
-                        corpus=args.corpus)
-    info = build_base(Path(args.dir), recipe)
+    info = build_base(Path(args.dir), BaseRecipe(**config_values(args, _RECIPE_FLAGS)))
     print(json.dumps(info, indent=2))
     return 0
 
@@ -118,14 +121,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("build-base", help="pre-train the simulator's base model (the demo's recipe)")
     p.add_argument("dir", help="output directory (must not hold a model yet)")
-    p.add_argument("--size", choices=("1m", "2m", "10m"), default="1m", help="model size")
-    p.add_argument("--seed", type=int, default=0, help="seed of weights, tokenizer corpus, data")
-    p.add_argument("--steps", type=int, default=2000, help="stage 1 steps (default 2000)")
-    p.add_argument("--lr", type=float, default=3e-3, help="learning rate of both stages")
-    p.add_argument("--echo", type=float, default=0.3, help="stage 1 share of echo dialogs")
-    p.add_argument("--copy-steps", type=int, default=800, help="stage 2 steps (0: none)")
-    p.add_argument("--copy-echo", type=float, default=0.8, help="stage 2 share of echo dialogs")
-    p.add_argument("--corpus", type=int, choices=(1, 2, 3), default=2, help="generic corpus version")
+    add_config_flags(p, BaseRecipe, _RECIPE_FLAGS, {"size": ("1m", "2m", "10m"), "corpus": (1, 2, 3)})
     p.set_defaults(func=_build_base)
 
     p = sub.add_parser("train", help="train + evaluate a LoRA adapter on trajectory JSONL")
