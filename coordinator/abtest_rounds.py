@@ -246,7 +246,7 @@ def look_at_open_tests(grid: Grid, registry: Any, nodes: Sequence[int], *, timeo
 
 def look_time(cfg: Any) -> datetime:
     """When a look happens: now, or ``sim-days`` ahead on a simulator's clock."""
-    days = float(getattr(cfg, "sim_days", 0.0) or 0.0)
+    days = float(cfg.sim_days)
     if days:
         logger.info("action=ab_look sim_days=%s", days)
     return utcnow() + timedelta(days=days)

@@ -289,10 +289,11 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
             treatment_agent = (
                 LocalAgent(base, treatment, lora, serving) if treatment is not None else None
             )
+            if online is not None:
+                entry["ab_test_id"] = online["ab_test_id"]
             for tenant in tenants:
                 routing = None
                 if online is not None and treatment_agent is not None:
-                    entry["ab_test_id"] = online["ab_test_id"]
                     routing = _routing(clients[tenant.tenant_id], online, ab, agent, treatment_agent,
                                        production or "base")
                 records = run_sessions(tenant, agent, _sessions(tenant, cfg), seed=r,
@@ -385,15 +386,18 @@ def _routing(client: Any, online: Mapping[str, Any], ab: Any, control: Any, trea
              control_version: str) -> Any:
     """Users to arms by the node's keyed hash (``AssignVariant``, recorded on the node)."""
     from hermes_fed.sim.sessions import ArmRouting
+    from tenant_node.ab_stats import AbQuery, arms_for
 
-    arms = {"control": 1.0 - ab.traffic_split, "treatment": ab.traffic_split}
-    test_id = str(online["ab_test_id"])
+    test_id, treatment_version = str(online["ab_test_id"]), str(online["treatment"])
+    # the arms the node's statistics expect for this test (names and weights)
+    query = AbQuery("online", test_id, control_version, treatment_version, ab.traffic_split)
+    arms = {arm.name: arm.weight for arm in arms_for(query)}
 
     def assign(user_ref: str) -> str:
         return str(client.assign_variant(test_id, user_ref, arms).variant)
 
     return ArmRouting(test_id, assign, {"control": control, "treatment": treatment},
-                      {"control": control_version, "treatment": str(online["treatment"])})
+                      {"control": control_version, "treatment": treatment_version})
 
 
 def _record_golden(recorder: Any, trajectory: Mapping[str, Any]) -> str:
