@@ -35,16 +35,22 @@ def _broken(i: int) -> dict:
     return {**good, "messages": messages, "final_response": "The user is 2007."}
 
 
-def test_quality_selection_leaves_out_broken_tool_use_and_all_keeps_it(tmp_path: Path) -> None:
-    # Arrange: 80 correct accepted sessions (more than the platinum budget of 50), 40 broken
-    # ones the users said nothing about
+def _log_with(tmp_path: Path, good: int, broken: int) -> str:
+    """A tenant log of ``good`` correct accepted sessions and ``broken`` broken ones the users
+    said nothing about; returns its URL."""
     url = f"sqlite:///{tmp_path / 'events.db'}"
     with open_store(url, "acme") as store:
-        for i in range(80):
+        for i in range(good):
             instance = FAMILIES["arithmetic"].generate(random.Random(100 + i), "t")
             store.append(_session(i, golden_trajectory(instance, f"good-{i}"), accepted=True))
-        for i in range(40):
+        for i in range(broken):
             store.append(_session(100 + i, _broken(i), accepted=False))
+    return url
+
+
+def test_quality_selection_leaves_out_broken_tool_use_and_all_keeps_it(tmp_path: Path) -> None:
+    # Arrange: 80 correct accepted sessions (more than the platinum budget of 50), 40 broken
+    url = _log_with(tmp_path, good=80, broken=40)
     settings = NodeSettings(tenant_id="acme", store=url, base_model="/unused", heldout_fraction=0.2)
 
     # Execute
@@ -65,13 +71,9 @@ def test_offline_ab_heldout_leaves_out_broken_tool_use(tmp_path: Path) -> None:
     # Arrange
     from tenant_node.ab_stats import heldout_trajectories
 
-    url = f"sqlite:///{tmp_path / 'events.db'}"
+    url = _log_with(tmp_path, good=20, broken=20)
+    # Execute
     with open_store(url, "acme") as store:
-        for i in range(20):
-            instance = FAMILIES["arithmetic"].generate(random.Random(100 + i), "t")
-            store.append(_session(i, golden_trajectory(instance, f"good-{i}"), accepted=True))
-            store.append(_session(100 + i, _broken(i), accepted=False))
-        # Execute
         kept = heldout_trajectories(store, 0.5, 0)
     everything = load_local_data(NodeSettings(tenant_id="acme", store=url, base_model="/unused",
                                               heldout_fraction=0.5, selection="all"))
