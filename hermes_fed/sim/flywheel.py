@@ -18,6 +18,7 @@ from typing import Any
 
 from hermes_fed.events import NewEvent
 from hermes_fed.quality.config import QualityConfig, SelectionConfig
+from hermes_fed.quality.judges import broken_trajectories
 from hermes_fed.quality.scoring import combined_score, implicit_score
 from hermes_fed.quality.selection import Candidate, candidate_signature, select_training_data
 from hermes_fed.quality.signals import fold_signals
@@ -25,17 +26,11 @@ from hermes_fed.quality.tiers import tier_of
 from hermes_fed.training.dataset import TrainingExample
 
 
-def sim_quality_config() -> QualityConfig:
-    """The quality config of the simulation: DESIGN.md §5 scores, tiers and weights.
-
-    Two departures, both in the selection budgets: bronze (< 0.30) trajectories here are
-    wrong answers, and at weight 0.3 they still teach a tiny model the mistake, so none is
-    selected; and a simulated pool holds hundreds, not millions, of trajectories, so the
-    other tiers' floors (50/200/500) are raised to take every deduplicated one.
-    """
-    return QualityConfig(selection=SelectionConfig(
-        platinum_min=100_000, gold_min=100_000, silver_min=100_000, bronze_min=0,
-        bronze_fraction=0.0))
+def node_quality_config(dedupe_threshold: float = 1.0) -> QualityConfig:
+    """The quality config a demo node selects with: DESIGN.md §5 scores, tiers, weights and
+    budgets, near-duplicates at ``dedupe_threshold`` (the demo's nodes set 1.0: MinHash
+    over character shingles cannot tell template tasks apart at 0.8)."""
+    return QualityConfig(selection=SelectionConfig(dedupe_threshold=dedupe_threshold))
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +48,7 @@ class TenantPool:
     """A tenant's scored trajectories so far (mutable: the flywheel adds to it)."""
 
     tenant_id: str
-    config: QualityConfig = field(default_factory=sim_quality_config)
+    config: QualityConfig = field(default_factory=node_quality_config)
     items: dict[str, ScoredTrajectory] = field(default_factory=dict)
 
     def add_golden(self, trajectories: Iterable[dict[str, Any]]) -> int:
@@ -87,15 +82,20 @@ class TenantPool:
         return dict(sorted(counts.items()))
 
     def select(self, seed: int, target_n: int | None = None) -> list[TrainingExample]:
-        """The selection manifest's examples (tier weights), over the whole pool."""
-        if not self.items:
+        """The selection manifest's examples (tier weights), over the whole pool, by the
+        node's rule (``tenant_node.local_round.load_local_data``): trajectories with broken
+        tool use leave before selection, the rest are selected with ``target_n`` (default:
+        all of them) as the budget."""
+        broken = broken_trajectories({tid: s.trajectory for tid, s in self.items.items()})
+        allowed = sorted(tid for tid in self.items if tid not in broken)
+        if not allowed:
             return []
         candidates = [
-            Candidate(tid, str(s.trajectory["task_type"]), s.score,
-                      candidate_signature(str(s.trajectory["task"]),
-                                          str(s.trajectory["final_response"]),
+            Candidate(tid, str(self.items[tid].trajectory["task_type"]), self.items[tid].score,
+                      candidate_signature(str(self.items[tid].trajectory["task"]),
+                                          str(self.items[tid].trajectory["final_response"]),
                                           self.config.selection))
-            for tid, s in sorted(self.items.items())
+            for tid in allowed
         ]
         manifest = select_training_data(candidates, target_n or len(candidates), seed,
                                         self.config)

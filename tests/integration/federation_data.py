@@ -77,7 +77,12 @@ class TenantData:
 def seed_tenant_store(root: Path, tenant: str, n: int, *, seed: int = 0) -> TenantData:
     """A SQLite log at ``root/<tenant>/events.db`` with ``n`` sessions of canary data."""
     from hermes_fed.events import new_event
-    from hermes_fed.events.session import OutputAccepted, SessionStarted, TrajectoryRecorded
+    from hermes_fed.events.session import (
+        OutputAccepted,
+        SessionContinued,
+        SessionStarted,
+        TrajectoryRecorded,
+    )
     from hermes_fed.store import open_store
 
     rng = random.Random(f"{tenant}-{seed}")
@@ -94,9 +99,11 @@ def seed_tenant_store(root: Path, tenant: str, n: int, *, seed: int = 0) -> Tena
             body = trajectory(tenant, i, rng)
             events.append(new_event(TrajectoryRecorded(**body),  # type: ignore[arg-type]
                                     stream_id=stream))
-            if i % 3 == 0:  # accepted sessions score higher: the selection gets two tiers
-                events.append(new_event(OutputAccepted(  # type: ignore[call-arg]
-                    trajectory_id=body["trajectory_id"]), stream_id=stream))
+            # accepted sessions score higher, the rest continued (silver; an answer with no
+            # feedback at all is bronze and never trained on): the selection gets two tiers
+            kind = OutputAccepted if i % 3 == 0 else SessionContinued
+            events.append(new_event(kind(  # type: ignore[call-arg]
+                trajectory_id=body["trajectory_id"]), stream_id=stream))
         store.append(events)
     finally:
         store.close()

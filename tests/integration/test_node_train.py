@@ -135,9 +135,10 @@ def test_node_train_records_the_run_and_a_rerun_trains_nothing_twice(tmp_path: P
     assert velocity["trajectories"] == 16
     assert velocity["used_in_training"] == len(selected["items"])
     assert sum(velocity["tier_histogram"].values()) == 16
-    # The tier weights came from the quality pipeline: errors are bronze, accepted ones higher.
-    tiers = {item["tier"] for item in selected["items"]}
-    assert "bronze" in tiers and tiers - {"bronze"}
+    # The tiers came from the quality pipeline: the 12 accepted answers are platinum; the 4
+    # reported errors are bronze and never SFT data.
+    assert velocity["tier_histogram"].get("bronze") == 4
+    assert {item["tier"] for item in selected["items"]} == {"platinum"}
 
 
 @pytest.mark.slow

@@ -55,7 +55,8 @@ def test_report_judge_explain_select_trigger(log: list[str],
     code, out = run(["quality", "select", *log, "--target-n", "10", "--seed", "3",
                      "--record", "--json"], capsys)
     selected = json.loads(out)
-    assert code == 0 and selected["n"] == 8 and selected["recorded_at_position"] > 0
+    # the two retried (wrong) answers are bronze: never selected
+    assert code == 0 and selected["n"] == 6 and selected["recorded_at_position"] > 0
 
     code, out = run(["quality", "trigger", *log, "--now", "2030-01-01T00:00:00+00:00"],
                     capsys)

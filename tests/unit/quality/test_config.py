@@ -24,7 +24,10 @@ def test_defaults_are_the_design_values() -> None:
     assert (c.implicit.base, c.implicit.accepted, c.implicit.no_retry, c.implicit.many_retries,
             c.implicit.edit, c.implicit.continued, c.implicit.error) == (
         0.5, 0.3, 0.1, -0.2, -0.3, 0.1, -0.4)
-    assert (c.tiers.platinum_from, c.tiers.gold_from, c.tiers.silver_from) == (0.85, 0.6, 0.3)
+    # silver starts above 0.30, where the formula puts an answer with no feedback at all
+    assert (c.tiers.platinum_from, c.tiers.gold_from, c.tiers.silver_from) == (0.85, 0.6, 0.35)
+    assert (c.selection.platinum_min, c.selection.gold_min, c.selection.silver_min,
+            c.selection.bronze_min, c.selection.bronze_fraction) == (50, 200, 500, 0, 0.0)
     assert (c.trigger.min_gap_days, c.trigger.stale_days, c.trigger.drop_fraction,
             c.trigger.min_new, c.trigger.high_quality_rate,
             c.trigger.high_quality_score) == (3.0, 14.0, 0.05, 500, 0.4, 0.7)

@@ -152,9 +152,10 @@ def test_inv5_bulk_rebuild_equals_event_by_event(store: SqlEventStore) -> None:
     # Assert
     assert count == sum(1 for e in store.read() if e.type in EVENT_TYPES)
     assert bulk == incremental
-    # t1 and t2 ask the same task with near-identical answers: t1 (lower score) was dropped
-    assert manifest.trajectory_ids == ("t2", "t3")
-    assert {r[0] for r in incremental["quality_trajectories"] if r[-2] == "r1"} == {"t2", "t3"}
+    # t1 and t2 ask the same task with near-identical answers: t1 (lower score) was dropped;
+    # t3 (labelled -0.25) is bronze, which the default selection never trains on
+    assert manifest.trajectory_ids == ("t2",)
+    assert {r[0] for r in incremental["quality_trajectories"] if r[-2] == "r1"} == {"t2"}
     assert runner.checkpoint() == store.head() and runner.catch_up() == 0
 
 

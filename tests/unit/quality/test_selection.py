@@ -12,13 +12,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hermes_fed.events.schema import DEFAULT_CATALOG
-from hermes_fed.quality.config import QualityConfig
+from hermes_fed.quality.config import QualityConfig, SelectionConfig
 from hermes_fed.quality.selection import (
     Candidate,
     candidate_signature,
     select_training_data,
     tier_budgets,
 )
+
+# DESIGN.md §5's budgets with its bronze budget max(100, N/10) (opt-in: the default trains
+# no bronze)
+WITH_BRONZE = QualityConfig(selection=SelectionConfig(bronze_min=100, bronze_fraction=0.1))
 
 
 def make_candidates(n: int, seed: int = 0, types: tuple[str, ...] = ("a", "b", "c"),
@@ -41,14 +45,25 @@ def make_candidates(n: int, seed: int = 0, types: tuple[str, ...] = ("a", "b", "
      (2600, {"platinum": 104, "gold": 520, "silver": 1300, "bronze": 260})],
 )
 def test_tier_budgets(target_n: int, expected: dict[str, int]) -> None:
-    assert tier_budgets(target_n) == expected
+    assert tier_budgets(target_n, WITH_BRONZE.selection) == expected
+    assert tier_budgets(target_n) == {**expected, "bronze": 0}
+
+
+def test_bronze_is_never_selected_by_default() -> None:
+    # Prepare: every tier well stocked
+    candidates = make_candidates(3000)
+    # Execute
+    manifest = select_training_data(candidates, target_n=1000, seed=7)
+    # Assert: bronze places are never spare places either
+    assert manifest.n_by_tier["bronze"] == 0
+    assert manifest.n_by_tier["platinum"] > 0 and manifest.n_by_tier["silver"] > 0
 
 
 def test_budgets_cap_each_tier_and_weights_follow_tiers() -> None:
     # Prepare: plenty of candidates in every tier
     candidates = make_candidates(3000)
     # Execute
-    manifest = select_training_data(candidates, target_n=100, seed=7)
+    manifest = select_training_data(candidates, target_n=100, seed=7, config=WITH_BRONZE)
     # Assert: N=100 -> floors 50/200/500/100 apply; tiers hold what they can
     by_score = {c.trajectory_id: c.combined_score for c in candidates}
     assert manifest.n_by_tier["platinum"] == 50
@@ -56,7 +71,7 @@ def test_budgets_cap_each_tier_and_weights_follow_tiers() -> None:
     for item in manifest.items:
         score = by_score[item.trajectory_id]
         expected = ("platinum", 5.0) if score >= 0.85 else ("gold", 2.0) if score >= 0.6 \
-            else ("silver", 1.0) if score >= 0.3 else ("bronze", 0.3)
+            else ("silver", 1.0) if score >= 0.35 else ("bronze", 0.3)
         assert (item.tier, item.weight) == expected
 
 
@@ -129,7 +144,7 @@ def test_used_trajectories_are_excluded() -> None:
     used = {c.trajectory_id for c in candidates[:10]}
     marked = [Candidate(c.trajectory_id, c.task_type, c.combined_score, c.signature,
                         c.trajectory_id in used) for c in candidates]
-    manifest = select_training_data(marked, 1000, seed=0)
+    manifest = select_training_data(marked, 1000, seed=0, config=WITH_BRONZE)
     assert manifest.excluded_used == 10
     assert not used & set(manifest.trajectory_ids)
     assert len(manifest.items) == 20
@@ -182,10 +197,10 @@ def test_spare_places_go_to_the_best_tiers_first() -> None:
     candidates += [Candidate(f"b{c.trajectory_id}", c.task_type, -0.5, c.signature)
                    for c in make_candidates(30, seed=2)]
     # Execute
-    manifest = select_training_data(candidates, 100, seed=0)
-    small = select_training_data(candidates, 40, seed=0)
+    manifest = select_training_data(candidates, 100, seed=0, config=WITH_BRONZE)
+    small = select_training_data(candidates, 40, seed=0, config=WITH_BRONZE)
     # Assert: platinum fills the spare places up to the target; bronze keeps its budget
-    budgets = tier_budgets(100)
+    budgets = tier_budgets(100, WITH_BRONZE.selection)
     assert budgets["platinum"] == 50 and budgets["bronze"] == 100
     assert manifest.n_by_tier["bronze"] == 30
     assert manifest.n_by_tier["platinum"] == 100 - 30

@@ -31,7 +31,8 @@ def test_exactly_one_tier_for_any_valid_boundaries(silver: float, d1: float, d2:
 @pytest.mark.parametrize(
     ("score", "tier"),
     [(1.0, Tier.PLATINUM), (0.85, Tier.PLATINUM), (0.8499999, Tier.GOLD), (0.6, Tier.GOLD),
-     (0.5999, Tier.SILVER), (0.3, Tier.SILVER), (0.2999, Tier.BRONZE), (-1.0, Tier.BRONZE)],
+     (0.5999, Tier.SILVER), (0.35, Tier.SILVER), (0.3499, Tier.BRONZE),
+     (0.3, Tier.BRONZE), (-1.0, Tier.BRONZE)],
 )
 def test_boundaries_belong_to_the_tier_above(score: float, tier: Tier) -> None:
     assert tier_of(score) is tier
