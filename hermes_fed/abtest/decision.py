@@ -89,7 +89,15 @@ class DecisionConfig:
     )
     min_absolute_effect: float = field(
         default=0.0,
-        metadata={"help": "Difference needed to SHIP when lifts are absolute (control mean <= 0)."},
+        metadata={"help": "Difference needed to SHIP when lifts are absolute (see relative_min_control)."},
+    )
+    relative_min_control: float = field(
+        default=0.1,
+        metadata={
+            "help": "Lifts are relative only when every analysed tenant's control mean is at least "
+            "this; otherwise absolute differences (quality scores live on [-1, 1]: a control mean "
+            "of 0.03 turned a 0.02 drop into a -50% 'lift')."
+        },
     )
     treatment_share: float = field(
         default=0.5,
@@ -140,6 +148,10 @@ class DecisionConfig:
         if not (math.isfinite(self.min_absolute_effect) and self.min_absolute_effect >= 0.0):
             raise ConfigError(
                 f"DecisionConfig.min_absolute_effect must be >= 0, got {self.min_absolute_effect!r}"
+            )
+        if not (math.isfinite(self.relative_min_control) and self.relative_min_control > 0.0):
+            raise ConfigError(
+                f"DecisionConfig.relative_min_control must be > 0, got {self.relative_min_control!r}"
             )
         if not (math.isfinite(self.min_duration_days) and self.min_duration_days >= 0.0):
             raise ConfigError(
@@ -268,7 +280,7 @@ def decide(
     ready = [a for a in analysed if min(a.control.n, a.treatment.n) >= cfg.min_samples_per_arm]
     short = [a.tenant_id for a in analysed if min(a.control.n, a.treatment.n) < cfg.min_samples_per_arm]
     welch = [welch_test(a, alpha=cfg.alpha) for a in ready]
-    scale = "relative" if all(w.control_mean > 0.0 for w in welch) else "absolute"
+    scale = "relative" if all(w.control_mean >= cfg.relative_min_control for w in welch) else "absolute"
     bar = cfg.min_lift if scale == "relative" else cfg.min_absolute_effect
 
     tau = cfg.mixture_sd

@@ -56,6 +56,7 @@ def strict_json(numbers: dict[str, object]) -> None:
         ({"min_duration_days": 10.0, "max_duration_days": 5.0}, "max_duration_days"),
         ({"mixture_sd": 0.0}, "mixture_sd"),
         ({"min_absolute_effect": -1.0}, "min_absolute_effect"),
+        ({"relative_min_control": 0.0}, "relative_min_control"),
     ],
 )
 def test_bad_config_is_refused_naming_the_field_and_value(kwargs: dict[str, float], field: str) -> None:
@@ -189,6 +190,19 @@ def test_non_positive_control_mean_switches_to_absolute_differences() -> None:
     assert all(r["lift_kind"] == "absolute" for r in decision.numbers["tenants"])
     assert decision.numbers["meta"]["random"] == pytest.approx(0.1)
     assert decision.verdict is Verdict.SHIP  # min_absolute_effect defaults to 0
+
+
+@pytest.mark.parametrize(("control", "scale"), [(0.03, "absolute"), (0.0999, "absolute"),
+                                                (0.1, "relative"), (0.6, "relative")])
+def test_control_means_near_zero_use_absolute_differences(control: float, scale: str) -> None:
+    # Prepare: a control mean of 0.03 would make a 0.01 drop a -33% "lift"
+    tenants = [TenantArms(f"t{i}", arm(2000, control), arm(2000, control - 0.01)) for i in range(3)]
+    # Execute
+    decision = decide(tenants, elapsed_days=10.0)
+    # Assert
+    assert decision.numbers["scale"] == scale
+    expected = -0.01 if scale == "absolute" else -0.01 / control
+    assert decision.numbers["meta"]["random"] == pytest.approx(expected, rel=1e-6)
 
 
 def test_cuped_is_applied_when_covariates_are_reported() -> None:
