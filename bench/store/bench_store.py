@@ -205,6 +205,36 @@ class Target:
             Path(f"{self.path}{suffix}").unlink(missing_ok=True)
 
 
+def sqlite_floor(target: Target, workdir: Path, batch: int) -> tuple[float, float]:
+    """SQLite's own share of our batched append: the rows ``target`` wrote (same bytes),
+    inserted into an empty log of the same schema, triggers and pragmas by bare ``sqlite3``
+    in transactions of ``batch``, with no validation, sealing or hashing: (wall, CPU)."""
+    import sqlite3
+
+    assert target.store is not None
+    with target.store.engine.connect() as conn:
+        rows = [tuple(bytearray(v) if isinstance(v, bytes) else v for v in row)
+                for row in conn.exec_driver_sql("SELECT * FROM events ORDER BY position")]
+    path = workdir / f"floor-{secrets.token_hex(4)}.db"
+    open_store(f"sqlite:///{path}", "bench", keyring=Keyring.generate("bench")).close()
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        sql = f"INSERT INTO events VALUES ({','.join('?' * len(rows[0]))})"
+        cur = db.cursor()
+        t0, c0 = time.perf_counter(), time.process_time()
+        for b in range(0, len(rows), batch):
+            cur.execute("BEGIN IMMEDIATE")
+            cur.executemany(sql, rows[b:b + batch])
+            cur.execute("COMMIT")
+        return time.perf_counter() - t0, time.process_time() - c0
+    finally:
+        db.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
 def _pg_exec(sql: str) -> None:
     import psycopg
 
@@ -271,6 +301,10 @@ def measure(args: argparse.Namespace, workdir: Path, log: Callable[[str], None])
                     if target.store is not None:
                         n, lsecs, _ = target.replay(lazy=True)
                         rec.setdefault("replay_lazy", []).append(n / lsecs)
+                    if target.store is not None and backend == "sqlite":
+                        fsecs, fcpu = sqlite_floor(target, workdir, args.batch)
+                        rec.setdefault("sqlite_floor_append_batched", []).append(args.events / fsecs)
+                        rec.setdefault("sqlite_floor_cpu_us", []).append(fcpu / args.events * 1e6)
                 finally:
                     target.close()
                 target = Target(backend, library, workdir)
@@ -287,8 +321,11 @@ def measure(args: argparse.Namespace, workdir: Path, log: Callable[[str], None])
                 )
     results: dict[str, Any] = {}
     for key, rec in runs.items():
-        results[key] = {f"{m}_events_per_s": summary(rec[m]) for m in (*metrics, "replay_lazy") if m in rec}
-        for m in ("append_batched_cpu_us", "replay_cpu_us"):
+        results[key] = {f"{m}_events_per_s": summary(rec[m])
+                        for m in (*metrics, "replay_lazy", "sqlite_floor_append_batched") if m in rec}
+        for m in ("append_batched_cpu_us", "replay_cpu_us", "sqlite_floor_cpu_us"):
+            if m not in rec:
+                continue
             results[key][f"{m}_per_event"] = {
                 "median": round(statistics.median(rec[m]), 1),
                 "runs": [round(x, 1) for x in rec[m]],
@@ -407,6 +444,8 @@ def main(argv: list[str] | None = None) -> int:
             "hermes": "validation + per-subject AES-GCM on the personal fields (one blob) + tenant AES-GCM"
             " on the rest + SHA-256 chain; replay decrypts and parses every payload (replay_lazy: on access)",
             "eventsourcing": "ApplicationRecorder, same canonical JSON bytes in clear, no hashing",
+            "sqlite_floor": "the rows hermes wrote (same bytes) inserted again into an empty log of "
+            "the same schema by bare sqlite3, same batches and pragmas: SQLite's own share",
         },
         "results": results,
         "ratios_hermes_over_eventsourcing": {
