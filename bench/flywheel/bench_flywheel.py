@@ -26,6 +26,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,7 @@ class Evaluator:
         for x, o in zip(tasks, outcomes, strict=True):
             by_type.setdefault(x.task_type, []).append(o.correct)
         return {
+            "correct": [bool(o.correct) for o in outcomes],  # per held-out task, for pairing
             "success": float(np.mean([o.correct for o in outcomes])),
             "tool_call_ok": float(np.mean([o.tool_call is not None and not o.tool_error
                                            for o in outcomes])),
@@ -130,14 +132,15 @@ def train(base: Path, examples: list, lora: LoraTrainingConfig, steps: int, seed
 
 
 def run_regime(name: str, args: argparse.Namespace, base: Path, tenants: tuple[SimTenant, ...],
-               evaluator: Evaluator, baseline: dict[str, dict[str, float]]) -> dict[str, Any]:
+               evaluator: Evaluator, baseline: dict[str, dict[str, float]],
+               run_seed: int) -> dict[str, Any]:
     mode = name.split("-", 1)[1] if name.startswith("federated-") else None
     lora = replace(evaluator.lora, frozen_a=mode == "frozen-a")
     pools = {}
     for t in tenants:
         pools[t.tenant_id] = TenantPool(t.tenant_id)
         pools[t.tenant_id].add_golden(cold_start_trajectories(
-            t.task_types, t.golden_per_type, args.seed, table=t.table))
+            t.task_types, t.golden_per_type, run_seed, table=t.table))
     redactors = {t.tenant_id: Redactor(RedactionConfig(deny_terms=t.deny_terms()),
                                        tenant_secret=f"secret-{t.tenant_id}".encode() * 4)
                  for t in tenants}
@@ -150,16 +153,18 @@ def run_regime(name: str, args: argparse.Namespace, base: Path, tenants: tuple[S
             agent = LocalAgent(base, models[t.tenant_id], lora,
                                AgentConfig(temperature=args.temperature))
             n = max(1, round(t.sessions_per_round * args.sessions_scale))
-            records = run_sessions(t, agent, n, seed=args.seed * 1000 + rnd,
+            records = run_sessions(t, agent, n, seed=run_seed * 1000 + rnd,
                                    model_version=f"{name}-r{rnd - 1}")
             events = redact_batches(redactors[t.tenant_id], [r.events for r in records])
             leaks += len(leaked([v for r in records for v in r.planted.values()], events))
             pools[t.tenant_id].add_events(events)
             usage[t.tenant_id] = outcome_counts(records)
         train_info: dict[str, Any] = {}
-        selections = {t.tenant_id: pools[t.tenant_id].select(seed=args.seed + rnd)
+        selections = {t.tenant_id: pools[t.tenant_id].select(seed=run_seed + rnd)
                       for t in tenants}
-        seed = args.seed * 100 + rnd
+        train_info["selected"] = {tid: dict(Counter(e.tier for e in sel))
+                                  for tid, sel in selections.items()}
+        seed = run_seed * 100 + rnd
         if name == "centralized":
             pooled = [e for t in tenants for e in selections[t.tenant_id]]
             shared, n_ex, info = train(base, pooled, lora, args.steps * len(tenants), seed,
@@ -188,34 +193,65 @@ def run_regime(name: str, args: argparse.Namespace, base: Path, tenants: tuple[S
             "pii_leaks": leaks, "training": train_info, "eval": evals,
             "pool_tiers": {tid: p.tier_counts(golden=False) for tid, p in pools.items()},
         })
-        log(f"{name} round {rnd}: " + ", ".join(
+        log(f"seed {run_seed} {name} round {rnd}: " + ", ".join(
             f"{tid} success {e['success']:.2f} loglik {e['loglik']:.3f}"
             for tid, e in evals.items()) + f" ({rounds[-1]['seconds']:.0f}s)")
     return {"rounds": rounds, "baseline": baseline}
 
 
-def summarise(results: dict[str, Any], tenants: tuple[SimTenant, ...],
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value for ``b`` and ``c`` discordant pairs (a binomial
+    test of b against Bin(b + c, 1/2))."""
+    from scipy.stats import binomtest
+
+    return 1.0 if b + c == 0 else float(binomtest(b, b + c, 0.5).pvalue)
+
+
+def summarise(runs: dict[int, dict[str, Any]], tenants: tuple[SimTenant, ...],
               baseline: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """Recovery of the centralized gain, and federated vs local on the smallest tenant."""
-    def final(regime: str, tid: str, key: str) -> float:
-        return float(results[regime]["rounds"][-1]["eval"][tid][key])
+    """Over every seed: recovery of the centralized gain, and each regime against local-only
+    on the smallest tenant, paired task by task (same held-out tasks in every run)."""
+    seeds = sorted(runs)
+    regimes = list(runs[seeds[0]])
+
+    def final(seed: int, regime: str, tid: str) -> dict[str, Any]:
+        return dict(runs[seed][regime]["rounds"][-1]["eval"][tid])
 
     smallest = min(tenants, key=lambda t: t.sessions_per_round).tenant_id
-    out: dict[str, Any] = {"smallest_tenant": smallest}
+    out: dict[str, Any] = {"smallest_tenant": smallest, "seeds": seeds}
     for key in ("success", "loglik"):
         base = float(np.mean([baseline[t.tenant_id][key] for t in tenants]))
-        central = float(np.mean([final("centralized", t.tenant_id, key) for t in tenants])) \
-            if "centralized" in results else float("nan")
+        per_seed = {r: [float(np.mean([final(s, r, t.tenant_id)[key] for t in tenants]))
+                        for s in seeds] for r in regimes}
+        central = float(np.mean(per_seed["centralized"])) if "centralized" in per_seed \
+            else float("nan")
+        gain = central - base
         block: dict[str, Any] = {"base_mean": base, "centralized_mean": central}
-        for regime in results:
-            mean = float(np.mean([final(regime, t.tenant_id, key) for t in tenants]))
-            gain = central - base
+        for regime in regimes:
+            mean = float(np.mean(per_seed[regime]))
             block[regime] = {
                 "mean": mean,
+                "per_seed": per_seed[regime],
                 "recovery_of_centralized_gain": (mean - base) / gain if gain else None,
-                "smallest_tenant": final(regime, smallest, key),
+                "smallest_tenant_per_seed": [final(s, regime, smallest)[key] for s in seeds],
+                "smallest_tenant": float(np.mean([final(s, regime, smallest)[key]
+                                                  for s in seeds])),
             }
         out[key] = block
+    if "local" in regimes:
+        paired: dict[str, Any] = {}
+        for regime in regimes:
+            if regime == "local":
+                continue
+            b = c = 0
+            for s in seeds:
+                mine = final(s, regime, smallest)["correct"]
+                local = final(s, "local", smallest)["correct"]
+                b += sum(x and not y for x, y in zip(mine, local, strict=True))
+                c += sum(y and not x for x, y in zip(mine, local, strict=True))
+            paired[regime] = {"only_this_correct": b, "only_local_correct": c,
+                              "mcnemar_p": mcnemar_exact(b, c)}
+        out["smallest_tenant_vs_local"] = paired
     return out
 
 
@@ -251,10 +287,16 @@ def main() -> int:
     p.add_argument("--eval-tasks", type=int, default=12, help="held-out tasks per tenant")
     p.add_argument("--golden-scale", type=int, default=8,
                    help="multiplies every tenant's cold-start goldens per task type")
-    p.add_argument("--temperature", type=float, default=0.7, help="usage sampling temperature")
+    p.add_argument("--temperature", type=float, default=0.3,
+                   help="usage sampling temperature (the demo serves at 0.3; at 0.7 usage "
+                        "never produced a correct first attempt)")
     p.add_argument("--regimes", default="federated-fedavg,federated-exact,federated-frozen-a,"
                    "local,centralized")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the base model's pre-training")
+    p.add_argument("--seeds", default="0",
+                   help="comma-separated run seeds: every regime runs once per seed (cold "
+                        "start, usage, selection and training seeds); the held-out tasks are "
+                        "the same for all")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="")
     args = p.parse_args()
@@ -289,9 +331,11 @@ def main() -> int:
     evaluator = Evaluator(base, tenants, args.eval_tasks, lora)
     baseline = {t.tenant_id: evaluator(t.tenant_id, None) for t in tenants}
     log(f"baseline {baseline}")
-    results = {}
-    for name in args.regimes.split(","):
-        results[name] = run_regime(name, args, base, tenants, evaluator, baseline)
+    runs: dict[int, dict[str, Any]] = {}
+    for run_seed in (int(x) for x in args.seeds.split(",")):
+        runs[run_seed] = {name: run_regime(name, args, base, tenants, evaluator, baseline,
+                                           run_seed)
+                          for name in args.regimes.split(",")}
     report = {
         "config": {k: v for k, v in vars(args).items()},
         "tenants": [{"tenant_id": t.tenant_id, "task_mix": dict(t.task_mix),
@@ -299,8 +343,9 @@ def main() -> int:
                      "golden_per_type": t.golden_per_type} for t in tenants],
         "pretrain": pretrain_info,
         "baseline": baseline,
-        "regimes": {k: v["rounds"] for k, v in results.items()},
-        "summary": summarise(results, tenants, baseline),
+        "runs": {str(seed): {k: v["rounds"] for k, v in regimes.items()}
+                 for seed, regimes in runs.items()},
+        "summary": summarise(runs, tenants, baseline),
         "seconds": time.perf_counter() - started,
     }
     text = json.dumps(report, indent=2, default=float)
