@@ -177,6 +177,10 @@ class Keyring:
                 f"key {key_id!r} of tenant {self.tenant_id!r} is not in the key ring"
             ) from None
 
+    def cipher(self, key_id: str) -> AESGCM:
+        """The AES-GCM cipher of a data key (built once per key id)."""
+        return self._cipher(key_id)
+
     def _cipher(self, key_id: str) -> AESGCM:
         aead = self._aead.get(key_id)
         if aead is None:
@@ -218,6 +222,9 @@ def _aead(key: bytes) -> AESGCM:
     # schedule) per field cost as much as the decryption itself. Whether a key may be used
     # at all is decided by the caller's key lookup (an erased subject's lookup is None).
     return AESGCM(key)
+
+
+subject_cipher = _aead  # the cached cipher of a subject key (for the store's eager read)
 
 
 def seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:

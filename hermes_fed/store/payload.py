@@ -29,7 +29,7 @@ from hermes_fed.events.codec import loads
 from .keyring import Keyring, open_sealed, seal
 
 PLAIN_KEY_ID = "-"  # the row is not encrypted (no key ring configured)
-_PERSONAL_AAD = b"|personal"
+PERSONAL_AAD = b"|personal"
 
 # (subject_id, key_ref) -> subject key, or None when the subject was erased
 SubjectKeyLookup = Callable[[str, str], bytes | None]
@@ -48,13 +48,13 @@ def split_personal(data: dict[str, Any], personal: frozenset[str]) -> tuple[dict
 
 
 def seal_personal(plaintext: bytes, event_id: uuid.UUID, subject_key: bytes) -> bytes:
-    return seal(subject_key, plaintext, event_id.bytes + _PERSONAL_AAD)
+    return seal(subject_key, plaintext, event_id.bytes + PERSONAL_AAD)
 
 
 def open_personal(blob: bytes, event_id: bytes, subject_key: bytes, position: int) -> dict[str, Any]:
     """``event_id``: the id's 16 bytes, as stored."""
     try:
-        plain = open_sealed(subject_key, blob, event_id + _PERSONAL_AAD)
+        plain = open_sealed(subject_key, blob, event_id + PERSONAL_AAD)
     except (InvalidTag, ValueError):
         raise CorruptEventError(f"position {position}: personal fields fail authentication") from None
     return _object(plain, position, "personal fields")

@@ -40,7 +40,7 @@ from hermes_fed.events.erasure import SubjectErased
 from hermes_fed.events.schema import EventSchema
 
 from . import chain, payload
-from .keyring import Keyring
+from .keyring import NONCE, Keyring, subject_cipher
 from .port import AppendResult, EventStore, Gate, VerifyReport
 from .schema_ddl import metadata as ddl_metadata
 from .schema_ddl import postgres_triggers, sqlite_triggers
@@ -757,6 +757,37 @@ class SqlEventStore(EventStore):
             loader=loader,
         )
 
+    def _decode_eager(self, row: tuple[Any, ...], lazy: bool = False) -> StoredEvent:
+        """:meth:`_decode` of an encrypted row, in one frame for the common case (current
+        schema version, tenant key in the ring, subject key cached by the read's prefetch):
+        a replay decodes every event, and the general path's six nested calls per event
+        cost a quarter of it. Anything else (an unknown key, an erased subject, an old
+        schema version, a row that fails authentication) goes the general way, which
+        raises the named errors."""
+        (position, eid, stream_id, version, etype, schema_version, occurred_at, recorded_at,
+         key_id, subject_id, key_ref, blob, personal, meta, prev_hash, digest) = row
+        assert self.keyring is not None
+        try:
+            event_id = bytes(eid)
+            data = orjson.loads(
+                self.keyring.cipher(key_id).decrypt(blob[:NONCE], blob[NONCE:], event_id))
+            if personal is not None:
+                key = self._subject_cache[(subject_id, key_ref)]
+                if key is None:  # erased: the general path names the fields
+                    raise LookupError(subject_id)
+                data.update(orjson.loads(
+                    subject_cipher(key).decrypt(personal[:NONCE], personal[NONCE:],
+                                                event_id + payload.PERSONAL_AAD)))
+            if schema_version != self.catalog.schema(etype).version:
+                raise LookupError(etype)
+        except Exception:
+            return self._decode(row)
+        if type(data) is not dict:
+            return self._decode(row)
+        return StoredEvent(position, event_id, self.tenant_id, stream_id, version, etype,
+                           schema_version, occurred_at, recorded_at, data, bytes(meta),
+                           bytes(prev_hash), bytes(digest))
+
     def _payload(
         self,
         position: int,
@@ -842,7 +873,7 @@ class SqlEventStore(EventStore):
                 return
             where = f"type IN ({','.join([self._p] * len(wanted))}) AND position >"
             params = (self.tenant_id, *wanted, after)
-        decode = self._decode
+        decode = self._decode if lazy or self.keyring is None else self._decode_eager
         for chunk in self._chunks(where, params, "position", limit):
             self._prefetch_subject_keys(chunk)
             for row in chunk:

@@ -86,3 +86,25 @@ def test_log_in_the_older_stored_format_is_refused_with_a_clear_error(tmp_path: 
     # Execute / Assert
     with pytest.raises(OperationalError, match="older hermes-fed store format"):
         open_store(f"sqlite:///{path}", "acme", keyring=Keyring.generate("acme"))
+
+
+def test_eager_replay_equals_the_general_decoder_event_for_event(make_store: MakeStore) -> None:
+    # Prepare: the replay's one-frame decoder against read_stream's general one, over
+    # personal and public fields, a subject kept and a subject erased
+    store = make_store(keyring=Keyring.generate("acme"))
+    store.append([session_started("s-1", "alice"), trajectory("s-1", "task one"), *accepted("s-1", 2)])
+    store.append([session_started("s-2", "bob"), trajectory("s-2", "task two")])
+    store.erase_subject("alice")
+
+    # Execute
+    replayed = list(store.read())
+    by_stream = {s: store.read_stream(s) for s in ("s-1", "s-2")}
+
+    # Assert
+    for stream_id, events in by_stream.items():
+        mine = [e for e in replayed if e.stream_id == stream_id]
+        assert mine == events
+        assert [dict(e.data) for e in mine] == [dict(e.data) for e in events]
+        assert [e.erased_fields for e in mine] == [e.erased_fields for e in events]
+    assert by_stream["s-1"][1].data["task"] is None
+    assert by_stream["s-2"][1].data["task"] == "task two"
