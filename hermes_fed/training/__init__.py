@@ -8,6 +8,7 @@ them directly; this package imports nothing, so ``hermes_fed.training.dataset`` 
 - ``config``: ``LoraTrainingConfig`` (validated hyper-parameters, frozen-a, DPO).
 - ``dataset``: ``TrainingExample``, ``PreferenceExample``, ``examples_from_manifest``,
   ``build_dataset``, ``split_heldout``, ``length_buckets``, ``collate``.
+- ``learning_rate``: ``learning_rate_at`` — warmup, then constant, cosine or linear decay.
 - ``losses``: weighted SFT and DPO as pure functions.
 - ``trainer``: ``train_adapter(...) -> TrainingResult``.
 - ``adapter``: ``adapter_state``, ``load_adapter_state``, ``save_adapter``, ``load_adapter``,

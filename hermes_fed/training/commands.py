@@ -12,6 +12,10 @@ from typing import Any
 
 from hermes_fed.cli import add_config_flags, config_values
 from hermes_fed.sim.base import BaseRecipe  # stdlib-only at import: the flags come from it
+from hermes_fed.training.config import LoraTrainingConfig  # stdlib-only at import, as above
+from hermes_fed.training.learning_rate import LR_SCHEDULES
+
+_SCHEDULE_FLAGS = ("lr_schedule", "warmup_steps", "min_lr_ratio")
 
 
 def _offline() -> None:
@@ -38,7 +42,6 @@ def _train(args: argparse.Namespace) -> int:
     _offline()
     from rich.progress import Progress
 
-    from hermes_fed.training.config import LoraTrainingConfig
     from hermes_fed.training.dataset import TrainingExample, split_heldout
     from hermes_fed.training.run import run_training
 
@@ -54,6 +57,7 @@ def _train(args: argparse.Namespace) -> int:
         r=args.rank,
         alpha=args.alpha,
         lr=args.lr,
+        **config_values(args, _SCHEDULE_FLAGS),
         max_steps=args.steps,
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -134,7 +138,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="examples per batch")
     p.add_argument("--rank", type=int, default=8, help="LoRA rank")
     p.add_argument("--alpha", type=float, default=16.0, help="LoRA alpha")
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    add_config_flags(p, LoraTrainingConfig, _SCHEDULE_FLAGS, {"lr_schedule": LR_SCHEDULES})
     p.add_argument("--seed", type=int, default=0, help="seed of split, order and init")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="device")
     p.add_argument("--frozen-a", action="store_true", help="FFA-LoRA: A fixed from the seed")

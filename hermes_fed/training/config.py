@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from hermes_fed.training.learning_rate import LR_SCHEDULES
+
 DEFAULT_TARGET_MODULES: tuple[str, ...] = (
     "q_proj",
     "k_proj",
@@ -28,7 +30,22 @@ class LoraTrainingConfig:
         default=DEFAULT_TARGET_MODULES,
         metadata={"help": "Names of the linear layers that get adapters (peft matching)."},
     )
-    lr: float = field(default=1e-3, metadata={"help": "AdamW learning rate."})
+    lr: float = field(
+        default=1e-3, metadata={"help": "AdamW peak learning rate (after warmup, before decay)."}
+    )
+    lr_schedule: str = field(
+        default="constant",
+        metadata={
+            "help": "Learning rate after warmup: constant, cosine or linear decay to "
+            "min_lr_ratio * lr at the last step."
+        },
+    )
+    warmup_steps: int = field(
+        default=0, metadata={"help": "Optimizer steps of linear warmup from lr / warmup_steps to lr."}
+    )
+    min_lr_ratio: float = field(
+        default=0.0, metadata={"help": "Where cosine / linear decay ends, as a share of lr, [0, 1]."}
+    )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     epochs: int = field(default=1, metadata={"help": "Passes over the data when max_steps is None."})
     max_steps: int | None = field(
@@ -77,6 +94,16 @@ class LoraTrainingConfig:
             value = getattr(self, name)
             if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
                 raise bad(name, "must be a finite number >= 0")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise bad("lr_schedule", "must be 'constant', 'cosine' or 'linear'")
+        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise bad("warmup_steps", "must be an integer >= 0")
+        if (
+            not isinstance(self.min_lr_ratio, int | float)
+            or not math.isfinite(self.min_lr_ratio)
+            or not 0.0 <= self.min_lr_ratio <= 1.0
+        ):
+            raise bad("min_lr_ratio", "must be a finite number in [0, 1]")
         if not 0.0 <= self.dropout < 1.0:
             raise bad("dropout", "must be in [0, 1)")
         if self.max_grad_norm is not None and not (
@@ -107,12 +134,17 @@ class LoraTrainingConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LoraTrainingConfig:
-        """Inverse of ``to_dict``; unknown keys raise ``ValueError``."""
+        """Inverse of ``to_dict``; unknown keys raise ``ValueError``.
+
+        A dict written before ``lr_schedule`` existed describes a run at a constant learning
+        rate, so it loads as ``lr_schedule="constant"`` whatever the current default is.
+        """
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"LoraTrainingConfig: unknown keys {unknown}")
         values = dict(data)
+        values.setdefault("lr_schedule", "constant")
         if "target_modules" in values:
             values["target_modules"] = tuple(values["target_modules"])
         return cls(**values)

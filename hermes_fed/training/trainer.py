@@ -9,7 +9,9 @@ T4. A NaN or inf loss, gradient or parameter stops training with ``TrainingError
     the optimizer step and the tensor; no adapter is returned from a poisoned run.
 T5. Training is a pure function of (base model, examples, pairs, config, init adapter): the
     same inputs give the same adapter, and a run resumed from a checkpoint gives the same
-    adapter as an uninterrupted one.
+    adapter as an uninterrupted one. The learning rate of a step is a pure function of the
+    step number (``learning_rate_at``), set before every optimizer step, so a resumed run
+    follows the same schedule.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from hermes_fed.training.dataset import (
     length_buckets,
     tokenize_trajectory,
 )
+from hermes_fed.training.learning_rate import learning_rate_at
 
 log = logging.getLogger(__name__)
 
@@ -307,6 +310,16 @@ def train_adapter(
         norm = torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm or math.inf)
         if not torch.isfinite(norm):
             _check_gradients(model, step)
+        lr = learning_rate_at(
+            step,
+            schedule.steps,
+            peak_lr=config.lr,
+            schedule=config.lr_schedule,
+            warmup_steps=config.warmup_steps,
+            min_lr_ratio=config.min_lr_ratio,
+        )
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         history.append(step_loss)

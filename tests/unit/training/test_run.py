@@ -118,8 +118,14 @@ def test_cli_train(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureF
             "cpu",
             "--heldout-fraction",
             "0.25",
+            "--lr-schedule",
+            "cosine",
+            "--warmup-steps",
+            "1",
         ]
     )
     printed = json.loads(capsys.readouterr().out)
     assert code == 0 and printed["metrics"]["steps"] == 2.0
+    trained_with = json.loads((Path(printed["adapter_dir"]) / MANIFEST).read_text())["training_config"]
+    assert (trained_with["lr_schedule"], trained_with["warmup_steps"]) == ("cosine", 1)
     assert code == main(["model", "show", printed["adapter_dir"]])

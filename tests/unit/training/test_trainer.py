@@ -260,3 +260,68 @@ def test_frozen_a_accepts_an_init_adapter_of_b_factors_only(tiny_model_dir: Path
     not_frozen = dataclasses.replace(config, frozen_a=False)
     with pytest.raises(TrainingError, match="missing"):
         train_adapter(tiny_model_dir, _examples(4), not_frozen, init_adapter=b_only)
+
+
+@pytest.fixture
+def stepped_lrs(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The learning rate of every AdamW step taken while the test runs."""
+    seen: list[float] = []
+
+    class RecordingAdamW(torch.optim.AdamW):
+        def step(self, closure: Any = None) -> Any:
+            seen.append(self.param_groups[0]["lr"])
+            return super().step(closure)
+
+    monkeypatch.setattr(torch.optim, "AdamW", RecordingAdamW)
+    return seen
+
+
+COSINE = dataclasses.replace(
+    FAST, lr=1e-2, max_steps=6, lr_schedule="cosine", warmup_steps=2, min_lr_ratio=0.1
+)
+# By hand: warmup over 2 steps (s / 2 of the peak), then p = (s - 2) / 4 and
+# lr = 1e-3 + 9e-3 (1 + cos(pi p)) / 2; cos(pi / 4) = 0.70710678...
+COSINE_LRS = [
+    5e-3,
+    1e-2,
+    1e-3 + 4.5e-3 * (1 + 0.7071067811865476),
+    5.5e-3,
+    1e-3 + 4.5e-3 * (1 - 0.7071067811865476),
+    1e-3,
+]
+
+
+def test_scheduled_run_steps_with_the_scheduled_learning_rates(
+    tiny_model_dir: Path, stepped_lrs: list[float]
+) -> None:
+    # Prepare
+    constant_config = dataclasses.replace(COSINE, lr_schedule="constant", warmup_steps=0)
+    # Execute
+    scheduled = train_adapter(tiny_model_dir, _examples(8), COSINE)
+    constant = train_adapter(tiny_model_dir, _examples(8), constant_config)
+    # Assert
+    assert stepped_lrs[:6] == pytest.approx(COSINE_LRS, rel=1e-12)
+    assert stepped_lrs[6:] == [1e-2] * 6
+    assert any(not np.array_equal(scheduled.adapter[k], constant.adapter[k]) for k in constant.adapter)
+
+
+def test_inv_t5_scheduled_run_resumed_mid_way_equals_uninterrupted_run(
+    tiny_model_dir: Path, tmp_path: Path, stepped_lrs: list[float]
+) -> None:
+    # Prepare: a checkpoint at step 2 (end of warmup), crash after step 3 (first decay step)
+    config = dataclasses.replace(COSINE, dropout=0.1, checkpoint_every=2, grad_accumulation=2)
+    straight = train_adapter(tiny_model_dir, _examples(12), config)
+
+    def crash_at_3(step: int, total: int, loss: float) -> None:
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_adapter(tiny_model_dir, _examples(12), config, progress=crash_at_3, checkpoint_dir=tmp_path)
+    del stepped_lrs[:]
+    # Execute
+    resumed = train_adapter(tiny_model_dir, _examples(12), config, checkpoint_dir=tmp_path)
+    # Assert: steps 3..6 ran at the schedule's rates, and the adapter is bit-identical
+    assert resumed.metrics["resumed_from_step"] == 2
+    assert stepped_lrs == pytest.approx(COSINE_LRS[2:], rel=1e-12)
+    assert all(np.array_equal(straight.adapter[k], resumed.adapter[k]) for k in straight.adapter)
