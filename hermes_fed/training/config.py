@@ -36,8 +36,8 @@ class LoraTrainingConfig:
     lr_schedule: str = field(
         default="constant",
         metadata={
-            "help": "Learning rate after warmup: constant, cosine or linear decay to "
-            "min_lr_ratio * lr at the last step."
+            "help": "Learning rate after warmup: constant, or cosine / linear decay from lr "
+            "towards min_lr_ratio * lr over the remaining steps."
         },
     )
     warmup_steps: int = field(

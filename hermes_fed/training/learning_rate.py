@@ -25,14 +25,17 @@ def learning_rate_at(
     """The learning rate of optimizer step ``step`` (1-based) of a ``total_steps`` run.
 
     Steps ``1 .. warmup_steps`` rise linearly to the peak (step ``s`` gets
-    ``peak_lr * s / warmup_steps``, so the first step is not wasted at 0). Then, with
-    progress ``p = (s - warmup_steps) / (total_steps - warmup_steps)`` in ``(0, 1]``:
+    ``peak_lr * s / warmup_steps``, so the first step is not wasted at 0). Later steps have
+    progress ``p = (s - warmup_steps - 1) / (total_steps - warmup_steps)`` in ``[0, 1)``:
 
     - ``constant``: ``peak_lr``;
     - ``cosine``: ``min + (peak - min) * (1 + cos(pi p)) / 2``;
     - ``linear``: ``min + (peak - min) * (1 - p)``;
 
-    with ``min = min_lr_ratio * peak_lr``, so the last step trains at the minimum.
+    with ``min = min_lr_ratio * peak_lr``. The first step after warmup trains at the peak
+    and the floor would be reached one step after the last (PyTorch's ``CosineAnnealingLR``
+    with ``T_max = total_steps - warmup_steps``), so no step trains at 0 even with
+    ``min_lr_ratio = 0``, and a one-step run trains at the peak.
 
     Raises
     ------
@@ -47,7 +50,7 @@ def learning_rate_at(
         return peak_lr * step / warmup_steps
     if schedule == "constant":
         return peak_lr
-    progress = (step - warmup_steps) / (total_steps - warmup_steps)
+    progress = (step - warmup_steps - 1) / (total_steps - warmup_steps)
     floor = min_lr_ratio * peak_lr
     if schedule == "cosine":
         return floor + (peak_lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -279,15 +279,15 @@ def stepped_lrs(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 COSINE = dataclasses.replace(
     FAST, lr=1e-2, max_steps=6, lr_schedule="cosine", warmup_steps=2, min_lr_ratio=0.1
 )
-# By hand: warmup over 2 steps (s / 2 of the peak), then p = (s - 2) / 4 and
+# By hand: warmup over 2 steps (s / 2 of the peak), then p = (s - 3) / 4 and
 # lr = 1e-3 + 9e-3 (1 + cos(pi p)) / 2; cos(pi / 4) = 0.70710678...
 COSINE_LRS = [
     5e-3,
     1e-2,
+    1e-2,
     1e-3 + 4.5e-3 * (1 + 0.7071067811865476),
     5.5e-3,
     1e-3 + 4.5e-3 * (1 - 0.7071067811865476),
-    1e-3,
 ]
 
 
