@@ -112,6 +112,7 @@ def _round_run(args: argparse.Namespace) -> int:
         "coordinator-dir": str(root), "base-model": str(Path(args.base_model).resolve()),
         "num-server-rounds": args.rounds, "mode": args.mode, "min-nodes": args.min_nodes,
         "r": args.rank, "max-steps": args.max_steps, "lr": args.lr,
+        "lr-schedule": args.lr_schedule, "warmup-steps": args.warmup_steps,
         "batch-size": args.batch_size, "clip-norm": args.clip_norm,
     }
     app_dir = REPO_ROOT
@@ -187,6 +188,8 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def register_round(parser: argparse.ArgumentParser) -> None:
     """The ``round`` group."""
+    from hermes_fed.training.config import LoraTrainingConfig  # no torch: config only
+
     sub = parser.add_subparsers(dest="round_command", metavar="SUBCOMMAND")
     p = sub.add_parser("run", help="run federated LoRA rounds on the serving coordinator")
     p.add_argument("--dir", required=True, help="the directory `coordinator serve` uses")
@@ -197,7 +200,16 @@ def register_round(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--min-nodes", type=int, default=1, help="nodes needed; default 1")
     p.add_argument("--rank", type=int, default=8, help="LoRA rank; default 8")
     p.add_argument("--max-steps", type=int, default=4, help="local steps per round; default 4")
-    p.add_argument("--lr", type=float, default=1e-3, help="local learning rate; default 1e-3")
+    p.add_argument("--lr", type=float, default=1e-3,
+                   help="local peak learning rate; default 1e-3")
+    lora_fields = LoraTrainingConfig.__dataclass_fields__
+    p.add_argument("--lr-schedule", choices=("constant", "cosine", "linear"),
+                   default=lora_fields["lr_schedule"].default,
+                   help="local learning-rate schedule, restarted every round; default "
+                        f"{lora_fields['lr_schedule'].default}")
+    p.add_argument("--warmup-steps", type=int, default=lora_fields["warmup_steps"].default,
+                   help="local warmup steps per round; default "
+                        f"{lora_fields['warmup_steps'].default}")
     p.add_argument("--batch-size", type=int, default=8, help="local batch size; default 8")
     p.add_argument("--clip-norm", type=float, default=0.0,
                    help="update-norm clipping bound; default 0 (none)")

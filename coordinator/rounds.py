@@ -57,6 +57,13 @@ def merged_run_config(run_config: Mapping[str, Any],
     return merged
 
 
+def _lora_default(name: str) -> Any:
+    """A ``LoraTrainingConfig`` default, so a round trains as a node's own run would."""
+    from hermes_fed.training.config import LoraTrainingConfig
+
+    return LoraTrainingConfig.__dataclass_fields__[name].default
+
+
 @dataclass(frozen=True, slots=True)
 class RoundsConfig:
     """The ServerApp's run config (``[tool.flwr.app.config]`` + ``flwr run -c``)."""
@@ -70,6 +77,11 @@ class RoundsConfig:
     alpha: float = field(default=16.0, metadata={"help": "LoRA alpha (scale alpha/r)"})
     lr: float = field(default=1e-3, metadata={"help": "local AdamW learning rate"})
     max_steps: int = field(default=4, metadata={"help": "local optimizer steps per round"})
+    lr_schedule: str = field(default_factory=lambda: _lora_default("lr_schedule"), metadata={
+        "help": "local learning-rate schedule: constant | cosine | linear "
+                "(LoraTrainingConfig.lr_schedule; restarts every round)"})
+    warmup_steps: int = field(default_factory=lambda: _lora_default("warmup_steps"), metadata={
+        "help": "local linear warmup steps of each round (LoraTrainingConfig.warmup_steps)"})
     batch_size: int = field(default=8, metadata={"help": "local batch size"})
     max_length: int = field(default=256, metadata={"help": "tokens per example"})
     seed: int = field(default=0, metadata={"help": "seed of local training and LoRA init"})
@@ -122,6 +134,7 @@ class RoundsConfig:
         from hermes_fed.training.config import LoraTrainingConfig
 
         return LoraTrainingConfig(r=self.r, alpha=self.alpha, lr=self.lr,
+                                  lr_schedule=self.lr_schedule, warmup_steps=self.warmup_steps,
                                   max_steps=self.max_steps, batch_size=self.batch_size,
                                   max_length=self.max_length, seed=self.seed, device="cpu",
                                   frozen_a=self.mode == "frozen-a",
@@ -131,7 +144,8 @@ class RoundsConfig:
         return ConfigRecord({
             "round": round_number, "mode": self.mode, "parent-version": parent,
             "r": self.r, "alpha": float(self.alpha), "lr": float(self.lr),
-            "max-steps": self.max_steps, "batch-size": self.batch_size,
+            "max-steps": self.max_steps, "lr-schedule": self.lr_schedule,
+            "warmup-steps": self.warmup_steps, "batch-size": self.batch_size,
             "max-length": self.max_length, "seed": self.seed,
             "frozen-a-seed": self.frozen_a_seed,
         })

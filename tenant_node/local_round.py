@@ -82,11 +82,15 @@ class RoundSpec:
     max_length: int
     seed: int
     frozen_a_seed: int
+    lr_schedule: str = "constant"  # what a coordinator that sends no schedule ran
+    warmup_steps: int = 0
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> RoundSpec:
         try:
             return cls(round=int(config["round"]), mode=str(config["mode"]),
+                       lr_schedule=str(config.get("lr-schedule", "constant")),
+                       warmup_steps=int(config.get("warmup-steps", 0)),
                        parent_version=str(config["parent-version"]), r=int(config["r"]),
                        alpha=float(config["alpha"]), lr=float(config["lr"]),
                        max_steps=int(config["max-steps"]),
@@ -100,6 +104,7 @@ class RoundSpec:
         from hermes_fed.training.config import LoraTrainingConfig
 
         return LoraTrainingConfig(r=self.r, alpha=self.alpha, lr=self.lr,
+                                  lr_schedule=self.lr_schedule, warmup_steps=self.warmup_steps,
                                   max_steps=self.max_steps, batch_size=self.batch_size,
                                   max_length=self.max_length, seed=self.seed, device="cpu",
                                   frozen_a=self.mode == "frozen-a",

@@ -66,6 +66,24 @@ def test_message_config_carries_what_the_node_parses() -> None:
     assert spec.training_config().frozen_a is True
 
 
+def test_the_round_learning_rate_schedule_reaches_the_node() -> None:
+    from tenant_node.local_round import RoundSpec
+
+    # Prepare
+    cfg = RoundsConfig(coordinator_dir="/c", base_model="/m", lr_schedule="linear",
+                       warmup_steps=7, max_steps=50)
+    message = dict(cfg.message_config(1, "v1"))
+    # Execute
+    local = RoundSpec.from_config(message).training_config()
+    older = RoundSpec.from_config({k: v for k, v in message.items()
+                                   if k not in ("lr-schedule", "warmup-steps")})
+    # Assert: the node trains what the coordinator ran; a config without the keys (an older
+    # coordinator) means the constant rate it used to run
+    assert (local.lr_schedule, local.warmup_steps) == ("linear", 7)
+    assert (cfg.training_config().lr_schedule, cfg.training_config().warmup_steps) == ("linear", 7)
+    assert (older.lr_schedule, older.warmup_steps) == ("constant", 0)
+
+
 # --- registry -----------------------------------------------------------------------------
 def _adapter(seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
