@@ -279,7 +279,11 @@ def main() -> int:
                    help="use this base model directory as is (skips init and pre-training)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=200, help="LoRA steps per tenant per round")
-    p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--lr", type=float, default=5e-3, help="peak local learning rate")
+    p.add_argument("--schedule", default="cosine", choices=("constant", "cosine", "linear"),
+                   help="local learning-rate schedule, restarted every round (seed_spread.py: "
+                        "constant 5e-3 collapsed on 4 of 10 seeds, cosine on none)")
+    p.add_argument("--warmup", type=int, default=20, help="local warmup steps per round")
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--sessions-scale", type=float, default=0.5,
@@ -326,6 +330,7 @@ def main() -> int:
     tenants = tuple(replace(t, golden_per_type=t.golden_per_type * args.golden_scale)
                     for t in default_tenants())
     lora = LoraTrainingConfig(r=args.rank, alpha=2.0 * args.rank, lr=args.lr,
+                              lr_schedule=args.schedule, warmup_steps=args.warmup,
                               batch_size=args.batch_size, max_length=args.max_length,
                               device="cpu")
     evaluator = Evaluator(base, tenants, args.eval_tasks, lora)
