@@ -65,7 +65,13 @@ class DemoConfig:
     base_model: Path | None = field(default=None, metadata={"help": "use this HF model dir as the base"})
     local_steps: int = field(default=200, metadata={"help": "local LoRA steps per node per round"})
     rank: int = field(default=16, metadata={"help": "LoRA rank (alpha = 2 x rank)"})
-    lr: float = field(default=5e-3, metadata={"help": "local learning rate"})
+    lr: float = field(default=5e-3, metadata={"help": "local peak learning rate"})
+    lr_schedule: str = field(
+        default="cosine",
+        metadata={"help": "local learning-rate schedule, restarted every round: constant | cosine | linear "
+                  "(at a constant 5e-3, 4 of 10 training seeds collapsed; bench/flywheel/seed_spread.py)"},
+    )
+    warmup_steps: int = field(default=20, metadata={"help": "local warmup steps per round"})
     temperature: float = field(
         default=0.3, metadata={"help": "the agent's sampling temperature while serving users"}
     )
@@ -90,6 +96,12 @@ class DemoConfig:
             )
         if not self.temperature >= 0.0:
             raise ConfigError(f"demo temperature must be >= 0, got {self.temperature!r}")
+        if self.lr_schedule not in ("constant", "cosine", "linear"):
+            raise ConfigError(
+                f"demo lr_schedule must be constant, cosine or linear, got {self.lr_schedule!r}"
+            )
+        if self.warmup_steps < 0:
+            raise ConfigError(f"demo warmup_steps must be >= 0, got {self.warmup_steps!r}")
         if not 0.0 < self.ab_split < 1.0:
             raise ConfigError(f"demo ab_split must be in (0, 1), got {self.ab_split!r}")
 
@@ -427,6 +439,8 @@ def _run_config(
         "batch-size": 8,
         "max-length": 320,  # the longest golden (unit conversion) is ~265 tokens
         "lr": cfg.lr,
+        "lr-schedule": cfg.lr_schedule,
+        "warmup-steps": cfg.warmup_steps,
         "seed": cfg.seed,
         "ab-looks": 0,
     }

@@ -11,7 +11,7 @@ from hermes_fed.cli import add_config_flags, config_values
 
 # flag -> DemoConfig field; defaults and help come from the config itself, so the two agree
 _FLAGS = ("rounds", "mode", "sessions_scale", "users", "golden_scale", "pretrain_steps", "base_model",
-          "local_steps", "rank", "lr", "temperature", "ab_split", "seed")
+          "local_steps", "rank", "lr", "lr_schedule", "warmup_steps", "temperature", "ab_split", "seed")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -35,5 +35,6 @@ def register(parser: argparse.ArgumentParser) -> None:
     from coordinator.demo import DemoConfig
 
     parser.add_argument("--dir", default="var/demo", help="working directory (default var/demo)")
-    add_config_flags(parser, DemoConfig, _FLAGS, {"mode": ("frozen-a", "exact", "fedavg")})
+    add_config_flags(parser, DemoConfig, _FLAGS, {"mode": ("frozen-a", "exact", "fedavg"),
+                                                  "lr_schedule": ("constant", "cosine", "linear")})
     parser.set_defaults(func=_run)
