@@ -1,16 +1,18 @@
 """The simulated agent: the tiny local model (+ adapter) solving tasks with real tools.
 
 Per task: render ``[system, user]`` with the tool through the model's chat template, sample
-a reply, parse ``<tool_call>{"name": ..., "arguments": ...}</tool_call>`` (the template's
-tool-call format), execute the tool, append the tool result, sample the final answer. A
-reply without a parsable tool call is the final answer itself. Tasks run as a batch
-(left-padded, one ``generate`` per turn), seeded: same model, tasks and seed give the same
-trajectories.
+a reply (by default a schema-constrained call of the tool, see
+:mod:`hermes_fed.sim.constrained`), parse ``<tool_call>{"name": ..., "arguments": ...}
+</tool_call>`` (the template's tool-call format), execute the tool, append the tool result,
+sample the final answer. A reply without a parsable tool call is the final answer itself.
+Tasks run as a batch (left-padded, one ``generate`` per turn), seeded: same model, tasks and
+seed give the same trajectories.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ import numpy as np
 
 from hermes_fed.sim.tasks import SYSTEM_PROMPT, TaskInstance, family
 
+log = logging.getLogger(__name__)
 _CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
 _END_MARKERS = ("<|im_end|>", "<|endoftext|>", "<|pad|>")
 
@@ -38,14 +41,21 @@ class AgentConfig:
     """How the agent samples; every default is documented in its ``help``."""
 
     temperature: float = 0.7
-    max_call_tokens: int = 48
+    max_call_tokens: int = 80  # the longest golden call is 53 tokens (test_agent)
     max_answer_tokens: int = 32
     batch_size: int = 32
+    # The first turn as a call of the offered tool, its scaffold forced from the schema and
+    # only the argument values sampled (hermes_fed.sim.constrained): what serving stacks do
+    # with strict tool schemas and tool_choice="required". False: free sampling.
+    constrained_calls: bool = True
 
     def __post_init__(self) -> None:
         if not (isinstance(self.temperature, int | float) and self.temperature >= 0):
             raise ValueError(f"AgentConfig.temperature must be >= 0 (0 = greedy), got "
                              f"{self.temperature!r}")
+        if not isinstance(self.constrained_calls, bool):
+            raise ValueError(f"AgentConfig.constrained_calls must be a bool, got "
+                             f"{self.constrained_calls!r}")
         for name in ("max_call_tokens", "max_answer_tokens", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -162,6 +172,26 @@ class LocalAgent:
                     out.append(clean_reply(tok.decode(row, skip_special_tokens=False)))
         return out
 
+    def generate_calls(self, prompts: Sequence[list[int]], tools: Sequence[Mapping[str, Any]],
+                       seed: int) -> list[str]:
+        """Schema-constrained tool calls (:mod:`hermes_fed.sim.constrained`), batched; free
+        sampling when the tokenizer would split a forced scaffold unlike the template."""
+        from hermes_fed.sim.constrained import fits_tokenizer, generate_calls
+
+        if not all(fits_tokenizer(self.tokenizer, t) for t in {json.dumps(t, sort_keys=True): t
+                                                              for t in tools}.values()):
+            log.warning("constrained tool calls need a tokenizer that starts a piece where a "
+                        "value starts; this one does not: sampling calls freely")
+            return self.generate(prompts, self.config.max_call_tokens, seed)
+        out: list[str] = []
+        for start in range(0, len(prompts), self.config.batch_size):
+            texts = generate_calls(
+                self.model, self.tokenizer, prompts[start:start + self.config.batch_size],
+                tools[start:start + self.config.batch_size],
+                temperature=float(self.config.temperature), seed=seed * 1_000_003 + start)
+            out.extend(clean_reply(t) for t in texts)
+        return out
+
     def solve(self, tasks: Sequence[tuple[TaskInstance, str]], seed: int) -> list[AgentOutcome]:
         """Run the agent loop on ``(instance, user_text)`` pairs (one batch per turn)."""
         starts: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []
@@ -169,8 +199,11 @@ class LocalAgent:
             tools = [family(instance.task_type).tool_schema]
             starts.append(([{"role": "system", "content": SYSTEM_PROMPT},
                             {"role": "user", "content": user_text}], tools))
-        first = self.generate([self.prompt_ids(m, t) for m, t in starts],
-                              self.config.max_call_tokens, seed)
+        prompts = [self.prompt_ids(m, t) for m, t in starts]
+        if self.config.constrained_calls:
+            first = self.generate_calls(prompts, [t[0] for _, t in starts], seed)
+        else:
+            first = self.generate(prompts, self.config.max_call_tokens, seed)
         outcomes: list[AgentOutcome | None] = [None] * len(tasks)
         pending: list[tuple[int, list[dict[str, Any]], ToolCall, bool]] = []
         for i, ((instance, user_text), (messages, _), reply) in enumerate(

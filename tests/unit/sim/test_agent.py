@@ -53,6 +53,37 @@ def test_golden_assistant_text_parses_to_its_tool_call(agent: LocalAgent, task_t
     assert final_text == golden["final_response"]
 
 
+def test_every_golden_turn_fits_the_agents_default_token_budgets() -> None:
+    # A call cut at max_call_tokens is a malformed call: at 48 every unit conversion (up to
+    # 53 tokens with the packaged base's tokenizer) and initech's lookups (50) were cut, so
+    # those families could never succeed, whatever the model learnt.
+    from transformers import AutoTokenizer
+
+    from hermes_fed.sim import cold_start_trajectories, default_tenants
+    from hermes_fed.sim.base import SHIPPED_BASE
+
+    # Prepare
+    tokenizer = AutoTokenizer.from_pretrained(str(SHIPPED_BASE))
+    config = AgentConfig()
+    longest = {"call": 0, "answer": 0}
+    # Execute: the assistant turns exactly as the model emits them (mask of the template)
+    for tenant in default_tenants():
+        for golden in cold_start_trajectories(tenant.task_types, 40, 1, table=tenant.table):
+            messages, tools = to_chat(golden)
+            rendered = tokenizer.apply_chat_template(
+                messages, tools=tools, tokenize=True, return_dict=True,
+                return_assistant_tokens_mask=True)
+            mask = rendered["assistant_masks"]
+            starts = [i for i, m in enumerate(mask) if m and (i == 0 or not mask[i - 1])]
+            ends = [i for i, m in enumerate(mask) if m and (i + 1 == len(mask) or not mask[i + 1])]
+            call, answer = (e - s + 1 for s, e in zip(starts, ends, strict=True))
+            longest["call"] = max(longest["call"], call)
+            longest["answer"] = max(longest["answer"], answer)
+    # Assert: with room to spare for a near-miss spelling
+    assert 48 < longest["call"] <= config.max_call_tokens - 16
+    assert longest["answer"] <= config.max_answer_tokens - 8
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     ('<tool_call>{"name": "calculator", "arguments": {"expression": "1 + 2"}}</tool_call>',
      ToolCall("calculator", {"expression": "1 + 2"})),
