@@ -148,18 +148,23 @@ def test_frozen_a_refuses_an_init_adapter_with_another_a(tiny_model_dir: Path) -
         )
 
 
-def test_inv_t5_resumed_run_equals_uninterrupted_run(tiny_model_dir: Path, tmp_path: Path) -> None:
-    # Prepare
-    config = dataclasses.replace(FAST, max_steps=6, dropout=0.1, checkpoint_every=2, grad_accumulation=2)
-    straight = train_adapter(tiny_model_dir, _examples(12), config)
+def _crash_after_step_3(model_dir: Path, checkpoint_dir: Path, config: LoraTrainingConfig) -> None:
+    """A run of ``config`` interrupted right after its step 3 (checkpoints in ``checkpoint_dir``)."""
 
     def crash_at_3(step: int, total: int, loss: float) -> None:
         if step == 3:
             raise KeyboardInterrupt
 
-    # Execute: crash after step 3 (checkpoint at step 2), then run again
     with pytest.raises(KeyboardInterrupt):
-        train_adapter(tiny_model_dir, _examples(12), config, progress=crash_at_3, checkpoint_dir=tmp_path)
+        train_adapter(model_dir, _examples(12), config, progress=crash_at_3, checkpoint_dir=checkpoint_dir)
+
+
+def test_inv_t5_resumed_run_equals_uninterrupted_run(tiny_model_dir: Path, tmp_path: Path) -> None:
+    # Prepare
+    config = dataclasses.replace(FAST, max_steps=6, dropout=0.1, checkpoint_every=2, grad_accumulation=2)
+    straight = train_adapter(tiny_model_dir, _examples(12), config)
+    # Execute: crash after step 3 (checkpoint at step 2), then run again
+    _crash_after_step_3(tiny_model_dir, tmp_path, config)
     assert (tmp_path / CHECKPOINT).exists()
     resumed = train_adapter(tiny_model_dir, _examples(12), config, checkpoint_dir=tmp_path)
     # Assert
@@ -311,13 +316,7 @@ def test_inv_t5_scheduled_run_resumed_mid_way_equals_uninterrupted_run(
     # Prepare: a checkpoint at step 2 (end of warmup), crash after step 3 (first decay step)
     config = dataclasses.replace(COSINE, dropout=0.1, checkpoint_every=2, grad_accumulation=2)
     straight = train_adapter(tiny_model_dir, _examples(12), config)
-
-    def crash_at_3(step: int, total: int, loss: float) -> None:
-        if step == 3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train_adapter(tiny_model_dir, _examples(12), config, progress=crash_at_3, checkpoint_dir=tmp_path)
+    _crash_after_step_3(tiny_model_dir, tmp_path, config)
     del stepped_lrs[:]
     # Execute
     resumed = train_adapter(tiny_model_dir, _examples(12), config, checkpoint_dir=tmp_path)
