@@ -69,7 +69,8 @@ class DemoConfig:
     lr_schedule: str = field(
         default="cosine",
         metadata={"help": "local learning-rate schedule, restarted every round: constant | cosine | linear "
-                  "(at a constant 5e-3, 4 of 10 training seeds collapsed; bench/flywheel/seed_spread.py)"},
+                  "(at a constant 5e-3, 3 of 10 training seeds collapsed to 0-1 correct; "
+                  "bench/flywheel/seed_spread.py)"},
     )
     warmup_steps: int = field(default=20, metadata={"help": "local warmup steps per round"})
     temperature: float = field(

@@ -282,7 +282,7 @@ def main() -> int:
     p.add_argument("--lr", type=float, default=5e-3, help="peak local learning rate")
     p.add_argument("--schedule", default="cosine", choices=("constant", "cosine", "linear"),
                    help="local learning-rate schedule, restarted every round (seed_spread.py: "
-                        "constant 5e-3 collapsed on 4 of 10 seeds, cosine on none)")
+                        "constant 5e-3 collapsed on 3 of 10 seeds, cosine on none)")
     p.add_argument("--warmup", type=int, default=20, help="local warmup steps per round")
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--batch-size", type=int, default=8)
