@@ -189,6 +189,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 def register_round(parser: argparse.ArgumentParser) -> None:
     """The ``round`` group."""
     from hermes_fed.training.config import LoraTrainingConfig  # no torch: config only
+    from hermes_fed.training.learning_rate import LR_SCHEDULES
 
     sub = parser.add_subparsers(dest="round_command", metavar="SUBCOMMAND")
     p = sub.add_parser("run", help="run federated LoRA rounds on the serving coordinator")
@@ -203,7 +204,7 @@ def register_round(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=1e-3,
                    help="local peak learning rate; default 1e-3")
     lora_fields = LoraTrainingConfig.__dataclass_fields__
-    p.add_argument("--lr-schedule", choices=("constant", "cosine", "linear"),
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES,
                    default=lora_fields["lr_schedule"].default,
                    help="local learning-rate schedule, restarted every round; default "
                         f"{lora_fields['lr_schedule'].default}")

@@ -35,6 +35,7 @@ import sqlalchemy as sa
 from coordinator.deployment import free_port
 from coordinator.federation import LocalFederation, NodeSpec, read_run_report
 from hermes_fed.errors import ConfigError, FederationError
+from hermes_fed.training.learning_rate import LR_SCHEDULES
 
 log = logging.getLogger(__name__)
 Say = Callable[[str], None]
@@ -97,10 +98,8 @@ class DemoConfig:
             )
         if not self.temperature >= 0.0:
             raise ConfigError(f"demo temperature must be >= 0, got {self.temperature!r}")
-        if self.lr_schedule not in ("constant", "cosine", "linear"):
-            raise ConfigError(
-                f"demo lr_schedule must be constant, cosine or linear, got {self.lr_schedule!r}"
-            )
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"demo lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.warmup_steps < 0:
             raise ConfigError(f"demo warmup_steps must be >= 0, got {self.warmup_steps!r}")
         if not 0.0 < self.ab_split < 1.0:

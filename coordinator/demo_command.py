@@ -33,8 +33,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(parser: argparse.ArgumentParser) -> None:
     from coordinator.demo import DemoConfig
+    from hermes_fed.training.learning_rate import LR_SCHEDULES
 
     parser.add_argument("--dir", default="var/demo", help="working directory (default var/demo)")
     add_config_flags(parser, DemoConfig, _FLAGS, {"mode": ("frozen-a", "exact", "fedavg"),
-                                                  "lr_schedule": ("constant", "cosine", "linear")})
+                                                  "lr_schedule": LR_SCHEDULES})
     parser.set_defaults(func=_run)

@@ -49,6 +49,7 @@ from hermes_fed.sim.tasks import golden_trajectory, trajectory_id_for
 from hermes_fed.sim.tenants import SimTenant, default_tenants
 from hermes_fed.training.config import LoraTrainingConfig
 from hermes_fed.training.evaluation import evaluate
+from hermes_fed.training.learning_rate import LR_SCHEDULES
 from hermes_fed.training.trainer import train_adapter
 from hermes_fed.training.verifiers import VerifierRegistry
 
@@ -280,7 +281,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=200, help="LoRA steps per tenant per round")
     p.add_argument("--lr", type=float, default=5e-3, help="peak local learning rate")
-    p.add_argument("--schedule", default="cosine", choices=("constant", "cosine", "linear"),
+    p.add_argument("--schedule", default="cosine", choices=LR_SCHEDULES,
                    help="local learning-rate schedule, restarted every round (seed_spread.py: "
                         "constant 5e-3 collapsed on 3 of 10 seeds, cosine on none)")
     p.add_argument("--warmup", type=int, default=20, help="local warmup steps per round")

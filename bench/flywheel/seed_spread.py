@@ -38,6 +38,7 @@ from hermes_fed.sim.agent import AgentConfig, LocalAgent
 from hermes_fed.sim.base import SHIPPED_BASE
 from hermes_fed.training.config import LoraTrainingConfig
 from hermes_fed.training.dataset import TrainingExample
+from hermes_fed.training.learning_rate import LR_SCHEDULES
 from hermes_fed.training.trainer import CHECKPOINT, TrainingResult, train_adapter
 
 
@@ -85,7 +86,7 @@ def main() -> int:
     p.add_argument(
         "--schedule",
         default=defaults["lr_schedule"],
-        choices=("constant", "cosine", "linear"),
+        choices=LR_SCHEDULES,
         help="learning-rate schedule (default: LoraTrainingConfig's)",
     )
     p.add_argument("--warmup", type=int, default=defaults["warmup_steps"], help="warmup steps")

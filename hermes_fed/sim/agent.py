@@ -128,6 +128,7 @@ class LocalAgent:
         from hermes_fed.training.config import LoraTrainingConfig
 
         self.config = config or AgentConfig()
+        self._fits: dict[str, bool] = {}  # tool schema -> does the constrained scaffold fit
         model, self.tokenizer = load_base_model(model_dir, "cpu")
         if adapter is not None:
             model = build_peft_model(model, lora_config or LoraTrainingConfig())
@@ -176,10 +177,12 @@ class LocalAgent:
                        seed: int) -> list[str]:
         """Schema-constrained tool calls (:mod:`hermes_fed.sim.constrained`), batched; free
         sampling when the tokenizer would split a forced scaffold unlike the template."""
-        from hermes_fed.sim.constrained import fits_tokenizer, generate_calls
+        from hermes_fed.sim.constrained import fits_tokenizer, generate_calls, tool_key
 
-        if not all(fits_tokenizer(self.tokenizer, t) for t in {json.dumps(t, sort_keys=True): t
-                                                              for t in tools}.values()):
+        for tool in tools:  # checked once per tool and agent
+            if tool_key(tool) not in self._fits:
+                self._fits[tool_key(tool)] = fits_tokenizer(self.tokenizer, tool)
+        if not all(self._fits[tool_key(t)] for t in tools):
             log.warning("constrained tool calls need a tokenizer that starts a piece where a "
                         "value starts; this one does not: sampling calls freely")
             return self.generate(prompts, self.config.max_call_tokens, seed)

@@ -84,6 +84,11 @@ def fits_tokenizer(tokenizer: Any, tool_schema: Mapping[str, Any]) -> bool:
     return list(_encode(tokenizer, text)) == forced
 
 
+def tool_key(tool_schema: Mapping[str, Any]) -> str:
+    """A tool schema as a key (a batch offers the same few tools to many rows)."""
+    return json.dumps(tool_schema, sort_keys=True)
+
+
 def _encode(tokenizer: Any, text: str) -> tuple[int, ...]:
     return tuple(int(t) for t in tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -114,6 +119,7 @@ def token_classes(tokenizer: Any, vocab_size: int) -> TokenClasses:
     body = torch.zeros(vocab_size, dtype=torch.bool)
     close = torch.zeros(vocab_size, dtype=torch.bool)
     number = torch.zeros(vocab_size, dtype=torch.bool)
+    numeric: dict[int, str] = {}
     for i in range(min(vocab_size, len(tokenizer))):
         text = tokenizer.decode([i])
         if i in special or not text:
@@ -124,7 +130,7 @@ def token_classes(tokenizer: Any, vocab_size: int) -> TokenClasses:
             body[i] = True
         if _NUMERIC.fullmatch(text):
             number[i] = True
-    numeric = {i: tokenizer.decode([i]) for i in range(vocab_size) if bool(number[i])}
+            numeric[i] = text
     classes = TokenClasses(body, close, number, numeric)
     _CLASSES[id(tokenizer)] = (tokenizer, vocab_size, classes)
     return classes
@@ -155,7 +161,8 @@ def generate_calls(model: Any, tokenizer: Any, prompts: Sequence[list[int]],
         ids[i, width - len(prompt):] = torch.tensor(prompt)
         mask[i, width - len(prompt):] = 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    rows = [_Row(call_program(tokenizer, t)) for t in tools]
+    programs = {tool_key(t): call_program(tokenizer, t) for t in tools}
+    rows = [_Row(programs[tool_key(t)]) for t in tools]
     out: list[list[int]] = [[] for _ in prompts]
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():

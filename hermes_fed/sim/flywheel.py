@@ -27,8 +27,8 @@ from hermes_fed.training.dataset import TrainingExample
 
 
 def node_quality_config(dedupe_threshold: float = 1.0) -> QualityConfig:
-    """The quality config a demo node selects with: DESIGN.md §5 scores, tiers, weights and
-    budgets, near-duplicates at ``dedupe_threshold`` (the demo's nodes set 1.0: MinHash
+    """The quality config a demo node selects with: the default ``QualityConfig``, with
+    near-duplicates at ``dedupe_threshold`` (the demo's nodes set 1.0: MinHash
     over character shingles cannot tell template tasks apart at 0.8)."""
     return QualityConfig(selection=SelectionConfig(dedupe_threshold=dedupe_threshold))
 
@@ -87,15 +87,15 @@ class TenantPool:
         tool use leave before selection, the rest are selected with ``target_n`` (default:
         all of them) as the budget."""
         broken = broken_trajectories({tid: s.trajectory for tid, s in self.items.items()})
-        allowed = sorted(tid for tid in self.items if tid not in broken)
+        allowed = [(tid, s) for tid, s in sorted(self.items.items()) if tid not in broken]
         if not allowed:
             return []
         candidates = [
-            Candidate(tid, str(self.items[tid].trajectory["task_type"]), self.items[tid].score,
-                      candidate_signature(str(self.items[tid].trajectory["task"]),
-                                          str(self.items[tid].trajectory["final_response"]),
+            Candidate(tid, str(s.trajectory["task_type"]), s.score,
+                      candidate_signature(str(s.trajectory["task"]),
+                                          str(s.trajectory["final_response"]),
                                           self.config.selection))
-            for tid in allowed
+            for tid, s in allowed
         ]
         manifest = select_training_data(candidates, target_n or len(candidates), seed,
                                         self.config)

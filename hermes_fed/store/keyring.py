@@ -179,9 +179,6 @@ class Keyring:
 
     def cipher(self, key_id: str) -> AESGCM:
         """The AES-GCM cipher of a data key (built once per key id)."""
-        return self._cipher(key_id)
-
-    def _cipher(self, key_id: str) -> AESGCM:
         aead = self._aead.get(key_id)
         if aead is None:
             aead = self._aead[key_id] = AESGCM(self.key(key_id))
@@ -189,11 +186,11 @@ class Keyring:
 
     def encrypt(self, plaintext: bytes, aad: bytes) -> tuple[str, bytes]:
         nonce = new_nonce()
-        return self.active, nonce + self._cipher(self.active).encrypt(nonce, plaintext, aad)
+        return self.active, nonce + self.cipher(self.active).encrypt(nonce, plaintext, aad)
 
     def decrypt(self, key_id: str, blob: bytes, aad: bytes) -> bytes:
         """Raises ``InvalidTag`` on a corrupt blob (the caller names the position)."""
-        return self._cipher(key_id).decrypt(blob[:NONCE], blob[NONCE:], aad)
+        return self.cipher(key_id).decrypt(blob[:NONCE], blob[NONCE:], aad)
 
     def subject_id(self, user_ref: str) -> str:
         """A stable pseudonymous id for a subject (HMAC, so the user_ref is not stored)."""
@@ -217,20 +214,18 @@ class Keyring:
 
 
 @functools.lru_cache(maxsize=256)
-def _aead(key: bytes) -> AESGCM:
+def key_cipher(key: bytes) -> AESGCM:
+    """The AES-GCM cipher of a raw key (a subject key), cached."""
     # Replaying a log opens each subject's fields many times; building the cipher (key
     # schedule) per field cost as much as the decryption itself. Whether a key may be used
     # at all is decided by the caller's key lookup (an erased subject's lookup is None).
     return AESGCM(key)
 
 
-subject_cipher = _aead  # the cached cipher of a subject key (for the store's eager read)
-
-
 def seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
     nonce = new_nonce()
-    return nonce + _aead(key).encrypt(nonce, plaintext, aad)
+    return nonce + key_cipher(key).encrypt(nonce, plaintext, aad)
 
 
 def open_sealed(key: bytes, blob: bytes, aad: bytes) -> bytes:
-    return _aead(key).decrypt(blob[:NONCE], blob[NONCE:], aad)
+    return key_cipher(key).decrypt(blob[:NONCE], blob[NONCE:], aad)

@@ -40,7 +40,7 @@ from hermes_fed.events.erasure import SubjectErased
 from hermes_fed.events.schema import EventSchema
 
 from . import chain, payload
-from .keyring import NONCE, Keyring, subject_cipher
+from .keyring import NONCE, Keyring, key_cipher
 from .port import AppendResult, EventStore, Gate, VerifyReport
 from .schema_ddl import metadata as ddl_metadata
 from .schema_ddl import postgres_triggers, sqlite_triggers
@@ -776,8 +776,8 @@ class SqlEventStore(EventStore):
                 if key is None:  # erased: the general path names the fields
                     raise LookupError(subject_id)
                 data.update(orjson.loads(
-                    subject_cipher(key).decrypt(personal[:NONCE], personal[NONCE:],
-                                                event_id + payload.PERSONAL_AAD)))
+                    key_cipher(key).decrypt(personal[:NONCE], personal[NONCE:],
+                                            event_id + payload.PERSONAL_AAD)))
             if schema_version != self.catalog.schema(etype).version:
                 raise LookupError(etype)
         except Exception:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections.abc import Sequence
@@ -115,7 +116,9 @@ class _ScriptedAgent(LocalAgent):
     """The real agent loop with model replies taken from golden trajectories' rendering."""
 
     def __init__(self, base: LocalAgent, replies: list[list[str]]) -> None:
-        self.config, self.tokenizer, self.model = base.config, base.tokenizer, base.model
+        # Free calls, so every reply (calls too) comes from the script, whatever the tokenizer.
+        self.config = dataclasses.replace(base.config, constrained_calls=False)
+        self.tokenizer, self.model = base.tokenizer, base.model
         self.replies = replies
         self.prompts: list[list[int]] = []
 
