@@ -76,40 +76,104 @@ class CaptureRelay:
                     sum(len(c.downstream) for c in self._connections))
 
     # -- relay loop ------------------------------------------------------------------
+    # One thread, all sockets non-blocking. A blocking ``sendall`` to a peer that is slow
+    # to read (a SuperNode busy training, under load) stalled every other connection,
+    # heartbeats included, until the SuperLink declared the nodes unavailable. Each socket
+    # now has its own queue of bytes still to write, drained when the socket is writable;
+    # while a queue holds more than ``_HIGH_WATER`` the relay stops reading from the
+    # socket that fills it (backpressure, so a stuck reader costs memory for one buffer).
+    _HIGH_WATER = 1 << 20
+
     def _serve(self) -> None:
         sel = selectors.DefaultSelector()
         sel.register(self._listener, selectors.EVENT_READ, None)
-        peers: dict[socket.socket, tuple[socket.socket, bytearray]] = {}
+        pipes: dict[socket.socket, _Pipe] = {}
         while not self._stop.is_set():
-            for key, _ in sel.select(timeout=0.1):
+            for key, events in sel.select(timeout=0.1):
                 sock = key.fileobj
                 assert isinstance(sock, socket.socket)
                 if sock is self._listener:
-                    self._accept(sel, peers)
+                    self._accept(sel, pipes)
                     continue
-                other, sink = peers[sock]
-                try:
-                    data = sock.recv(65536)
-                except OSError:
-                    data = b""
-                if not data:
-                    self._drop(sel, peers, sock)
+                pipe = pipes.get(sock)
+                if pipe is None:
                     continue
-                with self._lock:
-                    sink.extend(data)
-                try:
-                    other.sendall(data)
-                except OSError:
-                    self._drop(sel, peers, sock)
-        for sock in list(peers):
-            self._drop(sel, peers, sock)
+                if events & selectors.EVENT_WRITE and not self._flush(pipe, pipes):
+                    self._drop(sel, pipes, sock)
+                    continue
+                if events & selectors.EVENT_READ and not self._pump(pipe, pipes):
+                    self._drop(sel, pipes, sock)
+                    continue
+                if self._half_close(pipe, pipes):
+                    self._drop(sel, pipes, sock)
+                    continue
+                for s in (sock, pipe.peer):
+                    self._watch(sel, pipes, s)
+        for sock in list(pipes):
+            self._drop(sel, pipes, sock)
         sel.close()
 
-    def _accept(
-        self,
-        sel: selectors.BaseSelector,
-        peers: dict[socket.socket, tuple[socket.socket, bytearray]],
-    ) -> None:
+    def _pump(self, pipe: _Pipe, pipes: dict[socket.socket, _Pipe]) -> bool:
+        """Read what ``pipe.sock`` has, record it, queue it for the peer; False on EOF."""
+        try:
+            data = pipe.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            return False
+        if not data:  # the sender closed its side: pass the half-close on once drained
+            pipe.eof = True
+            return True
+        with self._lock:
+            pipe.record.extend(data)
+        pipes[pipe.peer].pending.extend(data)
+        return self._flush(pipes[pipe.peer], pipes)
+
+    @staticmethod
+    def _half_close(pipe: _Pipe, pipes: dict[socket.socket, _Pipe]) -> bool:
+        """Shut the write side of a socket whose source ended and whose queue is drained;
+        True once both directions are done (the connection can be closed)."""
+        for end in (pipe, pipes[pipe.peer]):
+            source = pipes[end.peer]
+            if source.eof and not end.pending and not end.shut:
+                with contextlib.suppress(OSError):
+                    end.sock.shutdown(socket.SHUT_WR)
+                end.shut = True
+        return pipe.shut and pipes[pipe.peer].shut
+
+    @staticmethod
+    def _flush(pipe: _Pipe, pipes: dict[socket.socket, _Pipe]) -> bool:
+        """Write as much of ``pipe.pending`` as ``pipe.sock`` takes now; False on error."""
+        while pipe.pending:
+            try:
+                sent = pipe.sock.send(pipe.pending)
+            except (BlockingIOError, InterruptedError):
+                return True
+            except OSError:
+                return False
+            del pipe.pending[:sent]
+        return True
+
+    def _watch(self, sel: selectors.BaseSelector, pipes: dict[socket.socket, _Pipe],
+               sock: socket.socket) -> None:
+        """Read unless the peer's queue is full; write while this socket's queue is not
+        empty."""
+        pipe = pipes[sock]
+        events = 0
+        if not pipe.eof and len(pipes[pipe.peer].pending) < self._HIGH_WATER:
+            events |= selectors.EVENT_READ
+        if pipe.pending:
+            events |= selectors.EVENT_WRITE
+        registered = sock in sel.get_map()
+        if events and registered:
+            sel.modify(sock, events, None)
+        elif events:
+            sel.register(sock, events, None)
+        elif registered:
+            sel.unregister(sock)
+
+    def _accept(self, sel: selectors.BaseSelector,
+                pipes: dict[socket.socket, _Pipe]) -> None:
         try:
             client, _ = self._listener.accept()
         except BlockingIOError:
@@ -122,26 +186,43 @@ class CaptureRelay:
         log = ConnectionLog()
         with self._lock:
             self._connections.append(log)
-        client.setblocking(True)
-        server.setblocking(True)
-        peers[client] = (server, log.upstream)
-        peers[server] = (client, log.downstream)
+        client.setblocking(False)
+        server.setblocking(False)
+        pipes[client] = _Pipe(client, server, log.upstream)
+        pipes[server] = _Pipe(server, client, log.downstream)
         sel.register(client, selectors.EVENT_READ, None)
         sel.register(server, selectors.EVENT_READ, None)
 
     @staticmethod
-    def _drop(
-        sel: selectors.BaseSelector,
-        peers: dict[socket.socket, tuple[socket.socket, bytearray]],
-        sock: socket.socket,
-    ) -> None:
-        for s in (sock, peers.get(sock, (None, None))[0]):
-            if s is None or s not in peers:
+    def _drop(sel: selectors.BaseSelector, pipes: dict[socket.socket, _Pipe],
+              sock: socket.socket) -> None:
+        """Close ``sock`` and its peer; bytes still queued for the peer are written first,
+        best effort, so a reply that arrived before the close still reaches it."""
+        pipe = pipes.get(sock)
+        for s in (sock, pipe.peer if pipe else None):
+            if s is None or s not in pipes:
                 continue
-            peers.pop(s, None)
+            queued = pipes.pop(s).pending
+            if queued:
+                with contextlib.suppress(OSError):
+                    s.setblocking(True)
+                    s.settimeout(5)
+                    s.sendall(queued)
             with contextlib.suppress(KeyError, ValueError):
                 sel.unregister(s)
             s.close()
+
+
+@dataclass(slots=True)
+class _Pipe:
+    """One direction of a relayed connection: bytes read from ``sock`` go to ``peer``."""
+
+    sock: socket.socket
+    peer: socket.socket
+    record: bytearray  # every byte read from ``sock`` (the audit)
+    pending: bytearray = field(default_factory=bytearray)  # still to write to ``sock``
+    eof: bool = False  # ``sock`` will send nothing more
+    shut: bool = False  # the write side of ``sock`` is shut
 
 
 def find_canaries(data: bytes, canaries: Iterable[str]) -> list[str]:

@@ -23,6 +23,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,38 @@ def _warm_up() -> float:
     return time.perf_counter() - started
 
 
+def task_heartbeat_fn(client: Any) -> Callable[[], bool]:
+    """A task heartbeat for a worker that outlives its tasks.
+
+    Flower's ``make_task_heartbeat_fn_http`` raises SIGINT in the process when the SuperNode
+    rejects a heartbeat (the task was finished or its run failed): right for a one-task
+    ``flwr-clientapp`` process, fatal here, where SIGINT stops the worker and every later
+    run of the federation then waits for an executor that never comes. This one logs the
+    rejection and stops retrying; the task's own pushes then fail and it is reported failed.
+    """
+    import httpx
+    from flwr.proto.runtime_pb2 import SendTaskHeartbeatRequest
+
+    request = SendTaskHeartbeatRequest()
+
+    def send() -> bool:
+        try:
+            res = client.SendTaskHeartbeat(request)
+        except httpx.TransportError:
+            return False
+        except httpx.HTTPStatusError as err:
+            if err.response.status_code in (httpx.codes.SERVICE_UNAVAILABLE,
+                                            httpx.codes.GATEWAY_TIMEOUT):
+                return False
+            raise
+        if not res.success:
+            logger.warning("the SuperNode rejected this task's heartbeat (task finished or "
+                           "run failed); the worker keeps serving")
+        return True
+
+    return send
+
+
 def run_task(runtime_api_address: str, token: str) -> str:
     """Run one ClientApp task in this process; returns Flower's sub-status."""
     from flwr.app import Message
@@ -48,7 +81,7 @@ def run_task(runtime_api_address: str, token: str) -> str:
     from flwr.clientapp.client_app import LoadClientAppError
     from flwr.clientapp.utils import get_load_client_app_fn
     from flwr.common.constant import ErrorCode, SubStatus
-    from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+    from flwr.supercore.heartbeat import HeartbeatSender
     from flwr.supercore.interceptors import (
         RuntimeTokenHttpInterceptor,
         RuntimeVersionHttpInterceptor,
@@ -67,7 +100,7 @@ def run_task(runtime_api_address: str, token: str) -> str:
                       RuntimeTokenHttpInterceptor(token)],
         retry_invoker=make_simple_http_retry_invoker(),
     )
-    heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
+    heartbeat = HeartbeatSender(task_heartbeat_fn(client))
     heartbeat.start()
     message = reply = context = None
     sub_status, details = SubStatus.FAILED, "ClientApp task failed"
