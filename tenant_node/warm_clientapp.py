@@ -49,6 +49,8 @@ def task_heartbeat_fn(client: Any) -> Callable[[], bool]:
     ``flwr-clientapp`` process, fatal here, where SIGINT stops the worker and every later
     run of the federation then waits for an executor that never comes. This one logs the
     rejection and stops retrying; the task's own pushes then fail and it is reported failed.
+    An HTTP error status is a missed beat to retry (with Flower's backoff), never an
+    exception that would end the heartbeat thread.
     """
     import httpx
     from flwr.proto.runtime_pb2 import SendTaskHeartbeatRequest
@@ -61,10 +63,12 @@ def task_heartbeat_fn(client: Any) -> Callable[[], bool]:
         except httpx.TransportError:
             return False
         except httpx.HTTPStatusError as err:
-            if err.response.status_code in (httpx.codes.SERVICE_UNAVAILABLE,
-                                            httpx.codes.GATEWAY_TIMEOUT):
-                return False
-            raise
+            # Flower retries only 503 and 504 and raises on the rest, which kills the
+            # heartbeat thread for good; a 500 from a SuperNode whose SQLite state was
+            # briefly locked is just as transient, so every status error is a missed beat.
+            logger.warning("task heartbeat answered HTTP %d; retrying",
+                           err.response.status_code)
+            return False
         if not res.success:
             logger.warning("the SuperNode rejected this task's heartbeat (task finished or "
                            "run failed); the worker keeps serving")
