@@ -99,7 +99,8 @@ class DemoConfig:
         if not self.temperature >= 0.0:
             raise ConfigError(f"demo temperature must be >= 0, got {self.temperature!r}")
         if self.lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(f"demo lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+            raise ConfigError(f"demo lr_schedule must be one of {LR_SCHEDULES}, "
+                              f"got {self.lr_schedule!r}")
         if self.warmup_steps < 0:
             raise ConfigError(f"demo warmup_steps must be >= 0, got {self.warmup_steps!r}")
         if not 0.0 < self.ab_split < 1.0:

@@ -98,7 +98,7 @@ class CaptureRelay:
                 pipe = pipes.get(sock)
                 if pipe is None:
                     continue
-                if events & selectors.EVENT_WRITE and not self._flush(pipe, pipes):
+                if events & selectors.EVENT_WRITE and not self._flush(pipe):
                     self._drop(sel, pipes, sock)
                     continue
                 if events & selectors.EVENT_READ and not self._pump(pipe, pipes):
@@ -127,7 +127,7 @@ class CaptureRelay:
         with self._lock:
             pipe.record.extend(data)
         pipes[pipe.peer].pending.extend(data)
-        return self._flush(pipes[pipe.peer], pipes)
+        return self._flush(pipes[pipe.peer])
 
     @staticmethod
     def _half_close(pipe: _Pipe, pipes: dict[socket.socket, _Pipe]) -> bool:
@@ -142,7 +142,7 @@ class CaptureRelay:
         return pipe.shut and pipes[pipe.peer].shut
 
     @staticmethod
-    def _flush(pipe: _Pipe, pipes: dict[socket.socket, _Pipe]) -> bool:
+    def _flush(pipe: _Pipe) -> bool:
         """Write as much of ``pipe.pending`` as ``pipe.sock`` takes now; False on error."""
         while pipe.pending:
             try:
@@ -196,18 +196,13 @@ class CaptureRelay:
     @staticmethod
     def _drop(sel: selectors.BaseSelector, pipes: dict[socket.socket, _Pipe],
               sock: socket.socket) -> None:
-        """Close ``sock`` and its peer; bytes still queued for the peer are written first,
-        best effort, so a reply that arrived before the close still reaches it."""
+        """Close ``sock`` and its peer. An orderly close has drained both queues already
+        (``_half_close``); after an error, what is still queued is dropped: writing it here
+        would block every other connection again."""
         pipe = pipes.get(sock)
         for s in (sock, pipe.peer if pipe else None):
-            if s is None or s not in pipes:
+            if s is None or pipes.pop(s, None) is None:
                 continue
-            queued = pipes.pop(s).pending
-            if queued:
-                with contextlib.suppress(OSError):
-                    s.setblocking(True)
-                    s.settimeout(5)
-                    s.sendall(queued)
             with contextlib.suppress(KeyError, ValueError):
                 sel.unregister(s)
             s.close()

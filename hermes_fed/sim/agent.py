@@ -179,10 +179,11 @@ class LocalAgent:
         sampling when the tokenizer would split a forced scaffold unlike the template."""
         from hermes_fed.sim.constrained import fits_tokenizer, generate_calls, tool_key
 
-        for tool in tools:  # checked once per tool and agent
-            if tool_key(tool) not in self._fits:
-                self._fits[tool_key(tool)] = fits_tokenizer(self.tokenizer, tool)
-        if not all(self._fits[tool_key(t)] for t in tools):
+        distinct = {tool_key(t): t for t in tools}
+        for key, tool in distinct.items():  # checked once per tool and agent
+            if key not in self._fits:
+                self._fits[key] = fits_tokenizer(self.tokenizer, tool)
+        if not all(self._fits[key] for key in distinct):
             log.warning("constrained tool calls need a tokenizer that starts a piece where a "
                         "value starts; this one does not: sampling calls freely")
             return self.generate(prompts, self.config.max_call_tokens, seed)

@@ -161,8 +161,10 @@ def generate_calls(model: Any, tokenizer: Any, prompts: Sequence[list[int]],
         ids[i, width - len(prompt):] = torch.tensor(prompt)
         mask[i, width - len(prompt):] = 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    programs = {tool_key(t): call_program(tokenizer, t) for t in tools}
-    rows = [_Row(programs[tool_key(t)]) for t in tools]
+    keys = [tool_key(t) for t in tools]
+    distinct = dict(zip(keys, tools, strict=True))
+    programs = {key: call_program(tokenizer, tool) for key, tool in distinct.items()}
+    rows = [_Row(programs[key]) for key in keys]
     out: list[list[int]] = [[] for _ in prompts]
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
