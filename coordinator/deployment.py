@@ -165,13 +165,23 @@ def _tls_files(certs: Path) -> tuple[Path, Path, Path]:
     return files
 
 
+IN_MEMORY_STATE = ":flwr-in-memory:"
+
+
 def start_superlink(home: Path, *, port: int | None = None, isolation: str = "subprocess",
                     env: Mapping[str, str] | None = None, certs: Path | None = None,
-                    node_auth: bool = False) -> FlowerProcess:
-    """``flower-superlink`` on 127.0.0.1 with its state in ``home/state.db``; waits for health.
+                    node_auth: bool = False, persistent: bool = True) -> FlowerProcess:
+    """``flower-superlink`` on 127.0.0.1; waits for health.
 
-    ``certs``: serve TLS from a ``certs init`` directory; ``node_auth``: accept only
-    registered SuperNode keys (needs ``certs``).
+    ``persistent``: its state (runs, nodes, messages) in ``home/state.db``, surviving a
+    restart, as a served coordinator needs; otherwise in memory, for a federation that
+    lives as long as its process (the local federation: tests, demo). Under load the
+    SQLite state can fail a call once a lock outlasts its 5 s busy_timeout, and Flower's
+    task heartbeat gives up for good on such an error, which expires the run: a mechanism
+    that fits a loaded CI's one "No heartbeat received from the task" (not reproduced).
+    In memory there is no such lock. ``certs``: serve TLS from a
+    ``certs init`` directory; ``node_auth``: accept only registered SuperNode keys
+    (needs ``certs``).
     """
     home.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -187,7 +197,8 @@ def start_superlink(home: Path, *, port: int | None = None, isolation: str = "su
     argv = [str(_BIN / "flower-superlink"), *security,
             "--disable-runtime-dependency-installation",
             "--host", LOOPBACK, "--port", str(port),
-            "--database", str(home / "state.db"), "--isolation", isolation]
+            "--database", str(home / "state.db") if persistent else IN_MEMORY_STATE,
+            "--isolation", isolation]
     proc = spawn("superlink", argv, env=flower_env(home, env), log_path=home / "superlink.log",
                  port=port, cwd=home)
     try:

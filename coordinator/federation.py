@@ -117,7 +117,7 @@ class LocalFederation:
         self.config_path.parent.mkdir(parents=True, exist_ok=True)
         if not self.config_path.exists():
             self.config_path.write_text("{}\n")
-        self.superlink = start_superlink(self.root / "superlink",
+        self.superlink = start_superlink(self.root / "superlink", persistent=False,
                                          env={CONFIG_ENV: str(self.config_path)})
         write_connection(self.cli_home, CONNECTION, self.superlink.address)
         if self.capture:

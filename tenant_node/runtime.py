@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from sqlalchemy import exc as sa_exc
 
 from hermes_fed.errors import ConfigError, OperationalError
 from hermes_fed.events import NewEvent
@@ -79,6 +80,14 @@ def _load_projection(target: str) -> Any:
         raise ConfigError(f"projections: cannot load {target!r}: {exc}") from None
 
 
+def _short(exc: BaseException) -> str:
+    """The driver's own one-line reason (SQLAlchemy's text would append the SQL and its
+    parameters, which may hold event data)."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).splitlines()
+    return (lines[0][:120] if lines else "") or type(orig).__name__
+
+
 class ProjectionPump(threading.Thread):
     """Keeps registered projections caught up behind the log (read models lag, never lead)."""
 
@@ -99,6 +108,13 @@ class ProjectionPump(threading.Thread):
             try:
                 runner.catch_up()
                 lag = head - runner.checkpoint()
+            except (OperationalError, sa_exc.OperationalError) as exc:
+                # Transient (a writer holds the SQLite lock past busy_timeout, PostgreSQL
+                # restarting): the batch rolled back with its checkpoint, so the next tick
+                # resumes where this one stopped. Not an error worth a traceback.
+                log.warning("event=projection_deferred projection=%s reason=%s retry_in_s=%s",
+                            runner.projection.name, _short(exc), self._interval)
+                continue
             except Exception as exc:  # a bad projection must not stop ingest
                 log.error("event=projection_failed projection=%s error=%s",
                           runner.projection.name, type(exc).__name__, exc_info=True)
