@@ -101,10 +101,19 @@ class EventSchema:
     fields: tuple[FieldSpec, ...]
     personal: frozenset[str]
     known: frozenset[str] = dataclasses.field(init=False, repr=False, compare=False)
+    _fast: tuple[tuple[str, frozenset[builtins.type] | None, bool], ...] = dataclasses.field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         # the field names, once: validate runs on every appended event
         object.__setattr__(self, "known", frozenset(f.name for f in self.fields))
+        # (name, the exact types that fit, nullable): the shallow check as set lookups
+        object.__setattr__(
+            self,
+            "_fast",
+            tuple((f.name, None if f.kinds is None else frozenset(f.kinds), f.nullable) for f in self.fields),
+        )
 
     def validate(self, data: Mapping[str, Any], deep: bool = True) -> dict[str, Any]:
         """Return the data with defaults filled in, or raise ``SchemaError``.
@@ -112,6 +121,10 @@ class EventSchema:
         Messages name the field and the value's type, never the value. ``deep=False``
         skips the walk over nested values (see :meth:`FieldSpec.check`).
         """
+        if not deep and type(data) is dict and len(data) == len(self._fast):
+            fast = self._shallow(data)
+            if fast is not None:
+                return fast
         if not isinstance(data, Mapping):
             raise SchemaError(self.type, "<data>", f"expected an object, got {type(data).__name__}")
         if not self.known.issuperset(data):
@@ -129,6 +142,27 @@ class EventSchema:
             spec.check(self.type, value, deep)
             out[spec.name] = value
         return out
+
+    def _shallow(self, data: dict[str, Any]) -> dict[str, Any] | None:
+        """The shallow check when every field is given with a value of an exact JSON type
+        (the common case, about a quarter of the general loop's cost); None: anything
+        else (a default, a subclass, a non-finite float, an error to name), left to it."""
+        out: dict[str, Any] = {}
+        for name, exact, nullable in self._fast:
+            value = data.get(name, _MISSING)
+            if value is _MISSING:  # same size as the fields, so an unknown key too
+                return None
+            kind = type(value)
+            if exact is None or kind in exact:
+                if kind is float and not math.isfinite(value):
+                    return None
+            elif value is not None or not nullable:
+                return None
+            out[name] = value
+        return out
+
+
+_MISSING = object()
 
 
 def _default(record: type[EventRecord], name: str) -> Any:

@@ -17,7 +17,6 @@ AES-GCM pass per part is all the append and the read pay.
 from __future__ import annotations
 
 import secrets
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -47,8 +46,9 @@ def split_personal(data: dict[str, Any], personal: frozenset[str]) -> tuple[dict
     return public, sealed
 
 
-def seal_personal(plaintext: bytes, event_id: uuid.UUID, subject_key: bytes) -> bytes:
-    return seal(subject_key, plaintext, event_id.bytes + PERSONAL_AAD)
+def seal_personal(plaintext: bytes, event_id: bytes, subject_key: bytes) -> bytes:
+    """``event_id``: the id's 16 bytes, as stored."""
+    return seal(subject_key, plaintext, event_id + PERSONAL_AAD)
 
 
 def open_personal(blob: bytes, event_id: bytes, subject_key: bytes, position: int) -> dict[str, Any]:
@@ -65,10 +65,11 @@ def sealed_names(public: Mapping[str, Any], personal: frozenset[str]) -> tuple[s
     return tuple(sorted(personal.difference(public)))
 
 
-def encrypt_data(keyring: Keyring | None, plaintext: bytes, event_id: uuid.UUID) -> tuple[str, bytes]:
+def encrypt_data(keyring: Keyring | None, plaintext: bytes, event_id: bytes) -> tuple[str, bytes]:
+    """``event_id``: the id's 16 bytes, as stored."""
     if keyring is None:
         return PLAIN_KEY_ID, plaintext
-    return keyring.encrypt(plaintext, event_id.bytes)
+    return keyring.encrypt(plaintext, event_id)
 
 
 def decrypt_data(
