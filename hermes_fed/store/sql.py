@@ -523,8 +523,10 @@ class SqlEventStore(EventStore):
         # append grew slower with the log (150 -> 2000 us per batch over 50k events).
         with conn.pipeline():
             lock.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,), prepare=False)
+            # %b: the ids as a binary bytea[]; as text every id was hex-escaped (a regex
+            # per element) and parsed back by the server, 0.69 ms a batch of 100 against 0.25.
             known.execute(
-                "SELECT event_id, position, stream_version FROM events WHERE event_id = ANY(%s)",
+                "SELECT event_id, position, stream_version FROM events WHERE event_id = ANY(%b)",
                 (ids,),
                 prepare=False,
             )
