@@ -381,6 +381,36 @@ def profile_append(args: argparse.Namespace, workdir: Path, backend: str) -> str
     return out.getvalue()
 
 
+def stages_append(args: argparse.Namespace, workdir: Path, backend: str) -> dict[str, Any]:
+    """Our batched append taken apart (see ``bench/store/stages.py``)."""
+    from bench.store import stages
+    from hermes_fed.store.payload import split_personal
+
+    n = min(args.events, 20000)
+    target = Target(backend, "hermes", workdir)
+    try:
+        assert target.store is not None
+        clock = stages.instrument(target.store)
+        wall, cpu = target.append(0, n, args.batch, "stages")
+        personal = target.store.catalog.schema("TrajectoryRecorded").personal
+        parts = [tuple(canonical_json(p) for p in split_personal(dict(e.data), personal))
+                 for b in range(0, n, args.batch) for e in new_events(b, args.batch, "c")]
+    finally:
+        target.close()
+    c_wall, c_cpu = stages.c_calls_only(parts)  # type: ignore[arg-type]
+    return {
+        "bench": "store-stages",
+        "backend": backend,
+        "events": n,
+        "batch": args.batch,
+        "append": {"wall_us_per_event": round(wall / n * 1e6, 2),
+                   "cpu_us_per_event": round(cpu / n * 1e6, 2)},
+        "stages_wall_us_per_event": stages.report(clock, n),
+        "c_calls_only": {"wall_us_per_event": round(c_wall, 2), "cpu_us_per_event": round(c_cpu, 2)},
+        "target_budget_us_per_event": round(1e6 / (50_000 if backend == "sqlite" else 20_000), 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -398,6 +428,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", choices=["sqlite", "postgres"], help="cProfile our batched append, then exit"
     )
+    parser.add_argument(
+        "--stages", choices=["sqlite", "postgres"],
+        help="time each step of our batched append (JSON to stdout), then exit",
+    )
     parser.add_argument("--workdir", default=None, help="where the SQLite files go (default: a temp dir)")
     parser.add_argument("--out", default="bench/results/store.json")
     args = parser.parse_args(argv)
@@ -410,6 +444,9 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         if args.profile:
             print(profile_append(args, workdir, args.profile))
+            return 0
+        if args.stages:
+            print(json.dumps(stages_append(args, workdir, args.stages), indent=2))
             return 0
         started = time.time()
         results = measure(args, workdir, log)

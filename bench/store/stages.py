@@ -1,0 +1,134 @@
+"""Where the time of one batched append goes, stage by stage (``bench_store --stages``).
+
+The store's own steps are timed by wrapping them on one store instance (the class is left
+alone); the database calls by a proxy around the driver cursor the append uses. Two floors
+come with them, per event, on the same events:
+
+- ``c_calls_only``: the C calls no implementation can skip (canonical JSON of the public and
+  the personal part, AES-GCM over each, SHA-256 over the stored bytes), in a bare loop;
+- the database's share: ``db_*`` rows (SQLite: ``COMMIT`` is the fsync of the WAL).
+
+Wall microseconds per event (CPU for the whole append only); a stage's time includes the stages it calls
+(``_write`` includes ``_log_state`` and every ``db_*`` row).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import orjson
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from hermes_fed.store import SqlEventStore
+
+STAGES = (
+    "_schema_of", "_stream_subjects_of", "_encode", "_subject_keys", "_seal",
+    "_write", "_log_state", "_log_state_pg",
+)
+
+
+class _Clock:
+    """Wall time only: a CPU-clock read is a system call of about a microsecond, and the
+    per-event stages would have carried four of them (a fifth of the append)."""
+
+    def __init__(self) -> None:
+        self.wall: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def time(self, name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.wall[name] += time.perf_counter() - t
+
+    def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        wall, perf = self.wall, time.perf_counter
+
+        def timed(*args: Any, **kwargs: Any) -> Any:  # runs per event: no context manager
+            t = perf()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                wall[name] += perf() - t
+        return timed
+
+
+class _Cursor:
+    def __init__(self, cur: Any, clock: _Clock) -> None:
+        self._cur, self._clock = cur, clock
+
+    def execute(self, sql: str, *args: Any, **kwargs: Any) -> Any:
+        words = sql.split()
+        verb = " ".join(words[:2]) if words[0] == "BEGIN" else words[0]
+        with self._clock.time(f"db_{verb.lower()}"):
+            return self._cur.execute(sql, *args, **kwargs)
+
+    def executemany(self, sql: str, rows: Any) -> Any:
+        with self._clock.time("db_executemany"):
+            return self._cur.executemany(sql, rows)
+
+    @contextmanager
+    def copy(self, sql: str) -> Iterator[Any]:
+        with self._clock.time("db_copy"), self._cur.copy(sql) as copy:
+            yield copy
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cur, name)
+
+
+class _Raw:
+    def __init__(self, raw: Any, clock: _Clock) -> None:
+        self._raw, self._clock = raw, clock
+
+    def cursor(self, *args: Any, **kwargs: Any) -> _Cursor:
+        return _Cursor(self._raw.cursor(*args, **kwargs), self._clock)
+
+    def commit(self) -> None:
+        with self._clock.time("db_commit"):
+            self._raw.commit()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+
+def instrument(store: SqlEventStore) -> _Clock:
+    """Time ``store``'s append steps from now on (this instance only)."""
+    clock = _Clock()
+    for name in STAGES:
+        if hasattr(store, name):
+            setattr(store, name, clock.wrap(name, getattr(store, name)))
+    engine_raw = store.engine.raw_connection
+    store.engine.raw_connection = lambda: _Raw(engine_raw(), clock)  # type: ignore[method-assign,return-value,assignment]
+    return clock
+
+
+def c_calls_only(parts: list[tuple[bytes, bytes]], repeats: int = 3) -> tuple[float, float]:
+    """(wall, CPU) us per event of the unavoidable C calls on these (public, personal)
+    canonical-JSON parts: encode both, AES-GCM both, SHA-256 over the result; best of
+    ``repeats`` loops."""
+    tenant, subject = AESGCM(os.urandom(32)), AESGCM(os.urandom(32))
+    values = [(orjson.loads(a), orjson.loads(b)) for a, b in parts]
+    nonce, aad, prev = os.urandom(12), os.urandom(16), bytes(32)
+    best = (float("inf"), float("inf"))
+    for _ in range(repeats):
+        t, c = time.perf_counter(), time.process_time()
+        for public, personal in values:
+            data = tenant.encrypt(nonce, orjson.dumps(public, option=orjson.OPT_SORT_KEYS), aad)
+            sealed = subject.encrypt(nonce, orjson.dumps(personal, option=orjson.OPT_SORT_KEYS), aad)
+            prev = hashlib.sha256(prev + data + sealed).digest()
+        n = max(len(values), 1)
+        best = min(best, ((time.perf_counter() - t) / n * 1e6, (time.process_time() - c) / n * 1e6))
+    return best
+
+
+def report(clock: _Clock, events: int) -> dict[str, float]:
+    """Wall us per event of each stage, slowest first."""
+    return {name: round(clock.wall[name] / events * 1e6, 2)
+            for name in sorted(clock.wall, key=lambda k: -clock.wall[k])}
