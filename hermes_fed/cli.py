@@ -26,13 +26,13 @@ COMMAND_GROUPS: tuple[tuple[str, str, str], ...] = (
     (
         "demo",
         "the whole flywheel on 127.0.0.1: 3 tenant nodes, a Flower federation, A/B, promotion, report",
-        "coordinator.demo_command:register",
+        "examples.flywheel.demo_command:register",
     ),
     ("log", "inspect and verify a tenant's event log", "hermes_fed.store.commands:register"),
     (
         "example",
         "bundled example: append sessions, verify, summarise",
-        "hermes_fed.sim.commands:register",
+        "examples.flywheel.commands:register",
     ),
     (
         "model",

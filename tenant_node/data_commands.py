@@ -16,9 +16,8 @@ FORMATS = ("hermes", "openai")
 
 def import_file(args: argparse.Namespace) -> int:
     from hermes_fed.formats.importer import import_lines
-
-    from .config import load_node_config
-    from .runtime import open_node_store
+    from tenant_node.config import load_node_config
+    from tenant_node.runtime import open_node_store
 
     path = Path(args.file)
     config = load_node_config(args.config)
@@ -52,9 +51,8 @@ def export_file(args: argparse.Namespace) -> int:
 
     from hermes_fed.formats.importer import curated_trajectories
     from hermes_fed.formats.jsonl import format_record
-
-    from .config import load_node_config
-    from .runtime import open_node_store
+    from tenant_node.config import load_node_config
+    from tenant_node.runtime import open_node_store
 
     store = open_node_store(load_node_config(args.config))
     try:
@@ -75,7 +73,7 @@ def export_file(args: argparse.Namespace) -> int:
 
 
 def _arms(text: str) -> list[Any]:
-    from .assignment import Arm
+    from tenant_node.assignment import Arm
 
     arms = []
     for part in text.split(","):
@@ -88,9 +86,9 @@ def _arms(text: str) -> list[Any]:
 
 
 def assign_user(args: argparse.Namespace) -> int:
-    from .config import load_node_config
-    from .runtime import open_node_store
-    from .service import record_assignment
+    from tenant_node.config import load_node_config
+    from tenant_node.runtime import open_node_store
+    from tenant_node.service import record_assignment
 
     store = open_node_store(load_node_config(args.config))
     try:

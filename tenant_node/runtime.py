@@ -25,12 +25,11 @@ from sqlalchemy import exc as sa_exc
 from hermes_fed.errors import ConfigError, OperationalError
 from hermes_fed.events import NewEvent
 from hermes_fed.store import Keyring, SqlEventStore, open_store
-
-from .auth import BearerTokenInterceptor
-from .config import NodeConfig
-from .metrics import NodeMetrics
-from .service import SERVICE, IngestService
-from .validation import IngestLimits
+from tenant_node.auth import BearerTokenInterceptor
+from tenant_node.config import NodeConfig
+from tenant_node.metrics import NodeMetrics
+from tenant_node.service import SERVICE, IngestService
+from tenant_node.validation import IngestLimits
 
 log = logging.getLogger(__name__)
 

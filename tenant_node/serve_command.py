@@ -11,8 +11,8 @@ LOG_FORMAT = "ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
 
 
 def serve(args: argparse.Namespace) -> int:
-    from .config import load_node_config
-    from .runtime import NodeRuntime
+    from tenant_node.config import load_node_config
+    from tenant_node.runtime import NodeRuntime
 
     logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else logging.INFO,
                         format=LOG_FORMAT, force=True)

@@ -28,11 +28,10 @@ from hermes_fed.events import NewEvent, StoredEvent
 from hermes_fed.events.codec import canonical_json
 from hermes_fed.store import AppendResult, EventStore
 from protos.hermes_fed.v1 import events_pb2, ingest_pb2
-
-from .assignment import Arm, assign, assignment_event_id
-from .metrics import NodeMetrics
-from .validation import IngestLimits, RejectedRequest, decode_batch
-from .wire import WireProblem, parse_request
+from tenant_node.assignment import Arm, assign, assignment_event_id
+from tenant_node.metrics import NodeMetrics
+from tenant_node.validation import IngestLimits, RejectedRequest, decode_batch
+from tenant_node.wire import WireProblem, parse_request
 
 log = logging.getLogger(__name__)
 

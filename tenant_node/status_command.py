@@ -11,9 +11,8 @@ def status(args: argparse.Namespace) -> int:
     from hermes_fed.events import utcnow
     from hermes_fed.quality import read_model as rm
     from hermes_fed.quality.pipeline import decide_training, quality_runner
-
-    from .config import load_node_config
-    from .runtime import open_node_store
+    from tenant_node.config import load_node_config
+    from tenant_node.runtime import open_node_store
 
     config = load_node_config(args.config)
     store = open_node_store(config)

@@ -12,10 +12,9 @@ def train(args: argparse.Namespace) -> int:
 
     from hermes_fed.errors import NothingToTrainError
     from hermes_fed.training.config import LoraTrainingConfig
-
-    from .config import load_node_config
-    from .runtime import open_node_store
-    from .training_pipeline import plan_training, train_on_node
+    from tenant_node.config import load_node_config
+    from tenant_node.runtime import open_node_store
+    from tenant_node.training_pipeline import plan_training, train_on_node
 
     config = load_node_config(args.config)
     lora = LoraTrainingConfig(

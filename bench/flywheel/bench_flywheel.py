@@ -38,15 +38,15 @@ os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
 import numpy as np
 import torch
 
+from examples.flywheel.agent import AgentConfig, LocalAgent
+from examples.flywheel.coldstart import cold_start_trajectories
+from examples.flywheel.flywheel import TenantPool, leaked, redact_batches
+from examples.flywheel.pretrain import PretrainConfig, init_sim_base, pretrain_base
+from examples.flywheel.sessions import outcome_counts, run_sessions
+from examples.flywheel.tasks import golden_trajectory, trajectory_id_for
+from examples.flywheel.tenants import SimTenant, default_tenants
 from hermes_fed.aggregation import ClientUpdate, make_aggregator
 from hermes_fed.privacy import RedactionConfig, Redactor
-from hermes_fed.sim.agent import AgentConfig, LocalAgent
-from hermes_fed.sim.coldstart import cold_start_trajectories
-from hermes_fed.sim.flywheel import TenantPool, leaked, redact_batches
-from hermes_fed.sim.pretrain import PretrainConfig, init_sim_base, pretrain_base
-from hermes_fed.sim.sessions import outcome_counts, run_sessions
-from hermes_fed.sim.tasks import golden_trajectory, trajectory_id_for
-from hermes_fed.sim.tenants import SimTenant, default_tenants
 from hermes_fed.training.config import LoraTrainingConfig
 from hermes_fed.training.evaluation import evaluate
 from hermes_fed.training.learning_rate import LR_SCHEDULES
@@ -271,7 +271,7 @@ def main() -> int:
     p.add_argument("--copy-echo", type=float, default=0.8,
                    help="share of echo dialogs in the second stage")
     p.add_argument("--corpus", type=int, default=2, choices=(1, 2),
-                   help="generic corpus version (hermes_fed.sim.pretrain.generic_trajectory)")
+                   help="generic corpus version (examples.flywheel.pretrain.generic_trajectory)")
     p.add_argument("--tokenizer", default="copy", choices=("copy", "bpe"),
                    help="copy: digits and spaces isolated (train_tokenizer copy_friendly); "
                         "bpe: GPT-2 style pre-tokenizer (spaces glued to words and numbers)")

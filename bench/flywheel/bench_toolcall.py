@@ -24,9 +24,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np
 import torch
 
-from hermes_fed.sim.agent import AgentConfig, LocalAgent
-from hermes_fed.sim.coldstart import cold_start_trajectories
-from hermes_fed.sim.tasks import FAMILIES
+from examples.flywheel.agent import AgentConfig, LocalAgent
+from examples.flywheel.coldstart import cold_start_trajectories
+from examples.flywheel.tasks import FAMILIES
 from hermes_fed.training.config import LoraTrainingConfig
 from hermes_fed.training.dataset import TrainingExample
 from hermes_fed.training.trainer import train_adapter

@@ -23,7 +23,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch
 
-from hermes_fed.sim.base import probe_copying
+from examples.flywheel.base import probe_copying
 
 
 def main() -> int:

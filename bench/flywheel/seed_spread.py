@@ -33,9 +33,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np
 import torch
 
-from hermes_fed.sim import cold_start_trajectories, default_tenants
-from hermes_fed.sim.agent import AgentConfig, LocalAgent
-from hermes_fed.sim.base import SHIPPED_BASE
+from examples.flywheel import cold_start_trajectories, default_tenants
+from examples.flywheel.agent import AgentConfig, LocalAgent
+from examples.flywheel.base import SHIPPED_BASE
 from hermes_fed.training.config import LoraTrainingConfig
 from hermes_fed.training.dataset import TrainingExample
 from hermes_fed.training.learning_rate import LR_SCHEDULES

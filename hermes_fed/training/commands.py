@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 from hermes_fed.cli import add_config_flags, config_values
-from hermes_fed.sim.base import BaseRecipe  # stdlib-only at import: the flags come from it
 from hermes_fed.training.config import LoraTrainingConfig  # stdlib-only at import, as above
 from hermes_fed.training.learning_rate import LR_SCHEDULES
 
@@ -91,21 +88,6 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-_RECIPE_FLAGS = ("size", "seed", "steps", "lr", "echo", "copy_steps", "copy_echo", "corpus")
-
-
-def _build_base(args: argparse.Namespace) -> int:
-    from hermes_fed.sim.base import build_base
-
-    _offline()
-    progress = logging.getLogger("hermes_fed.sim.pretrain")  # "pretrain step N loss L" every 100
-    progress.setLevel(logging.INFO)
-    progress.addHandler(logging.StreamHandler(sys.stdout))
-    info = build_base(Path(args.dir), BaseRecipe(**config_values(args, _RECIPE_FLAGS)))
-    print(json.dumps(info, indent=2))
-    return 0
-
-
 def _show(args: argparse.Namespace) -> int:
     from hermes_fed.training.adapter import MANIFEST
 
@@ -122,11 +104,6 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--size", choices=("1m", "2m", "10m"), default="1m", help="model size")
     p.add_argument("--seed", type=int, default=0, help="seed of weights and tokenizer corpus")
     p.set_defaults(func=_init_tiny)
-
-    p = sub.add_parser("build-base", help="pre-train the simulator's base model (the demo's recipe)")
-    p.add_argument("dir", help="output directory (must not hold a model yet)")
-    add_config_flags(p, BaseRecipe, _RECIPE_FLAGS, {"size": ("1m", "2m", "10m"), "corpus": (1, 2, 3)})
-    p.set_defaults(func=_build_base)
 
     p = sub.add_parser("train", help="train + evaluate a LoRA adapter on trajectory JSONL")
     p.add_argument("base", help="base model directory")

@@ -6,8 +6,8 @@ import json
 import random
 from pathlib import Path
 
+from examples.flywheel.tasks import FAMILIES, golden_trajectory
 from hermes_fed.events import NewEvent
-from hermes_fed.sim.tasks import FAMILIES, golden_trajectory
 from hermes_fed.store import open_store
 from tenant_node.local_round import NodeSettings, load_local_data
 

@@ -1,4 +1,4 @@
-"""``hermes-fed demo``: the README's main job (see ``coordinator.demo``)."""
+"""``hermes-fed demo``: the README's main job (see ``examples.flywheel.demo``)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ _FLAGS = ("rounds", "mode", "sessions_scale", "users", "golden_scale", "pretrain
 
 
 def _run(args: argparse.Namespace) -> int:
-    from coordinator.demo import DemoConfig, run_demo
+    from examples.flywheel.demo import DemoConfig, run_demo
 
     # presidio names every recognizer it loads at INFO; the demo prints its own progress.
     logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)
@@ -32,7 +32,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    from coordinator.demo import DemoConfig
+    from examples.flywheel.demo import DemoConfig
     from hermes_fed.training.learning_rate import LR_SCHEDULES
 
     parser.add_argument("--dir", default="var/demo", help="working directory (default var/demo)")

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from hermes_fed.errors import TeacherError
-from hermes_fed.sim.coldstart import (
+from examples.flywheel.coldstart import (
     OpenAITeacher,
     TeacherConfig,
     cold_start_report,
     cold_start_trajectories,
 )
-from hermes_fed.sim.tasks import FAMILIES, family
+from examples.flywheel.tasks import FAMILIES, family
+from hermes_fed.errors import TeacherError
 from hermes_fed.training.verifiers import VERIFIERS
 
 

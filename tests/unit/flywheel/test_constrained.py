@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from hermes_fed.sim.agent import AgentConfig, LocalAgent, ToolCall, parse_tool_call
-from hermes_fed.sim.constrained import LITERAL, call_program, fits_tokenizer
-from hermes_fed.sim.tasks import FAMILIES, SYSTEM_PROMPT, family, golden_trajectory
+from examples.flywheel.agent import AgentConfig, LocalAgent, ToolCall, parse_tool_call
+from examples.flywheel.constrained import LITERAL, call_program, fits_tokenizer
+from examples.flywheel.tasks import FAMILIES, SYSTEM_PROMPT, family, golden_trajectory
 from hermes_fed.training.dataset import to_chat
 
 
 @pytest.fixture(scope="module")
 def shipped() -> LocalAgent:
     """The packaged base: its copy-friendly tokenizer is the one the scaffold fits."""
-    from hermes_fed.sim.base import SHIPPED_BASE
+    from examples.flywheel.base import SHIPPED_BASE
 
     return LocalAgent(SHIPPED_BASE, None, config=AgentConfig(temperature=1.0))
 

@@ -23,14 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
-from hermes_fed.errors import TeacherError
-from hermes_fed.sim.tasks import (
+from examples.flywheel.tasks import (
     SYSTEM_PROMPT,
     TaskInstance,
     family,
     golden_trajectory,
     trajectory_id_for,
 )
+from hermes_fed.errors import TeacherError
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.demo import DemoConfig, _run_config
 from coordinator.rounds import RoundsConfig
+from examples.flywheel.demo import DemoConfig, _run_config
 from hermes_fed.errors import ConfigError
 
 

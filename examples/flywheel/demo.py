@@ -110,7 +110,7 @@ class DemoConfig:
 # --- the base model -------------------------------------------------------------------
 def prepare_base(cfg: DemoConfig, say: Say) -> Path:
     """The packaged pre-trained base, a given one, or a freshly pre-trained one (cached)."""
-    from hermes_fed.sim.base import BaseRecipe, build_base, shipped_base
+    from examples.flywheel.base import BaseRecipe, build_base, shipped_base
 
     if cfg.base_model is not None:
         say(f"base model: {cfg.base_model}")
@@ -216,12 +216,12 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
     """Run the demo; returns the report body (also written as JSON and HTML)."""
     from dataclasses import replace
 
-    from coordinator.demo_ab import AbSettings, offline_look, online_look
-    from coordinator.demo_report import write_report
     from coordinator.registry import AdapterRegistry
-    from hermes_fed.sim import cold_start_trajectories, default_tenants
-    from hermes_fed.sim.agent import AgentConfig, LocalAgent
-    from hermes_fed.sim.sessions import outcome_counts, run_sessions
+    from examples.flywheel import cold_start_trajectories, default_tenants
+    from examples.flywheel.agent import AgentConfig, LocalAgent
+    from examples.flywheel.demo_ab import AbSettings, offline_look, online_look
+    from examples.flywheel.demo_report import write_report
+    from examples.flywheel.sessions import outcome_counts, run_sessions
     from hermes_fed.training.config import LoraTrainingConfig
 
     started = time.perf_counter()
@@ -398,7 +398,7 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
 def _routing(client: Any, online: Mapping[str, Any], ab: Any, control: Any, treatment: Any,
              control_version: str) -> Any:
     """Users to arms by the node's keyed hash (``AssignVariant``, recorded on the node)."""
-    from hermes_fed.sim.sessions import ArmRouting
+    from examples.flywheel.sessions import ArmRouting
     from tenant_node.ab_stats import AbQuery, arms_for
 
     test_id, treatment_version = str(online["ab_test_id"]), str(online["treatment"])

@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from examples.flywheel.agent import AgentConfig, AgentOutcome, LocalAgent
+from examples.flywheel.tasks import TaskInstance, family, trajectory_id_for
+from examples.flywheel.tenants import PlantedPII, SimTenant
+from examples.flywheel.users import Feedback, UserModel
 from hermes_fed.events import NewEvent
-from hermes_fed.sim.agent import AgentConfig, AgentOutcome, LocalAgent
-from hermes_fed.sim.tasks import TaskInstance, family, trajectory_id_for
-from hermes_fed.sim.tenants import PlantedPII, SimTenant
-from hermes_fed.sim.users import Feedback, UserModel
 
 _NAMESPACE = uuid.UUID("2b9d4f61-8a3e-4c0b-9f27-5d1e6a7c3b48")
 

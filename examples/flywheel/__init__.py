@@ -1,4 +1,4 @@
-"""hermes_fed.sim: the flywheel simulator (issue 10) and the bundled example log.
+"""examples.flywheel: the flywheel simulator (issue 10) and the bundled example log.
 
 Names load lazily, so ``hermes-fed example`` does not pay for torch:
 
@@ -17,16 +17,16 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "SimTenant": "hermes_fed.sim.tenants",
-    "default_tenants": "hermes_fed.sim.tenants",
-    "simulate_sessions": "hermes_fed.sim.sessions",
-    "run_sessions": "hermes_fed.sim.sessions",
-    "cold_start_trajectories": "hermes_fed.sim.coldstart",
-    "TeacherConfig": "hermes_fed.sim.coldstart",
-    "FAMILIES": "hermes_fed.sim.tasks",
-    "TenantPool": "hermes_fed.sim.flywheel",
-    "LocalAgent": "hermes_fed.sim.agent",
-    "pretrain_base": "hermes_fed.sim.pretrain",
+    "SimTenant": "examples.flywheel.tenants",
+    "default_tenants": "examples.flywheel.tenants",
+    "simulate_sessions": "examples.flywheel.sessions",
+    "run_sessions": "examples.flywheel.sessions",
+    "cold_start_trajectories": "examples.flywheel.coldstart",
+    "TeacherConfig": "examples.flywheel.coldstart",
+    "FAMILIES": "examples.flywheel.tasks",
+    "TenantPool": "examples.flywheel.flywheel",
+    "LocalAgent": "examples.flywheel.agent",
+    "pretrain_base": "examples.flywheel.pretrain",
 }
 __all__ = sorted(_EXPORTS)
 
@@ -34,5 +34,5 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
-        raise AttributeError(f"module 'hermes_fed.sim' has no attribute {name!r}")
+        raise AttributeError(f"module 'examples.flywheel' has no attribute {name!r}")
     return getattr(importlib.import_module(module), name)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hermes_fed.sim.pretrain import PretrainConfig, generic_corpus, pretrain_base
-from hermes_fed.sim.tasks import FAMILIES
+from examples.flywheel.pretrain import PretrainConfig, generic_corpus, pretrain_base
+from examples.flywheel.tasks import FAMILIES
 
 
 def test_generic_corpus_shares_no_tool_or_parameter_with_the_task_families() -> None:
@@ -90,7 +90,7 @@ def test_echo_dialogs_repeat_the_users_span_and_have_no_tools() -> None:
 def test_sim_base_tokenizer_isolates_spaces(tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 
-    from hermes_fed.sim.pretrain import init_sim_base
+    from examples.flywheel.pretrain import init_sim_base
 
     base = init_sim_base(tmp_path / "b", "1m", seed=0)
     tok = AutoTokenizer.from_pretrained(str(base))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.demo_report import paired_interval, write_report
+from examples.flywheel.demo_report import paired_interval, write_report
 
 
 def test_paired_interval_matches_a_hand_computed_normal_interval() -> None:

@@ -11,7 +11,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from hermes_fed.sim.tasks import FAMILIES, TaskInstance, family
+from examples.flywheel.tasks import FAMILIES, TaskInstance, family
 
 _FIRST = ("Maria", "Jonas", "Aiko", "Pedro", "Fatima", "Oleg", "Chloe", "Ravi", "Ingrid",
           "Kwame", "Lucia", "Tomasz")

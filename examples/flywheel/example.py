@@ -21,7 +21,7 @@ _NAMESPACE = uuid.UUID("6f1c2a4e-6d1b-4c55-9a57-3f1f3e6d2b10")
 
 
 def example_sessions() -> Iterator[dict[str, Any]]:
-    text = resources.files("hermes_fed.sim").joinpath("data/example_sessions.jsonl").read_text()
+    text = resources.files("examples.flywheel").joinpath("data/example_sessions.jsonl").read_text()
     for line in text.splitlines():
         if line.strip():
             yield json.loads(line)

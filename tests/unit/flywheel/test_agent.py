@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from hermes_fed.sim.agent import AgentConfig, LocalAgent, ToolCall, clean_reply, parse_tool_call
-from hermes_fed.sim.tasks import FAMILIES, family, golden_trajectory
+from examples.flywheel.agent import AgentConfig, LocalAgent, ToolCall, clean_reply, parse_tool_call
+from examples.flywheel.tasks import FAMILIES, family, golden_trajectory
 from hermes_fed.training.dataset import to_chat
 
 
@@ -60,8 +60,8 @@ def test_every_golden_turn_fits_the_agents_default_token_budgets() -> None:
     # those families could never succeed, whatever the model learnt.
     from transformers import AutoTokenizer
 
-    from hermes_fed.sim import cold_start_trajectories, default_tenants
-    from hermes_fed.sim.base import SHIPPED_BASE
+    from examples.flywheel import cold_start_trajectories, default_tenants
+    from examples.flywheel.base import SHIPPED_BASE
 
     # Prepare
     tokenizer = AutoTokenizer.from_pretrained(str(SHIPPED_BASE))
@@ -183,8 +183,8 @@ def test_agent_config_refuses_bad_values(field: str, value: float) -> None:
 
 
 def test_evaluate_measures_task_success_of_every_family(tiny_model_dir: Path) -> None:
-    # Prepare: importing hermes_fed.sim.tasks registered the families' verifiers
-    from hermes_fed.sim.coldstart import cold_start_trajectories
+    # Prepare: importing examples.flywheel.tasks registered the families' verifiers
+    from examples.flywheel.coldstart import cold_start_trajectories
     from hermes_fed.training.evaluation import evaluate
 
     golden = cold_start_trajectories(sorted(FAMILIES), 1, seed=0)

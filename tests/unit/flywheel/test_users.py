@@ -7,10 +7,10 @@ import random
 import pytest
 from scipy.stats import binomtest
 
+from examples.flywheel.users import Feedback, UserModel
 from hermes_fed.events import DEFAULT_CATALOG
 from hermes_fed.quality.scoring import implicit_score
 from hermes_fed.quality.signals import fold_signals
-from hermes_fed.sim.users import Feedback, UserModel
 
 N = 4000
 

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from examples.flywheel.agent import AgentConfig, LocalAgent
+from examples.flywheel.coldstart import cold_start_trajectories
+from examples.flywheel.flywheel import TenantPool, leaked, redact_batches
+from examples.flywheel.sessions import outcome_counts, run_sessions, simulate_sessions
+from examples.flywheel.tenants import SimTenant, default_tenants
 from hermes_fed.events import DEFAULT_CATALOG
 from hermes_fed.privacy import RedactionConfig, Redactor
-from hermes_fed.sim.agent import AgentConfig, LocalAgent
-from hermes_fed.sim.coldstart import cold_start_trajectories
-from hermes_fed.sim.flywheel import TenantPool, leaked, redact_batches
-from hermes_fed.sim.sessions import outcome_counts, run_sessions, simulate_sessions
-from hermes_fed.sim.tenants import SimTenant, default_tenants
 
 _FAST = AgentConfig(temperature=1.0, max_call_tokens=10, max_answer_tokens=6)
 
@@ -137,7 +137,7 @@ def test_sim_tenant_names_the_bad_field(kwargs: dict, field: str) -> None:
 def test_routing_serves_each_user_by_its_arm_and_names_the_test(tiny_model_dir: Path,
                                                                  tenant: SimTenant) -> None:
     # Arrange: two real agents that differ (sampling vs greedy); users split by a fixed rule
-    from hermes_fed.sim.sessions import ArmRouting
+    from examples.flywheel.sessions import ArmRouting
 
     control = LocalAgent(tiny_model_dir, None, config=_FAST)
     treatment = LocalAgent(tiny_model_dir, None, config=AgentConfig(

@@ -3,13 +3,13 @@
 The flywheel needs a base that already knows the chat format and can copy values from the
 prompt (bench/flywheel/README.md: without copying, task success stays 0). Making one is a
 two-stage pre-training of the 1m tiny model on the generic corpus of
-:mod:`hermes_fed.sim.pretrain` (no task family's tool, argument or phrasing): stage 1 with
+:mod:`examples.flywheel.pretrain` (no task family's tool, argument or phrasing): stage 1 with
 30% echo dialogs, stage 2 with 80% (what taught copying). That costs about 20 minutes of
 one CPU core, twice the demo's whole budget, so the package ships the result
-(``hermes_fed/sim/base_model``, 3.9 MB, with ``pretrain.json`` naming the recipe and the
-losses). ``hermes-fed model build-base DIR`` rebuilds it from the recipe; the bits may
+(``examples/flywheel/base_model``, 3.9 MB, with ``pretrain.json`` naming the recipe and the
+losses). ``hermes-fed example build-base DIR`` rebuilds it from the recipe; the bits may
 differ from the shipped copy (float sums depend on the thread count), the behaviour does
-not (tests/unit/sim/test_base.py checks the shipped copy).
+not (tests/unit/flywheel/test_base.py checks the shipped copy).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class BaseRecipe:
 
     def stages(self) -> list[Any]:
         """The :class:`PretrainConfig` of each stage, in order."""
-        from hermes_fed.sim.pretrain import PretrainConfig
+        from examples.flywheel.pretrain import PretrainConfig
 
         first = PretrainConfig(steps=self.steps, lr=self.lr, echo=self.echo, seed=self.seed,
                                corpus=self.corpus)
@@ -67,7 +67,7 @@ def build_base(out_dir: str | Path, recipe: BaseRecipe | None = None,
 
     Returns what ``pretrain.json`` holds: the recipe and each stage's losses and seconds.
     """
-    from hermes_fed.sim.pretrain import init_sim_base, pretrain_base
+    from examples.flywheel.pretrain import init_sim_base, pretrain_base
 
     recipe = recipe or BaseRecipe()
     out = Path(out_dir)
@@ -104,8 +104,8 @@ def probe_copying(model_dir: str | Path, n: int = 48, seed: int = 4242,
     """
     import random
 
-    from hermes_fed.sim.agent import AgentConfig, LocalAgent, ToolCall, parse_tool_call
-    from hermes_fed.sim.pretrain import echo_trajectory, generic_corpus
+    from examples.flywheel.agent import AgentConfig, LocalAgent, ToolCall, parse_tool_call
+    from examples.flywheel.pretrain import echo_trajectory, generic_corpus
 
     agent = LocalAgent(model_dir, None, None, AgentConfig(temperature=0.0, max_call_tokens=80))
     rng = random.Random(seed)
@@ -132,7 +132,7 @@ def shipped_base() -> Path:
     if not (SHIPPED_BASE / "config.json").is_file():
         raise ConfigError(
             f"the packaged base model is missing at {SHIPPED_BASE}; rebuild it with "
-            f"`hermes-fed model build-base {SHIPPED_BASE}` (about 20 CPU minutes)"
+            f"`hermes-fed example build-base {SHIPPED_BASE}` (about 20 CPU minutes)"
         )
     return SHIPPED_BASE
 

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hermes_fed.errors import ConfigError
-from hermes_fed.sim.base import (
+from examples.flywheel.base import (
     RECIPE_FILE,
     BaseRecipe,
     base_recipe_of,
@@ -18,6 +17,7 @@ from hermes_fed.sim.base import (
     probe_copying,
     shipped_base,
 )
+from hermes_fed.errors import ConfigError
 from hermes_fed.training.adapter import load_base_model
 
 

@@ -6,7 +6,7 @@ an online A/B on real (simulated) traffic gates it into production.
    split and answer paired sufficient statistics through its egress guard. SHIP moves the
    candidate ``candidate -> canary -> ab``; the test stays open for its online phase.
    Anything else ends the test and the candidate stays a candidate.
-2. The demo then serves the test's users by arm (``hermes_fed.sim.sessions.ArmRouting``:
+2. The demo then serves the test's users by arm (``examples.flywheel.sessions.ArmRouting``:
    each node's keyed-hash ``AssignVariant``), and ``online_look`` runs another ``ab-only``
    look: now every node answers per-arm statistics of its users' session quality (CUPED
    on the pre-period), the coordinator combines tenants and runs its sequential test.

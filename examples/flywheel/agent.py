@@ -2,7 +2,7 @@
 
 Per task: render ``[system, user]`` with the tool through the model's chat template, sample
 a reply (by default a schema-constrained call of the tool, see
-:mod:`hermes_fed.sim.constrained`), parse ``<tool_call>{"name": ..., "arguments": ...}
+:mod:`examples.flywheel.constrained`), parse ``<tool_call>{"name": ..., "arguments": ...}
 </tool_call>`` (the template's tool-call format), execute the tool, append the tool result,
 sample the final answer. A reply without a parsable tool call is the final answer itself.
 Tasks run as a batch (left-padded, one ``generate`` per turn), seeded: same model, tasks and
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from hermes_fed.sim.tasks import SYSTEM_PROMPT, TaskInstance, family
+from examples.flywheel.tasks import SYSTEM_PROMPT, TaskInstance, family
 
 log = logging.getLogger(__name__)
 _CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
@@ -45,7 +45,7 @@ class AgentConfig:
     max_answer_tokens: int = 32
     batch_size: int = 32
     # The first turn as a call of the offered tool, its scaffold forced from the schema and
-    # only the argument values sampled (hermes_fed.sim.constrained): what serving stacks do
+    # only the argument values sampled (examples.flywheel.constrained): what serving stacks do
     # with strict tool schemas and tool_choice="required". False: free sampling.
     constrained_calls: bool = True
 
@@ -175,9 +175,9 @@ class LocalAgent:
 
     def generate_calls(self, prompts: Sequence[list[int]], tools: Sequence[Mapping[str, Any]],
                        seed: int) -> list[str]:
-        """Schema-constrained tool calls (:mod:`hermes_fed.sim.constrained`), batched; free
+        """Schema-constrained tool calls (:mod:`examples.flywheel.constrained`), batched; free
         sampling when the tokenizer would split a forced scaffold unlike the template."""
-        from hermes_fed.sim.constrained import fits_tokenizer, generate_calls, tool_key
+        from examples.flywheel.constrained import fits_tokenizer, generate_calls, tool_key
 
         distinct = {tool_key(t): t for t in tools}
         for key, tool in distinct.items():  # checked once per tool and agent

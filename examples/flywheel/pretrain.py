@@ -6,7 +6,7 @@ package ships causal-LM weights (FIELD_NOTES.md). So the simulator's base model 
 tiny model pre-trained (all weights) on a *generic* tool-use corpus: made-up tools with
 made-up parameters whose values the user states in order, a tool result, and a short
 final reply. The corpus shares no tool, parameter name or phrasing with the task families
-of :mod:`hermes_fed.sim.tasks`, so what the base knows is the chat format and copying; the
+of :mod:`examples.flywheel.tasks`, so what the base knows is the chat format and copying; the
 families' tools, argument mapping and answer templates are left for the flywheel to learn.
 """
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hermes_fed.sim.tasks import FAMILIES, SYSTEM_PROMPT
+from examples.flywheel.tasks import FAMILIES, SYSTEM_PROMPT
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hermes_fed.sim.tasks import (
+from examples.flywheel.tasks import (
     FAMILIES,
     UNIT_FACTORS,
     family,
