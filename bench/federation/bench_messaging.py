@@ -2,7 +2,7 @@
 
 Builds a throw-away Flower app whose ClientApp replies at once, starts a SuperLink and one
 SuperNode (``--isolation subprocess``: a fresh ``flwr-clientapp`` per message; or
-``--isolation process`` with ``tenant_node.warm_clientapp``), and times N sequential
+``--isolation process`` with ``tenant_node.flower.warm_clientapp``), and times N sequential
 exchanges from the ServerApp (push, then pull every 0.1 s). What is left is Flower's
 polling plus, in subprocess mode, process start-up.
 
@@ -76,8 +76,8 @@ def main() -> int:
     parser.add_argument("--exchanges", type=int, default=5)
     args = parser.parse_args()
 
-    from coordinator.deployment import run_app
-    from coordinator.federation import CONNECTION, LocalFederation, NodeSpec
+    from coordinator.deploy.local_federation import CONNECTION, LocalFederation, NodeSpec
+    from coordinator.deploy.processes import run_app
 
     out = {"machine": {"cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0]}, "runs": []}
     with tempfile.TemporaryDirectory(prefix="bench-msg-") as tmp:

@@ -5,7 +5,7 @@ rank, against shipping the full model, from the tiny model's real LoRA tensors.
 
 Part 2 (deployment mode on 127.0.0.1): a SuperLink and N SuperNodes as real processes, one
 round per mode, with the ClientApp either started per message (``--isolation subprocess``,
-Flower's default) or kept warm (``--isolation process`` + ``tenant_node.warm_clientapp``).
+Flower's default) or kept warm (``--isolation process`` + ``tenant_node.flower.warm_clientapp``).
 For each run: ``flwr run`` wall time, the round's train/evaluate exchange times, the
 slowest node's local training and handler time, aggregation time, the remainder that is
 Flower messaging + process start-up, and the bytes the nodes sent/received on the wire
@@ -36,7 +36,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 def payload_sizes(model_dir: Path, ranks: list[int]) -> dict[str, Any]:
     import torch
 
-    from coordinator.rounds import RoundsConfig
+    from coordinator.rounds.loop import RoundsConfig
     from hermes_fed.training.adapter import adapter_state, build_peft_model, load_base_model
 
     torch.set_num_threads(1)
@@ -59,7 +59,7 @@ def payload_sizes(model_dir: Path, ranks: list[int]) -> dict[str, Any]:
 
 def deployment(root: Path, model: Path, nodes: int, modes: list[str], isolation: str,
                max_steps: int) -> list[dict[str, Any]]:
-    from coordinator.federation import LocalFederation, NodeSpec, read_run_report
+    from coordinator.deploy.local_federation import LocalFederation, NodeSpec, read_run_report
     from tests.integration.federation_data import seed_tenant_store
 
     tenants = [seed_tenant_store(root / "data", f"t{i}", 80) for i in range(nodes)]

@@ -122,7 +122,7 @@ def run_clients(target: str, token: str, n: int, seconds: float, per_batch: int)
 def in_process_baseline(seconds: float, per_batch: int) -> dict[str, Any]:
     """The same batches appended straight to a store behind the same gate (no gRPC)."""
     from tenant_node.config import node_config_from_mapping
-    from tenant_node.runtime import open_node_store
+    from tenant_node.ingest.runtime import open_node_store
 
     with tempfile.TemporaryDirectory() as tmp:
         config = node_config_from_mapping({"tenant_id": "bench", "token": "b" * 20,

@@ -1,8 +1,8 @@
 """Privacy rounds: utility vs privacy (DP), and what SecAgg+ costs against a plain round.
 
 Part 1 (in-process, the same code the deployed round runs): N frozen-a rounds of
-tenant-level DP-FedAvg with server-side clipping and noise (``coordinator.privacy``) over
-M tiny-model tenants (``tenant_node.local_round``), for no DP and for three target
+tenant-level DP-FedAvg with server-side clipping and noise (``coordinator.rounds.dp``) over
+M tiny-model tenants (``tenant_node.flower.local_round``), for no DP and for three target
 epsilons. The noise multiplier of each target is the smallest ``z`` whose cumulative
 epsilon after N rounds (RDP accountant, delta) is at most the target; the clip ``C`` is the
 median update norm of the first no-DP round. Reported: held-out log-likelihood per token
@@ -51,7 +51,7 @@ def noise_for_epsilon(target: float, rounds: int, delta: float) -> float:
 
 
 def _heldout(settings: list[Any], datas: list[Any], spec: Any, tensors: Any) -> float:
-    from tenant_node.local_round import evaluate_locally
+    from tenant_node.flower.local_round import evaluate_locally
 
     total = n = 0.0
     for s, d in zip(settings, datas, strict=True):
@@ -67,13 +67,13 @@ def utility(root: Path, model: Path, tenants: int, rounds: int, epsilons: list[f
     import numpy as np
     import torch
 
-    from coordinator.privacy import PrivacySettings, noise_the_mean, privatize_updates
-    from coordinator.rounds import RoundsConfig
+    from coordinator.rounds.dp import PrivacySettings, noise_the_mean, privatize_updates
+    from coordinator.rounds.loop import RoundsConfig
     from hermes_fed.aggregation.base import make_aggregator
     from hermes_fed.aggregation.records import AggregationConfig, ClientUpdate
     from hermes_fed.privacy.dp import RdpAccountant, global_norm
     from hermes_fed.training.adapter import adapter_state, build_peft_model, load_base_model
-    from tenant_node.local_round import NodeSettings, RoundSpec, load_local_data, train_locally
+    from tenant_node.flower.local_round import NodeSettings, RoundSpec, load_local_data, train_locally
     from tests.integration.federation_data import seed_tenant_store
 
     torch.set_num_threads(1)
@@ -138,9 +138,9 @@ def utility(root: Path, model: Path, tenants: int, rounds: int, epsilons: list[f
 def secagg_cost(root: Path, model: Path, nodes: int, max_steps: int) -> dict[str, Any]:
     import numpy as np
 
-    from coordinator.federation import REPO_ROOT, LocalFederation, NodeSpec, read_run_report
-    from coordinator.privacy_rounds import APP_DIR
-    from coordinator.registry import AdapterRegistry
+    from coordinator.deploy.local_federation import REPO_ROOT, LocalFederation, NodeSpec, read_run_report
+    from coordinator.logs.registry import AdapterRegistry
+    from coordinator.rounds.private_rounds import APP_DIR
     from tests.integration.federation_data import seed_tenant_store
 
     tenants = [seed_tenant_store(root / "fed-data", f"n{i}", 80) for i in range(nodes)]

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from coordinator.deployment import free_port
-from coordinator.federation import LocalFederation, NodeSpec, read_run_report
+from coordinator.deploy.local_federation import LocalFederation, NodeSpec, read_run_report
+from coordinator.deploy.processes import free_port
 from hermes_fed.errors import ConfigError, FederationError
 from hermes_fed.training.learning_rate import LR_SCHEDULES
 
@@ -216,7 +216,7 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
     """Run the demo; returns the report body (also written as JSON and HTML)."""
     from dataclasses import replace
 
-    from coordinator.registry import AdapterRegistry
+    from coordinator.logs.registry import AdapterRegistry
     from examples.flywheel import cold_start_trajectories, default_tenants
     from examples.flywheel.agent import AgentConfig, LocalAgent
     from examples.flywheel.demo_ab import AbSettings, offline_look, online_look
@@ -399,7 +399,7 @@ def _routing(client: Any, online: Mapping[str, Any], ab: Any, control: Any, trea
              control_version: str) -> Any:
     """Users to arms by the node's keyed hash (``AssignVariant``, recorded on the node)."""
     from examples.flywheel.sessions import ArmRouting
-    from tenant_node.ab_stats import AbQuery, arms_for
+    from tenant_node.flower.ab_stats import AbQuery, arms_for
 
     test_id, treatment_version = str(online["ab_test_id"]), str(online["treatment"])
     # the arms the node's statistics expect for this test (names and weights)

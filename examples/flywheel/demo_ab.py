@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from coordinator.abtest import ABTestLog
-from coordinator.federation import LocalFederation, read_run_report
-from coordinator.promotion import PromotionLog
-from coordinator.registry import AdapterRegistry
+from coordinator.deploy.local_federation import LocalFederation, read_run_report
+from coordinator.logs.abtest import ABTestLog
+from coordinator.logs.promotion import PromotionLog
+from coordinator.logs.registry import AdapterRegistry
 from hermes_fed.abtest import Verdict
 from hermes_fed.registry.promotion import Stage
 

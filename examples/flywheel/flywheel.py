@@ -83,7 +83,7 @@ class TenantPool:
 
     def select(self, seed: int, target_n: int | None = None) -> list[TrainingExample]:
         """The selection manifest's examples (tier weights), over the whole pool, by the
-        node's rule (``tenant_node.local_round.load_local_data``): trajectories with broken
+        node's rule (``tenant_node.flower.local_round.load_local_data``): trajectories with broken
         tool use leave before selection, the rest are selected with ``target_n`` (default:
         all of them) as the budget."""
         broken = broken_trajectories({tid: s.trajectory for tid, s in self.items.items()})

@@ -115,7 +115,7 @@ def running_federation(root: Path, tiny_model: Path, tenants: list[TenantData],
                        **options: Any) -> Iterator[Any]:
     """A ``LocalFederation`` under ``root`` with one SuperNode per tenant (held-out 0.4),
     stopped (by PID) on exit; ``options`` go to ``LocalFederation``."""
-    from coordinator.federation import LocalFederation, NodeSpec
+    from coordinator.deploy.local_federation import LocalFederation, NodeSpec
 
     fed = LocalFederation(root, capture=True, **options)
     try:

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.abtest import ABTestLog
-from coordinator.federation import LocalFederation, NodeSpec
-from coordinator.promotion import PromotionLog
-from coordinator.registry import AdapterRegistry
-from coordinator.wire_capture import find_canaries
+from coordinator.deploy.local_federation import LocalFederation, NodeSpec
+from coordinator.deploy.wire_capture import find_canaries
+from coordinator.logs.abtest import ABTestLog
+from coordinator.logs.promotion import PromotionLog
+from coordinator.logs.registry import AdapterRegistry
 from hermes_fed.cli import main
 from hermes_fed.registry.promotion import Stage
 from tests.unit.coordinator.ab_data import CANARY, SeededTenant, seed_ab_tenant

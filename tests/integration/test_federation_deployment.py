@@ -6,7 +6,7 @@ lineage, and an egress audit of every byte the SuperLink received from the nodes
 (invariant 8). Each message exchange costs seconds of Flower polling and process start-up,
 so the federation is started once per module, each mode runs one short round, and the
 SuperNodes run with ``--isolation process`` and a long-lived ClientApp worker each
-(``tenant_node.warm_clientapp``), which saves the per-message start-up (bench/federation);
+(``tenant_node.flower.warm_clientapp``), which saves the per-message start-up (bench/federation);
 test_federation_subprocess covers Flower's default per-message process.
 """
 
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.federation import LocalFederation
-from coordinator.registry import AdapterRegistry
-from coordinator.wire_capture import find_canaries
+from coordinator.deploy.local_federation import LocalFederation
+from coordinator.deploy.wire_capture import find_canaries
+from coordinator.logs.registry import AdapterRegistry
 from hermes_fed.errors import FederationError
 from tests.integration.federation_data import TenantData, running_federation, seed_tenant_store
 

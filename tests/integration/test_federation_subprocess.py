@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.federation import LocalFederation, NodeSpec
-from coordinator.registry import AdapterRegistry
-from coordinator.wire_capture import find_canaries
+from coordinator.deploy.local_federation import LocalFederation, NodeSpec
+from coordinator.deploy.wire_capture import find_canaries
+from coordinator.logs.registry import AdapterRegistry
 from tests.integration.federation_data import seed_tenant_store
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ import pytest
 from hermes_fed.events import NewEvent
 from hermes_fed.training.tiny_model import init_tiny_model
 from tenant_node.config import load_node_config
-from tenant_node.runtime import open_node_store
+from tenant_node.ingest.runtime import open_node_store
 
 CALC = {"name": "calculator", "description": "Evaluate arithmetic", "parameters": {"type": "object"}}
 
@@ -145,7 +145,7 @@ def test_node_train_records_the_run_and_a_rerun_trains_nothing_twice(tmp_path: P
 def test_a_crashed_run_resumes_with_the_same_run_id_and_no_duplicate_events(tmp_path: Path) -> None:
     # Prepare: a run that was interrupted after TrainingRunStarted (nothing completed)
     from hermes_fed.training.config import LoraTrainingConfig
-    from tenant_node.training_pipeline import plan_training, run_id_for, train_on_node
+    from tenant_node.local_training import plan_training, run_id_for, train_on_node
 
     (tmp_path / "node.toml").write_text(
         'tenant_id = "acme"\ndata_dir = "data"\nmetrics_port = 0\ntoken = "test-token-0123456789"\n'

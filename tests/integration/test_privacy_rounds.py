@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from coordinator.federation import REPO_ROOT, LocalFederation, NodeSpec
-from coordinator.privacy_rounds import APP_DIR
-from coordinator.registry import AdapterRegistry
-from coordinator.wire_capture import find_canaries
+from coordinator.deploy.local_federation import REPO_ROOT, LocalFederation, NodeSpec
+from coordinator.deploy.wire_capture import find_canaries
+from coordinator.logs.registry import AdapterRegistry
+from coordinator.rounds.private_rounds import APP_DIR
 from hermes_fed.errors import FederationError
 from hermes_fed.privacy.dp import RdpAccountant
 from tests.integration.federation_data import TenantData, running_federation, seed_tenant_store

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from coordinator.deployment import flower_env
+from coordinator.deploy.processes import flower_env
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from hermes_fed.events import NewEvent, new_event
 from hermes_fed.events.session import OutputAccepted, SessionStarted, TrajectoryRecorded
-from tenant_node.assignment import Arm
+from tenant_node.ingest.assignment import Arm
 
 CANARY = "zircon-walrus-canary"
 
@@ -65,7 +65,7 @@ def seed_ab_tenant(root: Path, tenant: str, *, ab_test_id: str, users: int,
     picks the arm itself and only names it in ``SessionStarted`` (no ``VariantAssigned``).
     """
     from hermes_fed.store import Keyring, open_store
-    from tenant_node.service import record_assignment
+    from tenant_node.ingest.service import record_assignment
 
     rng = random.Random(f"{tenant}-{seed}")
     url = f"sqlite:///{root / f'{tenant}.db'}"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from coordinator.registry import AdapterRegistry
+from coordinator.logs.registry import AdapterRegistry
 from hermes_fed.cli import build_parser, main
 
 

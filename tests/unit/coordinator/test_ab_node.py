@@ -16,10 +16,10 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordD
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 from flwr.supercore.task_identity import TaskIdentity
 
-from coordinator.abtest_rounds import arm_from_metrics
+from coordinator.rounds.looks import arm_from_metrics
 from hermes_fed.abtest import ArmStats
 from hermes_fed.errors import EgressError
-from tenant_node.client_app import app
+from tenant_node.flower.client_app import app
 from tests.unit.coordinator.ab_data import CANARY, SeededTenant, seed_ab_tenant
 
 TEST_ID = "ab-node-1"
@@ -182,7 +182,7 @@ def test_offline_reply_is_the_paired_difference_on_the_heldout_split(
     from hermes_fed.training.adapter import adapter_state, build_peft_model, load_base_model
     from hermes_fed.training.config import LoraTrainingConfig
     from hermes_fed.training.evaluation import evaluate
-    from tenant_node.ab_stats import heldout_trajectories
+    from tenant_node.flower.ab_stats import heldout_trajectories
 
     torch.set_num_threads(1)
     model = tiny_model
@@ -218,10 +218,10 @@ def test_offline_look_from_registry_to_recorded_decision(
     """The coordinator's offline message (from the registry) answered by the node, recorded."""
     import torch
 
-    from coordinator.abtest import ABTestLog
-    from coordinator.abtest_rounds import _offline_content, _record_offline, _wants_offline
-    from coordinator.promotion import PromotionLog
-    from coordinator.registry import AdapterRegistry
+    from coordinator.logs.abtest import ABTestLog
+    from coordinator.logs.promotion import PromotionLog
+    from coordinator.logs.registry import AdapterRegistry
+    from coordinator.rounds.looks import _offline_content, _record_offline, _wants_offline
     from hermes_fed.training.adapter import adapter_state, build_peft_model, load_base_model
     from hermes_fed.training.config import LoraTrainingConfig
 

@@ -7,10 +7,10 @@ from flwr.supercore.task_identity import TaskIdentity
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordinator.abtest_rounds import arm_from_metrics, tenant_arms
+from coordinator.rounds.looks import arm_from_metrics, tenant_arms
 from hermes_fed.abtest import ArmStats
-from tenant_node.ab_stats import reply_payload
-from tenant_node.egress import EgressPolicy, build_reply
+from tenant_node.flower.ab_stats import reply_payload
+from tenant_node.flower.egress import EgressPolicy, build_reply
 
 POLICY = EgressPolicy(k_min=20)
 _values = st.lists(st.floats(-1.0, 1.0, allow_nan=False), min_size=0, max_size=60)

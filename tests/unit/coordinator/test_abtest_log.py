@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.abtest import ABTestLog, arm_from_dict, arm_to_dict
-from coordinator.registry import AdapterRegistry
+from coordinator.logs.abtest import ABTestLog, arm_from_dict, arm_to_dict
+from coordinator.logs.registry import AdapterRegistry
 from hermes_fed.abtest import ArmStats, TenantArms, Verdict
 from hermes_fed.errors import ABTestError, ConfigError
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.promotion import PROMOTION_STREAM, PromotionLog
-from coordinator.registry import AdapterRegistry
+from coordinator.logs.promotion import PROMOTION_STREAM, PromotionLog
+from coordinator.logs.registry import AdapterRegistry
 from hermes_fed.abtest import QualityGuardConfig
 from hermes_fed.errors import ConcurrencyError, IllegalTransitionError
 from hermes_fed.registry.promotion import PromotionConfig, RolledBack, Stage

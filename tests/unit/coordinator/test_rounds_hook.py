@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from coordinator.abtest import ABTestLog
-from coordinator.abtest_rounds import look_after_round, look_at_open_tests
-from coordinator.promotion import PromotionLog
-from coordinator.registry import AdapterRegistry
-from coordinator.rounds import RoundsConfig
+from coordinator.logs.abtest import ABTestLog
+from coordinator.logs.promotion import PromotionLog
+from coordinator.logs.registry import AdapterRegistry
+from coordinator.rounds.looks import look_after_round, look_at_open_tests
+from coordinator.rounds.loop import RoundsConfig
 
 
 @pytest.mark.parametrize(("given", "ab_only", "ab_looks"), [
@@ -40,7 +40,7 @@ def test_a_failed_look_after_a_round_is_logged_not_raised(
         ABTestLog(registry.store).create("base", "v-ghost", ab_test_id="ab-ghost")
         cfg = RoundsConfig(coordinator_dir=str(tmp_path), base_model="b")
         # Execute
-        with caplog.at_level(logging.ERROR, logger="coordinator.abtest_rounds"):
+        with caplog.at_level(logging.ERROR, logger="coordinator.rounds.looks"):
             look_after_round(None, registry, [1], cfg)  # type: ignore[arg-type]
         # Assert: logged by type, the test untouched
         assert "action=ab_look status=failed error=FederationError" in caplog.text

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from coordinator.wire_capture import LOOPBACK, CaptureRelay
+from coordinator.deploy.wire_capture import LOOPBACK, CaptureRelay
 
 
 class _Upstream:

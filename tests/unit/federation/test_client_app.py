@@ -10,10 +10,10 @@ from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 from flwr.supercore.task_identity import TaskIdentity
 
-from coordinator.rounds import RoundsConfig
-from coordinator.wire_capture import find_canaries
+from coordinator.deploy.wire_capture import find_canaries
+from coordinator.rounds.loop import RoundsConfig
 from hermes_fed.errors import EgressError
-from tenant_node.client_app import app
+from tenant_node.flower.client_app import app
 from tests.integration.federation_data import TenantData, seed_tenant_store
 
 

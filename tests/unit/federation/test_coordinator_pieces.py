@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from coordinator.deployment import (
+from coordinator.deploy.processes import (
     COMPLETED,
     FlowerProcess,
     RunOutcome,
@@ -18,9 +18,9 @@ from coordinator.deployment import (
     spawn,
     wait_healthy,
 )
-from coordinator.registry import MODEL_STREAM, AdapterRegistry
-from coordinator.report import NodeRoundReport, RoundReport, Timing, render_table
-from coordinator.rounds import CONFIG_ENV, RoundsConfig
+from coordinator.logs.registry import MODEL_STREAM, AdapterRegistry
+from coordinator.rounds.loop import CONFIG_ENV, RoundsConfig
+from coordinator.rounds.report import NodeRoundReport, RoundReport, Timing, render_table
 from hermes_fed.errors import ConfigError, FederationError
 
 
@@ -57,7 +57,7 @@ def test_rounds_config_names_an_unreadable_file(tmp_path: Path) -> None:
 
 
 def test_message_config_carries_what_the_node_parses() -> None:
-    from tenant_node.local_round import RoundSpec
+    from tenant_node.flower.local_round import RoundSpec
 
     cfg = RoundsConfig(coordinator_dir="/c", base_model="/m", mode="frozen-a", r=4, alpha=8.0)
     spec = RoundSpec.from_config(cfg.message_config(3, "v2-abc"))
@@ -67,7 +67,7 @@ def test_message_config_carries_what_the_node_parses() -> None:
 
 
 def test_the_round_learning_rate_schedule_reaches_the_node() -> None:
-    from tenant_node.local_round import RoundSpec
+    from tenant_node.flower.local_round import RoundSpec
 
     # Prepare
     cfg = RoundsConfig(coordinator_dir="/c", base_model="/m", lr_schedule="linear",
@@ -210,7 +210,7 @@ def test_ab_looks_are_dated_sim_days_ahead_only_when_asked() -> None:
     # Arrange
     from datetime import timedelta
 
-    from coordinator.abtest_rounds import look_time
+    from coordinator.rounds.looks import look_time
     from hermes_fed.events import utcnow
 
     real = RoundsConfig(coordinator_dir="/c", base_model="/m")

@@ -1,4 +1,4 @@
-"""The egress guard (invariant 8, E1-E6 in tenant_node/egress.py)."""
+"""The egress guard (invariant 8, E1-E6 in tenant_node/flower/egress.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from flwr.supercore.task_identity import TaskIdentity
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coordinator.wire_capture import find_canaries
+from coordinator.deploy.wire_capture import find_canaries
 from hermes_fed.errors import EgressError
-from tenant_node.egress import (
+from tenant_node.flower.egress import (
     Cell,
     EgressPolicy,
     ReplyPayload,

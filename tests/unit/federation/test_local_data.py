@@ -9,7 +9,7 @@ from pathlib import Path
 from examples.flywheel.tasks import FAMILIES, golden_trajectory
 from hermes_fed.events import NewEvent
 from hermes_fed.store import open_store
-from tenant_node.local_round import NodeSettings, load_local_data
+from tenant_node.flower.local_round import NodeSettings, load_local_data
 
 
 def _session(i: int, trajectory: dict, accepted: bool) -> list[NewEvent]:
@@ -69,7 +69,7 @@ def test_quality_selection_leaves_out_broken_tool_use_and_all_keeps_it(tmp_path:
 
 def test_offline_ab_heldout_leaves_out_broken_tool_use(tmp_path: Path) -> None:
     # Arrange
-    from tenant_node.ab_stats import heldout_trajectories
+    from tenant_node.flower.ab_stats import heldout_trajectories
 
     url = _log_with(tmp_path, good=20, broken=20)
     # Execute

@@ -1,9 +1,9 @@
 """Privacy rounds without processes (issue 8): settings, accountant from the log, DP
 shaping, the SecAgg+ egress rule E7, and Flower's real SecAgg+ protocol run in-process
-between :func:`coordinator.secagg.secagg_exchange` and the node's guarded mods.
+between :func:`coordinator.rounds.secagg.secagg_exchange` and the node's guarded mods.
 
 The in-process grid hands each message to a ClientApp built from the node's own mods
-(:mod:`tenant_node.secagg_client`) with a stand-in train handler that answers fixed
+(:mod:`tenant_node.flower.private_client_app`) with a stand-in train handler that answers fixed
 updates, so the sum, the quantisation bound, dropouts and halts are checked in
 milliseconds; the deployment tests do the same over real processes.
 """
@@ -25,26 +25,26 @@ from flwr.supercore.task_identity import TaskIdentity
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordinator.privacy import (
+from coordinator.rounds.dp import (
     PrivacyLedger,
     PrivacySettings,
     accountant_from_log,
     noise_the_mean,
     privatize_updates,
 )
-from coordinator.secagg import secagg_exchange
+from coordinator.rounds.secagg import secagg_exchange
 from hermes_fed.aggregation.records import ClientUpdate
 from hermes_fed.errors import ConfigError, EgressError, FederationError, PrivacyBudgetExhausted
 from hermes_fed.privacy.dp import RdpAccountant
-from tenant_node import secagg_client
-from tenant_node.egress import (
+from tenant_node.flower import private_client_app as secagg_client
+from tenant_node.flower.egress import (
     SECAGG_RECORD,
     EgressPolicy,
     ReplyPayload,
     build_secagg_fit_reply,
     check_secagg_content,
 )
-from tenant_node.secagg_updates import check_secagg_range, shape_update
+from tenant_node.flower.update_shaping import check_secagg_range, shape_update
 
 B1, B2, A1 = "m.q_proj.lora_B.weight", "m.v_proj.lora_B.weight", "m.q_proj.lora_A.weight"
 
@@ -337,7 +337,7 @@ def test_certs_init_makes_a_ca_signed_loopback_server_certificate_and_node_keys(
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
-    from coordinator.certs import CertsConfig, init_certs
+    from coordinator.deploy.certs import CertsConfig, init_certs
 
     paths = init_certs(tmp_path / "c", CertsConfig(nodes=("a", "b")))
     ca = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())

@@ -11,7 +11,7 @@ import pytest
 from flwr.proto.runtime_pb2 import SendTaskHeartbeatResponse
 from flwr.supercore.heartbeat import make_task_heartbeat_fn_http
 
-from tenant_node.warm_clientapp import task_heartbeat_fn
+from tenant_node.flower.warm_clientapp import task_heartbeat_fn
 
 
 class _Runtime:

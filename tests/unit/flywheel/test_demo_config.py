@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.rounds import RoundsConfig
+from coordinator.rounds.loop import RoundsConfig
 from examples.flywheel.demo import DemoConfig, _run_config
 from hermes_fed.errors import ConfigError
 

@@ -1,4 +1,4 @@
-"""Keyed-hash A/B assignment (tenant_node.assignment, invariants A1-A3)."""
+"""Keyed-hash A/B assignment (tenant_node.ingest.assignment, invariants A1-A3)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import binomtest, chisquare
 
-from tenant_node.assignment import (
+from tenant_node.ingest.assignment import (
     Arm,
     arm_for_point,
     assign,
@@ -24,7 +24,7 @@ HALF = [Arm("control", 1.0), Arm("treatment", 1.0)]
 
 def test_a1_same_inputs_same_arm_in_another_process() -> None:
     # Prepare
-    code = ("from tenant_node.assignment import Arm, assign;"
+    code = ("from tenant_node.ingest.assignment import Arm, assign;"
             "print(assign(b's' * 32, 'ab-1', 'user-7', [Arm('control', 1.0), "
             "Arm('treatment', 1.0)])[1])")
 

@@ -16,8 +16,8 @@ from sqlalchemy import event as sa_event
 from hermes_fed.events import NewEvent, StoredEvent
 from hermes_fed.projections import Handler, Projection
 from hermes_fed.store import SqlEventStore, open_store
-from tenant_node.metrics import NodeMetrics
-from tenant_node.runtime import ProjectionPump
+from tenant_node.ingest.metrics import NodeMetrics
+from tenant_node.ingest.runtime import ProjectionPump
 
 _MODULE = __name__
 
@@ -75,7 +75,7 @@ def test_a_locked_database_defers_the_projection_and_the_next_tick_catches_up(
     assert database is not None
     holder = sqlite3.connect(database, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
-    caplog.set_level(logging.WARNING, logger="tenant_node.runtime")
+    caplog.set_level(logging.WARNING, logger="tenant_node.ingest.runtime")
 
     # Execute
     try:
@@ -102,7 +102,7 @@ def test_a_failing_projection_is_an_error_and_the_others_still_run(
     # Prepare
     metrics = NodeMetrics()
     pump = ProjectionPump(store, [f"{_MODULE}:Broken", f"{_MODULE}:Ended"], 60.0, metrics)
-    caplog.set_level(logging.WARNING, logger="tenant_node.runtime")
+    caplog.set_level(logging.WARNING, logger="tenant_node.ingest.runtime")
 
     # Execute
     pump.catch_up()

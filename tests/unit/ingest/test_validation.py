@@ -1,4 +1,4 @@
-"""The ingest contract for bad input, without a network (tenant_node.validation).
+"""The ingest contract for bad input, without a network (tenant_node.ingest.validation).
 
 The same cases run over a real gRPC connection in tests/integration/test_ingest_daemon.py.
 """
@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from protos.hermes_fed.v1 import events_pb2, ingest_pb2
-from tenant_node.validation import IngestLimits, RejectedRequest, decode_batch
+from tenant_node.ingest.validation import IngestLimits, RejectedRequest, decode_batch
 
 LIMITS = IngestLimits(tenant_id="acme", max_event_bytes=4096, max_batch_events=5)
 INVALID = grpc.StatusCode.INVALID_ARGUMENT

@@ -1,4 +1,4 @@
-"""Naming the field of a request that does not parse (tenant_node.wire)."""
+"""Naming the field of a request that does not parse (tenant_node.ingest.wire)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protos.hermes_fed.v1 import events_pb2, ingest_pb2
-from tenant_node.wire import WireProblem, locate_wire_problem, parse_request
+from tenant_node.ingest.wire import WireProblem, locate_wire_problem, parse_request
 
 GOOD = ingest_pb2.AppendEventsRequest(events=[
     events_pb2.EventEnvelope(event_id="e0", stream_id="session-a"),

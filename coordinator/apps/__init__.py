@@ -1,0 +1,1 @@
+"""The coordinator's Flower ServerApps (plain rounds, privacy rounds) and their app directories."""

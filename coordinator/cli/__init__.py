@@ -1,0 +1,1 @@
+"""The coordinator's command groups: ``coordinator``, ``round``, ``ab``, ``model`` (promotion)."""

@@ -1,0 +1,231 @@
+"""``hermes-fed coordinator serve`` and ``hermes-fed round run``.
+
+``coordinator serve --dir D`` starts a SuperLink on 127.0.0.1 (state, Flower home, logs,
+registry and reports all under ``D``) and writes ``D/serve.json`` (port, pid, paths) for
+``round run`` and ``node join`` to find it; it runs until SIGTERM/SIGINT and then stops the
+SuperLink by PID. ``round run --dir D --rounds N --mode M --base-model B`` submits the
+hermes-fed Flower app to that SuperLink, checks the run really completed (Flower's status
+*and* the ServerApp's report), and prints the round report table.
+
+Privacy (issue 8): ``coordinator serve --certs C [--node-auth]`` serves TLS from a
+``hermes-fed certs init C`` directory and, with ``--node-auth``, accepts only SuperNodes
+whose key was added by ``coordinator register-node --dir D KEY.pub``. ``round run --dp
+server|client --clip C --noise-multiplier z --delta d --epsilon-budget E [--secagg]``
+submits the privacy app (``coordinator/apps/secagg_app``) instead of the plain one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+SERVE_FILE = "serve.json"
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from coordinator.deploy.local_federation import CONNECTION
+    from coordinator.deploy.processes import start_superlink, write_connection
+    from coordinator.rounds.loop import CONFIG_ENV
+
+    root = Path(args.dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    config_path = root / "coordinator.json"
+    if not config_path.exists():
+        config_path.write_text("{}\n")
+    certs = Path(args.certs).resolve() if args.certs else None
+    link = start_superlink(root / "superlink", port=args.port,
+                           env={CONFIG_ENV: str(config_path)}, certs=certs,
+                           node_auth=args.node_auth)
+    cli_home = root / "cli"
+    write_connection(cli_home, CONNECTION, link.address, certs=certs)
+    info = {"superlink": link.address, "pid": link.pid, "config": str(config_path),
+            "cli_home": str(cli_home), "log": str(link.log_path),
+            "certs": str(certs) if certs else None, "node_auth": bool(args.node_auth)}
+    (root / SERVE_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    print(f"SuperLink on {link.address} (pid {link.pid}); nodes join with "
+          f"`hermes-fed node join --superlink {link.address} ...`", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        while not stop.wait(1.0):
+            if not link.alive():
+                print(f"SuperLink exited ({link.popen.returncode}); log {link.log_path}")
+                return 1
+    finally:
+        link.stop()
+        (root / SERVE_FILE).unlink(missing_ok=True)
+    return 0
+
+
+def _serving(root: Path) -> dict[str, Any]:
+    from hermes_fed.errors import FederationError
+
+    try:
+        info: dict[str, Any] = json.loads((root / SERVE_FILE).read_text())
+    except OSError:
+        raise FederationError(f"no coordinator is serving from {root}: start "
+                              "`hermes-fed coordinator serve --dir` first") from None
+    return info
+
+
+def _register_node(args: argparse.Namespace) -> int:
+    from coordinator.deploy.local_federation import CONNECTION
+    from coordinator.deploy.processes import register_supernode
+    from hermes_fed.errors import FederationError
+
+    info = _serving(Path(args.dir).resolve())
+    if not info.get("node_auth"):
+        raise FederationError("this coordinator runs without --node-auth: every node may "
+                              "connect; restart `coordinator serve` with --certs and --node-auth")
+    node_id = register_supernode(Path(info["cli_home"]), CONNECTION, Path(args.key).resolve())
+    print(f"registered SuperNode {node_id} (key {args.key})")
+    return 0
+
+
+def _privacy_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The privacy keys of ``round run``, checked here before anything starts."""
+    from coordinator.rounds.dp import PrivacySettings
+
+    config: dict[str, Any] = {
+        "dp": args.dp, "dp-clip": args.clip, "dp-noise-multiplier": args.noise_multiplier,
+        "dp-delta": args.delta, "dp-epsilon-budget": args.epsilon_budget,
+        "secagg": int(args.secagg), "secagg-shares": args.secagg_shares,
+        "secagg-threshold": args.secagg_threshold}
+    settings = PrivacySettings.from_run_config(config, env={})
+    settings.check_round_setup(args.mode, args.min_nodes)
+    return config
+
+
+def _round_run(args: argparse.Namespace) -> int:
+    from coordinator.deploy.local_federation import REPO_ROOT, read_run_report, submit
+    from coordinator.rounds.report import render_table
+
+    root = Path(args.dir).resolve()
+    privacy = _privacy_config(args)
+    info = _serving(root)
+    run_config: dict[str, Any] = {
+        "coordinator-dir": str(root), "base-model": str(Path(args.base_model).resolve()),
+        "num-server-rounds": args.rounds, "mode": args.mode, "min-nodes": args.min_nodes,
+        "r": args.rank, "max-steps": args.max_steps, "lr": args.lr,
+        "lr-schedule": args.lr_schedule, "warmup-steps": args.warmup_steps,
+        "batch-size": args.batch_size, "clip-norm": args.clip_norm,
+    }
+    app_dir = REPO_ROOT
+    if args.dp != "off" or args.secagg:
+        from coordinator.rounds.private_rounds import APP_DIR
+
+        run_config.update(privacy)
+        app_dir = APP_DIR
+    outcome = submit(Path(info["cli_home"]), Path(info["config"]), run_config,
+                     app_dir=app_dir, timeout=args.timeout)
+    body = read_run_report(root, outcome.run_id)
+    reports = [_report_from_dict(r) for r in body["rounds"]]
+    print(render_table(reports))
+    if app_dir != REPO_ROOT:
+        from coordinator.rounds.private_rounds import render_privacy
+
+        for r in body["rounds"]:
+            print(render_privacy(r["round"], r["privacy"]))
+    print(f"run {outcome.run_id}: {outcome.status}; report "
+          f"{root / 'reports' / f'run-{outcome.run_id}.json'}")
+    return 0
+
+
+def _versions(args: argparse.Namespace) -> int:
+    from coordinator.logs.registry import AdapterRegistry
+
+    with AdapterRegistry.open(Path(args.dir).resolve()) as registry:
+        versions = registry.versions()
+    if args.json:
+        print(json.dumps([v.to_dict() for v in versions], indent=2))
+        return 0
+    for v in versions:
+        lin = v.lineage
+        print(f"{v.version:<20} parent={v.parent or '-':<20} round={lin.get('round')} "
+              f"mode={lin.get('mode')} nodes={len(lin.get('participating_nodes', []))} "
+              f"residual={lin.get('residual')}")
+    return 0
+
+
+def _report_from_dict(body: dict[str, Any]) -> Any:
+    from coordinator.rounds.report import NodeRoundReport, RoundReport, Timing
+
+    timing = {k: v for k, v in body["timing"].items() if k != "messaging"}
+    return RoundReport(
+        run_id=body["run_id"], round=body["round"], mode=body["mode"],
+        parent_version=body["parent_version"], version=body["version"],
+        nodes=tuple(NodeRoundReport(**n) for n in body["nodes"]),
+        residual=body["residual"], fedavg_error=body["fedavg_error"],
+        timing=Timing(**{k: v or 0.0 for k, v in timing.items()}),
+        aggregation=body.get("aggregation", {}))
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    """The ``coordinator`` group."""
+    sub = parser.add_subparsers(dest="coordinator_command", metavar="SUBCOMMAND")
+    p = sub.add_parser("serve", help="run the Flower SuperLink of the coordinator on 127.0.0.1")
+    p.add_argument("--dir", required=True, help="coordinator directory (state, registry, reports)")
+    p.add_argument("--port", type=int, default=None, help="SuperLink port; default: a free one")
+    p.add_argument("--certs", default=None,
+                   help="serve TLS from this `hermes-fed certs init` directory; default none")
+    p.add_argument("--node-auth", action="store_true",
+                   help="accept only SuperNodes registered with `coordinator register-node`")
+    p.set_defaults(func=_serve)
+    p = sub.add_parser("versions", help="list the registry's adapter versions and lineage")
+    p.add_argument("--dir", required=True, help="coordinator directory")
+    p.add_argument("--json", action="store_true", help="full lineage as JSON")
+    p.set_defaults(func=_versions)
+    p = sub.add_parser("register-node", help="allow a SuperNode's ECDSA public key (node auth)")
+    p.add_argument("key", help="the node's public key (OpenSSH format, from certs init)")
+    p.add_argument("--dir", required=True, help="the directory `coordinator serve` uses")
+    p.set_defaults(func=_register_node)
+
+
+def register_round(parser: argparse.ArgumentParser) -> None:
+    """The ``round`` group."""
+    from hermes_fed.training.config import LoraTrainingConfig  # no torch: config only
+    from hermes_fed.training.learning_rate import LR_SCHEDULES
+
+    sub = parser.add_subparsers(dest="round_command", metavar="SUBCOMMAND")
+    p = sub.add_parser("run", help="run federated LoRA rounds on the serving coordinator")
+    p.add_argument("--dir", required=True, help="the directory `coordinator serve` uses")
+    p.add_argument("--base-model", required=True, help="base-model dir shared with the nodes")
+    p.add_argument("--rounds", type=int, default=1, help="rounds to run; default 1")
+    p.add_argument("--mode", choices=("exact", "fedavg", "frozen-a"), default="frozen-a",
+                   help="aggregation mode; default frozen-a")
+    p.add_argument("--min-nodes", type=int, default=1, help="nodes needed; default 1")
+    p.add_argument("--rank", type=int, default=8, help="LoRA rank; default 8")
+    p.add_argument("--max-steps", type=int, default=4, help="local steps per round; default 4")
+    p.add_argument("--lr", type=float, default=1e-3,
+                   help="local peak learning rate; default 1e-3")
+    lora_fields = LoraTrainingConfig.__dataclass_fields__
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES,
+                   default=lora_fields["lr_schedule"].default,
+                   help="local learning-rate schedule, restarted every round; default "
+                        f"{lora_fields['lr_schedule'].default}")
+    p.add_argument("--warmup-steps", type=int, default=lora_fields["warmup_steps"].default,
+                   help="local warmup steps per round; default "
+                        f"{lora_fields['warmup_steps'].default}")
+    p.add_argument("--batch-size", type=int, default=8, help="local batch size; default 8")
+    p.add_argument("--clip-norm", type=float, default=0.0,
+                   help="update-norm clipping bound; default 0 (none)")
+    p.add_argument("--timeout", type=float, default=3600.0, help="seconds for the whole run")
+    p.add_argument("--dp", choices=("off", "server", "client"), default="off",
+                   help="differential privacy: who clips and adds the noise; default off")
+    p.add_argument("--clip", type=float, default=1.0, help="DP: L2 bound C per node update")
+    p.add_argument("--noise-multiplier", type=float, default=1.0,
+                   help="DP: z, the noise on the sum has std z*C; default 1.0")
+    p.add_argument("--delta", type=float, default=1e-5, help="DP: delta; default 1e-5")
+    p.add_argument("--epsilon-budget", type=float, default=0.0,
+                   help="DP: refuse rounds past this cumulative epsilon; default 0 (none)")
+    p.add_argument("--secagg", action="store_true",
+                   help="SecAgg+: the coordinator sees only the sum (frozen-a, >= 3 nodes)")
+    p.add_argument("--secagg-shares", type=int, default=3, help="SecAgg+ shares; default 3")
+    p.add_argument("--secagg-threshold", type=int, default=2,
+                   help="SecAgg+ reconstruction threshold; default 2")
+    p.set_defaults(func=_round_run)

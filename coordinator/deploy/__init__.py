@@ -1,0 +1,1 @@
+"""Running the federation: Flower processes, the local federation, certificates, wire capture."""

@@ -1,0 +1,1 @@
+"""The coordinator's event-sourced logs: adapter registry, promotion, A/B tests."""

@@ -1,0 +1,269 @@
+"""A/B looks over a Flower ``Grid``: ask every node ``query.ab_stats``, record, act.
+
+Orchestration only. One look (`look_at_open_tests`, called after each federated round or
+alone with ``ab-only``):
+
+1. every open test in the coordinator's log goes to every node as a ``query.ab_stats``
+   message whose ``config`` carries the ``ABTestCreated`` facts (``ab-test-id``,
+   ``control``, ``treatment``, ``traffic-split``, ``min-samples``, ``duration-days``) and
+   the ``mode``: ``offline`` while the treatment is a promotion *candidate* and has no
+   offline look yet (then the message also carries the ``candidate`` and ``current``
+   adapters from the registry), ``online`` otherwise;
+2. each reply's cells (``ab.control``/``ab.treatment`` or ``ab.paired``: ``.n``,
+   ``.sum``, ``.sumsq`` and the CUPED sums) become `ArmStats`; a node whose cell was
+   suppressed (fewer than k_min units) or that failed is listed, not guessed at;
+3. `ABTestLog` records the look (and the conclusion); a ROLLBACK rolls a live treatment
+   back (`PromotionLog.on_conclusion`);
+4. the production version's session quality since the last look is asked for
+   (``mode=version``), recorded as ``ModelQualityReported``, and the negative-feedback-loop
+   guard runs.
+
+Tenants are keyed by Flower node id: a node says nothing about who it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+
+from coordinator.logs.abtest import ABTestLog, ABTestStatus, LookOutcome, arm_to_dict
+from coordinator.logs.promotion import PromotionLog
+from hermes_fed.abtest import ArmStats, QualityGuardConfig, TenantArms
+from hermes_fed.errors import HermesFedError
+from hermes_fed.events import to_micros, utcnow
+from hermes_fed.registry.promotion import Stage
+
+logger = logging.getLogger(__name__)
+
+MESSAGE_TYPE = "query.ab_stats"
+BASE_VERSIONS = frozenset({"base", "none"})
+
+
+def online_config(status: ABTestStatus) -> ConfigRecord:
+    s = status.spec
+    return ConfigRecord({"mode": "online", "ab-test-id": s.ab_test_id, "control": s.control,
+                         "treatment": s.treatment, "traffic-split": float(s.traffic_split),
+                         "min-samples": s.min_samples, "duration-days": s.duration_days})
+
+
+def offline_config(status: ABTestStatus, lineage: Mapping[str, Any]) -> ConfigRecord:
+    config = online_config(status)
+    config["mode"] = "offline"
+    config["r"] = int(lineage.get("r", 8))
+    config["alpha"] = float(lineage.get("alpha", 16.0))
+    config["max-length"] = int(lineage.get("max_length", 256))  # score as it was trained
+    return config
+
+
+def version_config(version: str, since_us: int) -> ConfigRecord:
+    return ConfigRecord({"mode": "version", "version": version, "since-us": int(since_us)})
+
+
+def arm_from_metrics(metrics: Mapping[str, Any], cell: str) -> ArmStats | None:
+    """The `ArmStats` of ``cell`` in a reply's metrics; None when it was suppressed."""
+    if f"{cell}.n" not in metrics:
+        return None
+    cov = [metrics.get(f"{cell}.{k}") for k in ("sum_x", "sum_x2", "sum_xy")]
+    base = (int(metrics[f"{cell}.n"]), float(metrics[f"{cell}.sum"]),
+            float(metrics[f"{cell}.sumsq"]))
+    if all(c is not None for c in cov):
+        return ArmStats(*base, *(float(c) for c in cov))  # type: ignore[arg-type]
+    return ArmStats(*base)
+
+
+def _metrics(reply: Message | None) -> Mapping[str, Any] | None:
+    if reply is None or reply.has_error() or "metrics" not in reply.content:
+        return None
+    return dict(reply.content.metric_records["metrics"])
+
+
+def _adapter_record(tensors: Mapping[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in sorted(tensors.items())})
+
+
+def query_nodes(grid: Grid, requests: Sequence[tuple[str, int, RecordDict]], *,
+                timeout: float, interval: float) -> dict[tuple[str, int], Message]:
+    """Push every ``(key, node, content)`` as ``query.ab_stats`` at once; pull the replies.
+
+    One exchange for all the questions of a look: each exchange costs seconds of polling
+    in deployment mode, whatever it carries.
+    """
+    messages = [Message(content, dst_node_id=node, message_type=MESSAGE_TYPE)
+                for _, node, content in requests]
+    started = time.monotonic()
+    ids = list(grid.push_messages(messages))
+    wanted = {mid: (key, node) for mid, (key, node, _) in zip(ids, requests, strict=True)}
+    replies: dict[tuple[str, int], Message] = {}
+    while len(replies) < len(wanted) and time.monotonic() - started < timeout:
+        for reply in grid.pull_messages([i for i in wanted if wanted[i] not in replies]):
+            where = wanted.get(reply.metadata.reply_to_message_id)
+            if where is not None:
+                replies[where] = reply
+        if len(replies) < len(wanted):
+            time.sleep(interval)
+    return replies
+
+
+def _why_missing(reply: Message | None) -> str:
+    if reply is None:
+        return "no reply"
+    if reply.has_error():
+        return f"error code {reply.error.code}"
+    return "suppressed (fewer than k_min)"
+
+
+def tenant_arms(replies: Mapping[int, Message], nodes: Sequence[int]
+                ) -> tuple[list[TenantArms], list[str]]:
+    """Both arms of each node that reported them; the others as ``"<node>: <why>"``."""
+    arms: list[TenantArms] = []
+    missing: list[str] = []
+    for node in nodes:
+        metrics = _metrics(replies.get(node))
+        control = arm_from_metrics(metrics, "ab.control") if metrics else None
+        treatment = arm_from_metrics(metrics, "ab.treatment") if metrics else None
+        if control is None or treatment is None:
+            missing.append(f"{node}: {_why_missing(replies.get(node))}")
+        else:
+            arms.append(TenantArms(str(node), control, treatment))
+    return arms, missing
+
+
+def _wants_offline(status: ABTestStatus, promotions: PromotionLog) -> bool:
+    current = promotions.state().get(status.spec.treatment)
+    return (current is not None and current.stage is Stage.CANDIDATE
+            and not status.has_offline_look())
+
+
+def _offline_content(registry: Any, status: ABTestStatus) -> RecordDict:
+    spec = status.spec
+    content = RecordDict({"config": offline_config(status, registry.get(spec.treatment).lineage),
+                          "candidate": _adapter_record(registry.load(spec.treatment))})
+    if spec.control not in BASE_VERSIONS:
+        content["current"] = _adapter_record(registry.load(spec.control))
+    return content
+
+
+def _by_node(replies: Mapping[tuple[str, int], Message], key: str) -> dict[int, Message]:
+    return {node: m for (k, node), m in replies.items() if k == key}
+
+
+def _record_offline(abtests: ABTestLog, status: ABTestStatus, replies: Mapping[int, Message],
+                    nodes: Sequence[int], now: datetime | None) -> LookOutcome:
+    paired: dict[str, ArmStats] = {}
+    missing: list[str] = []
+    for n in nodes:
+        metrics = _metrics(replies.get(n))
+        arm = arm_from_metrics(metrics, "ab.paired") if metrics else None
+        if arm is None:
+            missing.append(f"{n}: {_why_missing(replies.get(n))}")
+        else:
+            paired[str(n)] = arm
+    return abtests.record_offline_look(status.spec.ab_test_id, paired, suppressed=missing, now=now)
+
+
+def _quality_request(promotions: PromotionLog) -> tuple[str, int] | None:
+    """The production version and since when (µs) to count its sessions: its last look."""
+    version = promotions.state().production
+    if version is None:
+        return None
+    since = max([*(w for w, _ in promotions.quality_series(version)),
+                 *(h.recorded_at for h in promotions.history(version)
+                   if h.event_type == "ModelPromoted" and h.data["stage"] == "production")])
+    return version, to_micros(since)
+
+
+def _record_quality(promotions: PromotionLog, version: str, replies: Mapping[int, Message],
+                    nodes: Sequence[int], guard: QualityGuardConfig | None) -> dict[str, Any]:
+    total = ArmStats()
+    missing = []
+    for n in nodes:
+        metrics = _metrics(replies.get(n))
+        arm = arm_from_metrics(metrics, "ab.version") if metrics else None
+        if arm is None:
+            missing.append(f"{n}: {_why_missing(replies.get(n))}")
+        else:
+            total = total + arm
+    stats = {**arm_to_dict(total), "mean": total.mean if total.n else None,
+             "tenants": len(nodes) - len(missing), "suppressed_tenants": missing}
+    look = promotions.record_quality(version, stats)
+    trend, fact = promotions.check_feedback_loop(guard)
+    return {"version": version, "look": look, "stats": stats,
+            "breached": bool(trend and trend.breached), "rolled_back": fact is not None}
+
+
+def look_at_open_tests(grid: Grid, registry: Any, nodes: Sequence[int], *, timeout: float,
+                       interval: float, now: datetime | None = None,
+                       guard: QualityGuardConfig | None = None) -> list[LookOutcome]:
+    """One look at every open test (offline or online) and at production quality.
+
+    All questions go out in one exchange; then each test's look is recorded, a ROLLBACK
+    withdraws its live treatment, and the production version's quality is recorded and
+    guarded.
+    """
+    abtests = ABTestLog(registry.store)
+    promotions = PromotionLog(registry.store)
+    plans: list[tuple[ABTestStatus, bool]] = []
+    requests: list[tuple[str, int, RecordDict]] = []
+    for status in abtests.open_tests():
+        offline = _wants_offline(status, promotions)
+        plans.append((status, offline))
+        # a RecordDict per message: Flower tracks a message's objects by identity
+        requests += [(status.spec.ab_test_id, n,
+                      _offline_content(registry, status) if offline
+                      else RecordDict({"config": online_config(status)})) for n in nodes]
+    quality = _quality_request(promotions)
+    if quality is not None:
+        requests += [("", n, RecordDict({"config": version_config(*quality)})) for n in nodes]
+    if not requests:
+        return []
+    replies = query_nodes(grid, requests, timeout=timeout, interval=interval)
+    outcomes = []
+    for status, offline in plans:
+        answers = _by_node(replies, status.spec.ab_test_id)
+        if offline:
+            outcome = _record_offline(abtests, status, answers, nodes, now)
+        else:
+            arms, missing = tenant_arms(answers, nodes)
+            outcome = abtests.record_online_look(status.spec.ab_test_id, arms,
+                                                 suppressed=missing, now=now)
+        logger.info("ab_test_id=%s look=%d verdict=%s concluded=%s", outcome.ab_test_id,
+                    outcome.look, outcome.verdict.value, outcome.concluded)
+        if outcome.concluded:
+            promotions.on_conclusion(status.spec.ab_test_id, status.spec.treatment,
+                                     outcome.verdict.value, outcome.reasons)
+        outcomes.append(outcome)
+    if quality is not None:
+        _record_quality(promotions, quality[0], _by_node(replies, ""), nodes, guard)
+    return outcomes
+
+
+def look_time(cfg: Any) -> datetime:
+    """When a look happens: now, or ``sim-days`` ahead on a simulator's clock."""
+    days = float(cfg.sim_days)
+    if days:
+        logger.info("action=ab_look sim_days=%s", days)
+    return utcnow() + timedelta(days=days)
+
+
+def ab_looks(grid: Grid, registry: Any, nodes: Sequence[int], cfg: Any) -> None:
+    """``ab-only`` runs: ``num-server-rounds`` looks, no training (``coordinator.rounds.loop``)."""
+    for _ in range(int(cfg.num_server_rounds)):
+        look_at_open_tests(grid, registry, nodes, timeout=cfg.round_timeout,
+                           interval=cfg.poll_interval, now=look_time(cfg))
+
+
+def look_after_round(grid: Grid, registry: Any, nodes: Sequence[int], cfg: Any) -> None:
+    """One look after a federated round; a failed look is logged and leaves the round be."""
+    try:
+        look_at_open_tests(grid, registry, nodes, timeout=cfg.round_timeout,
+                           interval=cfg.poll_interval, now=look_time(cfg))
+    except (HermesFedError, ValueError, KeyError) as exc:
+        logger.error("action=ab_look status=failed error=%s", type(exc).__name__)
+        logger.debug("ab look failed", exc_info=True)

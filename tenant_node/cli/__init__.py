@@ -1,0 +1,1 @@
+"""The ``hermes-fed node`` command group and its sub-commands."""

@@ -1,0 +1,129 @@
+"""``hermes-fed node import|export|assign``: data in and out of the local log.
+
+``import`` and ``assign`` append through the same redaction gate as the daemon (the store
+is opened with it), so the CLI is no back door around redaction (invariant 7).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+FORMATS = ("hermes", "openai")
+
+
+def import_file(args: argparse.Namespace) -> int:
+    from hermes_fed.formats.importer import import_lines
+    from tenant_node.config import load_node_config
+    from tenant_node.ingest.runtime import open_node_store
+
+    path = Path(args.file)
+    config = load_node_config(args.config)
+    closer: Any
+    if args.via_daemon:
+        # Through the running node: its redactor (and placeholder state) and its single
+        # writer, instead of a second process writing the same log.
+        from hermes_fed.client import IngestClient
+
+        root = Path(config.tls.cert_file).read_bytes() if config.tls.enabled else None
+        client = IngestClient(config.listen, tenant_id=config.tenant_id,
+                              token=config.resolved_token(), root_certificates=root)
+        append, closer = client.append, client
+    else:
+        store = open_node_store(config)
+        append, closer = store.append, store
+    try:
+        with path.open("rb") as fh:
+            report = import_lines(fh, args.format, append, batch_size=args.batch_size,
+                                  source=args.source or path.stem)
+    finally:
+        closer.close()
+    for bad in report.bad_lines:
+        print(f"{path}:{bad}", file=sys.stderr)
+    print(f"{path}: {report}")
+    return 0 if report.imported + report.duplicates > 0 or not report.bad_lines else 1
+
+
+def export_file(args: argparse.Namespace) -> int:
+    import json
+
+    from hermes_fed.formats.importer import curated_trajectories
+    from hermes_fed.formats.jsonl import format_record
+    from tenant_node.config import load_node_config
+    from tenant_node.ingest.runtime import open_node_store
+
+    store = open_node_store(load_node_config(args.config))
+    try:
+        items = list(curated_trajectories(store.read(), args.selection))
+    finally:
+        store.close()
+    lines = []
+    for item in items:
+        record = format_record(item.trajectory, args.format)
+        record["tier"], record["weight"] = item.tier, item.weight
+        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+    if args.out == "-":
+        sys.stdout.writelines(lines)
+    else:
+        Path(args.out).write_text("".join(lines), encoding="utf-8")
+    print(f"exported {len(items)} trajectories as {args.format}", file=sys.stderr)
+    return 0
+
+
+def _arms(text: str) -> list[Any]:
+    from tenant_node.ingest.assignment import Arm
+
+    arms = []
+    for part in text.split(","):
+        name, _, weight = part.partition("=")
+        try:
+            arms.append(Arm(name.strip(), float(weight) if weight else 1.0))
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"--arms {part!r}: {exc}") from None
+    return arms
+
+
+def assign_user(args: argparse.Namespace) -> int:
+    from tenant_node.config import load_node_config
+    from tenant_node.ingest.runtime import open_node_store
+    from tenant_node.ingest.service import record_assignment
+
+    store = open_node_store(load_node_config(args.config))
+    try:
+        arm, point, result = record_assignment(store, args.test, args.user, args.arms)
+    finally:
+        store.close()
+    print(f"{arm.name}\tbucket={point:.6f}\tposition={result.position}"
+          f"{' (already recorded)' if result.duplicate else ''}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("import", help="import Hermes/ShareGPT or OpenAI chat JSONL "
+                                             "(redacted, bad lines reported and skipped)")
+    p.add_argument("file", help="JSONL file")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--config", required=True, help="node TOML file")
+    p.add_argument("--batch-size", type=int, default=100, help="lines per transaction")
+    p.add_argument("--source", default="", help="source tag for stream ids (default: file stem)")
+    p.add_argument("--via-daemon", action="store_true",
+                   help="send through the running node (its listen address and token from "
+                        "the config) instead of opening the store")
+    p.set_defaults(func=import_file)
+
+    p = subparsers.add_parser("export", help="export the curated training set as JSONL")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--config", required=True, help="node TOML file")
+    p.add_argument("--out", default="-", help="output file (default stdout)")
+    p.add_argument("--selection", default=None, help="selection_id (default: the latest)")
+    p.set_defaults(func=export_file)
+
+    p = subparsers.add_parser("assign", help="assign a user to an A/B arm and record it")
+    p.add_argument("--config", required=True, help="node TOML file")
+    p.add_argument("--test", required=True, help="ab_test_id")
+    p.add_argument("--user", required=True, help="user_ref")
+    p.add_argument("--arms", required=True, type=_arms,
+                   help="name=weight,... e.g. control=0.9,treatment=0.1")
+    p.set_defaults(func=assign_user)

@@ -1,0 +1,2 @@
+"""The node's side of the federation: Flower ClientApps, the egress guard (the only
+reply builder), local rounds."""

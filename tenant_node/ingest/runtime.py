@@ -1,0 +1,230 @@
+"""The node runtime: key ring, redaction gate, store, gRPC server, health, metrics, projections.
+
+Start-up order puts the gate before the door: the store opens with the redactor as its gate
+(so no code path appends unredacted data, invariant 7), then the gRPC server starts, and
+only then does health report SERVING. Shutdown reverses it: health goes NOT_SERVING, the
+server stops taking calls and gives in-flight ones ``shutdown_grace_s`` to finish (their
+appends complete or roll back whole), projections catch up one last time, the store closes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from sqlalchemy import exc as sa_exc
+
+from hermes_fed.errors import ConfigError, OperationalError
+from hermes_fed.events import NewEvent
+from hermes_fed.store import Keyring, SqlEventStore, open_store
+from tenant_node.config import NodeConfig
+from tenant_node.ingest.auth import BearerTokenInterceptor
+from tenant_node.ingest.metrics import NodeMetrics
+from tenant_node.ingest.service import SERVICE, IngestService
+from tenant_node.ingest.validation import IngestLimits
+
+log = logging.getLogger(__name__)
+
+Gate = Callable[[Sequence[NewEvent]], Sequence[NewEvent]]
+_ENVELOPE_SLACK = 64 * 1024
+
+
+def build_gate(
+    config: NodeConfig, secret: bytes, metrics: NodeMetrics, placeholder_index: Any = None
+) -> Gate:
+    """The redaction gate: ``Redactor.redact_new_events`` plus counting what it redacted."""
+    from hermes_fed.privacy import RedactionConfig, Redactor
+
+    redactor = Redactor(RedactionConfig.from_mapping(config.redaction), secret, placeholder_index)
+
+    def gate(events: Sequence[NewEvent]) -> Sequence[NewEvent]:
+        redacted = redactor.redact_new_events(events)
+        metrics.count_redactions(redacted)
+        return redacted
+
+    return gate
+
+
+def open_node_store(config: NodeConfig, metrics: NodeMetrics | None = None) -> SqlEventStore:
+    """Open the tenant's store behind the redaction gate (used by serve, import, export)."""
+    keyring_path = config.resolved_keyring_path
+    keyring_path.parent.mkdir(parents=True, exist_ok=True)
+    keyring = Keyring.load_or_create(keyring_path, config.tenant_id)
+    url = config.resolved_store_url
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    from hermes_fed.privacy.placeholder_store import SqlPlaceholderIndex
+
+    store = open_store(url, config.tenant_id, keyring=keyring, schema=config.store_schema)
+    # Placeholder numbers live beside the log so a session's <EMAIL_ADDRESS_1> stays the
+    # same across daemon restarts and across processes (serve, import, train).
+    index = SqlPlaceholderIndex(store.engine, keyring)
+    store.gate = build_gate(config, keyring.hmac_secret, metrics or NodeMetrics(), index)
+    return store
+
+
+def _load_projection(target: str) -> Any:
+    module_name, _, attr = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)()
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"projections: cannot load {target!r}: {exc}") from None
+
+
+def _short(exc: BaseException) -> str:
+    """The driver's own one-line reason (SQLAlchemy's text would append the SQL and its
+    parameters, which may hold event data)."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).splitlines()
+    return (lines[0][:120] if lines else "") or type(orig).__name__
+
+
+class ProjectionPump(threading.Thread):
+    """Keeps registered projections caught up behind the log (read models lag, never lead)."""
+
+    def __init__(self, store: SqlEventStore, targets: Sequence[str], interval_s: float,
+                 metrics: NodeMetrics) -> None:
+        super().__init__(name="projections", daemon=True)
+        from hermes_fed.projections import ProjectionRunner
+
+        self._runners = [ProjectionRunner(store, _load_projection(t)) for t in targets]
+        self._store = store
+        self._interval = interval_s
+        self._metrics = metrics
+        self.stopping = threading.Event()
+
+    def catch_up(self) -> None:
+        head = self._store.head()
+        for runner in self._runners:
+            try:
+                runner.catch_up()
+                lag = head - runner.checkpoint()
+            except (OperationalError, sa_exc.OperationalError) as exc:
+                # Transient (a writer holds the SQLite lock past busy_timeout, PostgreSQL
+                # restarting): the batch rolled back with its checkpoint, so the next tick
+                # resumes where this one stopped. Not an error worth a traceback.
+                log.warning("event=projection_deferred projection=%s reason=%s retry_in_s=%s",
+                            runner.projection.name, _short(exc), self._interval)
+                continue
+            except Exception as exc:  # a bad projection must not stop ingest
+                log.error("event=projection_failed projection=%s error=%s",
+                          runner.projection.name, type(exc).__name__, exc_info=True)
+                continue
+            self._metrics.projection_lag.labels(projection=runner.projection.name).set(
+                max(lag, 0))
+
+    def run(self) -> None:
+        while not self.stopping.wait(self._interval):
+            self.catch_up()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.is_alive():
+            self.join()
+        self.catch_up()
+
+
+class NodeRuntime:
+    """One running tenant node. ``start()`` then ``wait()``; ``request_stop()`` from a signal."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.metrics = NodeMetrics()
+        self.store: SqlEventStore | None = None
+        self.server: grpc.Server | None = None
+        self.health = health.HealthServicer()
+        self.port = 0
+        self.metrics_port = 0
+        self._metrics_server: Any = None
+        self._pump: ProjectionPump | None = None
+        self._stop = threading.Event()
+
+    def _credentials_bound(self, server: grpc.Server) -> int:
+        tls = self.config.tls
+        if not tls.enabled:
+            return int(server.add_insecure_port(self.config.listen))
+        key = Path(tls.key_file).read_bytes()
+        cert = Path(tls.cert_file).read_bytes()
+        client_ca = Path(tls.client_ca_file).read_bytes() if tls.client_ca_file else None
+        credentials = grpc.ssl_server_credentials(
+            [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None)
+        return int(server.add_secure_port(self.config.listen, credentials))
+
+    def start(self) -> int:
+        """Open the store, start metrics, projections and the gRPC server; returns the port."""
+        config = self.config
+        self.store = store = open_node_store(config, self.metrics)
+        if store.keyring is None:
+            raise ConfigError("the node needs a key ring")
+        self.metrics.log_head.set(store.head())
+        if config.metrics_port:
+            self._metrics_server = self.metrics.serve(config.metrics_host, config.metrics_port)
+            self.metrics_port = int(self._metrics_server.server_port)
+        if config.projections:
+            self._pump = ProjectionPump(store, config.projections, config.projection_interval_s,
+                                        self.metrics)
+            self._pump.catch_up()
+            self._pump.start()
+        limits = IngestLimits(config.tenant_id, config.max_event_bytes, config.max_batch_events)
+        service = IngestService(store, limits, self.metrics, store.keyring.hmac_secret)
+        max_message = min(config.max_event_bytes * config.max_batch_events + _ENVELOPE_SLACK,
+                          2**31 - 1)
+        interceptor = BearerTokenInterceptor(
+            config.resolved_token(),
+            on_reject=lambda _m: self.metrics.events_rejected.labels(
+                reason="unauthenticated").inc())
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="ingest"),
+            interceptors=[interceptor],
+            options=[("grpc.max_receive_message_length", max_message),
+                     ("grpc.so_reuseport", 0)],
+        )
+        server.add_generic_rpc_handlers((service.handler(),))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        try:
+            self.port = self._credentials_bound(server)
+        except RuntimeError:  # grpc raises on a failed bind (port taken, bad address)
+            self.port = 0
+        if not self.port:
+            raise OperationalError(f"cannot listen on {config.listen} (in use or invalid)")
+        server.start()
+        self.server = server
+        for name in ("", SERVICE):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "event=node_started tenant=%s listen=%s port=%d tls=%s metrics_port=%d head=%d "
+            "projections=%d", config.tenant_id, config.listen, self.port, config.tls.enabled,
+            self.metrics_port, store.head(), len(config.projections))
+        return self.port
+
+    def request_stop(self) -> None:
+        """Ask :meth:`wait` to return (safe from a signal handler)."""
+        self._stop.set()
+
+    def wait(self) -> None:
+        while not self._stop.wait(0.5):
+            pass
+
+    def stop(self) -> None:
+        """Graceful shutdown: refuse new calls, finish in-flight batches, close the store."""
+        started = time.monotonic()
+        self.health.enter_graceful_shutdown()
+        if self.server is not None:
+            self.server.stop(self.config.shutdown_grace_s).wait()
+        if self._pump is not None:
+            self._pump.stop()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+        head = self.store.head() if self.store is not None else 0
+        if self.store is not None:
+            self.store.close()
+        log.info("event=node_stopped tenant=%s head=%d shutdown_ms=%.0f", self.config.tenant_id,
+                 head, (time.monotonic() - started) * 1000)
