@@ -63,22 +63,42 @@ def _load(target: str) -> Register:
     return register
 
 
+def _field_default(f: dataclasses.Field[Any]) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
 def add_config_flags(
     parser: argparse.ArgumentParser,
     config_cls: type,
     names: Sequence[str],
     choices: Mapping[str, Sequence[Any]] | None = None,
+    defaults: Mapping[str, Any] | None = None,
 ) -> None:
-    """One ``--flag`` per field of the dataclass ``config_cls`` named in ``names``: its type,
-    default and help come from the field, so a command and its config cannot disagree."""
+    """One ``--flag`` per field of the dataclass ``config_cls`` named in ``names``.
+
+    The flag is the field's name with dashes; its type, default and help come from the
+    field, so a command and its config cannot disagree (a bool field is a
+    ``--flag/--no-flag`` switch). ``defaults`` overrides a default for this command only
+    (the demo's small model wants another learning rate than production).
+    """
     by_name = {f.name: f for f in dataclasses.fields(config_cls)}
     for name in names:
         f = by_name[name]
-        default = None if f.default is dataclasses.MISSING else f.default
+        default = (defaults or {}).get(name, _field_default(f))
+        flag = f"--{name.replace('_', '-')}"
+        help_text = f"{f.metadata.get('help', name)} (default {default})"
+        if str(f.type) == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                                help=help_text)
+            continue
         kind = {"int": int, "float": float, "str": str}.get(str(f.type), str)
-        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default,
+        parser.add_argument(flag, type=kind, default=default,
                             choices=list(choices[name]) if choices and name in choices else None,
-                            help=f"{f.metadata['help']} (default {default})")
+                            help=help_text)
 
 
 def config_values(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:

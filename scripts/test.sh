@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS="" \
        FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1 OMP_WAIT_POLICY=PASSIVE
 echo "== ruff"; .venv/bin/ruff check .
-echo "== mypy --strict hermes_fed"; .venv/bin/mypy --strict hermes_fed
+echo "== mypy --strict (every package: pyproject [tool.mypy] packages)"; .venv/bin/mypy --strict
 echo "== pytest"
 set +e
 .venv/bin/pytest -q -p no:cacheprovider "$@"

@@ -77,7 +77,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from coordinator.deploy.local_federation import CONNECTION, LocalFederation, NodeSpec
-    from coordinator.deploy.processes import run_app
+    from coordinator.deploy.superlink import run_app
 
     out = {"machine": {"cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0]}, "runs": []}
     with tempfile.TemporaryDirectory(prefix="bench-msg-") as tmp:

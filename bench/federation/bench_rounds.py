@@ -36,7 +36,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 def payload_sizes(model_dir: Path, ranks: list[int]) -> dict[str, Any]:
     import torch
 
-    from coordinator.rounds.loop import RoundsConfig
+    from hermes_fed.federation.settings import RoundSettings
     from hermes_fed.training.adapter import adapter_state, build_peft_model, load_base_model
 
     torch.set_num_threads(1)
@@ -44,9 +44,9 @@ def payload_sizes(model_dir: Path, ranks: list[int]) -> dict[str, Any]:
     full = sum(p.numel() * p.element_size() for p in base.parameters())
     out: dict[str, Any] = {"full_model_bytes": full, "ranks": {}}
     for r in ranks:
-        cfg = RoundsConfig(coordinator_dir="-", base_model=str(model_dir), r=r, alpha=2.0 * r)
+        settings = RoundSettings(rank=r, alpha=2.0 * r)
         base, _ = load_base_model(model_dir)
-        state = adapter_state(build_peft_model(base, cfg.training_config()))
+        state = adapter_state(build_peft_model(base, settings.training_config("fedavg")))
         a = sum(v.nbytes for k, v in state.items() if ".lora_A." in k)
         b = sum(v.nbytes for k, v in state.items() if ".lora_B." in k)
         out["ranks"][str(r)] = {
@@ -73,7 +73,8 @@ def deployment(root: Path, model: Path, nodes: int, modes: list[str], isolation:
             started = time.perf_counter()
             outcome = fed.run({"coordinator-dir": str(root / f"coord-{isolation}"),
                                "base-model": str(model), "mode": mode, "min-nodes": nodes,
-                               "max-steps": max_steps, "batch-size": 8})
+                               "local-steps": max_steps, "batch-size": 8, "rank": 8,
+                               "alpha": 16.0})
             wall = time.perf_counter() - started
             up1, down1 = fed.relay.totals()
             (rep,) = read_run_report(root / f"coord-{isolation}", outcome.run_id)["rounds"]

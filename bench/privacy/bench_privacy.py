@@ -64,16 +64,22 @@ def _heldout(settings: list[Any], datas: list[Any], spec: Any, tensors: Any) -> 
 
 def utility(root: Path, model: Path, tenants: int, rounds: int, epsilons: list[float],
             delta: float, max_steps: int, lr: float) -> dict[str, Any]:
+    from dataclasses import replace
+
     import numpy as np
     import torch
 
-    from coordinator.rounds.dp import PrivacySettings, noise_the_mean, privatize_updates
-    from coordinator.rounds.loop import RoundsConfig
+    from coordinator.rounds.config import RoundsConfig
+    from coordinator.rounds.dp import PrivacySettings, noise_the_mean
     from hermes_fed.aggregation.base import make_aggregator
     from hermes_fed.aggregation.records import AggregationConfig, ClientUpdate
+    from hermes_fed.federation.node_settings import NodeSettings
+    from hermes_fed.federation.round_spec import RoundSpec
+    from hermes_fed.federation.settings import RoundSettings
     from hermes_fed.privacy.dp import RdpAccountant, global_norm
+    from hermes_fed.privacy.updates import clip_to_reference
     from hermes_fed.training.adapter import adapter_state, build_peft_model, load_base_model
-    from tenant_node.flower.local_round import NodeSettings, RoundSpec, load_local_data, train_locally
+    from tenant_node.flower.local_round import load_local_data, train_locally
     from tests.integration.federation_data import seed_tenant_store
 
     torch.set_num_threads(1)
@@ -81,15 +87,17 @@ def utility(root: Path, model: Path, tenants: int, rounds: int, epsilons: list[f
     settings = [NodeSettings(tenant_id=t.tenant, store=t.store_url, base_model=str(model),
                              heldout_fraction=0.4) for t in data]
     datas = [load_local_data(s) for s in settings]
-    cfg = RoundsConfig(coordinator_dir="-", base_model=str(model), max_steps=max_steps, lr=lr)
+    cfg = RoundsConfig(coordinator_dir="-", base_model=str(model), mode="frozen-a",
+                       settings=RoundSettings(rank=8, alpha=16.0, local_steps=max_steps, lr=lr,
+                                              lr_schedule="constant", warmup_steps=0,
+                                              max_length=256))
     base, _ = load_base_model(str(model))
-    init = adapter_state(build_peft_model(base, cfg.training_config()))
+    init = adapter_state(build_peft_model(base, cfg.settings.training_config(cfg.mode)))
+    rank, alpha = cfg.settings.rank, cfg.settings.alpha
 
     def spec(number: int) -> RoundSpec:
-        return RoundSpec(round=number, mode="frozen-a", parent_version="bench", r=cfg.r,
-                         alpha=cfg.alpha, lr=cfg.lr, max_steps=cfg.max_steps,
-                         batch_size=cfg.batch_size, max_length=cfg.max_length, seed=number,
-                         frozen_a_seed=cfg.frozen_a_seed)
+        return RoundSpec(round=number, mode="frozen-a", parent_version="bench",
+                         settings=replace(cfg.settings, seed=number))
 
     def run(privacy: PrivacySettings | None, seed: int) -> tuple[float, list[float], float]:
         rng = np.random.default_rng(seed)
@@ -102,13 +110,13 @@ def utility(root: Path, model: Path, tenants: int, rounds: int, epsilons: list[f
                 up = train_locally(s, d, spec(number), tensors)
                 updates.append(ClientUpdate(s.tenant_id, up.num_examples, up.adapter))
                 norms.append(global_norm({k: up.adapter[k] - tensors[k] for k in up.adapter}))
-            agg = make_aggregator("frozen-a", AggregationConfig(rank=cfg.r))
+            agg = make_aggregator("frozen-a", AggregationConfig(rank=rank))
             if privacy is None:
-                tensors = agg.aggregate(updates, scale=cfg.alpha / cfg.r,
-                                        previous=tensors).tensors
-            else:
-                private, _ = privatize_updates(updates, tensors, privacy)
-                mean = agg.aggregate(private, scale=cfg.alpha / cfg.r, previous=tensors).tensors
+                tensors = agg.aggregate(updates, scale=alpha / rank, previous=tensors).tensors
+            else:  # what the server-side DP strategy does (coordinator.rounds.strategy)
+                private = [ClientUpdate(u.node_id, 1, clip_to_reference(
+                    u.tensors, tensors, privacy.dp_clip)[0]) for u in updates]
+                mean = agg.aggregate(private, scale=alpha / rank, previous=tensors).tensors
                 tensors = noise_the_mean(mean, sorted(updates[0].tensors), len(updates),
                                          privacy, rng)
         return _heldout(settings, datas, spec(rounds), tensors), norms, \
@@ -138,9 +146,8 @@ def utility(root: Path, model: Path, tenants: int, rounds: int, epsilons: list[f
 def secagg_cost(root: Path, model: Path, nodes: int, max_steps: int) -> dict[str, Any]:
     import numpy as np
 
-    from coordinator.deploy.local_federation import REPO_ROOT, LocalFederation, NodeSpec, read_run_report
+    from coordinator.deploy.local_federation import LocalFederation, NodeSpec, read_run_report
     from coordinator.logs.registry import AdapterRegistry
-    from coordinator.rounds.private_rounds import APP_DIR
     from tests.integration.federation_data import seed_tenant_store
 
     tenants = [seed_tenant_store(root / "fed-data", f"n{i}", 80) for i in range(nodes)]
@@ -149,14 +156,13 @@ def secagg_cost(root: Path, model: Path, nodes: int, max_steps: int) -> dict[str
         assert fed.relay is not None
         for t in tenants:
             fed.add_node(NodeSpec(t.tenant, t.store_url, str(model), {"heldout-fraction": 0.4}))
-        for name, app_dir, extra in (("plain", REPO_ROOT, {}),
-                                     ("secagg", APP_DIR, {"secagg": 1})):
+        for name, extra in (("plain", {}), ("secagg", {"secagg": 1})):
             coord = root / f"coord-{name}"
             up0, down0 = fed.relay.totals()
             started = time.perf_counter()
             outcome = fed.run({"coordinator-dir": str(coord), "base-model": str(model),
-                               "mode": "frozen-a", "min-nodes": nodes, "max-steps": max_steps,
-                               "batch-size": 8, **extra}, app_dir=app_dir)
+                               "mode": "frozen-a", "min-nodes": nodes, "local-steps": max_steps,
+                               "batch-size": 8, "rank": 8, "alpha": 16.0, **extra})
             wall = time.perf_counter() - started
             up1, down1 = fed.relay.totals()
             (rep,) = read_run_report(coord, outcome.run_id)["rounds"]

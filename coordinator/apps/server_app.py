@@ -1,10 +1,13 @@
-"""The coordinator's Flower ServerApp: federated LoRA rounds (see ``coordinator.rounds.loop``).
+"""The coordinator's Flower ServerApp: every kind of federated round, and A/B looks.
 
-Run config (``[tool.flwr.app.config]`` plus ``flwr run -c``): ``coordinator-dir``,
-``base-model``, ``num-server-rounds``, ``mode`` (fedavg | exact | frozen-a), ``min-nodes``
-and the LoRA/training knobs of :class:`coordinator.rounds.loop.RoundsConfig`. The outcome is
-written to ``<coordinator-dir>/reports/run-<run id>.json`` (``status: completed`` or
-``failed``), because ``flwr run`` exits 0 even when this app raises.
+One app for plain, DP and SecAgg+ rounds (the round loop picks the strategy from the run
+config, :mod:`coordinator.rounds.loop`), paired with the node's one ClientApp
+(:mod:`tenant_node.flower.client_app`). Run config: :class:`coordinator.rounds.config.RoundsConfig`
+(``coordinator-dir``, ``base-model``, ``rounds``, ``mode``, ``min-nodes``, the
+:class:`hermes_fed.federation.RoundSettings` keys) and
+:class:`coordinator.rounds.dp.PrivacySettings` (``dp``, ``dp-clip``, ..., ``secagg``). The
+outcome is written to ``<coordinator-dir>/reports/run-<run id>.json`` (``status:
+completed`` or ``failed``), because ``flwr run`` exits 0 even when this app raises.
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ def _look(args: argparse.Namespace) -> int:
                               "`hermes-fed coordinator serve --dir` first") from None
     run_config: dict[str, str | int | float] = {
         "coordinator-dir": str(root), "base-model": "unused-by-ab-looks", "ab-only": 1,
-        "num-server-rounds": args.looks, "min-nodes": args.min_nodes}
+        "rounds": args.looks, "min-nodes": args.min_nodes}
     outcome = submit(Path(info["cli_home"]), Path(info["config"]), run_config,
                      timeout=args.timeout)
     read_run_report(root, outcome.run_id)

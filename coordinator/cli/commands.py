@@ -10,8 +10,8 @@ hermes-fed Flower app to that SuperLink, checks the run really completed (Flower
 Privacy (issue 8): ``coordinator serve --certs C [--node-auth]`` serves TLS from a
 ``hermes-fed certs init C`` directory and, with ``--node-auth``, accepts only SuperNodes
 whose key was added by ``coordinator register-node --dir D KEY.pub``. ``round run --dp
-server|client --clip C --noise-multiplier z --delta d --epsilon-budget E [--secagg]``
-submits the privacy app (``coordinator/apps/secagg_app``) instead of the plain one.
+server|client --dp-clip C --dp-noise-multiplier z --dp-delta d --dp-epsilon-budget E
+[--secagg]`` runs privacy rounds through the same app (the strategy changes, not the app).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ SERVE_FILE = "serve.json"
 
 def _serve(args: argparse.Namespace) -> int:
     from coordinator.deploy.local_federation import CONNECTION
-    from coordinator.deploy.processes import start_superlink, write_connection
-    from coordinator.rounds.loop import CONFIG_ENV
+    from coordinator.deploy.superlink import start_superlink, write_connection
+    from coordinator.rounds.config import CONFIG_ENV
 
     root = Path(args.dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -75,7 +75,7 @@ def _serving(root: Path) -> dict[str, Any]:
 
 def _register_node(args: argparse.Namespace) -> int:
     from coordinator.deploy.local_federation import CONNECTION
-    from coordinator.deploy.processes import register_supernode
+    from coordinator.deploy.superlink import register_supernode
     from hermes_fed.errors import FederationError
 
     info = _serving(Path(args.dir).resolve())
@@ -87,49 +87,45 @@ def _register_node(args: argparse.Namespace) -> int:
     return 0
 
 
-def _privacy_config(args: argparse.Namespace) -> dict[str, Any]:
-    """The privacy keys of ``round run``, checked here before anything starts."""
-    from coordinator.rounds.dp import PrivacySettings
+_ROUNDS_FLAGS = ("rounds", "mode", "min_nodes", "clip_norm")
+_PRIVACY_FLAGS = ("dp", "dp_clip", "dp_noise_multiplier", "dp_delta", "dp_epsilon_budget",
+                  "secagg", "secagg_shares", "secagg_threshold", "secagg_clipping_range")
 
-    config: dict[str, Any] = {
-        "dp": args.dp, "dp-clip": args.clip, "dp-noise-multiplier": args.noise_multiplier,
-        "dp-delta": args.delta, "dp-epsilon-budget": args.epsilon_budget,
-        "secagg": int(args.secagg), "secagg-shares": args.secagg_shares,
-        "secagg-threshold": args.secagg_threshold}
-    settings = PrivacySettings.from_run_config(config, env={})
-    settings.check_round_setup(args.mode, args.min_nodes)
-    return config
+
+def round_run_config(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """The run config of ``round run``'s flags, checked here before anything starts."""
+    from dataclasses import fields
+
+    from coordinator.rounds.config import RoundsConfig
+    from coordinator.rounds.dp import PrivacySettings
+    from hermes_fed.cli import config_values
+    from hermes_fed.federation.settings import RoundSettings, wire_key
+
+    names = (*_ROUNDS_FLAGS, *(f.name for f in fields(RoundSettings)), *_PRIVACY_FLAGS)
+    run_config: dict[str, Any] = {
+        "coordinator-dir": str(root), "base-model": str(Path(args.base_model).resolve()),
+        **{wire_key(k): v for k, v in config_values(args, names).items()}}
+    cfg = RoundsConfig.from_run_config(run_config, env={})
+    PrivacySettings.from_run_config(run_config, env={}).check_round_setup(cfg.mode,
+                                                                         cfg.min_nodes)
+    return run_config
 
 
 def _round_run(args: argparse.Namespace) -> int:
-    from coordinator.deploy.local_federation import REPO_ROOT, read_run_report, submit
+    from coordinator.deploy.local_federation import read_run_report, submit
+    from coordinator.rounds.dp import render_privacy
     from coordinator.rounds.report import render_table
 
     root = Path(args.dir).resolve()
-    privacy = _privacy_config(args)
+    run_config = round_run_config(args, root)
     info = _serving(root)
-    run_config: dict[str, Any] = {
-        "coordinator-dir": str(root), "base-model": str(Path(args.base_model).resolve()),
-        "num-server-rounds": args.rounds, "mode": args.mode, "min-nodes": args.min_nodes,
-        "r": args.rank, "max-steps": args.max_steps, "lr": args.lr,
-        "lr-schedule": args.lr_schedule, "warmup-steps": args.warmup_steps,
-        "batch-size": args.batch_size, "clip-norm": args.clip_norm,
-    }
-    app_dir = REPO_ROOT
-    if args.dp != "off" or args.secagg:
-        from coordinator.rounds.private_rounds import APP_DIR
-
-        run_config.update(privacy)
-        app_dir = APP_DIR
     outcome = submit(Path(info["cli_home"]), Path(info["config"]), run_config,
-                     app_dir=app_dir, timeout=args.timeout)
+                     timeout=args.timeout)
     body = read_run_report(root, outcome.run_id)
     reports = [_report_from_dict(r) for r in body["rounds"]]
     print(render_table(reports))
-    if app_dir != REPO_ROOT:
-        from coordinator.rounds.private_rounds import render_privacy
-
-        for r in body["rounds"]:
+    for r in body["rounds"]:
+        if r.get("privacy"):
             print(render_privacy(r["round"], r["privacy"]))
     print(f"run {outcome.run_id}: {outcome.status}; report "
           f"{root / 'reports' / f'run-{outcome.run_id}.json'}")
@@ -187,45 +183,24 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def register_round(parser: argparse.ArgumentParser) -> None:
-    """The ``round`` group."""
-    from hermes_fed.training.config import LoraTrainingConfig  # no torch: config only
+    """The ``round`` group: every flag comes from a config dataclass (one name each)."""
+    from dataclasses import fields
+
+    from coordinator.rounds.config import RoundsConfig
+    from coordinator.rounds.dp import PrivacySettings
+    from hermes_fed.cli import add_config_flags
+    from hermes_fed.federation.round_spec import DP_MODES
+    from hermes_fed.federation.settings import AGGREGATION_MODES, RoundSettings
     from hermes_fed.training.learning_rate import LR_SCHEDULES
 
     sub = parser.add_subparsers(dest="round_command", metavar="SUBCOMMAND")
     p = sub.add_parser("run", help="run federated LoRA rounds on the serving coordinator")
     p.add_argument("--dir", required=True, help="the directory `coordinator serve` uses")
     p.add_argument("--base-model", required=True, help="base-model dir shared with the nodes")
-    p.add_argument("--rounds", type=int, default=1, help="rounds to run; default 1")
-    p.add_argument("--mode", choices=("exact", "fedavg", "frozen-a"), default="frozen-a",
-                   help="aggregation mode; default frozen-a")
-    p.add_argument("--min-nodes", type=int, default=1, help="nodes needed; default 1")
-    p.add_argument("--rank", type=int, default=8, help="LoRA rank; default 8")
-    p.add_argument("--max-steps", type=int, default=4, help="local steps per round; default 4")
-    p.add_argument("--lr", type=float, default=1e-3,
-                   help="local peak learning rate; default 1e-3")
-    lora_fields = LoraTrainingConfig.__dataclass_fields__
-    p.add_argument("--lr-schedule", choices=LR_SCHEDULES,
-                   default=lora_fields["lr_schedule"].default,
-                   help="local learning-rate schedule, restarted every round; default "
-                        f"{lora_fields['lr_schedule'].default}")
-    p.add_argument("--warmup-steps", type=int, default=lora_fields["warmup_steps"].default,
-                   help="local warmup steps per round; default "
-                        f"{lora_fields['warmup_steps'].default}")
-    p.add_argument("--batch-size", type=int, default=8, help="local batch size; default 8")
-    p.add_argument("--clip-norm", type=float, default=0.0,
-                   help="update-norm clipping bound; default 0 (none)")
-    p.add_argument("--timeout", type=float, default=3600.0, help="seconds for the whole run")
-    p.add_argument("--dp", choices=("off", "server", "client"), default="off",
-                   help="differential privacy: who clips and adds the noise; default off")
-    p.add_argument("--clip", type=float, default=1.0, help="DP: L2 bound C per node update")
-    p.add_argument("--noise-multiplier", type=float, default=1.0,
-                   help="DP: z, the noise on the sum has std z*C; default 1.0")
-    p.add_argument("--delta", type=float, default=1e-5, help="DP: delta; default 1e-5")
-    p.add_argument("--epsilon-budget", type=float, default=0.0,
-                   help="DP: refuse rounds past this cumulative epsilon; default 0 (none)")
-    p.add_argument("--secagg", action="store_true",
-                   help="SecAgg+: the coordinator sees only the sum (frozen-a, >= 3 nodes)")
-    p.add_argument("--secagg-shares", type=int, default=3, help="SecAgg+ shares; default 3")
-    p.add_argument("--secagg-threshold", type=int, default=2,
-                   help="SecAgg+ reconstruction threshold; default 2")
+    add_config_flags(p, RoundsConfig, _ROUNDS_FLAGS, {"mode": AGGREGATION_MODES})
+    add_config_flags(p, RoundSettings, [f.name for f in fields(RoundSettings)],
+                     {"lr_schedule": LR_SCHEDULES})
+    add_config_flags(p, PrivacySettings, _PRIVACY_FLAGS, {"dp": DP_MODES})
+    p.add_argument("--timeout", type=float, default=3600.0,
+                   help="seconds for the whole run (default 3600)")
     p.set_defaults(func=_round_run)

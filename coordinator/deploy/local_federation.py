@@ -16,20 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coordinator.deploy.processes import (
-    LOOPBACK,
-    FlowerProcess,
-    RunOutcome,
-    flower_env,
-    run_app,
-    spawn,
-    start_superlink,
-    start_supernode,
-    write_connection,
-)
+from coordinator.deploy.superlink import RunOutcome, run_app, start_superlink, write_connection
 from coordinator.deploy.wire_capture import CaptureRelay
-from coordinator.rounds.loop import CONFIG_ENV
+from coordinator.rounds.config import CONFIG_ENV
 from hermes_fed.errors import FederationError
+from hermes_fed.federation.node_settings import NodeSettings
+from hermes_fed.federation.processes import LOOPBACK, FlowerProcess, flower_env, spawn, start_supernode
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +39,10 @@ class NodeSpec:
     extra: Mapping[str, str | int | float] = field(default_factory=dict)
 
     def node_config(self) -> dict[str, str | int | float]:
-        return {"tenant-id": self.tenant_id, "store": self.store,
-                "base-model": self.base_model, **self.extra}
+        """The ``--node-config``, checked against the contract the ClientApp reads."""
+        return NodeSettings.from_node_config({
+            "tenant-id": self.tenant_id, "store": self.store, "base-model": self.base_model,
+            **self.extra}).to_node_config()
 
 
 def declared_run_config(app_dir: Path) -> frozenset[str]:
@@ -90,11 +84,13 @@ class LocalFederation:
     """Start/stop a SuperLink and SuperNodes under ``root`` (each with its own FLWR_HOME)."""
 
     def __init__(self, root: Path, *, isolation: str = "subprocess", capture: bool = False,
-                 node_env: Mapping[str, str] | None = None) -> None:
+                 node_env: Mapping[str, str] | None = None,
+                 superlink_env: Mapping[str, str] | None = None) -> None:
         self.root = root
         self.isolation = isolation
         self.capture = capture
         self.node_env = dict(node_env or {})
+        self.superlink_env = dict(superlink_env or {})
         self.superlink: FlowerProcess | None = None
         self.relay: CaptureRelay | None = None
         self.nodes: dict[str, FlowerProcess] = {}
@@ -118,7 +114,8 @@ class LocalFederation:
         if not self.config_path.exists():
             self.config_path.write_text("{}\n")
         self.superlink = start_superlink(self.root / "superlink", persistent=False,
-                                         env={CONFIG_ENV: str(self.config_path)})
+                                         env={CONFIG_ENV: str(self.config_path),
+                                              **self.superlink_env})
         write_connection(self.cli_home, CONNECTION, self.superlink.address)
         if self.capture:
             self.relay = CaptureRelay(self.superlink.port).__enter__()

@@ -42,8 +42,9 @@ from hermes_fed.abtest import (
     decide_offline,
     paired_test,
 )
+from hermes_fed.clock import current_clock
 from hermes_fed.errors import ABTestError, ConcurrencyError, ConfigError
-from hermes_fed.events import new_event, utcnow
+from hermes_fed.events import new_event
 from hermes_fed.events.coordinator import ABTestConcluded, ABTestCreated, ABTestStatsReported
 
 STREAM_PREFIX = "abtest-"
@@ -180,7 +181,7 @@ class ABTestLog:
         d = events[0].data
         spec = ABTestSpec(str(d["ab_test_id"]), str(d["control"]), str(d["treatment"]),
                           float(d["traffic_split"]), int(d["min_samples"]),
-                          int(d["duration_days"]), events[0].recorded_at)
+                          int(d["duration_days"]), events[0].occurred_at)
         looks = tuple(dict(e.data) for e in events if e.type == ABTestStatsReported.TYPE)
         concluded = next((dict(e.data) for e in events if e.type == ABTestConcluded.TYPE), None)
         return ABTestStatus(spec, looks, concluded, len(events))
@@ -202,8 +203,12 @@ class ABTestLog:
     # -- writing ---------------------------------------------------------------------
     def create(self, control: str, treatment: str, *, traffic_split: float = 0.1,
                min_samples: int = 1000, duration_days: int = 14,
-               ab_test_id: str | None = None) -> ABTestSpec:
-        """Append ``ABTestCreated``; bad values raise `ConfigError` and append nothing."""
+               ab_test_id: str | None = None, now: datetime | None = None) -> ABTestSpec:
+        """Append ``ABTestCreated``; bad values raise `ConfigError` and append nothing.
+
+        The test starts at ``now`` (default: the injected clock, :mod:`hermes_fed.clock`):
+        its duration is measured on the clock its looks are dated by.
+        """
         if not control or not treatment or control == treatment:
             raise ConfigError(f"an A/B test needs two different versions, got control={control!r} "
                               f"treatment={treatment!r}")
@@ -222,7 +227,8 @@ class ABTestLog:
                                           duration_days=int(duration_days))
         stream = stream_of(test_id)
         try:
-            self._store.append([new_event(record, stream_id=stream)],
+            self._store.append([new_event(record, stream_id=stream,
+                                          occurred_at=now or current_clock().now())],
                                expected_versions={stream: 0})
         except ConcurrencyError:
             raise ABTestError(f"A/B test {test_id!r} already exists") from None
@@ -247,7 +253,7 @@ class ABTestLog:
         """Decide this look from each tenant's cumulative arms and record it (AB-C1..3)."""
         status = self._open(ab_test_id)
         spec = status.spec
-        elapsed = spec.elapsed_days(now or utcnow())
+        elapsed = spec.elapsed_days(now or current_clock().now())
         look = len(status.looks) + 1
         stats: dict[str, Any] = {
             "mode": "online", "elapsed_days": elapsed, "suppressed_tenants": list(suppressed),
@@ -281,7 +287,7 @@ class ABTestLog:
         cfg = spec.decision_config(**dict(overrides or {}))
         usable = {t: a for t, a in paired.items() if a.n >= 2}
         stats: dict[str, Any] = {
-            "mode": "offline", "elapsed_days": spec.elapsed_days(now or utcnow()),
+            "mode": "offline", "elapsed_days": spec.elapsed_days(now or current_clock().now()),
             "suppressed_tenants": list(suppressed),
             "tenants": {t: {"paired": arm_to_dict(a)} for t, a in paired.items()},
         }

@@ -1,4 +1,4 @@
-"""Privacy of federated rounds: DP settings, the accountant kept in the log, DP aggregation.
+"""Privacy of federated rounds: the DP and SecAgg+ settings, and the server-side noise.
 
 Tenant-level DP as in DP-FedAvg (McMahan et al. 2018, arXiv:1710.06963): every node's
 update ``Δ_i = T_i − T_global`` (the tensors it sends: B only in frozen-a) is clipped to
@@ -18,28 +18,22 @@ Nodes weigh equally under DP (a weight ``n_i`` would multiply the sensitivity by
 * with SecAgg+ (``coordinator.rounds.secagg``) the nodes always clip (the coordinator cannot),
   and the noise is added by the nodes (client) or to the unmasked sum (server).
 
-The accountant (:class:`hermes_fed.privacy.dp.RdpAccountant`, sampling rate 1: every
-node takes part) is rebuilt from the coordinator's log at the start of every run: each
-``RoundCompleted`` report carries the DP parameters of its round (invariant P1: the
-privacy spent is a fold over the log, so it survives ``round run`` invocations). A round
-that would pass ``dp-epsilon-budget`` is refused before anything is sent (invariant P2:
-nothing is published for it).
+The epsilon spent is kept by :mod:`coordinator.logs.privacy_ledger`, folded from the
+coordinator's log; how a round applies these settings is :mod:`coordinator.rounds.strategy`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from hermes_fed.errors import ConfigError
-from hermes_fed.privacy.dp import DPConfig, RdpAccountant, add_gaussian_noise, clip_update
-
-DP_MODES = ("off", "server", "client")
-ROUND_COMPLETED = "RoundCompleted"
+from hermes_fed.federation.round_spec import DP_MODES
+from hermes_fed.privacy.dp import DPConfig, add_gaussian_noise
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +47,8 @@ class PrivacySettings:
     dp_delta: float = field(default=1e-5, metadata={"help": "delta of the reported epsilon"})
     dp_epsilon_budget: float = field(default=0.0, metadata={
         "help": "refuse a round that would take cumulative epsilon past this; 0 = no budget"})
-    secagg: int = field(default=0, metadata={"help": "1: SecAgg+ (the coordinator sees sums)"})
+    secagg: bool = field(default=False, metadata={
+        "help": "SecAgg+: the coordinator sees only the sum (frozen-a, >= 3 nodes)"})
     secagg_shares: int = field(default=3, metadata={"help": "SecAgg+ shares per secret"})
     secagg_threshold: int = field(default=2, metadata={
         "help": "SecAgg+ reconstruction threshold: fewer live nodes fail the round"})
@@ -68,10 +63,10 @@ class PrivacySettings:
         "help": "seconds each SecAgg+ stage waits for replies; late nodes count as dropped"})
 
     def __post_init__(self) -> None:
+        if self.secagg not in (False, True):  # 0 and 1 compare equal to them
+            raise ConfigError(f"run config secagg must be true or false, got {self.secagg!r}")
         if self.dp not in DP_MODES:
             raise ConfigError(f"run config dp must be one of {DP_MODES}, got {self.dp!r}")
-        if self.secagg not in (0, 1):
-            raise ConfigError(f"run config secagg must be 0 or 1, got {self.secagg!r}")
         if self.dp_epsilon_budget < 0:
             raise ConfigError(f"run config dp-epsilon-budget must be >= 0, "
                               f"got {self.dp_epsilon_budget!r}")
@@ -124,136 +119,20 @@ class PrivacySettings:
         """Nodes clip in client mode and under SecAgg+ (the coordinator cannot see updates)."""
         return self.dp == "client" or (self.dp_on and bool(self.secagg))
 
-    def message_config(self, num_nodes: int) -> dict[str, str | float | int]:
-        """What a node needs to shape its update (added to the ``train`` config)."""
-        return {"dp-mode": self.dp, "dp-clip": float(self.dp_clip) if self.node_clips() else 0.0,
-                "dp-noise-std": float(self.node_noise_std(num_nodes)),
-                "secagg-clipping-range": float(self.secagg_clipping_range)}
+    @staticmethod
+    def known_keys() -> frozenset[str]:
+        from dataclasses import fields
+
+        return frozenset(f.name.replace("_", "-") for f in fields(PrivacySettings))
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, Any],
                         env: Mapping[str, str] | None = None) -> PrivacySettings:
-        """Like :meth:`coordinator.rounds.loop.RoundsConfig.from_run_config`: file, then run config."""
-        from coordinator.rounds.loop import merged_run_config
+        """Like :meth:`coordinator.rounds.config.RoundsConfig.from_run_config`: file, then run config."""
+        from coordinator.rounds.config import merged_run_config
+        from hermes_fed.federation.settings import coerce_fields
 
-        merged = merged_run_config(run_config, env)
-        kinds = {f.name: {"int": int, "float": float, "str": str}[str(f.type)]
-                 for f in fields(cls)}
-        values = {}
-        for key, value in merged.items():
-            name = key.replace("-", "_")
-            if name in kinds:
-                try:
-                    values[name] = kinds[name](value)
-                except (TypeError, ValueError):
-                    raise ConfigError(f"run config {key} must be {kinds[name].__name__}, "
-                                      f"got {value!r}") from None
-        return cls(**values)
-
-
-# --- the accountant, folded from the log --------------------------------------------
-def round_dp(report: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The DP parameters a completed round's report carries, or None (no DP)."""
-    privacy = report.get("privacy") or {}
-    if privacy.get("dp") in ("server", "client"):
-        return privacy
-    return None
-
-
-def accountant_from_log(store: Any) -> RdpAccountant:
-    """Replay every DP round of the coordinator's log into a fresh accountant (P1)."""
-    accountant = RdpAccountant()
-    for event in store.read():
-        if event.type != ROUND_COMPLETED:
-            continue
-        dp = round_dp(event.data.get("report") or {})
-        if dp is not None:
-            accountant.step(float(dp["noise_multiplier"]), float(dp.get("sampling_rate", 1.0)))
-    return accountant
-
-
-def single_round_epsilon(settings: PrivacySettings) -> float:
-    """Epsilon of one round alone at ``dp-delta`` (what a round adds, before composition)."""
-    return RdpAccountant().epsilon_after(settings.dp_noise_multiplier, 1.0, settings.dp_delta)
-
-
-@dataclass(frozen=True, slots=True)
-class PrivacyLedger:
-    """The run's view of privacy spent: the accountant plus the settings it charges."""
-
-    settings: PrivacySettings
-    accountant: RdpAccountant
-
-    def refuse_if_exhausted(self, round_number: int) -> None:
-        """Raise :class:`PrivacyBudgetExhausted` before a round that would pass the budget."""
-        if not self.settings.dp_on or not self.settings.dp_epsilon_budget:
-            return
-        cfg = self.settings.dp_config()
-        after = self.accountant.epsilon_after(cfg.noise_multiplier, 1.0, cfg.delta)
-        if after > self.settings.dp_epsilon_budget:
-            from hermes_fed.errors import PrivacyBudgetExhausted
-
-            raise PrivacyBudgetExhausted(
-                f"privacy budget exhausted: round {round_number} would bring epsilon to "
-                f"{after:.3f} > budget {self.settings.dp_epsilon_budget:g} (delta="
-                f"{cfg.delta:g}, {self.accountant.rounds} DP rounds already in the "
-                "coordinator's log); nothing was sent or published. Raise "
-                "--epsilon-budget or --noise-multiplier to continue")
-
-    def charge(self) -> dict[str, Any]:
-        """Record one released round; returns its privacy report (None-free JSON)."""
-        s = self.settings
-        if not s.dp_on:
-            return {"dp": "off", "secagg": bool(s.secagg)}
-        total = self.accountant.charge(s.dp_config())
-        return {"dp": s.dp, "clip_norm": s.dp_clip, "noise_multiplier": s.dp_noise_multiplier,
-                "noise_std_on_sum": s.dp_noise_multiplier * s.dp_clip, "delta": s.dp_delta,
-                "sampling_rate": 1.0, "epsilon_round": single_round_epsilon(s),
-                "epsilon_total": total, "dp_rounds_total": self.accountant.rounds,
-                "epsilon_budget": s.dp_epsilon_budget or None, "secagg": bool(s.secagg)}
-
-
-# --- DP aggregation (plain rounds: the coordinator sees each update) ------------------
-@dataclass(frozen=True, slots=True)
-class PrivatizedNode:
-    """What DP did to one node's update (norms only)."""
-
-    node_id: str
-    norm: float
-    clipped_norm: float
-
-
-def clip_to_reference(tensors: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray],
-                      clip: float) -> tuple[dict[str, np.ndarray], float, float]:
-    """``reference + clip(T − reference)``; returns it, ``‖T − ref‖`` and the clipped norm."""
-    delta = {k: np.asarray(v, dtype=np.float64) - np.asarray(reference[k], dtype=np.float64)
-             for k, v in tensors.items()}
-    clipped, norm = clip_update(delta, clip)
-    clipped_norm = math.sqrt(sum(float(np.sum(np.square(v))) for v in clipped.values()))
-    out = {k: (np.asarray(reference[k], dtype=np.float64) + v).astype(np.asarray(
-        tensors[k]).dtype) for k, v in clipped.items()}
-    return out, norm, clipped_norm
-
-
-def privatize_updates(updates: Sequence[Any], reference: Mapping[str, np.ndarray],
-                      settings: PrivacySettings) -> tuple[list[Any], list[PrivatizedNode]]:
-    """Updates ready for an equal-weight mean: clipped here (server) or by the node (client).
-
-    Each becomes a ``ClientUpdate`` of weight 1 (DP weighs nodes equally); in client mode
-    the tensors are the node's own (already clipped and noised) and only measured.
-    """
-    from hermes_fed.aggregation.records import ClientUpdate
-
-    out, seen = [], []
-    for u in updates:
-        if settings.dp == "server":
-            tensors, norm, clipped = clip_to_reference(u.tensors, reference, settings.dp_clip)
-        else:
-            tensors = dict(u.tensors)
-            _, norm, clipped = clip_to_reference(u.tensors, reference, math.inf)
-        out.append(ClientUpdate(node_id=u.node_id, num_examples=1, tensors=tensors))
-        seen.append(PrivatizedNode(u.node_id, norm, clipped))
-    return out, seen
+        return cls(**coerce_fields(cls, merged_run_config(run_config, env), "run config"))
 
 
 def noise_the_mean(tensors: Mapping[str, np.ndarray], keys: Sequence[str], num_nodes: int,
@@ -269,9 +148,18 @@ def noise_the_mean(tensors: Mapping[str, np.ndarray], keys: Sequence[str], num_n
     return out
 
 
-def node_report(nodes: Sequence[PrivatizedNode]) -> dict[str, dict[str, float]]:
-    return {n.node_id: {"update_norm": n.norm, "clipped_norm": n.clipped_norm} for n in nodes}
-
-
 def settings_dict(settings: PrivacySettings) -> dict[str, Any]:
     return asdict(settings)
+
+
+def render_privacy(round_number: int, privacy: Mapping[str, Any]) -> str:
+    """One line per round: DP parameters, epsilon (round, total), SecAgg+ outcome."""
+    parts = [f"{round_number:>5}   privacy dp={privacy.get('dp')}"]
+    if privacy.get("dp") != "off":
+        parts.append(f"C={privacy['clip_norm']:g} z={privacy['noise_multiplier']:g} "
+                     f"delta={privacy['delta']:g} epsilon round={privacy['epsilon_round']:.3f} "
+                     f"total={privacy['epsilon_total']:.3f}")
+    if (secagg := privacy.get("secagg")) and isinstance(secagg, Mapping):
+        parts.append(f"secagg+ dropped={len(secagg['dropped'])} "
+                     f"quantisation<= {secagg['quantization_bound']:.2e}")
+    return " ".join(parts)

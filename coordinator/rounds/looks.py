@@ -24,90 +24,63 @@ Tenants are keyed by Flower node id: a node says nothing about who it is.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
 from coordinator.logs.abtest import ABTestLog, ABTestStatus, LookOutcome, arm_to_dict
 from coordinator.logs.promotion import PromotionLog
+from coordinator.rounds.exchange import exchange_keyed
 from hermes_fed.abtest import ArmStats, QualityGuardConfig, TenantArms
+from hermes_fed.clock import current_clock
 from hermes_fed.errors import HermesFedError
-from hermes_fed.events import to_micros, utcnow
+from hermes_fed.events import to_micros
+from hermes_fed.federation import messages as wire
+from hermes_fed.federation.cells import (
+    AB_CONTROL,
+    AB_PAIRED,
+    AB_TREATMENT,
+    AB_VERSION,
+    arm_from_metrics,
+)
+from hermes_fed.federation.queries import AbQuery
+from hermes_fed.federation.reasons import explain
 from hermes_fed.registry.promotion import Stage
 
 logger = logging.getLogger(__name__)
 
-MESSAGE_TYPE = "query.ab_stats"
 BASE_VERSIONS = frozenset({"base", "none"})
 
 
-def online_config(status: ABTestStatus) -> ConfigRecord:
+def online_query(status: ABTestStatus) -> AbQuery:
     s = status.spec
-    return ConfigRecord({"mode": "online", "ab-test-id": s.ab_test_id, "control": s.control,
-                         "treatment": s.treatment, "traffic-split": float(s.traffic_split),
-                         "min-samples": s.min_samples, "duration-days": s.duration_days})
+    return AbQuery("online", s.ab_test_id, s.control, s.treatment, float(s.traffic_split),
+                   min_samples=s.min_samples, duration_days=s.duration_days)
 
 
-def offline_config(status: ABTestStatus, lineage: Mapping[str, Any]) -> ConfigRecord:
-    config = online_config(status)
-    config["mode"] = "offline"
-    config["r"] = int(lineage.get("r", 8))
-    config["alpha"] = float(lineage.get("alpha", 16.0))
-    config["max-length"] = int(lineage.get("max_length", 256))  # score as it was trained
-    return config
+def offline_query(status: ABTestStatus, lineage: Mapping[str, Any]) -> AbQuery:
+    """Score as the candidate was trained: its rank, alpha and max length."""
+    s = status.spec
+    return AbQuery("offline", s.ab_test_id, s.control, s.treatment, float(s.traffic_split),
+                   min_samples=s.min_samples, duration_days=s.duration_days,
+                   rank=int(lineage.get("r", 8)), alpha=float(lineage.get("alpha", 16.0)),
+                   max_length=int(lineage.get("max_length", 256)))
 
 
-def version_config(version: str, since_us: int) -> ConfigRecord:
-    return ConfigRecord({"mode": "version", "version": version, "since-us": int(since_us)})
-
-
-def arm_from_metrics(metrics: Mapping[str, Any], cell: str) -> ArmStats | None:
-    """The `ArmStats` of ``cell`` in a reply's metrics; None when it was suppressed."""
-    if f"{cell}.n" not in metrics:
-        return None
-    cov = [metrics.get(f"{cell}.{k}") for k in ("sum_x", "sum_x2", "sum_xy")]
-    base = (int(metrics[f"{cell}.n"]), float(metrics[f"{cell}.sum"]),
-            float(metrics[f"{cell}.sumsq"]))
-    if all(c is not None for c in cov):
-        return ArmStats(*base, *(float(c) for c in cov))  # type: ignore[arg-type]
-    return ArmStats(*base)
-
-
-def _metrics(reply: Message | None) -> Mapping[str, Any] | None:
-    if reply is None or reply.has_error() or "metrics" not in reply.content:
-        return None
-    return dict(reply.content.metric_records["metrics"])
-
-
-def _adapter_record(tensors: Mapping[str, np.ndarray]) -> ArrayRecord:
-    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in sorted(tensors.items())})
+def version_query(version: str, since_us: int) -> AbQuery:
+    return AbQuery("version", version=version, since_us=int(since_us))
 
 
 def query_nodes(grid: Grid, requests: Sequence[tuple[str, int, RecordDict]], *,
                 timeout: float, interval: float) -> dict[tuple[str, int], Message]:
-    """Push every ``(key, node, content)`` as ``query.ab_stats`` at once; pull the replies.
-
-    One exchange for all the questions of a look: each exchange costs seconds of polling
-    in deployment mode, whatever it carries.
-    """
-    messages = [Message(content, dst_node_id=node, message_type=MESSAGE_TYPE)
-                for _, node, content in requests]
-    started = time.monotonic()
-    ids = list(grid.push_messages(messages))
-    wanted = {mid: (key, node) for mid, (key, node, _) in zip(ids, requests, strict=True)}
-    replies: dict[tuple[str, int], Message] = {}
-    while len(replies) < len(wanted) and time.monotonic() - started < timeout:
-        for reply in grid.pull_messages([i for i in wanted if wanted[i] not in replies]):
-            where = wanted.get(reply.metadata.reply_to_message_id)
-            if where is not None:
-                replies[where] = reply
-        if len(replies) < len(wanted):
-            time.sleep(interval)
+    """Push every ``(key, node, content)`` as ``query.ab_stats`` at once; pull the replies."""
+    keyed = [((key, node), Message(content, dst_node_id=node,
+                                   message_type=wire.QUERY_AB_STATS))
+             for key, node, content in requests]
+    replies, _ = exchange_keyed(grid, keyed, timeout=timeout, interval=interval)
     return replies
 
 
@@ -115,7 +88,7 @@ def _why_missing(reply: Message | None) -> str:
     if reply is None:
         return "no reply"
     if reply.has_error():
-        return f"error code {reply.error.code}"
+        return f"failed: {explain(reply.error.reason or '')}"
     return "suppressed (fewer than k_min)"
 
 
@@ -125,9 +98,9 @@ def tenant_arms(replies: Mapping[int, Message], nodes: Sequence[int]
     arms: list[TenantArms] = []
     missing: list[str] = []
     for node in nodes:
-        metrics = _metrics(replies.get(node))
-        control = arm_from_metrics(metrics, "ab.control") if metrics else None
-        treatment = arm_from_metrics(metrics, "ab.treatment") if metrics else None
+        metrics = wire.reply_metrics(replies.get(node))
+        control = arm_from_metrics(metrics, AB_CONTROL) if metrics else None
+        treatment = arm_from_metrics(metrics, AB_TREATMENT) if metrics else None
         if control is None or treatment is None:
             missing.append(f"{node}: {_why_missing(replies.get(node))}")
         else:
@@ -143,10 +116,11 @@ def _wants_offline(status: ABTestStatus, promotions: PromotionLog) -> bool:
 
 def _offline_content(registry: Any, status: ABTestStatus) -> RecordDict:
     spec = status.spec
-    content = RecordDict({"config": offline_config(status, registry.get(spec.treatment).lineage),
-                          "candidate": _adapter_record(registry.load(spec.treatment))})
+    query = offline_query(status, registry.get(spec.treatment).lineage)
+    content = RecordDict({wire.CONFIG: query.to_record(),
+                          wire.CANDIDATE: wire.adapter_record(registry.load(spec.treatment))})
     if spec.control not in BASE_VERSIONS:
-        content["current"] = _adapter_record(registry.load(spec.control))
+        content[wire.CURRENT] = wire.adapter_record(registry.load(spec.control))
     return content
 
 
@@ -159,8 +133,8 @@ def _record_offline(abtests: ABTestLog, status: ABTestStatus, replies: Mapping[i
     paired: dict[str, ArmStats] = {}
     missing: list[str] = []
     for n in nodes:
-        metrics = _metrics(replies.get(n))
-        arm = arm_from_metrics(metrics, "ab.paired") if metrics else None
+        metrics = wire.reply_metrics(replies.get(n))
+        arm = arm_from_metrics(metrics, AB_PAIRED) if metrics else None
         if arm is None:
             missing.append(f"{n}: {_why_missing(replies.get(n))}")
         else:
@@ -184,8 +158,8 @@ def _record_quality(promotions: PromotionLog, version: str, replies: Mapping[int
     total = ArmStats()
     missing = []
     for n in nodes:
-        metrics = _metrics(replies.get(n))
-        arm = arm_from_metrics(metrics, "ab.version") if metrics else None
+        metrics = wire.reply_metrics(replies.get(n))
+        arm = arm_from_metrics(metrics, AB_VERSION) if metrics else None
         if arm is None:
             missing.append(f"{n}: {_why_missing(replies.get(n))}")
         else:
@@ -217,10 +191,12 @@ def look_at_open_tests(grid: Grid, registry: Any, nodes: Sequence[int], *, timeo
         # a RecordDict per message: Flower tracks a message's objects by identity
         requests += [(status.spec.ab_test_id, n,
                       _offline_content(registry, status) if offline
-                      else RecordDict({"config": online_config(status)})) for n in nodes]
+                      else RecordDict({wire.CONFIG: online_query(status).to_record()}))
+                     for n in nodes]
     quality = _quality_request(promotions)
     if quality is not None:
-        requests += [("", n, RecordDict({"config": version_config(*quality)})) for n in nodes]
+        requests += [("", n, RecordDict({wire.CONFIG: version_query(*quality).to_record()}))
+                     for n in nodes]
     if not requests:
         return []
     replies = query_nodes(grid, requests, timeout=timeout, interval=interval)
@@ -244,26 +220,18 @@ def look_at_open_tests(grid: Grid, registry: Any, nodes: Sequence[int], *, timeo
     return outcomes
 
 
-def look_time(cfg: Any) -> datetime:
-    """When a look happens: now, or ``sim-days`` ahead on a simulator's clock."""
-    days = float(cfg.sim_days)
-    if days:
-        logger.info("action=ab_look sim_days=%s", days)
-    return utcnow() + timedelta(days=days)
-
-
 def ab_looks(grid: Grid, registry: Any, nodes: Sequence[int], cfg: Any) -> None:
-    """``ab-only`` runs: ``num-server-rounds`` looks, no training (``coordinator.rounds.loop``)."""
-    for _ in range(int(cfg.num_server_rounds)):
+    """``ab-only`` runs: ``rounds`` looks, no training (``coordinator.rounds.loop``)."""
+    for _ in range(int(cfg.rounds)):
         look_at_open_tests(grid, registry, nodes, timeout=cfg.round_timeout,
-                           interval=cfg.poll_interval, now=look_time(cfg))
+                           interval=cfg.poll_interval, now=current_clock().now())
 
 
 def look_after_round(grid: Grid, registry: Any, nodes: Sequence[int], cfg: Any) -> None:
     """One look after a federated round; a failed look is logged and leaves the round be."""
     try:
         look_at_open_tests(grid, registry, nodes, timeout=cfg.round_timeout,
-                           interval=cfg.poll_interval, now=look_time(cfg))
+                           interval=cfg.poll_interval, now=current_clock().now())
     except (HermesFedError, ValueError, KeyError) as exc:
         logger.error("action=ab_look status=failed error=%s", type(exc).__name__)
         logger.debug("ab look failed", exc_info=True)

@@ -28,6 +28,7 @@ class NodeRoundReport:
     heldout_before: float | None
     heldout_after: float | None
     heldout_n: int | None
+    truncated: int = 0
     outlier: bool = False
     error: str | None = None
 

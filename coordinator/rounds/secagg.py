@@ -41,7 +41,7 @@ from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.serverapp import Grid
 
 from coordinator.rounds.dp import PrivacySettings
-from coordinator.rounds.loop import exchange, payload_bytes
+from coordinator.rounds.exchange import exchange, payload_bytes
 from hermes_fed.errors import FederationError
 
 logger = logging.getLogger(__name__)

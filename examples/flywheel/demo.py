@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,10 @@ import numpy as np
 import sqlalchemy as sa
 
 from coordinator.deploy.local_federation import LocalFederation, NodeSpec, read_run_report
-from coordinator.deploy.processes import free_port
+from hermes_fed.clock import CLOCK_ENV, OffsetClock
 from hermes_fed.errors import ConfigError, FederationError
+from hermes_fed.federation.processes import free_port
+from hermes_fed.federation.settings import RoundSettings
 from hermes_fed.training.learning_rate import LR_SCHEDULES
 
 log = logging.getLogger(__name__)
@@ -209,7 +212,7 @@ def quality_of_round(node: NodeDaemon, round_index: int, tenant_id: str) -> dict
 
 # --- the flywheel -----------------------------------------------------------------------
 def _sessions(tenant: Any, cfg: DemoConfig) -> int:
-    return max(2, round(tenant.sessions_per_round * cfg.sessions_scale))
+    return max(2, round(float(tenant.sessions_per_round) * cfg.sessions_scale))
 
 
 def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
@@ -249,7 +252,11 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
         "rounds": [],
         "tenants": [t.tenant_id for t in tenants],
     }
-    federation = LocalFederation(cfg.directory / "federation", isolation=cfg.isolation, capture=True)
+    # A round stands for a week of traffic: the coordinator reads a clock the demo advances.
+    clock = OffsetClock(cfg.directory / "clock.json")
+    clock.path.unlink(missing_ok=True)
+    federation = LocalFederation(cfg.directory / "federation", isolation=cfg.isolation,
+                                 capture=True, superlink_env={CLOCK_ENV: str(clock.path)})
     try:
         for node in nodes.values():
             node.start()
@@ -291,6 +298,8 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
         online: dict[str, Any] | None = None  # the test in its online phase, if any
         for r in range(cfg.rounds + 1):
             round_started = time.perf_counter()
+            if r:
+                clock.advance(timedelta(days=7))
             entry: dict[str, Any] = {"round": r, "production": production, "tenants": {}}
             # 1. usage against production (and, during an online A/B, the treatment by arm),
             #    events to the nodes over gRPC
@@ -370,7 +379,7 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
                 say(f"  {candidate} waits: A/B test {online['ab_test_id']} is still running")
             else:
                 decision = offline_look(federation, coordinator_dir, run_config, candidate,
-                                        production, ab, say)
+                                        production, ab, say, now=clock.now())
                 entry["decision"] = decision
                 if decision.get("online"):
                     online = {"ab_test_id": decision["ab_test_id"], "treatment": candidate,
@@ -399,12 +408,12 @@ def _routing(client: Any, online: Mapping[str, Any], ab: Any, control: Any, trea
              control_version: str) -> Any:
     """Users to arms by the node's keyed hash (``AssignVariant``, recorded on the node)."""
     from examples.flywheel.sessions import ArmRouting
-    from tenant_node.flower.ab_stats import AbQuery, arms_for
+    from hermes_fed.federation.queries import AbQuery
 
     test_id, treatment_version = str(online["ab_test_id"]), str(online["treatment"])
     # the arms the node's statistics expect for this test (names and weights)
     query = AbQuery("online", test_id, control_version, treatment_version, ab.traffic_split)
-    arms = {arm.name: arm.weight for arm in arms_for(query)}
+    arms = query.arm_weights()
 
     def assign(user_ref: str) -> str:
         return str(client.assign_variant(test_id, user_ref, arms).variant)
@@ -428,22 +437,19 @@ def _record_golden(recorder: Any, trajectory: Mapping[str, Any]) -> str:
 def _run_config(
     cfg: DemoConfig, coordinator_dir: Path, base: Path, n_nodes: int
 ) -> dict[str, str | int | float]:
+    settings = RoundSettings(
+        rank=cfg.rank, alpha=2.0 * cfg.rank, lr=cfg.lr, local_steps=cfg.local_steps,
+        lr_schedule=cfg.lr_schedule, warmup_steps=cfg.warmup_steps, batch_size=8,
+        max_length=320,  # the longest golden (unit conversion) is ~265 tokens
+        seed=cfg.seed)
     return {
         "coordinator-dir": str(coordinator_dir.resolve()),
         "base-model": str(base.resolve()),
         "mode": cfg.mode,
-        "num-server-rounds": 1,
+        "rounds": 1,
         "min-nodes": n_nodes,
-        "max-steps": cfg.local_steps,
-        "r": cfg.rank,
-        "alpha": 2.0 * cfg.rank,
-        "batch-size": 8,
-        "max-length": 320,  # the longest golden (unit conversion) is ~265 tokens
-        "lr": cfg.lr,
-        "lr-schedule": cfg.lr_schedule,
-        "warmup-steps": cfg.warmup_steps,
-        "seed": cfg.seed,
         "ab-looks": 0,
+        **settings.to_mapping(),
     }
 
 

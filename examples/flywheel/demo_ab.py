@@ -14,15 +14,16 @@ an online A/B on real (simulated) traffic gates it into production.
    treatment (the look itself does that); CONTINUE keeps the test open for the next round.
 
 The looks are the coordinator's real machinery; this module only sequences them as an
-operator would. A demo round stands for a week of traffic: the online look is dated
-``sim_days`` ahead (``RoundsConfig.sim_days``), so the test's minimum duration and its
-sample-size guard are real gates, not skipped ones.
+operator would. A demo round stands for a week of traffic: the demo advances the clock it
+injects into the coordinator (``hermes_fed.clock``) by seven days a round, so the test's
+minimum duration and its sample-size guard are real gates, not skipped ones.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +47,9 @@ class AbSettings:
 
 
 def _look(federation: LocalFederation, coordinator_dir: Path, run_config: Mapping[str, Any],
-          ab_test_id: str, sim_days: float) -> dict[str, Any]:
+          ab_test_id: str) -> dict[str, Any]:
     """One ``ab-only`` run; the test's last look as the report shows it."""
-    outcome = federation.run({**run_config, "ab-only": 1, "num-server-rounds": 1,
-                              "sim-days": float(sim_days)}, timeout=900)
+    outcome = federation.run({**run_config, "ab-only": 1, "rounds": 1}, timeout=900)
     read_run_report(coordinator_dir, outcome.run_id)
     with AdapterRegistry.open(coordinator_dir) as registry:
         status = ABTestLog(registry.store).get(ab_test_id)
@@ -77,15 +77,15 @@ def _stage(promotions: PromotionLog, version: str) -> str | None:
 
 def offline_look(federation: LocalFederation, coordinator_dir: Path,
                  run_config: Mapping[str, Any], candidate: str, production: str | None,
-                 settings: AbSettings, say: Say) -> dict[str, Any]:
+                 settings: AbSettings, say: Say, now: datetime | None = None) -> dict[str, Any]:
     """Open ``production vs candidate``, look offline; SHIP -> the candidate goes live (ab)."""
     with AdapterRegistry.open(coordinator_dir) as registry:
         PromotionLog(registry.store).promote(candidate, reason="published by a federated round",
                                              actor="demo")
         spec = ABTestLog(registry.store).create(
             production or "base", candidate, traffic_split=settings.traffic_split,
-            min_samples=settings.min_samples, duration_days=settings.duration_days)
-    result = _look(federation, coordinator_dir, run_config, spec.ab_test_id, 0.0)
+            min_samples=settings.min_samples, duration_days=settings.duration_days, now=now)
+    result = _look(federation, coordinator_dir, run_config, spec.ab_test_id)
     with AdapterRegistry.open(coordinator_dir) as registry:
         abtests, promotions = ABTestLog(registry.store), PromotionLog(registry.store)
         if result["open"] and result["verdict"] == Verdict.SHIP.value:
@@ -108,7 +108,7 @@ def online_look(federation: LocalFederation, coordinator_dir: Path,
                 run_config: Mapping[str, Any], ab_test_id: str, sim_days: float,
                 say: Say) -> dict[str, Any]:
     """Look at the test's online arms; SHIP -> conclude and promote to production."""
-    result = _look(federation, coordinator_dir, run_config, ab_test_id, sim_days)
+    result = _look(federation, coordinator_dir, run_config, ab_test_id)
     treatment = result["treatment"]
     with AdapterRegistry.open(coordinator_dir) as registry:
         abtests, promotions = ABTestLog(registry.store), PromotionLog(registry.store)

@@ -23,7 +23,7 @@ def _run(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # a "Loading weights" bar per model load drowns the progress
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # a "Loading weights" bar per model load drowns the progress
     values = config_values(args, _FLAGS)
     if values["base_model"] is not None:
         values["base_model"] = Path(values["base_model"]).resolve()

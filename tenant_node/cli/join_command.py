@@ -45,7 +45,7 @@ def node_config_from_args(args: argparse.Namespace) -> dict[str, str | int | flo
 
 
 def _join(args: argparse.Namespace) -> int:
-    from coordinator.deploy.processes import flower_env, start_supernode
+    from hermes_fed.federation.processes import flower_env, start_supernode
 
     config = node_config_from_args(args)
     home = Path(args.home or f"var/flower-node-{config['tenant-id']}").resolve()

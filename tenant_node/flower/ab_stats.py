@@ -39,69 +39,28 @@ import sqlalchemy as sa
 
 from hermes_fed.abtest.arms import ArmStats
 from hermes_fed.errors import FederationError
-from tenant_node.flower.egress import Cell, EgressPolicy, ReplyPayload
-from tenant_node.ingest.assignment import Arm
+from hermes_fed.federation import messages as wire
+from hermes_fed.federation.cells import (
+    AB_CONTROL,
+    AB_PAIRED,
+    AB_TREATMENT,
+    AB_VERSION,
+    Cell,
+    cell_of,
+)
+from hermes_fed.federation.node_settings import NodeSettings
+from hermes_fed.federation.queries import CONTROL_ARM, TREATMENT_ARM, AbQuery
+from tenant_node.flower.egress import ReplyPayload
 
 logger = logging.getLogger(__name__)
 
-MODES = ("online", "offline", "version")
-CONTROL, TREATMENT, PAIRED, VERSION = "ab.control", "ab.treatment", "ab.paired", "ab.version"
-COVARIATE_SUFFIXES = ("sum_x", "sum_x2", "sum_xy")
-
-
-@dataclass(frozen=True, slots=True)
-class AbQuery:
-    """What the coordinator asks, from the message's ``config`` ConfigRecord."""
-
-    mode: str
-    ab_test_id: str = ""
-    control: str = ""
-    treatment: str = ""
-    traffic_split: float = 0.1
-    version: str = ""
-    since_us: int = 0
-    r: int = 8
-    alpha: float = 16.0
-    max_length: int = 256
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise FederationError(f"ab_stats mode must be one of {MODES}, got {self.mode!r}")
-        if self.mode == "online" and not (self.ab_test_id and self.control and self.treatment):
-            raise FederationError("ab_stats online needs ab-test-id, control and treatment")
-        if self.mode == "version" and not self.version:
-            raise FederationError("ab_stats version needs version")
-        if not 0.0 < self.traffic_split < 1.0:
-            raise FederationError(f"ab_stats traffic-split must be in (0, 1), got {self.traffic_split!r}")
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> AbQuery:
-        try:
-            return cls(
-                mode=str(config["mode"]),
-                ab_test_id=str(config.get("ab-test-id", "")),
-                control=str(config.get("control", "")),
-                treatment=str(config.get("treatment", "")),
-                traffic_split=float(config.get("traffic-split", 0.1)),
-                version=str(config.get("version", "")),
-                since_us=int(config.get("since-us", 0)),
-                r=int(config.get("r", 8)),
-                alpha=float(config.get("alpha", 16.0)),
-                max_length=int(config.get("max-length", 256)),
-            )
-        except (KeyError, ValueError, TypeError) as exc:
-            raise FederationError(f"ab_stats config is missing or bad: {exc!r}") from None
-
-
-def arms_for(query: AbQuery) -> list[Arm]:
-    """The arms an agent passes to ``AssignVariant`` for this test (treatment gets the split)."""
-    return [Arm("control", 1.0 - query.traffic_split), Arm("treatment", query.traffic_split)]
+CONTROL, TREATMENT, PAIRED, VERSION = AB_CONTROL, AB_TREATMENT, AB_PAIRED, AB_VERSION
 
 
 def _arm_of(variant: object, query: AbQuery) -> str | None:
-    if variant in ("control", query.control):
+    if variant in (CONTROL_ARM, query.control):
         return CONTROL
-    if variant in ("treatment", query.treatment):
+    if variant in (TREATMENT_ARM, query.treatment):
         return TREATMENT
     return None
 
@@ -223,7 +182,7 @@ def paired_differences(base_model: str, heldout: Sequence[Mapping[str, Any]],
     from hermes_fed.training.config import LoraTrainingConfig
     from hermes_fed.training.evaluation import evaluate
 
-    config = LoraTrainingConfig(r=query.r, alpha=query.alpha, max_length=query.max_length,
+    config = LoraTrainingConfig(r=query.rank, alpha=query.alpha, max_length=query.max_length,
                                 device="cpu")
     cand = evaluate(base_model, candidate, heldout, config=config, max_new_tokens=1)
     cand_ll = [float(e.adapter_loglik) for e in cand.examples if e.adapter_loglik is not None]
@@ -238,48 +197,33 @@ def paired_differences(base_model: str, heldout: Sequence[Mapping[str, Any]],
     return ArmStats.from_values(diffs, cur_ll)
 
 
-def cells_of(name: str, stats: ArmStats, policy: EgressPolicy) -> tuple[Cell, dict[str, float]]:
-    """The egress cell of ``stats`` and, unless it will be suppressed, its covariate sums."""
-    cell = Cell(name, stats.n, stats.sum, stats.sumsq)
-    covariates: dict[str, float] = {}
-    if stats.has_covariate and not 0 < stats.n < policy.k_min:
-        for suffix in COVARIATE_SUFFIXES:
-            covariates[f"{name}.{suffix}"] = float(getattr(stats, suffix))
-    return cell, covariates
+def reply_payload(stats: Mapping[str, ArmStats]) -> ReplyPayload:
+    """The `ReplyPayload` of named `ArmStats` (cells with their covariate sums; the egress
+    guard drops a cell below k_min together with its covariates)."""
+    cells: list[Cell] = [cell_of(name, arm) for name, arm in stats.items()]
+    return ReplyPayload(cells=cells)
 
 
-def reply_payload(stats: Mapping[str, ArmStats], policy: EgressPolicy) -> ReplyPayload:
-    """The `ReplyPayload` of named `ArmStats` (cells + covariate metrics; k_min applies)."""
-    cells: list[Cell] = []
-    metrics: dict[str, float] = {}
-    for name, arm in stats.items():
-        cell, covariates = cells_of(name, arm, policy)
-        cells.append(cell)
-        metrics.update(covariates)
-    return ReplyPayload(cells=cells, metrics=metrics)
-
-
-def answer(content: Any, node_config: Mapping[str, Any], policy: EgressPolicy) -> ReplyPayload:
+def answer(content: Any, settings: NodeSettings) -> ReplyPayload:
     """Answer one ``query.ab_stats`` message's content on this node (the ClientApp calls this)."""
     from hermes_fed.store import Keyring, open_store
-    from tenant_node.flower.local_round import NodeSettings
 
-    settings = NodeSettings.from_node_config(node_config)
-    query = AbQuery.from_config(content.config_records["config"])
+    query = AbQuery.from_record(content.config_records[wire.CONFIG])
     keyring = Keyring.from_file(settings.keyring) if settings.keyring else None
-    store = open_store(settings.store, settings.tenant_id, keyring=keyring)
+    store = open_store(settings.store, settings.tenant_id, keyring=keyring,
+                       schema=settings.store_schema or None)
     try:
         if query.mode == "online":
-            return reply_payload(online_arm_stats(store, query), policy)
+            return reply_payload(online_arm_stats(store, query))
         if query.mode == "version":
-            return reply_payload({VERSION: version_stats(store, query)}, policy)
+            return reply_payload({VERSION: version_stats(store, query)})
         heldout = heldout_trajectories(store, settings.heldout_fraction, settings.split_seed)
     finally:
         store.close()
     arrays = content.array_records
-    candidate = {k: a.numpy() for k, a in arrays["candidate"].items()}
-    current = {k: a.numpy() for k, a in arrays["current"].items()} if "current" in arrays else None
+    candidate = wire.record_tensors(arrays[wire.CANDIDATE])
+    current = wire.record_tensors(arrays[wire.CURRENT]) if wire.CURRENT in arrays else None
     if not heldout:
-        return reply_payload({PAIRED: ArmStats()}, policy)
+        return reply_payload({PAIRED: ArmStats()})
     return reply_payload({PAIRED: paired_differences(settings.base_model, heldout, candidate,
-                                                     current, query)}, policy)
+                                                     current, query)})

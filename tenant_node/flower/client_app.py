@@ -1,39 +1,52 @@
 """The tenant node's Flower ClientApp: ``train``, ``evaluate``, ``query.status``, ``query.ab_stats``.
 
-Started by ``flower-supernode --node-config 'tenant-id="a" store="sqlite:///..."
-base-model="..."'``. Every reply is built by :mod:`tenant_node.flower.egress` (invariant 8); the
-egress mod re-checks it and reduces any exception to its type name. The node's data is
-read from its own event store on each message (the ClientApp process may be fresh every
-message) and never leaves the node.
+Started by ``flower-supernode --node-config`` (:class:`hermes_fed.federation.NodeSettings`:
+``tenant-id``, ``store``, ``base-model``, ...). The message contract is
+:mod:`hermes_fed.federation.messages`. Every reply is built by
+:mod:`tenant_node.flower.egress` (invariant 8), and the guard mod re-checks it; a handler's
+exception leaves the node as a reason code and its type name only (E6,
+:mod:`hermes_fed.federation.reasons`). The node's data is read from its own event store
+on each message (the ClientApp process may be fresh every message) and never leaves it.
 
-Message contract (coordinator -> node):
-
-* ``train``: ``adapter`` (ArrayRecord, the global adapter) + ``config`` (ConfigRecord,
-  see :class:`tenant_node.flower.local_round.RoundSpec`). Reply: the trained adapter (B only in
-  frozen-a), ``num-examples``, ``train-loss``, held-out log-likelihood of the incoming
-  adapter, ``versions.parent-version``.
-* ``evaluate``: ``adapter`` + ``config``. Reply: held-out counts and log-likelihoods.
-* ``query.status``: nothing in. Reply: event and trajectory counts (k_min applies).
-* ``query.ab_stats``: ``config`` (an A/B test's facts and a mode; ``candidate``/``current``
-  adapters when offline, see :mod:`tenant_node.flower.ab_stats`). Reply: per-arm cells only.
-
-Further query handlers register on :data:`app` with ``@app.query("<name>")`` and build
-replies with :func:`tenant_node.flower.egress.build_reply`.
+One app serves every kind of round. ``train`` carries a
+:class:`~hermes_fed.federation.RoundSpec`: in plain rounds the node sends its adapter; in
+DP rounds it sends ``global + Δ`` with ``Δ`` clipped and, for client DP, noised
+(``UpdateShaping``); under SecAgg+ Flower's ``secaggplus_mod`` runs the protocol's four
+stages and calls the handler at *collect masked vectors* with the legacy ``FitIns`` (the
+global adapter as a list, its names in ``adapter-keys``); the node answers a ``FitRes`` of
+``Δ`` and its weight (num-examples, or 1 under DP), which the mod masks (E7).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 
 import numpy as np
-from flwr.app import Context, Message
+from flwr.app import Context, Message, RecordDict
+from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import ClientAppCallable
 
-from tenant_node.flower.egress import EgressPolicy, ReplyPayload, build_reply, egress_mod
+from hermes_fed.errors import EgressError
+from hermes_fed.federation import messages as wire
+from hermes_fed.federation.node_settings import NodeSettings
+from hermes_fed.federation.round_spec import RoundSpec
+from hermes_fed.privacy.updates import apply_delta, check_secagg_range, shape_update
+from tenant_node.flower.egress import (
+    SECAGG_RECORD,
+    EgressPolicy,
+    ReplyPayload,
+    build_reply,
+    build_secagg_fit_reply,
+    check_content,
+    check_secagg_content,
+    guarded_reply,
+)
 from tenant_node.flower.local_round import (
-    NodeSettings,
-    RoundSpec,
+    LocalData,
+    LocalUpdate,
     evaluate_locally,
     load_local_data,
     train_locally,
@@ -41,60 +54,115 @@ from tenant_node.flower.local_round import (
 
 logger = logging.getLogger(__name__)
 
-_DEFAULT_POLICY = EgressPolicy()
+FITINS_CONFIG = "fitins.config"
 
 
-def _policy(context: Context) -> EgressPolicy:
+def node_policy(context: Context) -> EgressPolicy:
+    """The egress policy of this node (its ``k-min``; read alone, so the guard stands even
+    when the rest of the node config is bad and the handler fails on it)."""
     k_min = context.node_config.get("k-min")
-    return EgressPolicy(k_min=int(k_min)) if k_min is not None else _DEFAULT_POLICY
+    return EgressPolicy(k_min=int(k_min)) if k_min is not None else EgressPolicy()
 
 
-def _guard(message: Message, context: Context, call_next):  # type: ignore[no-untyped-def]
-    mod = egress_mod(_policy(context))
-    return mod(message, context, call_next)
+def _guard(message: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """E6 for every message; E1-E5 for plain replies, E7 for SecAgg+ replies."""
+    policy = node_policy(context)
+
+    def check(content: RecordDict) -> None:
+        if SECAGG_RECORD in content.config_records:
+            check_secagg_content(content, policy)
+        else:
+            check_content(content, policy)
+
+    return guarded_reply(message, context, call_next, check)
 
 
-app = ClientApp(mods=[_guard])
+def _secagg_only(message: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Run ``secaggplus_mod`` on SecAgg+ messages only; other messages pass straight on."""
+    if SECAGG_RECORD in message.content.config_records:
+        return secaggplus_mod(message, context, call_next)
+    return call_next(message, context)
 
 
-def _global_adapter(message: Message) -> dict[str, np.ndarray]:
-    record = message.content.array_records["adapter"]
-    return {name: array.numpy() for name, array in record.items()}
+app = ClientApp(mods=[_guard, _secagg_only])
 
 
-def _versions(parent: str, manifest_sha256: str) -> dict[str, str]:
-    """Version ids of a train reply: the adapter it started from and the dataset manifest."""
-    versions = {"parent-version": parent}
-    if manifest_sha256:
-        versions["dataset-manifest"] = manifest_sha256
+def _versions(settings: NodeSettings, spec: RoundSpec, data: LocalData) -> dict[str, str]:
+    versions = {wire.PARENT_VERSION: spec.parent_version, wire.TENANT_ID: settings.tenant_id}
+    if data.manifest_sha256:
+        versions[wire.DATASET_MANIFEST] = data.manifest_sha256
     return versions
+
+
+def _train(settings: NodeSettings, spec: RoundSpec, global_adapter: Mapping[str, np.ndarray]
+           ) -> tuple[LocalData, LocalUpdate]:
+    data = load_local_data(settings)
+    update = train_locally(settings, data, spec, global_adapter)
+    logger.info("round=%d mode=%s dp=%s examples=%d", spec.round, spec.mode,
+                spec.shaping.dp_mode, update.num_examples)
+    return data, update
 
 
 @app.train()
 def train(message: Message, context: Context) -> Message:
-    """Train from the global adapter on this node's data; reply through the egress guard."""
+    """Train from the global adapter on this node's data (plain, DP, or SecAgg+'s fit)."""
     started = time.perf_counter()
     settings = NodeSettings.from_node_config(context.node_config)
-    spec = RoundSpec.from_config(message.content.config_records["config"])
-    data = load_local_data(settings)
-    update = train_locally(settings, data, spec, _global_adapter(message))
-    logger.info("round=%d mode=%s examples=%d", spec.round, spec.mode, update.num_examples)
-    metrics = {**update.metrics, "handler-seconds": time.perf_counter() - started}
-    payload = ReplyPayload(adapter=update.adapter, num_examples=update.num_examples,
-                           metrics=metrics, cells=update.cells,
-                           versions=_versions(spec.parent_version, data.manifest_sha256))
-    return build_reply(message, payload, _policy(context))
+    policy = EgressPolicy(k_min=settings.k_min)
+    if FITINS_CONFIG in message.content.config_records:
+        return _secagg_fit(message, settings, policy, started)
+    spec = RoundSpec.from_record(message.content.config_records[wire.CONFIG])
+    global_adapter = wire.record_tensors(message.content.array_records[wire.ADAPTER])
+    data, update = _train(settings, spec, global_adapter)
+    adapter = update.adapter
+    if spec.shaping.dp_mode != "off":
+        shaped = shape_update(update.adapter, global_adapter, clip=spec.shaping.dp_clip,
+                              noise_std=spec.shaping.dp_noise_std)
+        adapter = apply_delta(global_adapter, shaped.delta)
+    metrics = {**update.metrics, wire.HANDLER_SECONDS: time.perf_counter() - started}
+    payload = ReplyPayload(adapter=adapter, num_examples=update.num_examples, metrics=metrics,
+                           counts=update.counts, cells=update.cells,
+                           versions=_versions(settings, spec, data))
+    return build_reply(message, payload, policy)
+
+
+def _secagg_fit(message: Message, settings: NodeSettings, policy: EgressPolicy,
+                started: float) -> Message:
+    from flwr.common import parameters_to_ndarrays
+    from flwr.compat.common import recorddict_compat as compat
+
+    fitins = compat.recorddict_to_fitins(message.content, keep_input=True)
+    config = dict(fitins.config)
+    names = str(config["adapter-keys"]).split(",")
+    arrays = parameters_to_ndarrays(fitins.parameters)
+    if len(names) != len(arrays):
+        raise EgressError(f"adapter-keys names {len(names)} tensors, got {len(arrays)}")
+    global_adapter = dict(zip(names, arrays, strict=True))
+    spec = RoundSpec.from_record(config)
+    _, update = _train(settings, spec, global_adapter)
+    if update.num_examples < policy.k_min:
+        # no contribution at all: the masked sum would still reveal a tiny node's update
+        raise EgressError("fewer than k_min training examples")
+    shaped = shape_update(update.adapter, global_adapter, clip=spec.shaping.dp_clip,
+                          noise_std=spec.shaping.dp_noise_std)
+    check_secagg_range(shaped.delta, spec.shaping.secagg_clipping_range)
+    weight = 1 if spec.shaping.dp_mode != "off" else update.num_examples
+    metrics = {**update.metrics, wire.HANDLER_SECONDS: time.perf_counter() - started}
+    payload = ReplyPayload(num_examples=update.num_examples, metrics=metrics,
+                           counts=update.counts, cells=update.cells)
+    return build_secagg_fit_reply(message, shaped.delta, weight, payload, policy)
 
 
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
     """Held-out log-likelihood of the adapter in the message (and of the base model)."""
     settings = NodeSettings.from_node_config(context.node_config)
-    spec = RoundSpec.from_config(message.content.config_records["config"])
+    spec = RoundSpec.from_record(message.content.config_records[wire.CONFIG])
     data = load_local_data(settings)
-    cells = evaluate_locally(settings, data, spec, _global_adapter(message))
-    payload = ReplyPayload(cells=cells, versions={"adapter-version": spec.parent_version})
-    return build_reply(message, payload, _policy(context))
+    adapter = wire.record_tensors(message.content.array_records[wire.ADAPTER])
+    cells = evaluate_locally(settings, data, spec, adapter)
+    payload = ReplyPayload(cells=cells, versions={wire.ADAPTER_VERSION: spec.parent_version})
+    return build_reply(message, payload, EgressPolicy(k_min=settings.k_min))
 
 
 @app.query("status")
@@ -102,10 +170,11 @@ def status(message: Message, context: Context) -> Message:
     """Counts of the node's log (no ids, no text); small counts are suppressed."""
     settings = NodeSettings.from_node_config(context.node_config)
     data = load_local_data(settings)
-    payload = ReplyPayload(counts={"count.events": data.num_events,
-                                   "count.train": len(data.train),
-                                   "count.heldout": len(data.heldout)})
-    return build_reply(message, payload, _policy(context))
+    payload = ReplyPayload(counts={wire.COUNT_EVENTS: data.num_events,
+                                   wire.COUNT_TRAIN: len(data.train),
+                                   wire.COUNT_HELDOUT: len(data.heldout)},
+                           versions={wire.TENANT_ID: settings.tenant_id})
+    return build_reply(message, payload, EgressPolicy(k_min=settings.k_min))
 
 
 @app.query("ab_stats")
@@ -113,5 +182,6 @@ def ab_stats(message: Message, context: Context) -> Message:
     """Per-arm sufficient statistics of an A/B test (see :mod:`tenant_node.flower.ab_stats`)."""
     from tenant_node.flower.ab_stats import answer
 
-    policy = _policy(context)
-    return build_reply(message, answer(message.content, context.node_config, policy), policy)
+    settings = NodeSettings.from_node_config(context.node_config)
+    policy = EgressPolicy(k_min=settings.k_min)
+    return build_reply(message, answer(message.content, settings), policy)

@@ -24,7 +24,8 @@ E2. Every ``ArrayRecord`` entry is a finite floating-point tensor under an adapt
 E3. Every metric is one finite ``int``/``float`` under a metric name.
 E4. Every version is a version id (``[A-Za-z0-9][A-Za-z0-9._:+-]*``, <= 128 chars).
 E5. No count ``n`` (``*.n``, ``num-examples``) with ``0 < n < k_min`` leaves the node.
-E6. An exception in a handler leaves the node as its type name only.
+E6. An exception in a handler leaves the node as a reason code and its type name only
+    (``hermes_fed.federation.reasons``): never the exception's text.
 """
 
 from __future__ import annotations
@@ -40,17 +41,20 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp.typing import ClientAppCallable, Mod
 
-from hermes_fed.errors import EgressError
+from hermes_fed.errors import ConfigError, EgressError
+from hermes_fed.federation import messages as wire
+from hermes_fed.federation.cells import Cell
+from hermes_fed.federation.reasons import error_text
 
 logger = logging.getLogger(__name__)
 
-ADAPTER_RECORD = "adapter"
-METRICS_RECORD = "metrics"
-VERSIONS_RECORD = "versions"
-ALLOWED_RECORDS = frozenset({ADAPTER_RECORD, METRICS_RECORD, VERSIONS_RECORD})
+ADAPTER_RECORD = wire.ADAPTER
+METRICS_RECORD = wire.METRICS
+VERSIONS_RECORD = wire.VERSIONS
+ALLOWED_RECORDS = wire.REPLY_RECORDS
 
-NUM_EXAMPLES = "num-examples"
-SUPPRESSED_CELLS = "suppressed-cells"
+NUM_EXAMPLES = wire.NUM_EXAMPLES
+SUPPRESSED_CELLS = wire.SUPPRESSED_CELLS
 
 _TENSOR_NAME = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
 _METRIC_NAME = re.compile(r"[a-z][a-z0-9_]*([.-][a-z0-9_]+)*")
@@ -74,27 +78,11 @@ class EgressPolicy:
 
     def __post_init__(self) -> None:
         if self.k_min < 1:
-            raise ValueError(f"EgressPolicy.k_min must be >= 1, got {self.k_min!r}")
+            raise ConfigError(f"EgressPolicy.k_min must be >= 1, got {self.k_min!r}")
         if not self.adapter_marker:
-            raise ValueError(
+            raise ConfigError(
                 f"EgressPolicy.adapter_marker must be non-empty, got {self.adapter_marker!r}"
             )
-
-
-@dataclass(frozen=True, slots=True)
-class Cell:
-    """Sufficient statistics of one cell: ``n``, ``sum``, ``sum of squares`` (mergeable)."""
-
-    name: str
-    n: int
-    total: float
-    total_sq: float
-
-    def __add__(self, other: Cell) -> Cell:
-        if other.name != self.name:
-            raise ValueError(f"cannot add cell {other.name!r} to cell {self.name!r}")
-        return Cell(self.name, self.n + other.n, self.total + other.total,
-                    self.total_sq + other.total_sq)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,12 +167,11 @@ def build_reply(request: Message, payload: ReplyPayload, policy: EgressPolicy) -
     for cell in payload.cells:
         _check_metric_name(cell.name)
         if 0 < cell.n < policy.k_min:
-            suppressed += 1
+            suppressed += 1  # its covariate sums are dropped with it
             continue
-        for suffix, value in (("n", cell.n), ("sum", cell.total), ("sumsq", cell.total_sq)):
-            key = f"{cell.name}.{suffix}"
+        for key, value in cell.metrics().items():
             _check_number(key, value)
-            metrics[key] = value
+            metrics[key] = int(value) if key.endswith(".n") else value
     for name, value in payload.metrics.items():
         _check_metric_name(name)
         if _is_count(name):
@@ -247,21 +234,21 @@ def guarded_reply(
     call_next: ClientAppCallable,
     check: Callable[[RecordDict], None],
 ) -> Message:
-    """Run the handler; E6 for its failure (type name only, the full exception logged on
+    """Run the handler; E6 for its failure (reason code and type name only, the full exception logged on
     the node), then ``check`` on the reply's content (refusal logged, a generic error out)."""
     kind = message.metadata.message_type
     try:
         reply = call_next(message, context)
     except Exception as exc:
         logger.exception("handler failed message_type=%s", kind)
-        raise EgressError(f"{kind} failed ({type(exc).__name__})") from None
+        raise EgressError(error_text(kind, exc)) from None
     if reply.has_error():
-        raise EgressError(f"{kind} failed (error reply)")
+        raise EgressError(f"{kind} failed: reason=internal (error reply)")
     try:
         check(reply.content)
     except EgressError as exc:
         logger.error("reply refused message_type=%s reason=%s", kind, exc)
-        raise EgressError(f"{kind} reply refused by the egress guard") from None
+        raise EgressError(error_text(kind, exc)) from None
     return reply
 
 
@@ -269,7 +256,7 @@ def egress_mod(policy: EgressPolicy) -> Mod:
     """A Flower client mod that re-checks every outgoing message (E1-E6).
 
     Installed as ``ClientApp(mods=[egress_mod(policy)])``. Errors raised by a handler
-    leave as ``"<handler> failed (<ExceptionType>)"`` only (E6); the full exception is
+    leave as ``"<handler> failed: reason=<code> (<ExceptionType>)"`` only (E6); the full exception is
     logged on the node.
     """
 

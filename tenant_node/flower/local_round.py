@@ -11,104 +11,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from hermes_fed.errors import ConfigError, FederationError
-from tenant_node.flower.egress import Cell
+from hermes_fed.errors import NothingToTrainError
+from hermes_fed.federation import messages as wire
+from hermes_fed.federation.cells import Cell
+from hermes_fed.federation.node_settings import NodeSettings
+from hermes_fed.federation.round_spec import RoundSpec
 
 logger = logging.getLogger(__name__)
 
 TRAJECTORY_RECORDED = "TrajectoryRecorded"
-
-
-@dataclass(frozen=True, slots=True)
-class NodeSettings:
-    """A node's federation settings, from ``flower-supernode --node-config``."""
-
-    tenant_id: str = field(metadata={"help": "the tenant this node serves (node-config tenant-id)"})
-    store: str = field(metadata={"help": "the node's event-store URL (node-config store)"})
-    base_model: str = field(metadata={"help": "local HF base-model dir (node-config base-model)"})
-    keyring: str = field(default="", metadata={"help": "key-ring file of the store; '' = none"})
-    k_min: int = field(default=20, metadata={"help": "egress small-cell threshold"})
-    heldout_fraction: float = field(default=0.2, metadata={"help": "share kept for evaluation"})
-    split_seed: int = field(default=0, metadata={"help": "seed of the train/held-out split"})
-    selection: str = field(default="quality", metadata={
-        "help": "quality: train on the quality pipeline's selection of the train split (tier "
-                "weights, near-duplicates out); all: every train trajectory with weight 1"})
-    dedupe_threshold: float = field(default=0.8, metadata={
-        "help": "MinHash similarity at which two trajectories are near-duplicates "
-                "(SelectionConfig.dedupe_threshold); 1.0 keeps all but exact duplicates"})
-
-    def __post_init__(self) -> None:
-        for name in ("tenant_id", "store", "base_model"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ConfigError(f"node-config {name.replace('_', '-')} must be a non-empty "
-                                  f"string, got {getattr(self, name)!r}")
-        if self.selection not in ("quality", "all"):
-            raise ConfigError(f"node-config selection must be 'quality' or 'all', "
-                              f"got {self.selection!r}")
-        if not 0.0 < self.heldout_fraction < 1.0:
-            raise ConfigError(f"node-config heldout-fraction must be in (0, 1), "
-                              f"got {self.heldout_fraction!r}")
-        if not 0.0 < float(self.dedupe_threshold) <= 1.0:
-            raise ConfigError(f"node-config dedupe-threshold must be in (0, 1], "
-                              f"got {self.dedupe_threshold!r}")
-
-    @classmethod
-    def from_node_config(cls, node_config: Mapping[str, Any]) -> NodeSettings:
-        known = {f.name.replace("_", "-"): f.name for f in fields(cls)}
-        values = {known[k]: v for k, v in node_config.items() if k in known}
-        try:
-            return cls(**values)
-        except TypeError as exc:
-            raise ConfigError(f"node-config is missing a key: {exc}") from None
-
-
-@dataclass(frozen=True, slots=True)
-class RoundSpec:
-    """What the coordinator asked for, from the message's ``config`` ConfigRecord."""
-
-    round: int
-    mode: str
-    parent_version: str
-    r: int
-    alpha: float
-    lr: float
-    max_steps: int
-    batch_size: int
-    max_length: int
-    seed: int
-    frozen_a_seed: int
-    lr_schedule: str = "constant"  # what a coordinator that sends no schedule ran
-    warmup_steps: int = 0
-
-    @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> RoundSpec:
-        try:
-            return cls(round=int(config["round"]), mode=str(config["mode"]),
-                       lr_schedule=str(config.get("lr-schedule", "constant")),
-                       warmup_steps=int(config.get("warmup-steps", 0)),
-                       parent_version=str(config["parent-version"]), r=int(config["r"]),
-                       alpha=float(config["alpha"]), lr=float(config["lr"]),
-                       max_steps=int(config["max-steps"]),
-                       batch_size=int(config["batch-size"]),
-                       max_length=int(config["max-length"]), seed=int(config["seed"]),
-                       frozen_a_seed=int(config["frozen-a-seed"]))
-        except (KeyError, ValueError) as exc:
-            raise FederationError(f"round config is missing or bad: {exc!r}") from None
-
-    def training_config(self) -> Any:
-        from hermes_fed.training.config import LoraTrainingConfig
-
-        return LoraTrainingConfig(r=self.r, alpha=self.alpha, lr=self.lr,
-                                  lr_schedule=self.lr_schedule, warmup_steps=self.warmup_steps,
-                                  max_steps=self.max_steps, batch_size=self.batch_size,
-                                  max_length=self.max_length, seed=self.seed, device="cpu",
-                                  frozen_a=self.mode == "frozen-a",
-                                  frozen_a_seed=self.frozen_a_seed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +54,8 @@ def load_local_data(settings: NodeSettings) -> LocalData:
     from hermes_fed.training.dataset import split_heldout
 
     keyring = Keyring.from_file(settings.keyring) if settings.keyring else None
-    store = open_store(settings.store, settings.tenant_id, keyring=keyring)
+    store = open_store(settings.store, settings.tenant_id, keyring=keyring,
+                       schema=settings.store_schema or None)
     try:
         trajectories: dict[str, Mapping[str, Any]] = {}
         num_events = 0
@@ -176,21 +93,23 @@ def load_local_data(settings: NodeSettings) -> LocalData:
 
 @dataclass(frozen=True, slots=True)
 class LocalUpdate:
-    """A node's trained adapter and its numbers (metric values only, no ids)."""
+    """A node's trained adapter and its numbers (metric values and counts only, no ids)."""
 
     adapter: dict[str, np.ndarray]
     num_examples: int
     metrics: dict[str, float]
     cells: tuple[Cell, ...] = ()
+    counts: Mapping[str, int] = field(default_factory=dict)
 
 
 def _cells(result: Any, prefix: str) -> list[Cell]:
     """Per-example held-out log-likelihoods as mergeable cells (n, sum, sum of squares)."""
     base = np.array([e.base_loglik for e in result.examples], dtype=float)
-    cells = [Cell(f"{prefix}.base", len(base), float(base.sum()), float((base ** 2).sum()))]
+    cells = [Cell(wire.cell_name(prefix, wire.BASE), len(base), float(base.sum()),
+                  float((base ** 2).sum()))]
     if result.examples and all(e.adapter_loglik is not None for e in result.examples):
         adapted = np.array([e.adapter_loglik for e in result.examples], dtype=float)
-        cells.append(Cell(f"{prefix}.adapter", len(adapted), float(adapted.sum()),
+        cells.append(Cell(wire.cell_name(prefix, wire.ADAPTED), len(adapted), float(adapted.sum()),
                           float((adapted ** 2).sum())))
     return cells
 
@@ -208,23 +127,30 @@ def train_locally(settings: NodeSettings, data: LocalData, spec: RoundSpec,
     config = spec.training_config()
     examples = [TrainingExample(trajectory=t, weight=w, tier=tier) for t, w, tier in data.train]
     if not examples:
-        raise FederationError("the node has no training trajectories")
+        raise NothingToTrainError("the node has no selected training trajectories")
     before: list[Cell] = []
     if data.heldout:
         before = _cells(evaluate(settings.base_model, global_adapter, data.heldout,
-                                 config=config, max_new_tokens=1), "heldout-before")
+                                 config=config, max_new_tokens=1), wire.HELDOUT_BEFORE)
     result = train_adapter(settings.base_model, examples, config, init_adapter=global_adapter)
     adapter = result.adapter
     if spec.mode == "frozen-a":
         adapter = {k: v for k, v in adapter.items() if ".lora_A." not in k}
     metrics = {
-        "train-loss": float(result.metrics["train_loss_mean"]),
-        "train-loss-last": float(result.metrics["train_loss_last"]),
-        "train-seconds": float(result.metrics["train_seconds"]),
-        "train-tokens": float(result.num_tokens),
+        wire.TRAIN_LOSS: float(result.metrics["train_loss_mean"]),
+        wire.TRAIN_LOSS_LAST: float(result.metrics["train_loss_last"]),
+        wire.TRAIN_SECONDS: float(result.metrics["train_seconds"]),
+        wire.TRAIN_TOKENS: float(result.num_tokens),
     }
+    # Examples longer than max-length are cut at the end, and those left with no assistant
+    # token are dropped: counted, so the coordinator can say "raise --max-length".
+    counts = {wire.COUNT_SELECTED: len(examples),
+              wire.TRUNCATED_EXAMPLES: int(result.metrics.get("num_truncated", 0))}
+    if len(examples) > result.num_examples:
+        logger.warning("event=examples_dropped selected=%d trained=%d max_length=%d",
+                       len(examples), result.num_examples, config.max_length)
     return LocalUpdate(adapter=adapter, num_examples=result.num_examples, metrics=metrics,
-                       cells=tuple(before))
+                       cells=tuple(before), counts=counts)
 
 
 def evaluate_locally(settings: NodeSettings, data: LocalData, spec: RoundSpec,
@@ -236,4 +162,4 @@ def evaluate_locally(settings: NodeSettings, data: LocalData, spec: RoundSpec,
         return []
     result = evaluate(settings.base_model, adapter, data.heldout, config=spec.training_config(),
                       max_new_tokens=1)
-    return _cells(result, "heldout")
+    return _cells(result, wire.HELDOUT)

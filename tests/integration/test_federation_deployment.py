@@ -58,7 +58,7 @@ def coordinator_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _run_config(coordinator_dir: Path, model: Path, mode: str) -> dict[str, str | int | float]:
     return {"coordinator-dir": str(coordinator_dir), "base-model": str(model), "mode": mode,
-            "num-server-rounds": 1, "min-nodes": len(TENANTS), "max-steps": 2,
+            "rounds": 1, "min-nodes": len(TENANTS), "local-steps": 2,
             "batch-size": 8, "lr": 0.005}
 
 
@@ -128,6 +128,6 @@ def test_a_failing_serverapp_is_reported_as_failed(
 ) -> None:
     # flwr run exits 0 when the ServerApp raises; the run status must catch it.
     config = _run_config(coordinator_dir, tiny_model, "frozen-a")
-    config["r"] = 0  # RoundsConfig refuses it inside the ServerApp
+    config["rank"] = 0  # RoundSettings refuses it inside the ServerApp
     with pytest.raises(FederationError, match="finished:failed"):
         federation.run(config)

@@ -35,7 +35,7 @@ def test_round_with_a_clientapp_process_per_message(tmp_path: Path) -> None:
 
         # Execute
         outcome = fed.run({"coordinator-dir": str(coordinator_dir), "base-model": str(model),
-                           "mode": "frozen-a", "min-nodes": len(tenants), "max-steps": 2})
+                           "mode": "frozen-a", "min-nodes": len(tenants), "local-steps": 2})
 
         # Assert
         assert outcome.completed

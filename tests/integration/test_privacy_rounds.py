@@ -18,10 +18,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from coordinator.deploy.local_federation import REPO_ROOT, LocalFederation, NodeSpec
+from coordinator.deploy.local_federation import LocalFederation, NodeSpec
 from coordinator.deploy.wire_capture import find_canaries
 from coordinator.logs.registry import AdapterRegistry
-from coordinator.rounds.private_rounds import APP_DIR
 from hermes_fed.errors import FederationError
 from hermes_fed.privacy.dp import RdpAccountant
 from tests.integration.federation_data import TenantData, running_federation, seed_tenant_store
@@ -60,13 +59,12 @@ def federation(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
 def _config(coordinator_dir: Path, model: Path, **privacy: Any) -> dict[str, Any]:
     # no evaluate exchange (each costs seconds) except where a test turns it on
     return {"coordinator-dir": str(coordinator_dir), "base-model": str(model),
-            "mode": "frozen-a", "num-server-rounds": 1, "min-nodes": len(TENANTS),
-            "max-steps": 2, "batch-size": 8, "lr": 0.005, "evaluate": 0, **privacy}
+            "mode": "frozen-a", "rounds": 1, "min-nodes": len(TENANTS),
+            "local-steps": 2, "batch-size": 8, "lr": 0.005, "evaluate": 0, **privacy}
 
 
-def _run(federation: LocalFederation, config: dict[str, Any],
-         app_dir: Path = APP_DIR) -> dict[str, Any]:
-    outcome = federation.run(config, app_dir=app_dir)
+def _run(federation: LocalFederation, config: dict[str, Any]) -> dict[str, Any]:
+    outcome = federation.run(config)
     assert outcome.completed
     body: dict[str, Any] = json.loads(
         (Path(config["coordinator-dir"]) / "reports" / f"run-{outcome.run_id}.json").read_text())
@@ -136,7 +134,7 @@ def test_dp_client_round_then_the_budget_refuses_the_next_run(
     with AdapterRegistry.open(tmp_path) as registry:
         versions_before = [v.version for v in registry.versions()]
     with pytest.raises(FederationError, match="finished:failed"):
-        federation.run(_config(tmp_path, tiny_model, **dp), app_dir=APP_DIR)
+        federation.run(_config(tmp_path, tiny_model, **dp))
 
     # Assert: the first round reported its epsilon; the second was refused, clearly,
     # and nothing was published for it
@@ -163,7 +161,7 @@ def test_secagg_round_equals_the_plain_round_within_quantisation(
 ) -> None:
     # Prepare: two coordinators from the same seeded initial adapter
     plain_dir, secagg_dir = tmp_path / "plain", tmp_path / "secagg"
-    plain = _run(federation, _config(plain_dir, tiny_model), app_dir=REPO_ROOT)
+    plain = _run(federation, _config(plain_dir, tiny_model))
     since = _upstream(federation)
 
     # Execute
@@ -229,7 +227,7 @@ def test_secagg_below_the_threshold_fails_loudly_and_publishes_nothing(
 
     # Execute: Flower alone would log "halted" and report the run completed
     with pytest.raises(FederationError, match="finished:failed"):
-        federation.run(config, app_dir=APP_DIR)
+        federation.run(config)
 
     # Assert
     (report_path,) = (tmp_path / "reports").glob("run-*.json")
@@ -247,7 +245,7 @@ def test_secagg_refuses_the_exact_mode(
     config = _config(tmp_path, tiny_model, secagg=1)
     config["mode"] = "exact"
     with pytest.raises(FederationError, match="finished:failed"):
-        federation.run(config, app_dir=APP_DIR)
+        federation.run(config)
     (report_path,) = (tmp_path / "reports").glob("run-*.json")
     assert "SecAgg+ needs aggregation mode frozen-a" in json.loads(
         report_path.read_text())["error"]

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from coordinator.deploy.processes import flower_env
+from hermes_fed.federation.processes import flower_env
 
 pytestmark = pytest.mark.slow
 

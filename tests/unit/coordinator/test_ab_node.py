@@ -16,9 +16,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordD
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 from flwr.supercore.task_identity import TaskIdentity
 
-from coordinator.rounds.looks import arm_from_metrics
 from hermes_fed.abtest import ArmStats
 from hermes_fed.errors import EgressError
+from hermes_fed.federation.cells import arm_from_metrics
 from tenant_node.flower.client_app import app
 from tests.unit.coordinator.ab_data import CANARY, SeededTenant, seed_ab_tenant
 
@@ -171,7 +171,7 @@ def test_version_mode_reports_the_sessions_of_that_version(tenant: SeededTenant)
 def test_bad_query_fails_as_a_type_name_only(tenant: SeededTenant, config: dict[str, object]) -> None:
     with pytest.raises(EgressError) as info:
         _ask(tenant, config)
-    assert str(info.value) == "query.ab_stats failed (FederationError)"
+    assert str(info.value) == "query.ab_stats failed: reason=bad-request (FederationError)"
 
 
 def test_offline_reply_is_the_paired_difference_on_the_heldout_split(
@@ -202,7 +202,7 @@ def test_offline_reply_is_the_paired_difference_on_the_heldout_split(
     record = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in candidate.items()})
 
     # Execute: current = the base model (no "current" adapter in the message)
-    reply = _ask(tenant, {**_online(), "mode": "offline", "r": 4, "alpha": 8.0},
+    reply = _ask(tenant, {**_online(), "mode": "offline", "rank": 4, "alpha": 8.0},
                  _context(tenant, str(model)), candidate=record)
 
     # Assert
@@ -255,4 +255,4 @@ def test_offline_look_from_registry_to_recorded_decision(
         assert stats["suppressed_tenants"] == ["2: no reply"]
         assert outcome.decision is not None and outcome.decision.numbers["mode"] == "offline"
         assert not _wants_offline(after, promotions)  # the next look is online (or none)
-        assert "current" not in content and content.config_records["config"]["r"] == 4
+        assert "current" not in content and content.config_records["config"]["rank"] == 4

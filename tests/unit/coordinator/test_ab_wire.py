@@ -7,8 +7,9 @@ from flwr.supercore.task_identity import TaskIdentity
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordinator.rounds.looks import arm_from_metrics, tenant_arms
+from coordinator.rounds.looks import tenant_arms
 from hermes_fed.abtest import ArmStats
+from hermes_fed.federation.cells import arm_from_metrics
 from tenant_node.flower.ab_stats import reply_payload
 from tenant_node.flower.egress import EgressPolicy, build_reply
 
@@ -24,7 +25,7 @@ def _request() -> Message:
 
 def _reply(control: ArmStats, treatment: ArmStats) -> Message:
     request = _request()
-    payload = reply_payload({"ab.control": control, "ab.treatment": treatment}, POLICY)
+    payload = reply_payload({"ab.control": control, "ab.treatment": treatment})
     return build_reply(request, payload, POLICY)
 
 

@@ -11,8 +11,8 @@ import pytest
 from coordinator.logs.abtest import ABTestLog
 from coordinator.logs.promotion import PromotionLog
 from coordinator.logs.registry import AdapterRegistry
+from coordinator.rounds.config import RoundsConfig
 from coordinator.rounds.looks import look_after_round, look_at_open_tests
-from coordinator.rounds.loop import RoundsConfig
 
 
 @pytest.mark.parametrize(("given", "ab_only", "ab_looks"), [

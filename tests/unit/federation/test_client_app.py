@@ -11,8 +11,9 @@ from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 from flwr.supercore.task_identity import TaskIdentity
 
 from coordinator.deploy.wire_capture import find_canaries
-from coordinator.rounds.loop import RoundsConfig
+from coordinator.rounds.config import RoundsConfig
 from hermes_fed.errors import EgressError
+from hermes_fed.federation.settings import RoundSettings
 from tenant_node.flower.client_app import app
 from tests.integration.federation_data import TenantData, seed_tenant_store
 
@@ -54,7 +55,8 @@ def test_status_query_replies_counts_only(tenant: TenantData) -> None:
     metrics = reply.content.metric_records["metrics"]
     assert metrics["count.events"] >= 60 * 2
     assert metrics["count.train"] + metrics["count.heldout"] == 60
-    assert set(reply.content) == {"metrics"}
+    assert set(reply.content) == {"metrics", "versions"}
+    assert dict(reply.content.config_records["versions"]) == {"tenant-id": tenant.tenant}
     assert find_canaries(_wire(reply), tenant.canaries) == []
 
 
@@ -65,7 +67,7 @@ def test_handler_failure_leaves_as_an_error_without_text(tenant: TenantData) -> 
     with pytest.raises(EgressError) as info:
         app(message=Message(RecordDict(), dst_node_id=1, message_type="query.status"),
             context=context)
-    assert str(info.value) == "query.status failed (OperationalError)"
+    assert str(info.value) == "query.status failed: reason=store-unavailable (OperationalError)"
     assert info.value.__cause__ is None and info.value.__context__ is not None
     assert find_canaries(str(info.value).encode(), tenant.canaries) == []
 
@@ -79,13 +81,13 @@ def test_train_reply_on_real_data_carries_only_allowed_records(
 
     torch.set_num_threads(1)
     # Prepare: the global adapter the coordinator would send
-    cfg = RoundsConfig(coordinator_dir="-", base_model=str(tiny_model), mode=mode, max_steps=1,
-                       batch_size=4)
+    cfg = RoundsConfig(coordinator_dir="-", base_model=str(tiny_model), mode=mode,
+                       settings=RoundSettings(local_steps=1, batch_size=4))
     base, _ = load_base_model(tiny_model)
-    global_adapter = adapter_state(build_peft_model(base, cfg.training_config()))
+    global_adapter = adapter_state(build_peft_model(base, cfg.settings.training_config(mode)))
     request = Message(RecordDict({
         "adapter": ArrayRecord({k: Array(v) for k, v in global_adapter.items()}),
-        "config": cfg.message_config(1, "v1-abc")}), dst_node_id=1, message_type="train")
+        "config": cfg.spec(1, "v1-abc").to_record()}), dst_node_id=1, message_type="train")
     # Execute
     reply = app(message=request, context=_context(tenant, tiny_model))
     # Assert

@@ -9,19 +9,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from coordinator.deploy.processes import (
-    COMPLETED,
+from coordinator.deploy.superlink import COMPLETED, RunOutcome
+from coordinator.logs.registry import MODEL_STREAM, AdapterRegistry
+from coordinator.rounds.config import CONFIG_ENV, RoundsConfig
+from coordinator.rounds.report import NodeRoundReport, RoundReport, Timing, render_table
+from hermes_fed.errors import ConfigError, FederationError
+from hermes_fed.federation.processes import (
     FlowerProcess,
-    RunOutcome,
     free_port,
     node_config_arg,
     spawn,
     wait_healthy,
 )
-from coordinator.logs.registry import MODEL_STREAM, AdapterRegistry
-from coordinator.rounds.loop import CONFIG_ENV, RoundsConfig
-from coordinator.rounds.report import NodeRoundReport, RoundReport, Timing, render_table
-from hermes_fed.errors import ConfigError, FederationError
+from hermes_fed.federation.round_spec import RoundSpec
+from hermes_fed.federation.settings import RoundSettings
 
 
 # --- run config ---------------------------------------------------------------------------
@@ -29,20 +30,22 @@ def test_rounds_config_merges_the_coordinator_file_under_the_run_config(tmp_path
     # Prepare
     path = tmp_path / "coordinator.json"
     path.write_text(json.dumps({"coordinator-dir": "/c", "base-model": "/m", "mode": "exact",
-                                "max-steps": "3", "lr": 0.01}))
+                                "local-steps": "3", "lr": 0.01}))
     # Execute
-    cfg = RoundsConfig.from_run_config({"mode": "fedavg", "num-server-rounds": 2},
+    cfg = RoundsConfig.from_run_config({"mode": "fedavg", "rounds": 2},
                                        env={CONFIG_ENV: str(path)})
     # Assert: the run config wins; values are coerced to the field types
-    assert (cfg.mode, cfg.num_server_rounds, cfg.max_steps, cfg.lr) == ("fedavg", 2, 3, 0.01)
+    assert (cfg.mode, cfg.rounds, cfg.settings.local_steps, cfg.settings.lr) == (
+        "fedavg", 2, 3, 0.01)
     assert (cfg.coordinator_dir, cfg.base_model) == ("/c", "/m")
 
 
 @pytest.mark.parametrize(
     ("override", "message"),
-    [({"mode": "median"}, "mode must be one of"), ({"r": 0}, "r must be >= 1, got 0"),
+    [({"mode": "median"}, "mode must be one of"), ({"rank": 0}, "rank must be an integer >= 1, got 0"),
      ({"min-nodes": 0}, "min-nodes must be >= 1"), ({"base-model": ""}, "base-model"),
-     ({"sim-days": -1.0}, "sim-days must be >= 0")],
+     ({"local-steps": 2.5}, "local-steps must be an integer, got 2.5"),
+     ({"poll-interval": 0}, "poll-interval must be > 0")],
 )
 def test_rounds_config_rejects_bad_values_by_name(override: dict[str, object],
                                                   message: str) -> None:
@@ -51,37 +54,57 @@ def test_rounds_config_rejects_bad_values_by_name(override: dict[str, object],
         RoundsConfig.from_run_config(run_config, env={})
 
 
+def test_an_unknown_run_config_key_is_refused_by_name() -> None:
+    from coordinator.rounds.config import refuse_unknown_keys
+    from coordinator.rounds.dp import PrivacySettings
+
+    known = RoundsConfig.known_keys() | PrivacySettings.known_keys()
+    refuse_unknown_keys({"rank": 4, "dp-clip": 1.0, "coordinator-dir": "/c"}, known)
+    with pytest.raises(ConfigError, match=r"unknown run config key.*'r'"):
+        refuse_unknown_keys({"r": 4, "rank": 4}, known)
+
+
 def test_rounds_config_names_an_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not a readable JSON file"):
         RoundsConfig.from_run_config({}, env={CONFIG_ENV: str(tmp_path / "missing.json")})
 
 
 def test_message_config_carries_what_the_node_parses() -> None:
-    from tenant_node.flower.local_round import RoundSpec
-
-    cfg = RoundsConfig(coordinator_dir="/c", base_model="/m", mode="frozen-a", r=4, alpha=8.0)
-    spec = RoundSpec.from_config(cfg.message_config(3, "v2-abc"))
-    assert (spec.round, spec.mode, spec.parent_version, spec.r, spec.alpha) == (
-        3, "frozen-a", "v2-abc", 4, 8.0)
+    cfg = RoundsConfig(coordinator_dir="/c", base_model="/m", mode="frozen-a",
+                       settings=RoundSettings(rank=4, alpha=8.0))
+    spec = RoundSpec.from_record(cfg.spec(3, "v2-abc").to_record())
+    assert (spec.round, spec.mode, spec.parent_version, spec.settings.rank,
+            spec.settings.alpha) == (3, "frozen-a", "v2-abc", 4, 8.0)
     assert spec.training_config().frozen_a is True
 
 
 def test_the_round_learning_rate_schedule_reaches_the_node() -> None:
-    from tenant_node.flower.local_round import RoundSpec
-
     # Prepare
-    cfg = RoundsConfig(coordinator_dir="/c", base_model="/m", lr_schedule="linear",
-                       warmup_steps=7, max_steps=50)
-    message = dict(cfg.message_config(1, "v1"))
+    cfg = RoundsConfig(coordinator_dir="/c", base_model="/m", settings=RoundSettings(
+        lr_schedule="linear", warmup_steps=7, local_steps=50))
+    message = dict(cfg.spec(1, "v1").to_record())
     # Execute
-    local = RoundSpec.from_config(message).training_config()
-    older = RoundSpec.from_config({k: v for k, v in message.items()
+    local = RoundSpec.from_record(message).training_config()
+    older = RoundSpec.from_record({k: v for k, v in message.items()
                                    if k not in ("lr-schedule", "warmup-steps")})
     # Assert: the node trains what the coordinator ran; a config without the keys (an older
     # coordinator) means the constant rate it used to run
     assert (local.lr_schedule, local.warmup_steps) == ("linear", 7)
-    assert (cfg.training_config().lr_schedule, cfg.training_config().warmup_steps) == ("linear", 7)
-    assert (older.lr_schedule, older.warmup_steps) == ("constant", 0)
+    training = cfg.settings.training_config(cfg.mode)
+    assert (training.lr_schedule, training.warmup_steps) == ("linear", 7)
+    assert (older.settings.lr_schedule, older.settings.warmup_steps) == ("constant", 0)
+
+
+def test_a_session_7_coordinator_message_still_parses() -> None:
+    # Prepare: the keys a coordinator sent before the wire contract had one name per setting
+    old = {"round": 2, "mode": "exact", "parent-version": "v1", "r": 4, "alpha": 8.0,
+           "lr": 0.001, "max-steps": 12, "batch-size": 8, "max-length": 256, "seed": 0,
+           "frozen-a-seed": 0}
+    # Execute
+    spec = RoundSpec.from_record(old)
+    # Assert
+    assert (spec.settings.rank, spec.settings.local_steps, spec.settings.lr_schedule) == (
+        4, 12, "constant")
 
 
 # --- registry -----------------------------------------------------------------------------
@@ -206,23 +229,32 @@ def test_run_outcome_is_completed_only_for_finished_completed() -> None:
     assert not outcome("finished:failed").completed
 
 
-def test_ab_looks_are_dated_sim_days_ahead_only_when_asked() -> None:
-    # Arrange
+def test_looks_read_the_injected_clock_and_the_wall_clock_by_default(tmp_path: Path) -> None:
+    # Arrange: a simulator's clock file, advanced by a week
     from datetime import timedelta
 
-    from coordinator.rounds.looks import look_time
+    from hermes_fed.clock import CLOCK_ENV, OffsetClock, WallClock, current_clock
     from hermes_fed.events import utcnow
 
-    real = RoundsConfig(coordinator_dir="/c", base_model="/m")
-    simulated = RoundsConfig.from_run_config(
-        {"coordinator-dir": "/c", "base-model": "/m", "sim-days": 7}, env={})
+    path = tmp_path / "clock.json"
+    OffsetClock(path).advance(timedelta(days=7))
 
     # Execute
     before = utcnow()
-    now, ahead = look_time(real), look_time(simulated)
+    wall, simulated = current_clock({}), current_clock({CLOCK_ENV: str(path)})
+    now, ahead = wall.now(), simulated.now()
     after = utcnow()
 
-    # Assert
-    assert simulated.sim_days == 7.0
+    # Assert: no file, the wall clock; with one, the wall clock plus its offset
+    assert isinstance(wall, WallClock)
     assert before <= now <= after
     assert before + timedelta(days=7) <= ahead <= after + timedelta(days=7)
+
+
+def test_a_malformed_clock_file_is_a_config_error(tmp_path: Path) -> None:
+    from hermes_fed.clock import OffsetClock
+
+    path = tmp_path / "clock.json"
+    path.write_text("{}")
+    with pytest.raises(ConfigError, match="not a clock file"):
+        OffsetClock(path).now()

@@ -140,7 +140,7 @@ def test_e6_handler_exception_leaves_as_type_name_only() -> None:
 
     with pytest.raises(EgressError) as info:
         mod(_request(), _context(), failing_handler)  # type: ignore[operator]
-    assert str(info.value) == "train failed (ValueError)"
+    assert str(info.value) == "train failed: reason=internal (ValueError)"
     assert info.value.__cause__ is None
 
 

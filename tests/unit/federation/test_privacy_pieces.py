@@ -3,7 +3,7 @@ shaping, the SecAgg+ egress rule E7, and Flower's real SecAgg+ protocol run in-p
 between :func:`coordinator.rounds.secagg.secagg_exchange` and the node's guarded mods.
 
 The in-process grid hands each message to a ClientApp built from the node's own mods
-(:mod:`tenant_node.flower.private_client_app`) with a stand-in train handler that answers fixed
+(:mod:`tenant_node.flower.client_app`) with a stand-in train handler that answers fixed
 updates, so the sum, the quantisation bound, dropouts and halts are checked in
 milliseconds; the deployment tests do the same over real processes.
 """
@@ -25,18 +25,15 @@ from flwr.supercore.task_identity import TaskIdentity
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordinator.rounds.dp import (
-    PrivacyLedger,
-    PrivacySettings,
-    accountant_from_log,
-    noise_the_mean,
-    privatize_updates,
-)
+from coordinator.logs.privacy_ledger import PrivacyLedger, accountant_from_log
+from coordinator.rounds.config import RoundsConfig
+from coordinator.rounds.dp import PrivacySettings, noise_the_mean
 from coordinator.rounds.secagg import secagg_exchange
 from hermes_fed.aggregation.records import ClientUpdate
 from hermes_fed.errors import ConfigError, EgressError, FederationError, PrivacyBudgetExhausted
 from hermes_fed.privacy.dp import RdpAccountant
-from tenant_node.flower import private_client_app as secagg_client
+from hermes_fed.privacy.updates import check_secagg_range, clip_to_reference, shape_update
+from tenant_node.flower import client_app as secagg_client
 from tenant_node.flower.egress import (
     SECAGG_RECORD,
     EgressPolicy,
@@ -44,7 +41,6 @@ from tenant_node.flower.egress import (
     build_secagg_fit_reply,
     check_secagg_content,
 )
-from tenant_node.flower.update_shaping import check_secagg_range, shape_update
 
 B1, B2, A1 = "m.q_proj.lora_B.weight", "m.v_proj.lora_B.weight", "m.q_proj.lora_A.weight"
 
@@ -94,8 +90,11 @@ def test_settings_come_from_the_run_config_with_dashes() -> None:
     ("server", 0, 0.0), ("client", 0, 0.5), ("server", 1, 0.5), ("off", 1, 0.0)])
 def test_nodes_clip_only_where_the_coordinator_cannot(dp: str, secagg: int,
                                                       node_clip: float) -> None:
-    s = PrivacySettings(dp=dp, dp_clip=0.5, secagg=secagg)
-    assert s.message_config(3)["dp-clip"] == node_clip
+    from coordinator.rounds.strategy import make_strategy
+
+    s = PrivacySettings(dp=dp, dp_clip=0.5, secagg=bool(secagg))
+    cfg = RoundsConfig(coordinator_dir="/c", base_model="/m", mode="frozen-a", min_nodes=3)
+    assert make_strategy(cfg, s).shaping(cfg).dp_clip == node_clip
 
 
 # --- accountant folded from the log (P1) and the budget (P2) --------------------------
@@ -170,15 +169,14 @@ def test_server_dp_clips_each_update_and_noises_the_mean_with_z_c_over_m() -> No
                                                      dtype=np.float32)}) for i in range(4)]
     s = PrivacySettings(dp="server", dp_clip=1.0, dp_noise_multiplier=2.0)
 
-    # Execute
-    private, seen = privatize_updates(updates, parent, s)
-    mean = {B1: np.mean([u.tensors[B1] for u in private], axis=0)}
+    # Execute: what the server-side DP strategy does to each update, then to the mean
+    seen = [clip_to_reference(u.tensors, parent, s.dp_clip) for u in updates]
+    mean = {B1: np.mean([tensors[B1] for tensors, _, _ in seen], axis=0)}
     noised = noise_the_mean(mean, [B1], 4, s, np.random.default_rng(0))
 
     # Assert
-    assert all(u.num_examples == 1 for u in private)
-    assert all(n.norm == pytest.approx(3.0, rel=1e-5) for n in seen)
-    assert all(n.clipped_norm == pytest.approx(1.0, rel=1e-5) for n in seen)
+    assert all(norm == pytest.approx(3.0, rel=1e-5) for _, norm, _ in seen)
+    assert all(clipped == pytest.approx(1.0, rel=1e-5) for _, _, clipped in seen)
     assert float(np.std(noised[B1] - mean[B1])) == pytest.approx(2.0 * 1.0 / 4, rel=0.02)
 
 
@@ -316,7 +314,7 @@ def test_s1_secagg_below_the_threshold_raises_naming_the_stage() -> None:
 @pytest.mark.parametrize(("extra", "needle"), [
     (["--secagg", "--mode", "exact"], "SecAgg+ needs aggregation mode frozen-a"),
     (["--secagg", "--min-nodes", "2"], ">= 3 nodes"),
-    (["--dp", "server", "--noise-multiplier", "0"], "noise_multiplier must be > 0"),
+    (["--dp", "server", "--dp-noise-multiplier", "0"], "noise_multiplier must be > 0"),
 ])
 def test_round_run_refuses_a_privacy_setup_before_looking_for_a_coordinator(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], needle: str,

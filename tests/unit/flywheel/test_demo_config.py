@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.rounds.loop import RoundsConfig
+from coordinator.rounds.config import RoundsConfig
 from examples.flywheel.demo import DemoConfig, _run_config
 from hermes_fed.errors import ConfigError
 
@@ -30,7 +30,7 @@ def test_the_rounds_train_with_the_demos_schedule(tmp_path: Path) -> None:
     # Execute: the run config as the ServerApp parses it
     rounds = RoundsConfig.from_run_config(_run_config(cfg, tmp_path / "c", tmp_path / "m", 3),
                                           env={})
-    training = rounds.training_config()
+    training = rounds.settings.training_config(rounds.mode)
     # Assert
     assert (training.lr_schedule, training.warmup_steps, training.max_steps) == ("linear", 12, 120)
     assert DemoConfig(directory=tmp_path).lr_schedule == "cosine"

@@ -1,20 +1,17 @@
-"""Flower deployment on loopback: SuperLink and SuperNode processes, ``flwr run``, run status.
+"""Flower processes on loopback: start, wait for health, stop by PID; the SuperNode.
 
 Every process binds 127.0.0.1 only, gets a private ``FLWR_HOME``, telemetry and update
-checks off, and is started with ``--insecure`` on loopback unless a certificate directory
-from ``hermes-fed certs init`` is given (``certs=``): then the SuperLink serves TLS with
-``server.pem`` (SAN IP:127.0.0.1), SuperNodes and the ``flwr`` CLI trust ``ca.pem``, and
-``node_auth=True`` makes the SuperLink accept only SuperNodes whose ECDSA public key was
-registered (:func:`register_supernode`; DESIGN.md §9). Readiness is polled on ``GET /health``; processes are
-stopped by PID (SIGTERM to the process group, then SIGKILL). ``flwr run`` exits 0 even
-when the ServerApp fails, so :func:`run_app` reads the run's status with
-``flwr ls <conn> --run-id <id> --format json`` and wants ``finished:completed``.
+checks off, and is started with ``--insecure`` on loopback unless TLS files are given.
+Readiness is polled on ``GET /health``; processes are stopped by PID (SIGTERM to the
+process group, then SIGKILL). Both apps use this module: a node starts its SuperNode
+(``hermes-fed node join``), the coordinator its SuperLink
+(:mod:`coordinator.deploy.superlink`) and, for tests and the demo, whole local
+federations.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -27,15 +24,15 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from hermes_fed.errors import FederationError
 
 logger = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
-COMPLETED = "finished:completed"
-_BIN = Path(sys.executable).parent
+BIN = Path(sys.executable).parent
+"""Where this environment's Flower commands live."""
 
 
 def free_port() -> int:
@@ -59,7 +56,7 @@ def flower_env(flwr_home: Path, extra: Mapping[str, str] | None = None) -> dict[
         "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"),
         "OMP_WAIT_POLICY": "PASSIVE",
         "PYTHONUNBUFFERED": "1",
-        "PATH": f"{_BIN}{os.pathsep}{env.get('PATH', '')}",
+        "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
     })
     env.update(extra or {})
     return env
@@ -155,7 +152,7 @@ def wait_healthy(proc: FlowerProcess, timeout: float = 60.0, interval: float = 0
         time.sleep(interval)
 
 
-def _tls_files(certs: Path) -> tuple[Path, Path, Path]:
+def tls_files(certs: Path) -> tuple[Path, Path, Path]:
     """``ca.pem``, ``server.pem``, ``server.key`` of a ``certs init`` directory (must exist)."""
     files = (certs / "ca.pem", certs / "server.pem", certs / "server.key")
     for path in files:
@@ -163,50 +160,6 @@ def _tls_files(certs: Path) -> tuple[Path, Path, Path]:
             raise FederationError(f"TLS file {path} is missing: run `hermes-fed certs init "
                                   f"{certs}` first")
     return files
-
-
-IN_MEMORY_STATE = ":flwr-in-memory:"
-
-
-def start_superlink(home: Path, *, port: int | None = None, isolation: str = "subprocess",
-                    env: Mapping[str, str] | None = None, certs: Path | None = None,
-                    node_auth: bool = False, persistent: bool = True) -> FlowerProcess:
-    """``flower-superlink`` on 127.0.0.1; waits for health.
-
-    ``persistent``: its state (runs, nodes, messages) in ``home/state.db``, surviving a
-    restart, as a served coordinator needs; otherwise in memory, for a federation that
-    lives as long as its process (the local federation: tests, demo). Under load the
-    SQLite state can fail a call once a lock outlasts its 5 s busy_timeout, and Flower's
-    task heartbeat gives up for good on such an error, which expires the run: a mechanism
-    that fits a loaded CI's one "No heartbeat received from the task" (not reproduced).
-    In memory there is no such lock. ``certs``: serve TLS from a
-    ``certs init`` directory; ``node_auth``: accept only registered SuperNode keys
-    (needs ``certs``).
-    """
-    home.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
-    if node_auth and certs is None:
-        raise FederationError("SuperNode authentication needs TLS: pass the certs directory")
-    security = ["--insecure"]
-    if certs is not None:
-        ca, cert, key = _tls_files(certs)
-        security = ["--ssl-ca-certfile", str(ca), "--ssl-certfile", str(cert),
-                    "--ssl-keyfile", str(key)]
-    if node_auth:
-        security.append("--enable-supernode-auth")
-    argv = [str(_BIN / "flower-superlink"), *security,
-            "--disable-runtime-dependency-installation",
-            "--host", LOOPBACK, "--port", str(port),
-            "--database", str(home / "state.db") if persistent else IN_MEMORY_STATE,
-            "--isolation", isolation]
-    proc = spawn("superlink", argv, env=flower_env(home, env), log_path=home / "superlink.log",
-                 port=port, cwd=home)
-    try:
-        wait_healthy(proc, ca_file=certs / "ca.pem" if certs is not None else None)
-    except FederationError:
-        proc.stop()
-        raise
-    return proc
 
 
 def node_config_arg(node_config: Mapping[str, str | int | float]) -> str:
@@ -240,10 +193,10 @@ def start_supernode(home: Path, superlink: str, node_config: Mapping[str, str | 
     home.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     security = ["--insecure"] if certs is None else ["--root-certificates",
-                                                     str(_tls_files(certs)[0])]
+                                                     str(tls_files(certs)[0])]
     if auth_key is not None:
         security += ["--auth-supernode-private-key", str(auth_key)]
-    argv = [str(_BIN / "flower-supernode"), *security, "--superlink", superlink,
+    argv = [str(BIN / "flower-supernode"), *security, "--superlink", superlink,
             "--host", LOOPBACK, "--port", str(port), "--isolation", isolation,
             "--node-config", node_config_arg(node_config)]
     proc = spawn(name, argv, env=flower_env(home, env), log_path=home / f"{name}.log",
@@ -254,96 +207,3 @@ def start_supernode(home: Path, superlink: str, node_config: Mapping[str, str | 
         proc.stop()
         raise
     return proc
-
-
-def write_connection(flwr_home: Path, name: str, superlink: str,
-                     certs: Path | None = None) -> Path:
-    """Write ``$FLWR_HOME/config.toml`` with one SuperLink connection (TLS with ``certs``)."""
-    flwr_home.mkdir(parents=True, exist_ok=True)
-    path = flwr_home / "config.toml"
-    security = ("insecure = true" if certs is None
-                else f'root-certificates = "{_tls_files(certs)[0]}"')
-    path.write_text(
-        f'[superlink]\ndefault = "{name}"\n\n[superlink.{name}]\n'
-        f'address = "{superlink}"\n{security}\n')
-    return path
-
-
-def register_supernode(flwr_home: Path, connection: str, public_key: Path) -> str:
-    """``flwr supernode register KEY.pub <conn>``: allow that key's SuperNode; its node id."""
-    import re
-
-    res = _flwr(["supernode", "register", str(public_key), connection], flwr_home, 60)
-    found = re.search(r"SuperNode (\d+) registered", res.stdout + res.stderr)
-    if res.returncode != 0 or found is None:
-        raise FederationError(f"flwr supernode register {public_key} failed (exit "
-                              f"{res.returncode}): {(res.stdout + res.stderr)[-500:]}")
-    return found.group(1)
-
-
-@dataclass(frozen=True, slots=True)
-class RunOutcome:
-    """A finished ``flwr run``: its id, Flower's status and the ServerApp's log."""
-
-    run_id: str
-    status: str
-    details: str
-    elapsed_s: float
-    bytes_in: int
-    bytes_out: int
-    log: str
-
-    @property
-    def completed(self) -> bool:
-        return self.status == COMPLETED
-
-
-def _flwr(args: Sequence[str], flwr_home: Path, timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(_BIN / "flwr"), *args], env=flower_env(flwr_home),
-                          capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def run_status(flwr_home: Path, connection: str, run_id: str) -> dict[str, Any]:
-    """``flwr ls <conn> --run-id <id> --format json``: the run's row."""
-    res = _flwr(["ls", connection, "--run-id", run_id, "--format", "json"], flwr_home, 60)
-    try:
-        body = json.loads(res.stdout)
-        row: dict[str, Any] = body["runs"][0]
-    except (ValueError, KeyError, IndexError) as exc:
-        raise FederationError(f"flwr ls gave no status for run {run_id}: "
-                              f"{res.stdout[-300:]} {res.stderr[-300:]}") from exc
-    return row
-
-
-def run_app(app_dir: Path, flwr_home: Path, connection: str, *,
-            run_config: Mapping[str, str | int | float] | None = None,
-            timeout: float = 600.0) -> RunOutcome:
-    """``flwr run <app_dir> <connection> --stream`` and then the run's real status.
-
-    Raises
-    ------
-    FederationError
-        When the run could not be started, or did not reach ``finished:completed``.
-    """
-    args = ["run", str(app_dir), connection, "--stream"]
-    for key, value in (run_config or {}).items():
-        rendered = f'"{value}"' if isinstance(value, str) else str(value)
-        args += ["--run-config", f"{key}={rendered}"]
-    started = time.monotonic()
-    res = _flwr(args, flwr_home, timeout)
-    elapsed = time.monotonic() - started
-    output = res.stdout + res.stderr
-    run_id = next((line.rsplit(" ", 1)[-1] for line in output.splitlines()
-                   if "Successfully started run" in line), None)
-    if res.returncode != 0 or run_id is None:
-        raise FederationError(f"flwr run failed (exit {res.returncode}): {output[-2000:]}")
-    row = run_status(flwr_home, connection, run_id)
-    traffic = row.get("network-traffic", {})
-    outcome = RunOutcome(run_id=run_id, status=str(row.get("status")),
-                         details=str(row.get("status-details", "")), elapsed_s=elapsed,
-                         bytes_in=int(traffic.get("inbound-bytes", 0)),
-                         bytes_out=int(traffic.get("outbound-bytes", 0)), log=output)
-    if not outcome.completed:
-        raise FederationError(f"run {run_id} ended {outcome.status} ({outcome.details}); "
-                              f"ServerApp log tail:\n{output[-3000:]}")
-    return outcome

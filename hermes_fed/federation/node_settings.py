@@ -1,0 +1,77 @@
+"""A node's federation settings: what ``flower-supernode --node-config`` carries.
+
+Written by whoever starts a SuperNode (``hermes-fed node join``, the local federation of
+tests and the demo) with :meth:`NodeSettings.to_node_config`, read by the node's
+ClientApps with :meth:`NodeSettings.from_node_config`. Keys are the fields' wire form
+(``tenant-id``, ``store-schema``, ``k-min``, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+from hermes_fed.errors import ConfigError
+from hermes_fed.federation.settings import coerce_fields, wire_key
+
+SELECTIONS: tuple[str, ...] = ("quality", "all")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSettings:
+    """A node's federation settings (``--node-config``)."""
+
+    tenant_id: str = field(metadata={"help": "the tenant this node serves"})
+    store: str = field(metadata={"help": "the node's event-store URL"})
+    base_model: str = field(metadata={"help": "local HF base-model directory"})
+    store_schema: str = field(default="", metadata={
+        "help": "PostgreSQL schema of the tenant's log; '' = the database's default"})
+    keyring: str = field(default="", metadata={"help": "key-ring file of the store; '' = none"})
+    k_min: int = field(default=20, metadata={"help": "egress small-cell threshold"})
+    heldout_fraction: float = field(default=0.2, metadata={"help": "share kept for evaluation"})
+    split_seed: int = field(default=0, metadata={"help": "seed of the train/held-out split"})
+    selection: str = field(default="quality", metadata={
+        "help": "quality: train on the quality pipeline's selection of the train split (tier "
+                "weights, near-duplicates out); all: every train trajectory with weight 1"})
+    dedupe_threshold: float = field(default=0.8, metadata={
+        "help": "MinHash similarity at which two trajectories are near-duplicates "
+                "(SelectionConfig.dedupe_threshold); 1.0 keeps all but exact duplicates"})
+    node_dir: str = field(default="", metadata={
+        "help": "the node's own directory (delivered adapters, its traffic plan); '' = none"})
+
+    def __post_init__(self) -> None:
+        for name in ("tenant_id", "store", "base_model"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ConfigError(f"node-config {wire_key(name)} must be a non-empty "
+                                  f"string, got {getattr(self, name)!r}")
+        if self.selection not in SELECTIONS:
+            raise ConfigError(f"node-config selection must be one of {SELECTIONS}, "
+                              f"got {self.selection!r}")
+        if self.k_min < 1:
+            raise ConfigError(f"node-config k-min must be >= 1, got {self.k_min!r}")
+        if not 0.0 < self.heldout_fraction < 1.0:
+            raise ConfigError(f"node-config heldout-fraction must be in (0, 1), "
+                              f"got {self.heldout_fraction!r}")
+        if not 0.0 < float(self.dedupe_threshold) <= 1.0:
+            raise ConfigError(f"node-config dedupe-threshold must be in (0, 1], "
+                              f"got {self.dedupe_threshold!r}")
+
+    @classmethod
+    def from_node_config(cls, node_config: Mapping[str, Any]) -> NodeSettings:
+        values = coerce_fields(cls, node_config, "node-config")
+        missing = [wire_key(f.name) for f in fields(cls)
+                   if f.default is MISSING and f.name not in values]
+        if missing:
+            raise ConfigError(f"node-config is missing {', '.join(missing)}")
+        return cls(**values)
+
+    def to_node_config(self) -> dict[str, str | int | float]:
+        """The ``--node-config`` entries (empty optional strings left out)."""
+        out: dict[str, str | int | float] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value == "" and f.name not in ("tenant_id", "store", "base_model"):
+                continue
+            out[wire_key(f.name)] = value
+        return out

@@ -1,0 +1,73 @@
+"""Why a node's handler failed, as a reason code that carries no data.
+
+Flower copies ``str(exception)`` of a failed ClientApp handler into the error reply the
+coordinator sees, so the node's egress guard raises only :func:`error_text`: the message
+type, a reason code from :data:`REASONS` and the exception's type name — never the
+exception's own text, which may quote data. The coordinator reads the code back with
+:func:`parse_reason` and prints :data:`REASONS`' explanation beside the node's tenant.
+"""
+
+from __future__ import annotations
+
+import re
+
+from hermes_fed.errors import (
+    AdapterError,
+    ConfigError,
+    DatabaseError,
+    EgressError,
+    FederationError,
+    NothingToTrainError,
+    TrainingError,
+)
+
+REASONS: dict[str, str] = {
+    "no-training-data": "the node has no selected trajectories to train on "
+                        "(score them, or import curated data)",
+    "bad-request": "the node could not read the coordinator's message (versions differ?)",
+    "bad-node-config": "the node's --node-config is invalid (see its SuperNode log)",
+    "bad-adapter": "the adapter does not fit the node's base model (rank, modules, shapes)",
+    "store-unavailable": "the node's event store could not be opened or read",
+    "local-files": "a local file the node needs is missing or unreadable "
+                   "(base model, key ring)",
+    "training-failed": "local training failed (NaN/inf loss or tensor, out of memory)",
+    "egress-refused": "the node's egress guard refused the reply",
+    "internal": "an unexpected error on the node (see its SuperNode log)",
+}
+
+_PATTERN = re.compile(r"reason=([a-z-]+)")
+
+
+def reason_for(exc: BaseException) -> str:
+    """The reason code of an exception raised by a node's handler."""
+    checks: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
+        (NothingToTrainError, "no-training-data"),
+        (TrainingError, "training-failed"),
+        (AdapterError, "bad-adapter"),
+        (ConfigError, "bad-node-config"),
+        (EgressError, "egress-refused"),
+        (DatabaseError, "store-unavailable"),
+        (FederationError, "bad-request"),
+        ((FileNotFoundError, PermissionError, IsADirectoryError), "local-files"),
+    )
+    for kinds, code in checks:
+        if isinstance(exc, kinds):
+            return code
+    return "internal"
+
+
+def error_text(message_type: str, exc: BaseException) -> str:
+    """The only text about a failure that leaves the node."""
+    return f"{message_type} failed: reason={reason_for(exc)} ({type(exc).__name__})"
+
+
+def parse_reason(text: str) -> str | None:
+    """The reason code in an error reply's text, or None."""
+    found = _PATTERN.search(text)
+    return found.group(1) if found and found.group(1) in REASONS else None
+
+
+def explain(text: str) -> str:
+    """A one-line explanation of an error reply's text for the coordinator's operator."""
+    code = parse_reason(text)
+    return f"{code}: {REASONS[code]}" if code else text
