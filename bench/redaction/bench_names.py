@@ -70,7 +70,8 @@ def _covered(spans: Sequence[Span], start: int, end: int) -> bool:
 def judge(doc: NameDoc, planted: Planted, spans: Sequence[Span]) -> tuple[bool, bool]:
     """(found, city_left) for one planted value (see the module docstring)."""
     value = field_text(doc, planted.path)[planted.start:planted.end]
-    words = [(planted.start + s, planted.start + e, value[s:e]) for s, e in significant(value)]
+    words = [(planted.start + s, planted.start + e, value[s:e])
+             for s, e in significant(value, planted.entity)]
     if planted.entity == "PERSON":
         return all(_covered(spans, s, e) for s, e, _ in words), False
     # address: street lines (all but the last line of a full address), and digits anywhere
@@ -132,7 +133,8 @@ def _paths(doc: NameDoc) -> list[tuple[str | int, ...]]:
     return out
 
 
-def run_gate(docs: Sequence[NameDoc], batch: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def run_gate(docs: Sequence[NameDoc], batch: int
+             ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Append the corpus through ``open_node_store`` (default config); stored data back."""
     from tenant_node.config import node_config_from_mapping
     from tenant_node.runtime import open_node_store

@@ -412,11 +412,22 @@ class _Filler:
         return value
 
 
-def significant(value: str) -> list[tuple[int, int]]:
+#: Titles and degrees Faker writes around names ("Dr.", "Dipl.-Ing.", "B.Eng.", "drg.").
+_HONORIFICS = frozenset({
+    *(w.lower().rstrip(".") for ts in TITLES.values() for t in ts for w in t.split()),
+    "dr", "mr", "mrs", "ms", "mx", "miss", "prof", "dipl", "ing", "univ", "eng", "drg", "ir",
+    "hon", "b", "m", "a", "sc", "ba", "ma", "bsc", "msc", "phd", "md", "dds", "dvm", "jr",
+    "sr", "ii", "iii", "iv", "mag", "lic", "mtro", "sig", "ra", "ssa", "dott", "pani", "pan",
+    "herr", "frau", "mme", "mlle", "ind", "rev", "sir", "dame", "dhr", "mevr", "h", "c",
+})
+
+
+def significant(value: str, entity: str = "PERSON") -> list[tuple[int, int]]:
     """Spans of a planted value that must not survive: its words, less name particles
-    ("van", "de", "bin") and titles, which identify no one on their own."""
+    ("van", "de", "bin"), titles and degrees, which identify no one on their own."""
     return [m.span() for m in re.finditer(r"[^\W_]+", value)
-            if m.group(0).lower() not in _PARTICLES]
+            if m.group(0).lower() not in _PARTICLES
+            and (entity != "PERSON" or m.group(0).lower() not in _HONORIFICS)]
 
 
 def generate(n: int, seed: int = 7, clean_share: float = 0.25) -> list[NameDoc]:
