@@ -167,8 +167,11 @@ class StreetAddressRecognizer(RuleRecognizer):
                         NAME_NUMBER_POSTCODE):
             for m in pattern.finditer(text):
                 start = m.start()
+                end = m.end()
+                if text[end - 1] == "." and len(text[:end - 1].rsplit(" ", 1)[-1]) > 4:
+                    end -= 1  # a sentence's period after "Street", not "St."
                 unit = _UNIT_BEFORE.search(text, max(0, start - 24), start)
-                spans.append((unit.start() if unit else start, self._extend(text, m.end())))
+                spans.append((unit.start() if unit else start, self._extend(text, end)))
         out: list[Any] = []
         last_end = -1
         for start, end in sorted(spans, key=lambda s: (s[0], -s[1])):

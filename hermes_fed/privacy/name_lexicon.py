@@ -18,6 +18,8 @@ import unicodedata
 from pathlib import Path
 
 DATA_FILE = Path(__file__).with_name("data") / "name_lexicon.tsv.gz"
+#: Packed values are stored as characters ``chr(OFFSET + value)`` (see the builder).
+OFFSET = 256
 _SPECIAL = str.maketrans({
     "ß": "ss", "ł": "l", "Ł": "l", "ø": "o", "Ø": "o", "æ": "ae", "Æ": "ae", "đ": "d",
     "Đ": "d", "ı": "i", "ə": "e", "Ə": "e", "þ": "th", "Þ": "th", "ð": "d", "œ": "oe",
@@ -43,14 +45,14 @@ class NameLexicon:
     __slots__ = ("_entries", "source")
 
     def __init__(self, entries: dict[str, int], source: str) -> None:
-        self._entries = entries  # packed: first | surname << 5 | english << 6
+        self._entries = entries  # OFFSET + (first | surname << 5 | english << 6)
         self.source = source
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def packed(self, token: str) -> int:
-        return self._entries.get(fold(token), 0)
+        return self._entries.get(fold(token), OFFSET) - OFFSET
 
     def first(self, token: str) -> int:
         return self.packed(token) & 31
@@ -64,16 +66,13 @@ class NameLexicon:
     @classmethod
     def load(cls, path: Path = DATA_FILE) -> NameLexicon:
         with gzip.open(path, "rt", encoding="utf-8") as fh:
-            header = fh.readline().strip()
-            entries: dict[str, int] = {}
-            for line in fh:
-                token, first, surname, english = line.rstrip("\n").split("\t")
-                entries[token] = int(first) | int(surname) << 5 | int(english) << 6
+            header, tokens, packed = fh.read().split("\n")
+        entries = dict(zip(tokens.split("\t"), map(ord, packed), strict=True))
         return cls(entries, header.lstrip("# "))
 
 
 def lexicon() -> NameLexicon:
-    """The process-wide lexicon (loaded on first use, ~0.3 s)."""
+    """The process-wide lexicon (loaded on first use, ~0.1 s)."""
     global _LOADED
     with _LOCK:
         if _LOADED is None:

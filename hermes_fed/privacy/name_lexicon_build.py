@@ -14,9 +14,11 @@ Sources (see ``data/NOTICE``):
   a share below 0.9 marks a surname.
 * ``pyspellchecker`` (MIT): English word frequencies (OpenSubtitles); kept: >= 64.
 
-Nothing is read at run time but the output file. One line per ASCII-folded token:
-``token<TAB>first<TAB>surname<TAB>english``, where ``first`` and ``english`` are
-``round(log2(1 + count))`` and ``surname`` is 0/1.
+Nothing is read at run time but the output file: a header line, the ASCII-folded tokens
+joined by tabs on one line, then one character per token whose code point minus 256 packs
+``first | surname << 5 | english << 6`` (``first`` and ``english`` are
+``round(log2(1 + count))``, ``surname`` 0/1). Loading it is three C-level calls (split, map,
+dict), ~0.1 s for 400k tokens, instead of parsing 400k lines.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from hermes_fed.privacy.name_lexicon import DATA_FILE, fold
+from hermes_fed.privacy.name_lexicon import DATA_FILE, OFFSET, fold
 
 _TOKEN = re.compile(r"[a-z][a-z'\-]*[a-z]")
 MIN_FIRST_COUNT = 3
@@ -82,17 +84,21 @@ def build(out: Path = DATA_FILE) -> dict[str, int]:
             if _TOKEN.fullmatch(word) and int(count) >= MIN_ENGLISH_COUNT:
                 english[word] = int(count)
 
-    tokens = sorted(set(first) | surname | set(english))
+    # a rare first name that is neither a surname nor a word is classed exactly like an
+    # absent token (name_recognizer.word_class): leave it out (a quarter of the entries)
+    weak = {t for t, n in first.items() if round(math.log2(1 + n)) < 5}
+    tokens = sorted((set(first) - weak) | surname | set(english))
     versions = {p: importlib.metadata.version(p) for p in
                 ("nomquamgender", "mimesis", "probablepeople", "pyspellchecker")}
-    lines = [f"# name lexicon v1; sources: {json.dumps(versions, sort_keys=True)}"]
+    packed = []
     for t in tokens:
         f = round(math.log2(1 + first.get(t, 0)))
         e = round(math.log2(1 + english.get(t, 0)))
-        lines.append(f"{t}\t{f}\t{int(t in surname)}\t{e}")
+        packed.append(chr(OFFSET + (f | int(t in surname) << 5 | e << 6)))
+    header = f"# name lexicon v2; sources: {json.dumps(versions, sort_keys=True)}"
     out.parent.mkdir(parents=True, exist_ok=True)
     with gzip.GzipFile(out, "wb", compresslevel=9, mtime=0) as gz:  # reproducible bytes
-        gz.write(("\n".join(lines) + "\n").encode("utf-8"))
+        gz.write("\n".join([header, "\t".join(tokens), "".join(packed)]).encode("utf-8"))
     return {"tokens": len(tokens), "first": len(first), "surname": len(surname),
             "english": len(english), "bytes": out.stat().st_size}
 

@@ -230,7 +230,12 @@ class PersonNameRecognizer(RuleRecognizer):
             if score is not None and start > previous_end:
                 self._add(out, start, end, score)
                 previous_end = end
-        return out
+        # the field, table and run passes may find the same span: keep one (the best)
+        best: dict[tuple[int, int], Any] = {}
+        for r in out:
+            if (r.start, r.end) not in best or r.score > best[(r.start, r.end)].score:
+                best[(r.start, r.end)] = r
+        return list(best.values())
 
     def _judge(self, text: str, start: int, end: int, classes: list[int]) -> float | None:
         before = text[max(0, start - 24):start]
