@@ -37,12 +37,14 @@ SECRET_ENTITIES: tuple[str, ...] = (
     "PASSWORD",
     "SECRET",
 )
-#: Types that only a NER model (spaCy or transformers) produces.
+#: Types a NER model (spaCy or transformers) produces; PERSON is also found without one.
 NER_ENTITIES: tuple[str, ...] = ("PERSON", "LOCATION", "ORGANIZATION")
+#: Street address lines (with unit, postcode, city), found by rules without a model.
+ADDRESS_ENTITY = "STREET_ADDRESS"
 #: Per-tenant and per-session deny-list terms.
 DENY_ENTITY = "DENY_LIST"
 ALL_ENTITIES: tuple[str, ...] = (
-    *SECRET_ENTITIES, *STRUCTURED_ENTITIES, *NER_ENTITIES, DENY_ENTITY,
+    *SECRET_ENTITIES, *STRUCTURED_ENTITIES, *NER_ENTITIES, ADDRESS_ENTITY, DENY_ENTITY,
 )
 
 #: JSON keys whose values are structural identifiers of the event schema, never personal.
@@ -89,6 +91,18 @@ class RedactionConfig:
     prefilter: bool = field(
         default=True,
         metadata={"help": "skip recognizers whose cheap trigger does not occur in the text"},
+    )
+    person_names: bool = field(
+        default=True,
+        metadata={"help": "find PERSON without a model: capitalised runs judged by a bundled "
+                          "name lexicon (first names, surnames, English words) and context "
+                          "(titles, greetings, name-like JSON keys, log fields, table "
+                          "columns); a configured NER model adds to it"},
+    )
+    street_addresses: bool = field(
+        default=True,
+        metadata={"help": "find STREET_ADDRESS: street lines in US/UK/IE/CA/AU, FR, ES/IT/PT/"
+                          "BR/PL and DE/AT/CH/NL/Nordic formats, with unit, postcode, city"},
     )
     spacy_model: str | None = field(
         default=None,

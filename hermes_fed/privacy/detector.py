@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from hermes_fed.errors import RedactionError
+from hermes_fed.privacy.address_recognizer import StreetAddressRecognizer
 from hermes_fed.privacy.config import NER_ENTITIES, RedactionConfig
+from hermes_fed.privacy.name_recognizer import PersonNameRecognizer
 from hermes_fed.privacy.offline import build_nlp_engine
 from hermes_fed.privacy.pii_recognizers import (
     NEVER_SUPPRESSED,
@@ -47,7 +49,7 @@ PRIORITY: dict[str, int] = {
     "API_KEY": 90, "BEARER_TOKEN": 80, "URL_CREDENTIAL": 75, "PASSWORD": 70, "SECRET": 65,
     "IBAN_CODE": 61, "CREDIT_CARD": 60, "US_SSN": 58, "EMAIL_ADDRESS": 57, "CRYPTO": 56,
     "MAC_ADDRESS": 55, "IP_ADDRESS": 54, "PHONE_NUMBER": 53,
-    "PERSON": 40, "ORGANIZATION": 39, "LOCATION": 38, "DENY_LIST": 30,
+    "STREET_ADDRESS": 41, "PERSON": 40, "ORGANIZATION": 39, "LOCATION": 38, "DENY_LIST": 30,
 }
 
 Fast = RuleRecognizer | GatedRecognizer
@@ -82,6 +84,10 @@ class Detector:
             CandidatePhoneRecognizer(config.phone_regions), url_credential_recognizer(),
             ethereum_recognizer(),
         ]
+        if config.person_names and "PERSON" in wanted:
+            candidates.append(PersonNameRecognizer())
+        if config.street_addresses and "STREET_ADDRESS" in wanted:
+            candidates.append(StreetAddressRecognizer())
         tenant_deny = deny_list_recognizer(config.deny_terms, "TenantDenyList")
         if tenant_deny is not None:
             candidates.append(tenant_deny)
@@ -102,9 +108,11 @@ class Detector:
         if self.ner_source is None and wanted.intersection(NER_ENTITIES):
             log.warning(
                 "redaction: NO NER MODEL configured (redaction.spacy_model / "
-                "redaction.transformers_ner_dir): PERSON, LOCATION and ORGANIZATION are "
-                "detected only through deny lists; every event's redaction report says "
-                "ner=false"
+                "redaction.transformers_ner_dir): PERSON is found %s, LOCATION and "
+                "ORGANIZATION only through deny lists and JSON keys; every event's "
+                "redaction report says ner=false",
+                "by the name lexicon and context rules" if config.person_names
+                else "ONLY through deny lists (redaction.person_names = false)",
             )
 
     def _ner_recognizers(self, wanted: set[str]) -> list[Any]:

@@ -29,9 +29,20 @@ _PERSON_KEYS = frozenset({
     "fullname", "firstname", "lastname", "surname", "givenname", "familyname",
     "customername", "contactname", "displayname", "patientname", "employeename",
 })
+#: Keys that hold a person only when the value is written like a name ({"name": "refund"}
+#: is a tool, {"assignee": "Ana Lima"} a person).
+_MAYBE_PERSON_KEYS = frozenset({
+    "name", "customer", "contact", "assignee", "assignedto", "owner", "author", "reporter",
+    "recipient", "recipientname", "sender", "sendername", "requester", "requestedby",
+    "approver", "approvedby", "signer", "signedby", "manager", "employee", "patient", "user",
+    "username", "member", "attendee", "attendees", "participant", "participants", "guest",
+    "passenger", "driver", "reviewer", "reviewers", "createdby", "updatedby", "toname",
+    "fromname", "cc", "to", "from", "person", "people", "agent", "nickname", "preferredname",
+})
 _ADDRESS_KEYS = frozenset({
     "address", "streetaddress", "street", "homeaddress", "billingaddress",
-    "shippingaddress", "postaladdress", "addressline1", "addressline2",
+    "shippingaddress", "postaladdress", "addressline1", "addressline2", "shipto",
+    "deliveryaddress", "mailingaddress", "residentialaddress",
 })
 _SSN_VALUE = re.compile(r"\d{3}[\s.\-]?\d{2}[\s.\-]?\d{4}")
 _AWS_SECRET_VALUE = re.compile(r"[A-Za-z0-9/+]{40}")
@@ -39,7 +50,7 @@ _AWS_SECRET_VALUE = re.compile(r"[A-Za-z0-9/+]{40}")
 #: Types for which a key's verdict replaces whatever the recognizers found in the value.
 WHOLE_VALUE_TYPES = frozenset({
     "PASSWORD", "AWS_SECRET_KEY", "PHONE_NUMBER", "US_SSN", "EMAIL_ADDRESS", "PERSON",
-    "LOCATION",
+    "LOCATION", "STREET_ADDRESS",
 })
 
 
@@ -47,8 +58,9 @@ def normalise_key(key: str) -> str:
     return _NON_ALNUM.sub("", key.lower())
 
 
-def context_entity(key: str | None, value: str) -> str | None:
-    """Entity type of the whole ``value`` given its JSON ``key``, or None."""
+def context_entity(key: str | None, value: str, *, names: bool = True) -> str | None:
+    """Entity type of the whole ``value`` given its JSON ``key``, or None; ``names`` allows
+    keys that hold a person only when the value looks like a name (``assignee``)."""
     if key is None:
         return None
     stripped = value.strip()
@@ -70,7 +82,11 @@ def context_entity(key: str | None, value: str) -> str | None:
     if k in _PERSON_KEYS:
         return "PERSON"
     if k in _ADDRESS_KEYS:
-        return "LOCATION"
+        return "STREET_ADDRESS"
+    if names and k in _MAYBE_PERSON_KEYS:
+        from hermes_fed.privacy.name_recognizer import looks_like_name
+
+        return "PERSON" if looks_like_name(stripped) else None
     if k.endswith(_SECRET_SUFFIXES) and len(stripped) >= 6 and not stripped.isdigit():
         return "SECRET"
     return None

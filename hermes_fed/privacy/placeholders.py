@@ -91,7 +91,7 @@ def normalise(entity_type: str, value: str) -> str:
         return "".join(c for c in value if c.isalnum()).upper()
     if entity_type in {"EMAIL_ADDRESS", "DENY_LIST", "MAC_ADDRESS", "IP_ADDRESS"}:
         return _SPACES.sub(" ", value).lower()
-    if entity_type in {"PERSON", "LOCATION", "ORGANIZATION"}:
+    if entity_type in {"PERSON", "LOCATION", "ORGANIZATION", "STREET_ADDRESS"}:
         return _SPACES.sub(" ", value)
     return value
 

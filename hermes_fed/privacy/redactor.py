@@ -243,7 +243,7 @@ class Redactor:
     def _text(self, text: str, key: str | None, session_key: str,
               extra: tuple[Fast, ...], tally: _Tally, depth: int) -> str:
         findings = self._detect(text, extra)
-        entity = context_entity(key, text)
+        entity = context_entity(key, text, names=self.config.person_names)
         if entity is not None and entity in self.config.entities:
             stripped = text.strip()
             covered = sum(f.end - f.start for f in findings)
