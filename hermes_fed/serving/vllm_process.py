@@ -12,9 +12,9 @@ node can load each adapter version under its own versioned name before routing a
 
 Readiness is ``GET /health`` answering 200 (vLLM opens its HTTP port only once the engine
 is up), polled while watching the child; a child that exits first raises
-:class:`VllmProcessError` with the tail of its log. The server runs in its own process
-group (API server, engine core, worker): stopping signals the whole group, SIGTERM first,
-SIGKILL after ``stop_timeout_s``.
+:class:`~hermes_fed.serving.child_process.ChildServerError` with the tail of its log. The
+server runs in its own process group (API server, engine core, worker): stopping signals the
+whole group, SIGTERM first, SIGKILL after ``stop_timeout_s``.
 
 Measured on 2 shared cores (FIELD_NOTES): ready ~25-45 s after the start, ~3 GB RSS
 across its three processes with the 1 GiB KV cache.
@@ -22,25 +22,15 @@ across its three processes with the 1 GiB KV cache.
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import logging
 import os
-import signal
-import socket
-import subprocess
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from hermes_fed.errors import ConfigError, HermesFedError
-
-logger = logging.getLogger(__name__)
+from hermes_fed.errors import ConfigError
+from hermes_fed.serving.child_process import ChildServer, ChildServerError, free_port
 
 VLLM_VENV_ENV = "HERMES_FED_VLLM_VENV"
 DEFAULT_VENV_NAME = ".venv-vllm"
@@ -49,10 +39,6 @@ _DTYPES = ("auto", "float32", "bfloat16", "float16")
 # Environment variables of the parent that must not leak into the vLLM interpreter: our
 # PYTHONPATH puts this repository's packages (tests, bench, protos) ahead of vLLM's.
 _DROPPED_ENV = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")
-
-
-class VllmProcessError(HermesFedError):
-    """The vLLM server could not be started, or died; the message carries its log's tail."""
 
 
 def default_vllm_venv() -> Path:
@@ -150,13 +136,6 @@ class VllmServerConfig:
         return env
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on now (another process may still take it first)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 class VllmServer:
     """One vLLM OpenAI server child process; ``start()`` returns once it serves."""
 
@@ -169,11 +148,9 @@ class VllmServer:
             log_path = name
         self.log_path = Path(log_path)
         self._env = dict(os.environ if env is None else env)
-        self._proc: subprocess.Popen[bytes] | None = None
         self._port = config.port
-        self.startup_s: float | None = None
+        self._child: ChildServer | None = None
 
-    # -- addresses ---------------------------------------------------------------------
     @property
     def port(self) -> int:
         return self._port
@@ -190,110 +167,46 @@ class VllmServer:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+        return self._child.pid if self._child is not None else None
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        return self._child is not None and self._child.running
 
-    # -- lifecycle ---------------------------------------------------------------------
+    @property
+    def startup_s(self) -> float | None:
+        """Seconds from the spawn to the first 200 of ``/health``."""
+        return self._child.startup_s if self._child is not None else None
+
     def start(self) -> VllmServer:
         """Spawn the server and wait until ``/health`` answers 200."""
-        if self._proc is not None:
-            raise VllmProcessError(f"vLLM server already started (pid {self._proc.pid})")
+        if self._child is not None:
+            raise ChildServerError(f"vLLM server already started (pid {self._child.pid})")
         python = self.config.python()
         if not python.is_file():
-            raise VllmProcessError(
+            raise ChildServerError(
                 f"no vLLM virtualenv at {self.config.venv_path()} (no {python}): "
                 f"run scripts/vllm_venv.sh{' ' + self.config.venv if self.config.venv else ''}")
         if not Path(self.config.model).is_dir():
-            raise VllmProcessError(f"model directory {self.config.model!r} does not exist")
+            raise ChildServerError(f"model directory {self.config.model!r} does not exist")
         if self.config.port == 0:
             self._port = free_port(self.config.host)
-        argv = self.config.argv(self._port)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        started = time.monotonic()
-        with self.log_path.open("ab") as log:
-            log.write(f"# hermes-fed: {' '.join(argv)}\n".encode())
-            log.flush()
-            # A session of its own: the API server, its engine core and the worker form one
-            # process group, so stop() reaches the grandchildren too.
-            self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                          stderr=subprocess.STDOUT, start_new_session=True,
-                                          env=self.config.environment(self._env))
-        atexit.register(self._kill_at_exit)
-        logger.info("action=vllm_start pid=%d port=%d model=%s log=%s", self._proc.pid, self._port,
-                    self.config.model, self.log_path)
-        try:
-            self._wait_healthy(started)
-        except BaseException:
-            self.stop()
-            raise
-        self.startup_s = time.monotonic() - started
-        logger.info("action=vllm_ready pid=%d port=%d startup_s=%.1f", self._proc.pid, self._port,
-                    self.startup_s)
+        # /health is open even with --api-key; readiness needs no token.
+        self._child = ChildServer("vllm", self.config.argv(self._port),
+                                  env=self.config.environment(self._env),
+                                  health_url=f"{self.url}/health", log_path=self.log_path)
+        self._child.start(self.config.start_timeout_s)
         return self
 
-    def _wait_healthy(self, started: float) -> None:
-        assert self._proc is not None
-        deadline = started + self.config.start_timeout_s
-        health = f"{self.url}/health"
-        while True:
-            code = self._proc.poll()
-            if code is not None:
-                raise VllmProcessError(
-                    f"vLLM server exited with status {code} before it served "
-                    f"(log {self.log_path}):\n{self.log_tail()}")
-            if _http_ok(health):
-                return
-            if time.monotonic() > deadline:
-                raise VllmProcessError(
-                    f"vLLM server did not answer {health} within {self.config.start_timeout_s:.0f} s "
-                    f"(log {self.log_path}):\n{self.log_tail()}")
-            # Waiting on the child between polls returns at once if it dies.
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(timeout=0.25)
-
     def stop(self) -> int | None:
-        """SIGTERM the process group, SIGKILL what is left after ``stop_timeout_s``.
-
-        Returns the server's exit status (None if it was never started). Idempotent.
-        """
-        proc = self._proc
-        if proc is None:
+        """Stop the server's process group; its exit status (None if never started)."""
+        if self._child is None:
             return None
-        pgid = proc.pid  # start_new_session: the group id is the leader's pid
-        _signal_group(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + self.config.stop_timeout_s
-        try:
-            proc.wait(timeout=self.config.stop_timeout_s)
-        except subprocess.TimeoutExpired:
-            logger.warning("action=vllm_kill pid=%d reason=sigterm_timeout", pgid)
-        # The leader may be gone while its engine or worker still shuts down.
-        while _group_alive(pgid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if _group_alive(pgid):
-            _signal_group(pgid, signal.SIGKILL)
-        code = proc.wait()
-        atexit.unregister(self._kill_at_exit)
-        logger.info("action=vllm_stop pid=%d status=%s", pgid, code)
-        return code
-
-    def _kill_at_exit(self) -> None:
-        # Last resort when the owner never called stop() (an aborted test run).
-        if self._proc is not None and _group_alive(self._proc.pid):
-            _signal_group(self._proc.pid, signal.SIGKILL)
+        return self._child.stop(grace_s=self.config.stop_timeout_s)
 
     def log_tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines of the server's log."""
-        try:
-            with self.log_path.open("rb") as fh:
-                fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, fh.tell() - 64 * 1024))
-                text = fh.read().decode(errors="replace")
-        except OSError as exc:
-            return f"(cannot read {self.log_path}: {exc})"
-        return "\n".join(text.splitlines()[-lines:])
+        return self._child.log_tail(lines) if self._child is not None else ""
 
     def __enter__(self) -> VllmServer:
         return self.start()
@@ -301,43 +214,3 @@ class VllmServer:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2.0) as response:
-            return int(response.status) == 200
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether a live (not zombie) process is still in the group.
-
-    ``killpg(pgid, 0)`` also succeeds on zombies, and the engine and worker, orphaned when
-    the API server exits, are reaped by whatever PID 1 is (a container's may never reap).
-    """
-    proc = Path("/proc")
-    if not proc.is_dir():
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    for stat in proc.glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        # after "pid (comm) ": state ppid pgrp ...; comm may hold spaces and parentheses
-        fields = text[text.rfind(")") + 2:].split()
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
-            return True
-    return False
