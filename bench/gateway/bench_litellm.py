@@ -10,7 +10,9 @@ proxy's cost. Measured, per contender, in one run:
   p50/p99 over the direct call (difference of quantiles, and the median of the paired
   per-round differences);
 - requests/s with ``--threads`` client threads (non-streaming, persistent connections,
-  stdlib ``http.client`` so the client's own CPU stays small) for ``--seconds``.
+  stdlib ``http.client`` so the client's own CPU stays small) for ``--seconds``, and the
+  server's CPU per request (its process group's CPU time over that run, when the bench
+  started it: the figure other load on a shared machine disturbs least).
 
 LiteLLM runs with its logging on (``litellm_proxy.py``: a JSONL call logger through its
 custom-callback hook, one worker); ``litellm_logged_calls`` checks it logged every call.
@@ -70,6 +72,22 @@ class Contender:
     name: str
     base_url: str  # ends in /v1
     api_key: str = ""
+    pgid: int | None = None  # its process group, when the bench started it: CPU is measured
+
+
+def group_cpu_s(pgid: int | None) -> float | None:
+    """User + system CPU seconds of a process group's live processes (Linux /proc)."""
+    if pgid is None:
+        return None
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if fields[2] == str(pgid):
+                ticks += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 class Client:
@@ -206,14 +224,20 @@ def throughput(contender: Contender, threads: int, seconds: float) -> dict[str, 
     for worker in workers:
         worker.start()
     ready.wait()
+    cpu_before = group_cpu_s(contender.pgid)
     start = time.perf_counter()
     stop.wait(seconds)
     stop.set()
     for worker in workers:
         worker.join()
     elapsed = time.perf_counter() - start
+    cpu_after = group_cpu_s(contender.pgid)
+    # CPU per request is the figure a busy shared machine disturbs least (wall time is not).
+    cpu_ms = (None if cpu_before is None or cpu_after is None or not samples
+              else (cpu_after - cpu_before) * 1e3 / len(samples))
     return {"threads": threads, "seconds": elapsed, "requests": len(samples),
             "requests_per_s": len(samples) / elapsed, "errors": len(errors), "first_errors": errors[:3],
+            "server_cpu_ms_per_request": cpu_ms,
             "latency_under_load": quantiles(samples) if samples else None}
 
 
@@ -226,7 +250,7 @@ def start_contender_cmd(spec: str, upstream: str, workdir: Path) -> tuple[ChildS
                         log_path=workdir / f"{name}.log")
     child.start(timeout_s=120.0)
     key = os.environ.get(f"BENCH_KEY_{name.upper()}", "")
-    return child, Contender(name, f"http://127.0.0.1:{port}/v1", key)
+    return child, Contender(name, f"http://127.0.0.1:{port}/v1", key, pgid=child.pid)
 
 
 def litellm_version() -> str | None:
@@ -260,14 +284,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         upstream_child, upstream = start_fast_upstream(workdir / "upstream.log")
         children.append(upstream_child)
-        contenders = [Contender("direct", upstream)]
+        contenders = [Contender("direct", upstream, pgid=upstream_child.pid)]
         proxy = None
         if not args.no_litellm:
             proxy = LitellmProxy(LitellmProxyConfig(upstream_base_url=upstream, logging=args.litellm_logging),
                                  workdir=workdir / "litellm")
             children.append(proxy)
             proxy.start()
-            contenders.append(Contender("litellm", proxy.base_url, proxy.api_key))
+            contenders.append(Contender("litellm", proxy.base_url, proxy.api_key, pgid=proxy.pid))
         for spec in args.contender:
             name, _, url = spec.partition("=")
             contenders.append(Contender(name, url, os.environ.get(f"BENCH_KEY_{name.upper()}", "")))

@@ -71,7 +71,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, base_dir: Path) -> Iterator
 @pytest.fixture(scope="module")
 def adapters(tmp_path_factory: pytest.TempPathFactory, base_dir: Path) -> list[TestAdapter]:
     root = tmp_path_factory.mktemp("adapters")
-    return [write_test_adapter(root, base_dir, seed=seed, version=seed + 1) for seed in range(4)]
+    return [write_test_adapter(root, base_dir, seed=seed, version=seed + 1) for seed in range(6)]
 
 
 @pytest.fixture(scope="module")
@@ -298,3 +298,35 @@ def test_streaming_yields_the_same_answer_and_a_usage_chunk(
     assert chunks[-1].usage.completion_tokens == len(whole.token_ids)
     assert chunks[-1].usage.prompt_tokens == len(whole.prompt_ids)
     assert {c.model for c in chunks} == {adapter.name}
+
+
+def test_more_adapters_than_max_loras_each_answer_as_peft_does(
+        client: openai.OpenAI, admin: httpx.Client, reference: Reference,
+        adapters: list[TestAdapter]) -> None:
+    # Prepare: --max-loras 2 slots; three more names make vLLM swap weights in and out
+    trio = adapters[3:6]
+    for adapter in trio:
+        assert load(admin, adapter).status_code == 200
+
+    # Execute: round-robin twice, so every call needs an adapter another call evicted
+    answers = [(adapter, chat(client, adapter.name, PROMPTS[1])) for _ in range(2) for adapter in trio]
+
+    # Assert
+    for adapter, got in answers:
+        assert_greedy_under(reference, got, adapter)
+    assert len({tuple(got.token_ids) for _, got in answers}) == 3
+
+
+def test_an_adapter_above_max_lora_rank_is_refused_and_the_server_keeps_serving(
+        tmp_path: Path, client: openai.OpenAI, admin: httpx.Client, base_dir: Path) -> None:
+    # Prepare: rank 32 > --max-lora-rank 16
+    wide = write_test_adapter(tmp_path, base_dir, seed=9, r=32, version=9)
+
+    # Execute
+    response = load(admin, wide)
+
+    # Assert: vLLM answers 500 (not a 4xx: the worker raised), names the cause, lists nothing
+    assert response.status_code == 500
+    assert "greater than max_lora_rank" in response.json()["error"]["message"]
+    assert wide.name not in served_models(client)
+    assert chat(client, BASE_SERVED_NAME, PROMPTS[0]).token_ids
