@@ -2,7 +2,7 @@
 
 Tests import these helpers; benches too (they put the repository root on ``sys.path``).
 vLLM runs from its own virtualenv (``scripts/vllm_venv.sh``), one server per test module:
-it takes ~30-45 s to start on 2 cores and ~3 GB of RSS.
+it takes 30-80 s to start on 2 shared cores and ~3 GB of RSS.
 """
 
 from __future__ import annotations

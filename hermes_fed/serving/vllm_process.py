@@ -16,8 +16,9 @@ is up), polled while watching the child; a child that exits first raises
 server runs in its own process group (API server, engine core, worker): stopping signals the
 whole group, SIGTERM first, SIGKILL after ``stop_timeout_s``.
 
-Measured on 2 shared cores (FIELD_NOTES): ready ~25-45 s after the start, ~3 GB RSS
-across its three processes with the 1 GiB KV cache.
+Measured on 2 shared cores (bench/serving): ready 30 s after the spawn on a quiet machine,
+50-83 s at load average 5-9; ~3 GB RSS across its three processes with the 1 GiB KV cache;
+~1% of a core while idle.
 """
 
 from __future__ import annotations

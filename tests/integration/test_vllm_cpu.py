@@ -1,6 +1,6 @@
 """Real vLLM (the CPU build) serving the packaged base and our adapters by versioned name.
 
-One server for the module (~30-45 s to start on 2 cores). Every answer is checked against
+One server for the module (30-80 s to start on 2 shared cores). Every answer is checked against
 an independent reference: transformers (the base) and peft (base + adapter) in this
 process, teacher-forced on the tokens vLLM chose. Chat calls go through the official
 ``openai`` client; vLLM's adapter endpoints through httpx.
