@@ -43,7 +43,7 @@ MIN_ENGLISH_COUNT = 64
 def _package_dir(name: str) -> Path:
     spec = importlib.util.find_spec(name)  # located, not imported (some import pandas)
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit(f"install {name} first (pip install -e '.[dev]')")
+        raise SystemExit(f"install {name} first (pip install -e '.[lexicon]')")
     return Path(next(iter(spec.submodule_search_locations)))
 
 
