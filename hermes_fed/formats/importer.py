@@ -49,7 +49,9 @@ def trajectory_events(parsed: ParsedLine, *, source: str = "import") -> list[New
     record = parsed.record
     user_ref = str(record.get("user_ref") or f"{source}-{tid}")
     stream_id = f"session-{source}-{tid}"
-    metadata = {"source": source, "line": parsed.line}
+    metadata: dict[str, Any] = {"source": source, "line": parsed.line}
+    if parsed.labels:
+        metadata["labels"] = dict(parsed.labels)
     started = {"user_ref": user_ref,
                "model_version": str(record.get("model_version") or "imported")}
     recorded = {k: trajectory[k] for k in TOP_LEVEL}

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from hermes_fed.errors import FormatError
 
-from .hermes import from_hermes, to_hermes
+from .hermes import from_hermes, hermes_labels, to_hermes
 from .openai import from_openai, to_openai
 from .trajectory import trajectory_problem
 
@@ -22,6 +22,9 @@ FORMATS: tuple[Format, ...] = ("hermes", "openai")
 
 _READERS: dict[str, Callable[[Any], dict[str, Any]]] = {
     "hermes": from_hermes, "openai": from_openai,
+}
+_LABELS: dict[str, Callable[[Any], dict[str, str]]] = {
+    "hermes": hermes_labels, "openai": lambda record: {},
 }
 _WRITERS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     "hermes": to_hermes, "openai": to_openai,
@@ -46,6 +49,8 @@ class ParsedLine:
     line: int
     trajectory: dict[str, Any]
     record: Mapping[str, Any]  # the raw record, for fields beside the trajectory (user_ref...)
+    #: Dataset labels kept beside the trajectory (Hermes: category, subcategory, task).
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 def _check_format(fmt: str) -> None:
@@ -71,7 +76,7 @@ def parse_line(raw: bytes | str, number: int, fmt: str) -> ParsedLine | BadLine:
     problem = trajectory_problem(trajectory)
     if problem:
         return BadLine(number, problem)
-    return ParsedLine(number, trajectory, record)
+    return ParsedLine(number, trajectory, record, _LABELS[fmt](record))
 
 
 def parse_jsonl(lines: Iterable[bytes | str], fmt: str) -> Iterator[ParsedLine | BadLine]:

@@ -7,7 +7,9 @@ A trajectory is the data of a ``TrajectoryRecorded`` event::
 The event catalog checks the top-level fields; :func:`trajectory_problem` checks the turns
 inside ``messages`` and ``tools``, which the catalog stores as opaque JSON lists.
 Optional message keys beyond the shared shape: ``reasoning`` (an assistant's ``<think>``
-text, kept apart from ``content`` so it can be trained on or dropped deliberately).
+text, kept apart from ``content`` so it can be trained on or dropped deliberately), and
+``weight`` (assistant turns only, 0 or 1, as in OpenAI fine-tuning files: a weight-0 turn
+is context, not a training target).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from hermes_fed.events.codec import canonical_json
 
 ROLES = ("system", "user", "assistant", "tool")
 TOP_LEVEL = ("trajectory_id", "task", "task_type", "messages", "tools", "final_response")
-_MESSAGE_KEYS = frozenset({"role", "content", "tool_calls", "tool_call_id", "name", "reasoning"})
+_MESSAGE_KEYS = frozenset({"role", "content", "tool_calls", "tool_call_id", "name", "reasoning",
+                           "weight"})
 _TOOL_KEYS = frozenset({"name", "description", "parameters"})
 
 
@@ -36,6 +39,16 @@ def _call_problem(call: Any, path: str) -> str | None:
     extra = set(call) - {"id", "name", "arguments"}
     if extra:
         return f"{path}.{sorted(extra)[0]}: unknown key"
+    return None
+
+
+def weight_problem(weight: Any, role: Any) -> str | None:
+    """Why a turn's ``weight`` is refused (only assistant turns, only 0 or 1), or None."""
+    if role != "assistant":
+        return "only assistant turns carry a weight"
+    if type(weight) is not int or weight not in (0, 1):
+        return f"expected 0 or 1, got a {type(weight).__name__}" + (
+            f" {weight}" if type(weight) in (int, float) else "")
     return None
 
 
@@ -56,6 +69,10 @@ def message_problem(message: Any, path: str, open_calls: set[str]) -> str | None
         return f"{path}.content: expected a string, got {type(message.get('content')).__name__}"
     if "reasoning" in message and not isinstance(message["reasoning"], str):
         return f"{path}.reasoning: expected a string"
+    if "weight" in message:
+        problem = weight_problem(message["weight"], role)
+        if problem:
+            return f"{path}.weight: {problem}"
     calls = message.get("tool_calls", [])
     if calls and role != "assistant":
         return f"{path}.tool_calls: only assistant turns call tools"
