@@ -14,13 +14,34 @@ from typing import Any
 FORMATS = ("hermes", "openai")
 
 
+def _readable_file(path: Path) -> None:
+    """Refuse a missing or unreadable input before anything is opened or created."""
+    from hermes_fed.errors import HermesFedError
+
+    if not path.exists():
+        raise HermesFedError(f"{path}: no such file")
+    if not path.is_file():
+        raise HermesFedError(f"{path}: not a file")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise HermesFedError(f"{path}: cannot read ({exc.strerror})") from None
+
+
 def import_file(args: argparse.Namespace) -> int:
-    from hermes_fed.formats.importer import import_lines
+    """Import a JSONL file; exit 1 when more than ``--max-bad-lines`` lines were bad, or when
+    the destination refused the import itself (printed once, not once per line)."""
+    from hermes_fed.errors import ConfigError
+    from hermes_fed.formats.importer import ImportAborted, import_lines
 
     from .config import load_node_config
     from .runtime import open_node_store
 
     path = Path(args.file)
+    if args.max_bad_lines < 0:
+        raise ConfigError(f"--max-bad-lines must be >= 0, got {args.max_bad_lines}")
+    _readable_file(path)
     config = load_node_config(args.config)
     closer: Any
     if args.via_daemon:
@@ -39,12 +60,18 @@ def import_file(args: argparse.Namespace) -> int:
         with path.open("rb") as fh:
             report = import_lines(fh, args.format, append, batch_size=args.batch_size,
                                   source=args.source or path.stem)
+    except ImportAborted as exc:
+        for bad in exc.report.bad_lines:
+            print(f"{path}:{bad}", file=sys.stderr)
+        raise
     finally:
         closer.close()
     for bad in report.bad_lines:
         print(f"{path}:{bad}", file=sys.stderr)
     print(f"{path}: {report}")
-    return 0 if report.imported + report.duplicates > 0 or not report.bad_lines else 1
+    if len(report.bad_lines) > args.max_bad_lines:
+        return 1
+    return 0
 
 
 def export_file(args: argparse.Namespace) -> int:
@@ -104,12 +131,16 @@ def assign_user(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("import", help="import Hermes/ShareGPT or OpenAI chat JSONL "
-                                             "(redacted, bad lines reported and skipped)")
+                                             "(redacted; bad lines reported by number and "
+                                             "skipped, exit status 1 when any)")
     p.add_argument("file", help="JSONL file")
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--config", required=True, help="node TOML file")
     p.add_argument("--batch-size", type=int, default=100, help="lines per transaction")
     p.add_argument("--source", default="", help="source tag for stream ids (default: file stem)")
+    p.add_argument("--max-bad-lines", type=int, default=0,
+                   help="exit 0 with at most this many bad lines (they are still reported and "
+                        "skipped); default 0: any bad line makes the exit status 1")
     p.add_argument("--via-daemon", action="store_true",
                    help="send through the running node (its listen address and token from "
                         "the config) instead of opening the store")

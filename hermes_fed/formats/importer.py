@@ -4,8 +4,11 @@ Each good line becomes a session stream of two events, ``SessionStarted`` and
 ``TrajectoryRecorded``, appended through the store (whose gate is the redactor, so every
 record is redacted before it reaches disk). Event ids are derived from the trajectory id, so
 importing a file twice appends nothing the second time (invariant 3). Bad lines are
-reported by number and skipped; a batch the store refuses is retried line by line so one
-bad record cannot sink its neighbours.
+reported by number and skipped; a batch the store refuses *because of its data* (a schema
+violation, a redaction failure, the node's INVALID_ARGUMENT or RESOURCE_EXHAUSTED) is
+retried line by line so one bad record cannot sink its neighbours. Any other refusal (a
+wrong token, a node or database that is down, a permission) is not about a line: the import
+stops at once with :class:`ImportAborted`, which says how far it got.
 """
 
 from __future__ import annotations
@@ -15,7 +18,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hermes_fed.errors import HermesFedError
+from hermes_fed.errors import (
+    FormatError,
+    HermesFedError,
+    RedactionError,
+    SchemaError,
+    UnknownEventTypeError,
+)
 from hermes_fed.events import NewEvent, StoredEvent
 from hermes_fed.events.session import SessionStarted, TrajectoryRecorded
 
@@ -38,8 +47,47 @@ class ImportReport:
     bad_lines: tuple[BadLine, ...] = field(default_factory=tuple)
 
     def __str__(self) -> str:
-        return (f"{self.imported} imported, {self.duplicates} already present, "
+        text = (f"{self.imported} imported, {self.duplicates} already present, "
                 f"{len(self.bad_lines)} bad of {self.lines} lines")
+        if self.bad_lines:
+            numbers = [str(b.line) for b in self.bad_lines]
+            shown = ", ".join(numbers[:20]) + (f", ... ({len(numbers) - 20} more)"
+                                               if len(numbers) > 20 else "")
+            text += f" (bad lines: {shown})"
+        return text
+
+
+class ImportAborted(HermesFedError):
+    """The destination refused the import for a reason that is not about one line (a wrong
+    token, a store or node that is down); ``report`` is what was done before it."""
+
+    def __init__(self, line: int, cause: HermesFedError, report: ImportReport) -> None:
+        super().__init__(f"import stopped at line {line}: {cause} ({report.imported} imported "
+                         "before it; importing the file again is safe, its events are "
+                         "idempotent)")
+        self.line = line
+        self.cause = cause
+        self.report = report
+
+
+# gRPC codes of the node that blame the request's data, hence one line of a batch.
+_DATA_CODES = frozenset({"INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"})
+
+
+def about_the_data(exc: HermesFedError) -> bool:
+    """Whether a refusal blames the events (retry the batch line by line) rather than the
+    destination (stop the import)."""
+    code = getattr(exc, "code", None)
+    if isinstance(code, str):  # the node's answer over gRPC (hermes_fed.client.IngestError)
+        return code in _DATA_CODES
+    return isinstance(exc, SchemaError | UnknownEventTypeError | FormatError | RedactionError)
+
+
+def _refusal(exc: HermesFedError) -> str:
+    code = getattr(exc, "code", None)
+    if isinstance(code, str):
+        return f"refused by the node: {exc}"
+    return f"refused by the store: {type(exc).__name__}: {exc}"
 
 
 def trajectory_events(parsed: ParsedLine, *, source: str = "import") -> list[NewEvent]:
@@ -68,20 +116,21 @@ def trajectory_events(parsed: ParsedLine, *, source: str = "import") -> list[New
 def _append_group(
     append: Append, group: list[tuple[ParsedLine, list[NewEvent]]], bad: list[BadLine]
 ) -> tuple[int, int]:
-    """Append a batch; on refusal, retry each line alone to isolate the bad one."""
+    """Append a batch; when its data is refused, retry each line alone to find the bad one.
+
+    A refusal that is not about the data propagates (the caller stops the import).
+    """
     try:
         results = append([e for _, events in group for e in events])
-    except HermesFedError:
-        if len(group) == 1:
+    except HermesFedError as exc:
+        if not about_the_data(exc):
             raise
+        if len(group) == 1:
+            bad.append(BadLine(group[0][0].line, _refusal(exc)))
+            return 0, 0
         imported = duplicates = 0
         for item in group:
-            try:
-                i, d = _append_group(append, [item], bad)
-            except HermesFedError as exc:
-                bad.append(BadLine(item[0].line, f"refused by the store: {type(exc).__name__}: "
-                                                 f"{exc}"))
-                continue
+            i, d = _append_group(append, [item], bad)
             imported, duplicates = imported + i, duplicates + d
         return imported, duplicates
     # A trajectory counts as new when its TrajectoryRecorded event was written now.
@@ -93,12 +142,27 @@ def import_lines(
     lines: Iterable[bytes | str], fmt: str, append: Append, *, batch_size: int = 100,
     source: str = "import", progress: Callable[[int], None] | None = None,
 ) -> ImportReport:
-    """Parse ``lines`` in ``fmt`` and append the good ones in batches of ``batch_size`` lines."""
+    """Parse ``lines`` in ``fmt`` and append the good ones in batches of ``batch_size`` lines.
+
+    Raises :class:`ImportAborted` when the destination refuses for a reason that is not
+    about a line (see :func:`about_the_data`).
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     bad: list[BadLine] = []
     group: list[tuple[ParsedLine, list[NewEvent]]] = []
     imported = duplicates = count = 0
+
+    def flush() -> None:
+        nonlocal imported, duplicates, group
+        try:
+            i, d = _append_group(append, group, bad)
+        except HermesFedError as exc:
+            done = ImportReport(count, imported, duplicates,
+                                tuple(sorted(bad, key=lambda b: b.line)))
+            raise ImportAborted(group[0][0].line, exc, done) from None
+        imported, duplicates, group = imported + i, duplicates + d, []
+
     for item in parse_jsonl(lines, fmt):
         count = item.line
         if isinstance(item, BadLine):
@@ -107,17 +171,14 @@ def import_lines(
         tid = item.trajectory["trajectory_id"]
         if any(p.trajectory["trajectory_id"] == tid for p, _ in group):
             # A repeated id inside one transaction would collide with itself: flush first.
-            i, d = _append_group(append, group, bad)
-            imported, duplicates, group = imported + i, duplicates + d, []
+            flush()
         group.append((item, trajectory_events(item, source=source)))
         if len(group) >= batch_size:
-            i, d = _append_group(append, group, bad)
-            imported, duplicates, group = imported + i, duplicates + d, []
+            flush()
             if progress is not None:
                 progress(count)
     if group:
-        i, d = _append_group(append, group, bad)
-        imported, duplicates = imported + i, duplicates + d
+        flush()
     bad.sort(key=lambda b: b.line)
     return ImportReport(count, imported, duplicates, tuple(bad))
 

@@ -1,7 +1,8 @@
 """Reading import files line by line: good records out, bad lines reported by number.
 
-A bad line (not JSON, not the declared format, not a valid trajectory) never stops an
-import: it is reported as a :class:`BadLine` and the good lines still land.
+A bad line (not JSON, not the declared format, not a valid trajectory, a user turn that
+nobody answered) never stops an import: it is reported as a :class:`BadLine` and the good
+lines still land.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from hermes_fed.errors import FormatError
 
 from .hermes import from_hermes, hermes_labels, to_hermes
 from .openai import from_openai, to_openai
-from .trajectory import trajectory_problem
+from .trajectory import trajectory_problem, unanswered_problem
 
 Format = Literal["hermes", "openai"]
 FORMATS: tuple[Format, ...] = ("hermes", "openai")
@@ -73,7 +74,7 @@ def parse_line(raw: bytes | str, number: int, fmt: str) -> ParsedLine | BadLine:
         trajectory = _READERS[fmt](record)
     except FormatError as exc:
         return BadLine(number, str(exc))
-    problem = trajectory_problem(trajectory)
+    problem = trajectory_problem(trajectory) or unanswered_problem(trajectory["messages"])
     if problem:
         return BadLine(number, problem)
     return ParsedLine(number, trajectory, record, _LABELS[fmt](record))

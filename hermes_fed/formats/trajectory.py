@@ -130,6 +130,15 @@ def trajectory_problem(data: Mapping[str, Any]) -> str | None:
     return None
 
 
+def unanswered_problem(messages: Sequence[Mapping[str, Any]]) -> str | None:
+    """The last user turn, when no assistant turn follows it: an import refuses such a
+    record (there is nothing to learn from a request nobody answered), or None."""
+    users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+    if users and not any(m.get("role") == "assistant" for m in messages[users[-1] + 1:]):
+        return f"messages[{users[-1]}]: a user turn with no answer after it"
+    return None
+
+
 def content_trajectory_id(record: Any) -> str:
     """A stable id for an imported record without one: ``t-`` + 20 hex of its SHA-256.
 
