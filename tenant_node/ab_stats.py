@@ -270,9 +270,10 @@ def answer(content: Any, node_config: Mapping[str, Any], policy: EgressPolicy) -
     store = open_store(settings.store, settings.tenant_id, keyring=keyring)
     try:
         if query.mode == "online":
-            return reply_payload(online_arm_stats(store, query), policy)
+            return reply_payload(online_arm_stats(store, query, settings.quality()), policy)
         if query.mode == "version":
-            return reply_payload({VERSION: version_stats(store, query)}, policy)
+            return reply_payload({VERSION: version_stats(store, query, settings.quality())},
+                                 policy)
         heldout = heldout_trajectories(store, settings.heldout_fraction, settings.split_seed)
     finally:
         store.close()

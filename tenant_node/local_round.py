@@ -38,9 +38,16 @@ class NodeSettings:
     selection: str = field(default="quality", metadata={
         "help": "quality: train on the quality pipeline's selection of the train split (tier "
                 "weights, near-duplicates out); all: every train trajectory with weight 1"})
-    dedupe_threshold: float = field(default=0.8, metadata={
+    dedupe_threshold: float | None = field(default=None, metadata={
         "help": "MinHash similarity at which two trajectories are near-duplicates "
-                "(SelectionConfig.dedupe_threshold); 1.0 keeps all but exact duplicates"})
+                "(overrides [quality.selection] dedupe_threshold, 0.8 by default); 1.0 keeps "
+                "all but exact duplicates"})
+    quality_config: str = field(default="", metadata={
+        "help": "a TOML file whose [quality] table scores and selects (node join passes the "
+                "node's own --config); '' = QualityConfig defaults"})
+    exclude_used: bool = field(default=False, metadata={
+        "help": "leave out trajectories a completed local `node train` run used; default "
+                "false: the global adapter never saw them, so a round trains on them"})
 
     def __post_init__(self) -> None:
         for name in ("tenant_id", "store", "base_model"):
@@ -53,9 +60,27 @@ class NodeSettings:
         if not 0.0 < self.heldout_fraction < 1.0:
             raise ConfigError(f"node-config heldout-fraction must be in (0, 1), "
                               f"got {self.heldout_fraction!r}")
-        if not 0.0 < float(self.dedupe_threshold) <= 1.0:
+        if self.dedupe_threshold is not None and not 0.0 < float(self.dedupe_threshold) <= 1.0:
             raise ConfigError(f"node-config dedupe-threshold must be in (0, 1], "
                               f"got {self.dedupe_threshold!r}")
+        if not isinstance(self.exclude_used, bool):
+            raise ConfigError(f"node-config exclude-used must be true or false, "
+                              f"got {self.exclude_used!r}")
+
+    def quality(self) -> Any:
+        """The node's :class:`~hermes_fed.quality.config.QualityConfig`: its TOML's
+        ``[quality]`` table (defaults without one), ``dedupe-threshold`` applied."""
+        import dataclasses
+
+        from hermes_fed.quality.config import QualityConfig
+
+        config = QualityConfig.from_toml(self.quality_config) if self.quality_config \
+            else QualityConfig()
+        if self.dedupe_threshold is None:
+            return config
+        selection = dataclasses.replace(config.selection,
+                                        dedupe_threshold=float(self.dedupe_threshold))
+        return dataclasses.replace(config, selection=selection)
 
     @classmethod
     def from_node_config(cls, node_config: Mapping[str, Any]) -> NodeSettings:
@@ -151,11 +176,9 @@ def load_local_data(settings: NodeSettings) -> LocalData:
         chosen = [(t, 1.0, "silver") for t in split.train]
         manifest_sha = ""
         if settings.selection == "quality" and split.train:
-            from hermes_fed.quality.config import QualityConfig, SelectionConfig
             from hermes_fed.quality.pipeline import select_from_store
 
-            quality = QualityConfig(selection=SelectionConfig(
-                dedupe_threshold=float(settings.dedupe_threshold)))
+            quality = settings.quality()
 
             # held-out and broken trajectories leave before selection, not after it: they
             # must not take the tier budgets' places (they used to crowd the goldens out)
@@ -164,7 +187,7 @@ def load_local_data(settings: NodeSettings) -> LocalData:
             chosen = []
             if allowed:
                 manifest = select_from_store(store, len(allowed), settings.split_seed, quality,
-                                             only=allowed)
+                                             only=allowed, exclude_used=settings.exclude_used)
                 chosen = [(i.trajectory_id, i.weight, i.tier) for i in manifest.items]
                 manifest_sha = manifest.sha256
     finally:

@@ -72,12 +72,20 @@ def open_node_store(config: NodeConfig, metrics: NodeMetrics | None = None) -> S
     return store
 
 
-def _load_projection(target: str) -> Any:
+def node_projection(target: str, config: NodeConfig | None = None) -> Any:
+    """The projection ``module:Class`` names, built without arguments; the quality
+    projection is built with the node's ``[quality]`` table, so the daemon keeps the read
+    model under the same configuration (hence the same version) as ``node status``."""
+    from hermes_fed.quality.projection import QualityProjection
+
     module_name, _, attr = target.partition(":")
     try:
-        return getattr(importlib.import_module(module_name), attr)()
+        kind = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"projections: cannot load {target!r}: {exc}") from None
+    if isinstance(kind, type) and issubclass(kind, QualityProjection) and config is not None:
+        return kind(config.quality)
+    return kind()
 
 
 def _short(exc: BaseException) -> str:
@@ -92,11 +100,11 @@ class ProjectionPump(threading.Thread):
     """Keeps registered projections caught up behind the log (read models lag, never lead)."""
 
     def __init__(self, store: SqlEventStore, targets: Sequence[str], interval_s: float,
-                 metrics: NodeMetrics) -> None:
+                 metrics: NodeMetrics, config: NodeConfig | None = None) -> None:
         super().__init__(name="projections", daemon=True)
         from hermes_fed.projections import ProjectionRunner
 
-        self._runners = [ProjectionRunner(store, _load_projection(t)) for t in targets]
+        self._runners = [ProjectionRunner(store, node_projection(t, config)) for t in targets]
         self._store = store
         self._interval = interval_s
         self._metrics = metrics
@@ -171,7 +179,7 @@ class NodeRuntime:
             self.metrics_port = int(self._metrics_server.server_port)
         if config.projections:
             self._pump = ProjectionPump(store, config.projections, config.projection_interval_s,
-                                        self.metrics)
+                                        self.metrics, config)
             self._pump.catch_up()
             self._pump.start()
         limits = IngestLimits(config.tenant_id, config.max_event_bytes, config.max_batch_events)

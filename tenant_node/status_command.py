@@ -18,11 +18,11 @@ def status(args: argparse.Namespace) -> int:
     config = load_node_config(args.config)
     store = open_node_store(config)
     try:
-        runner = quality_runner(store)
+        runner = quality_runner(store, config.quality)
         now = utcnow()
         with runner.engine.connect() as conn:
-            velocity = rm.flywheel_velocity(conn, now, args.window_days)
-        trigger = decide_training(store, now)
+            velocity = rm.flywheel_velocity(conn, now, args.window_days, config.quality)
+        trigger = decide_training(store, now, config.quality)
         body: dict[str, Any] = {
             "tenant_id": config.tenant_id,
             "head": store.head(),

@@ -32,7 +32,11 @@ def train(args: argparse.Namespace) -> int:
     try:
         try:
             plan = plan_training(
-                store, target_n=args.target_n, seed=args.seed, heldout_fraction=args.heldout_fraction
+                store,
+                target_n=args.target_n,
+                seed=args.seed,
+                heldout_fraction=args.heldout_fraction,
+                quality=config.quality,
             )
         except NothingToTrainError as exc:
             print(f"nothing to train: {exc}")
