@@ -81,9 +81,9 @@ def export_file(args: argparse.Namespace) -> int:
     from hermes_fed.formats.jsonl import format_record
 
     from .config import load_node_config
-    from .runtime import open_node_store
+    from .runtime import open_existing_node_store
 
-    store = open_node_store(load_node_config(args.config))
+    store = open_existing_node_store(load_node_config(args.config))
     try:
         items = list(curated_trajectories(store.read(), args.selection))
     finally:

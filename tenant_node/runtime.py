@@ -72,6 +72,19 @@ def open_node_store(config: NodeConfig, metrics: NodeMetrics | None = None) -> S
     return store
 
 
+def open_existing_node_store(config: NodeConfig) -> SqlEventStore:
+    """:func:`open_node_store` for commands that only read (export, status): the log and its
+    key ring must exist already; nothing is created."""
+    from hermes_fed.errors import KeyringError
+    from hermes_fed.store.location import require_existing_log
+
+    require_existing_log(config.resolved_store_url, config.tenant_id, config.store_schema)
+    if not config.resolved_keyring_path.is_file():
+        raise KeyringError(f"no key ring at {config.resolved_keyring_path}: the log cannot be "
+                           "decrypted without the key ring it was written with")
+    return open_node_store(config)
+
+
 def node_projection(target: str, config: NodeConfig | None = None) -> Any:
     """The projection ``module:Class`` names, built without arguments; the quality
     projection is built with the node's ``[quality]`` table, so the daemon keeps the read

@@ -13,10 +13,10 @@ def status(args: argparse.Namespace) -> int:
     from hermes_fed.quality.pipeline import decide_training, quality_runner
 
     from .config import load_node_config
-    from .runtime import open_node_store
+    from .runtime import open_existing_node_store
 
     config = load_node_config(args.config)
-    store = open_node_store(config)
+    store = open_existing_node_store(config)
     try:
         runner = quality_runner(store, config.quality)
         now = utcnow()

@@ -63,6 +63,7 @@ def _print(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None
 def _report(args: argparse.Namespace) -> int:
     config = _config(args)
     with _open(args) as store:
+        tenant = store.tenant_id
         runner = quality_runner(store, config)
         with runner.engine.connect() as conn:
             velocity = rm.flywheel_velocity(conn, _now(args), args.window_days, config)
@@ -71,7 +72,7 @@ def _report(args: argparse.Namespace) -> int:
                "trigger": {"train": decision.train, "rule": decision.rule,
                            "reason": decision.reason}}
     lines = [
-        f"tenant {args.tenant}: last {velocity.window_days:g} days",
+        f"tenant {tenant}: last {velocity.window_days:g} days",
         f"  trajectories        {velocity.trajectories} ({velocity.trajectories_per_day:.1f}/day)",
         f"  high-quality rate   {velocity.high_quality_rate:.1%}",
         "  tiers               " + ", ".join(f"{k} {v}" for k, v in
@@ -199,9 +200,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
     def command(name: str, help_text: str, func: Any) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        add_store_arguments(p)
-        p.add_argument("--config", default=None,
-                       help="TOML file whose [quality] section configures the pipeline")
+        add_store_arguments(p)  # --config too: the node TOML (its [quality] table applies)
         p.add_argument("--json", action="store_true", help="machine-readable output")
         p.set_defaults(func=func)
         return p

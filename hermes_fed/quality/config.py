@@ -259,8 +259,13 @@ class QualityConfig:
     @classmethod
     def from_toml(cls, path: str | Path) -> QualityConfig:
         """Read the ``[quality]`` section of a TOML file (absent section: defaults)."""
-        with open(path, "rb") as fh:
-            doc = tomllib.load(fh)
+        try:
+            with open(path, "rb") as fh:
+                doc = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         section = doc.get("quality", {})
         if not isinstance(section, Mapping):
             raise ConfigError(f"[quality] in {path} must be a table")
