@@ -39,6 +39,17 @@ def import_file(args: argparse.Namespace) -> int:
     from .runtime import open_node_store
 
     path = Path(args.file)
+    curated = None
+    if args.curated is not False:
+        from hermes_fed.formats.importer import CuratedMark
+
+        try:
+            curated = CuratedMark(args.curated)
+        except ValueError as exc:
+            raise ConfigError(f"--curated: {exc}") from None
+        if args.via_daemon:
+            raise ConfigError("--curated writes TrajectoryCurated events, which a node accepts "
+                              "only from its own store, not over ingest: drop --via-daemon")
     if args.max_bad_lines < 0:
         raise ConfigError(f"--max-bad-lines must be >= 0, got {args.max_bad_lines}")
     _readable_file(path)
@@ -59,7 +70,7 @@ def import_file(args: argparse.Namespace) -> int:
     try:
         with path.open("rb") as fh:
             report = import_lines(fh, args.format, append, batch_size=args.batch_size,
-                                  source=args.source or path.stem)
+                                  source=args.source or path.stem, curated=curated)
     except ImportAborted as exc:
         for bad in exc.report.bad_lines:
             print(f"{path}:{bad}", file=sys.stderr)
@@ -69,6 +80,13 @@ def import_file(args: argparse.Namespace) -> int:
     for bad in report.bad_lines:
         print(f"{path}:{bad}", file=sys.stderr)
     print(f"{path}: {report}")
+    if curated is not None:
+        prior = "the [quality.curated] prior" if curated.score is None else curated.score
+        print(f"  marked curated: they score {prior} until users react to them")
+    elif report.imported:
+        print("  note: imported trajectories carry no feedback: they score 0.30 (bronze) and "
+              "are not selected for training until users' feedback, judges or a label lift "
+              "them; import a curated file with --curated to train on it")
     if len(report.bad_lines) > args.max_bad_lines:
         return 1
     return 0
@@ -138,6 +156,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--config", required=True, help="node TOML file")
     p.add_argument("--batch-size", type=int, default=100, help="lines per transaction")
     p.add_argument("--source", default="", help="source tag for stream ids (default: file stem)")
+    p.add_argument("--curated", nargs="?", type=float, const=None, default=False,
+                   metavar="SCORE",
+                   help="the file is curated (you vouch for every row): each trajectory scores "
+                        "SCORE in [-1, 1], or [quality.curated] prior (0.7, gold) without "
+                        "one, until users react to it; without --curated imports score 0.30 "
+                        "(bronze) and do not train")
     p.add_argument("--max-bad-lines", type=int, default=0,
                    help="exit 0 with at most this many bad lines (they are still reported and "
                         "skipped); default 0: any bad line makes the exit status 1")

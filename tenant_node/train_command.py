@@ -14,7 +14,7 @@ def train(args: argparse.Namespace) -> int:
     from hermes_fed.training.config import LoraTrainingConfig
 
     from .config import load_node_config
-    from .runtime import open_node_store
+    from .runtime import open_existing_node_store
     from .training_pipeline import plan_training, train_on_node
 
     config = load_node_config(args.config)
@@ -28,7 +28,7 @@ def train(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
     )
-    store = open_node_store(config)
+    store = open_existing_node_store(config)
     try:
         try:
             plan = plan_training(

@@ -72,6 +72,17 @@ class HumanLabeled(EventRecord):
     labeler: str = ""
 
 
+@event_type("TrajectoryCurated")
+class TrajectoryCurated(EventRecord):
+    """A deployer vouches for an imported trajectory (``node import --curated``): it scores
+    ``score``, or the ``[quality.curated] prior`` when None, while no user reacts to it.
+    Written by the node itself, never accepted over ingest."""
+
+    trajectory_id: str
+    source: str = ""
+    score: float | None = None
+
+
 @event_type("VariantAssigned", personal=["user_ref"])
 class VariantAssigned(EventRecord):
     ab_test_id: str

@@ -26,7 +26,7 @@ from hermes_fed.errors import (
     UnknownEventTypeError,
 )
 from hermes_fed.events import NewEvent, StoredEvent
-from hermes_fed.events.session import SessionStarted, TrajectoryRecorded
+from hermes_fed.events.session import SessionStarted, TrajectoryCurated, TrajectoryRecorded
 
 from .jsonl import BadLine, ParsedLine, parse_jsonl
 from .trajectory import TOP_LEVEL
@@ -90,8 +90,25 @@ def _refusal(exc: HermesFedError) -> str:
     return f"refused by the store: {type(exc).__name__}: {exc}"
 
 
-def trajectory_events(parsed: ParsedLine, *, source: str = "import") -> list[NewEvent]:
-    """The session events of one imported trajectory (ids deterministic per trajectory)."""
+@dataclass(frozen=True, slots=True)
+class CuratedMark:
+    """``node import --curated [SCORE]``: the deployer vouches for every trajectory of the
+    file. Each gets a ``TrajectoryCurated`` event: it scores ``score``, or the
+    ``[quality.curated] prior`` when None, until users react to it (DESIGN.md §5)."""
+
+    score: float | None = None
+
+    def __post_init__(self) -> None:
+        score = self.score
+        if score is not None and (isinstance(score, bool) or not isinstance(score, int | float)
+                                  or not -1.0 <= score <= 1.0):
+            raise ValueError(f"curated score must be a number in [-1, 1], got {score!r}")
+
+
+def trajectory_events(parsed: ParsedLine, *, source: str = "import",
+                      curated: CuratedMark | None = None) -> list[NewEvent]:
+    """The session events of one imported trajectory (ids deterministic per trajectory;
+    a curation's id also holds its score, so re-importing with another score re-marks)."""
     trajectory = parsed.trajectory
     tid = trajectory["trajectory_id"]
     record = parsed.record
@@ -103,7 +120,7 @@ def trajectory_events(parsed: ParsedLine, *, source: str = "import") -> list[New
     started = {"user_ref": user_ref,
                "model_version": str(record.get("model_version") or "imported")}
     recorded = {k: trajectory[k] for k in TOP_LEVEL}
-    return [
+    events = [
         NewEvent(stream_id=stream_id, type=SessionStarted.TYPE, data=started,
                  event_id=uuid.uuid5(IMPORT_NAMESPACE, f"{stream_id}/SessionStarted"),
                  metadata=metadata, subject=user_ref),
@@ -111,6 +128,14 @@ def trajectory_events(parsed: ParsedLine, *, source: str = "import") -> list[New
                  event_id=uuid.uuid5(IMPORT_NAMESPACE, f"{stream_id}/TrajectoryRecorded"),
                  metadata=metadata, subject=user_ref),
     ]
+    if curated is not None:
+        data = {"trajectory_id": tid, "source": source, "score": curated.score}
+        events.append(NewEvent(
+            stream_id=stream_id, type=TrajectoryCurated.TYPE, data=data,
+            event_id=uuid.uuid5(IMPORT_NAMESPACE, f"{stream_id}/TrajectoryCurated/"
+                                                  f"{curated.score!r}"),
+            metadata={"source": source, "line": parsed.line, "actor": "node.import"}))
+    return events
 
 
 def _append_group(
@@ -134,15 +159,21 @@ def _append_group(
             imported, duplicates = imported + i, duplicates + d
         return imported, duplicates
     # A trajectory counts as new when its TrajectoryRecorded event was written now.
-    new = sum(1 for r in results[1::2] if not r.duplicate)
+    new = offset = 0
+    for _, events in group:
+        recorded = next(i for i, e in enumerate(events) if e.type == TrajectoryRecorded.TYPE)
+        new += not results[offset + recorded].duplicate
+        offset += len(events)
     return new, len(group) - new
 
 
 def import_lines(
     lines: Iterable[bytes | str], fmt: str, append: Append, *, batch_size: int = 100,
     source: str = "import", progress: Callable[[int], None] | None = None,
+    curated: CuratedMark | None = None,
 ) -> ImportReport:
-    """Parse ``lines`` in ``fmt`` and append the good ones in batches of ``batch_size`` lines.
+    """Parse ``lines`` in ``fmt`` and append the good ones in batches of ``batch_size`` lines;
+    with ``curated``, mark every trajectory curated (:class:`CuratedMark`).
 
     Raises :class:`ImportAborted` when the destination refuses for a reason that is not
     about a line (see :func:`about_the_data`).
@@ -172,7 +203,7 @@ def import_lines(
         if any(p.trajectory["trajectory_id"] == tid for p, _ in group):
             # A repeated id inside one transaction would collide with itself: flush first.
             flush()
-        group.append((item, trajectory_events(item, source=source)))
+        group.append((item, trajectory_events(item, source=source, curated=curated)))
         if len(group) >= batch_size:
             flush()
             if progress is not None:

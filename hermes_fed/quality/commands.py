@@ -27,7 +27,7 @@ from .pipeline import (
     select_from_store,
 )
 from .projection import rebuild_quality
-from .scoring import combined_score, implicit_score
+from .scoring import combined_score, implicit_with_prior, users_rejected
 from .signals import TrajectorySignals
 
 
@@ -105,13 +105,15 @@ def _explain(args: argparse.Namespace) -> int:
     signals = TrajectorySignals(row["trajectory_id"], row["recorded"], row["accepted"],
                                 row["retries"], row["edits"], row["edit_ratio"],
                                 row["continued"], row["errors"])
-    implicit = implicit_score(signals, config.implicit)
+    implicit = implicit_with_prior(signals, config.implicit, row["prior_score"])
     combined = combined_score(implicit.score, judges or None, row["human_score"],
-                              config.combine)
+                              config.combine, rejected=users_rejected(signals),
+                              tool_error=bool(row["tool_error"]))
     payload = {"trajectory_id": row["trajectory_id"], "recorded": row["recorded"],
                "implicit": implicit.score,
                "implicit_terms": [[t.name, t.value, t.reason] for t in implicit.terms],
-               "judges": judges, "human": row["human_score"], "combined": combined.score,
+               "judges": judges, "human": row["human_score"], "prior": row["prior_score"],
+               "tool_error": row["tool_error"], "combined": combined.score,
                "combined_source": combined.source, "tier": row["tier"],
                "used_in_run": row["used_in_run"]}
     text = [f"{row['trajectory_id']} ({'recorded' if row['recorded'] else 'ORPHAN'})",
