@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from hermes_fed.errors import FormatError
+from hermes_fed.events.codec import MAX_DEPTH, json_problem
 
 from .hermes import from_hermes, hermes_labels, to_hermes
 from .openai import from_openai, to_openai
@@ -68,13 +69,20 @@ def parse_line(raw: bytes | str, number: int, fmt: str) -> ParsedLine | BadLine:
         return BadLine(number, f"invalid UTF-8 at byte {exc.start}")
     try:
         record = json.loads(text)
+    except RecursionError:
+        return BadLine(number, f"nested deeper than {MAX_DEPTH} levels")
     except ValueError as exc:
         return BadLine(number, f"not JSON (column {getattr(exc, 'colno', 0)})")
     try:
         trajectory = _READERS[fmt](record)
+    except RecursionError:  # tool arguments given as a JSON string, nested past the parser
+        return BadLine(number, f"nested deeper than {MAX_DEPTH} levels")
     except FormatError as exc:
         return BadLine(number, str(exc))
-    problem = trajectory_problem(trajectory) or unanswered_problem(trajectory["messages"])
+    # The store refuses what the event catalog does (depth, lone surrogates, 70-bit ints):
+    # say so here, per line, rather than fail a whole batch.
+    problem = (trajectory_problem(trajectory) or json_problem(trajectory)
+               or unanswered_problem(trajectory["messages"]))
     if problem:
         return BadLine(number, problem)
     return ParsedLine(number, trajectory, record, _LABELS[fmt](record))

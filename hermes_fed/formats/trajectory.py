@@ -18,7 +18,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hermes_fed.events.codec import canonical_json
+from hermes_fed.events.codec import canonical_json, shown_key
 
 ROLES = ("system", "user", "assistant", "tool")
 TOP_LEVEL = ("trajectory_id", "task", "task_type", "messages", "tools", "final_response")
@@ -36,9 +36,9 @@ def _call_problem(call: Any, path: str) -> str | None:
     if not isinstance(call.get("arguments"), Mapping):
         kind = type(call.get("arguments")).__name__
         return f"{path}.arguments: expected a JSON object, got {kind}"
-    extra = set(call) - {"id", "name", "arguments"}
+    extra = [(i, k) for i, k in enumerate(call) if k not in ("id", "name", "arguments")]
     if extra:
-        return f"{path}.{sorted(extra)[0]}: unknown key"
+        return f"{path}.{shown_key(extra[0][1], extra[0][0])}: unknown key"
     return None
 
 
@@ -59,9 +59,9 @@ def message_problem(message: Any, path: str, open_calls: set[str]) -> str | None
     """
     if not isinstance(message, Mapping):
         return f"{path}: expected an object, got {type(message).__name__}"
-    extra = set(message) - _MESSAGE_KEYS
+    extra = [(i, k) for i, k in enumerate(message) if k not in _MESSAGE_KEYS]
     if extra:
-        return f"{path}.{sorted(extra)[0]}: unknown key"
+        return f"{path}.{shown_key(extra[0][1], extra[0][0])}: unknown key"
     role = message.get("role")
     if role not in ROLES:
         return f"{path}.role: expected one of {'|'.join(ROLES)}"
@@ -121,8 +121,9 @@ def trajectory_problem(data: Mapping[str, Any]) -> str | None:
         path = f"tools[{index}]"
         if not isinstance(tool, Mapping):
             return f"{path}: expected an object"
-        if set(tool) - _TOOL_KEYS:
-            return f"{path}.{sorted(set(tool) - _TOOL_KEYS)[0]}: unknown key"
+        extra = [(i, k) for i, k in enumerate(tool) if k not in _TOOL_KEYS]
+        if extra:
+            return f"{path}.{shown_key(extra[0][1], extra[0][0])}: unknown key"
         if not isinstance(tool.get("name"), str) or not tool["name"]:
             return f"{path}.name: expected a non-empty string"
         if not isinstance(tool.get("parameters", {}), Mapping):

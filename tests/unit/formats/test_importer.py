@@ -154,3 +154,18 @@ def test_an_unanswered_user_turn_is_a_bad_line(roles: list[str], problem: str | 
 
     # Assert
     assert getattr(parsed, "problem", None) == problem
+
+
+@pytest.mark.parametrize("depth", [70, 10_000])
+def test_deeply_nested_lines_are_bad_lines_not_crashes(depth: int) -> None:
+    # Prepare: arguments nested `depth` levels (json.loads gives up near 1,000)
+    arguments = '{"a":' * depth + "1" + "}" * depth
+    line = ('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", '
+            '"content": null, "tool_calls": [{"id": "c1", "type": "function", "function": '
+            '{"name": "f", "arguments": ' + json.dumps(arguments) + '}}]}]}')
+
+    # Execute
+    (parsed,) = parse_jsonl([line], "openai")
+
+    # Assert
+    assert "nested deeper than 64 levels" in getattr(parsed, "problem", ""), parsed
