@@ -168,3 +168,14 @@ def test_a_quality_only_toml_still_configures_quality(
     # Assert
     assert code == 0
     assert json.loads(out)["velocity"]["tier_histogram"]["silver"] == 4
+
+
+def test_node_status_scores_under_the_nodes_quality_table(
+        capsys: pytest.CaptureFixture[str], node_dir: Path) -> None:
+    # Execute
+    code, out, err = run(capsys, "node", "status", "--config", str(node_dir / "node.toml"),
+                         "--json")
+
+    # Assert: silver_from = 0.25 of node.toml, as in quality report above
+    assert code == 0, err
+    assert json.loads(out)["velocity"]["tier_histogram"]["silver"] == 4
