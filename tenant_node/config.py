@@ -16,6 +16,9 @@ Example ``node.toml``::
     [redaction]                             # hermes_fed.privacy.RedactionConfig
     deny_terms = ["Acme Corp"]
 
+    [quality.tiers]                         # hermes_fed.quality.QualityConfig
+    silver_from = 0.35
+
 Relative paths are resolved against the directory of the TOML file.
 """
 
@@ -29,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from hermes_fed.errors import ConfigError
+from hermes_fed.quality.config import QualityConfig
 
 TOKEN_ENV = "HERMES_FED_NODE_TOKEN"
 _LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
@@ -111,6 +115,12 @@ class NodeConfig:
     redaction: Mapping[str, Any] = field(
         default_factory=dict, metadata={"help": "the [redaction] table, passed to "
                                                 "hermes_fed.privacy.RedactionConfig"})
+    quality: QualityConfig = field(
+        default_factory=QualityConfig, metadata={
+            "help": "the [quality] table (hermes_fed.quality.QualityConfig: implicit weights, "
+                    "combine, tiers, selection, trigger, judge_http), used wherever the node "
+                    "scores, selects or decides to train: the daemon's quality projection, "
+                    "node status/train, and log/quality commands given --config"})
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -190,6 +200,11 @@ def node_config_from_mapping(doc: Mapping[str, Any], base_dir: Path | None = Non
         values["store_url"] = prefix + _resolve(base, store_url[len(prefix):])
     if "projections" in values:
         values["projections"] = tuple(values["projections"])
+    if "quality" in values:
+        quality_table = values["quality"]
+        if not isinstance(quality_table, Mapping):
+            raise ConfigError(f"[quality] must be a table, got {type(quality_table).__name__}")
+        values["quality"] = QualityConfig.from_mapping(quality_table)
     try:
         return NodeConfig(tls=tls, **values)
     except TypeError as exc:

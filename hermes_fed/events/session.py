@@ -1,25 +1,36 @@
-"""Events of a session stream (``session-<id>``): trajectories and user behaviour."""
+"""Events of a session stream (``session-<id>``): trajectories and user behaviour.
+
+Limits (``Range``, ``MaxLen``) are those of the scales the quality pipeline reads (an edit
+ratio in [0, 1], judges in [0, 1], labels in [-1, 1]) and of the read-model columns that
+hold ids and names (``hermes_fed.quality.read_model``).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from .schema import EventRecord, event_type
+from .schema import EventRecord, MaxLen, Range, event_type
+
+TrajectoryId = Annotated[str, MaxLen(200)]
+UserRef = Annotated[str, MaxLen(256)]
+Name = Annotated[str, MaxLen(200)]
+Unit = Annotated[float, Range(0.0, 1.0)]  # 1 is best (judges) or a full rewrite (edits)
+Label = Annotated[float, Range(-1.0, 1.0)]  # the combined score's scale
 
 
 @event_type("SessionStarted", personal=["user_ref"])
 class SessionStarted(EventRecord):
-    user_ref: str
-    model_version: str
-    variant: str | None = None
-    ab_test_id: str | None = None
+    user_ref: UserRef
+    model_version: Name
+    variant: Annotated[str, MaxLen(128)] | None = None
+    ab_test_id: Annotated[str, MaxLen(128)] | None = None
 
 
 @event_type("TrajectoryRecorded", personal=["task", "messages", "final_response"])
 class TrajectoryRecorded(EventRecord):
-    trajectory_id: str
+    trajectory_id: TrajectoryId
     task: str
-    task_type: str
+    task_type: Name
     messages: list[dict[str, Any]]
     tools: list[dict[str, Any]]
     final_response: str
@@ -27,28 +38,28 @@ class TrajectoryRecorded(EventRecord):
 
 @event_type("OutputAccepted")
 class OutputAccepted(EventRecord):
-    trajectory_id: str
+    trajectory_id: TrajectoryId
 
 
 @event_type("RetryRequested")
 class RetryRequested(EventRecord):
-    trajectory_id: str
+    trajectory_id: TrajectoryId
 
 
 @event_type("OutputEdited")
 class OutputEdited(EventRecord):
-    trajectory_id: str
-    edit_ratio: float
+    trajectory_id: TrajectoryId
+    edit_ratio: Unit
 
 
 @event_type("SessionContinued")
 class SessionContinued(EventRecord):
-    trajectory_id: str
+    trajectory_id: TrajectoryId
 
 
 @event_type("ErrorReported")
 class ErrorReported(EventRecord):
-    trajectory_id: str
+    trajectory_id: TrajectoryId
     reason: str = ""
 
 
@@ -59,21 +70,32 @@ class SessionEnded(EventRecord):
 
 @event_type("TrajectoryJudged")
 class TrajectoryJudged(EventRecord):
-    trajectory_id: str
-    judge: str
-    score: float
+    trajectory_id: TrajectoryId
+    judge: Annotated[str, MaxLen(100)]
+    score: Unit
     rationale: str = ""
 
 
 @event_type("HumanLabeled")
 class HumanLabeled(EventRecord):
-    trajectory_id: str
-    score: float
-    labeler: str = ""
+    trajectory_id: TrajectoryId
+    score: Label
+    labeler: Name = ""
+
+
+@event_type("TrajectoryCurated")
+class TrajectoryCurated(EventRecord):
+    """A deployer vouches for an imported trajectory (``node import --curated``): it scores
+    ``score``, or the ``[quality.curated] prior`` when None, while no user reacts to it.
+    Written by the node itself, never accepted over ingest."""
+
+    trajectory_id: TrajectoryId
+    source: Name = ""
+    score: Label | None = None
 
 
 @event_type("VariantAssigned", personal=["user_ref"])
 class VariantAssigned(EventRecord):
-    ab_test_id: str
-    user_ref: str
-    variant: str
+    ab_test_id: Annotated[str, MaxLen(128)]
+    user_ref: UserRef
+    variant: Annotated[str, MaxLen(128)]

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hermes_fed.errors import ConfigError
 from hermes_fed.federation.settings import coerce_fields, wire_key
+
+if TYPE_CHECKING:
+    from hermes_fed.quality.config import QualityConfig
 
 SELECTIONS: tuple[str, ...] = ("quality", "all")
 
@@ -34,9 +37,16 @@ class NodeSettings:
     selection: str = field(default="quality", metadata={
         "help": "quality: train on the quality pipeline's selection of the train split (tier "
                 "weights, near-duplicates out); all: every train trajectory with weight 1"})
-    dedupe_threshold: float = field(default=0.8, metadata={
+    dedupe_threshold: float | None = field(default=None, metadata={
         "help": "MinHash similarity at which two trajectories are near-duplicates "
-                "(SelectionConfig.dedupe_threshold); 1.0 keeps all but exact duplicates"})
+                "(overrides [quality.selection] dedupe_threshold, 0.8 by default); 1.0 keeps "
+                "all but exact duplicates"})
+    quality_config: str = field(default="", metadata={
+        "help": "a TOML file whose [quality] table scores and selects (node join passes the "
+                "node's own --config); '' = QualityConfig defaults"})
+    exclude_used: bool = field(default=False, metadata={
+        "help": "leave out trajectories a completed local `node train` run used; default "
+                "false: the global adapter never saw them, so a round trains on them"})
     node_dir: str = field(default="", metadata={
         "help": "the node's own directory (delivered adapters, its traffic plan); '' = none"})
 
@@ -53,9 +63,24 @@ class NodeSettings:
         if not 0.0 < self.heldout_fraction < 1.0:
             raise ConfigError(f"node-config heldout-fraction must be in (0, 1), "
                               f"got {self.heldout_fraction!r}")
-        if not 0.0 < float(self.dedupe_threshold) <= 1.0:
+        if self.dedupe_threshold is not None and not 0.0 < float(self.dedupe_threshold) <= 1.0:
             raise ConfigError(f"node-config dedupe-threshold must be in (0, 1], "
                               f"got {self.dedupe_threshold!r}")
+
+    def quality(self) -> QualityConfig:
+        """The node's :class:`~hermes_fed.quality.config.QualityConfig`: its TOML's
+        ``[quality]`` table (defaults without one), ``dedupe-threshold`` applied."""
+        import dataclasses
+
+        from hermes_fed.quality.config import QualityConfig
+
+        config = (QualityConfig.from_toml(self.quality_config) if self.quality_config
+                  else QualityConfig())
+        if self.dedupe_threshold is None:
+            return config
+        selection = dataclasses.replace(config.selection,
+                                        dedupe_threshold=float(self.dedupe_threshold))
+        return dataclasses.replace(config, selection=selection)
 
     @classmethod
     def from_node_config(cls, node_config: Mapping[str, Any]) -> NodeSettings:
@@ -71,7 +96,8 @@ class NodeSettings:
         out: dict[str, str | int | float] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if value == "" and f.name not in ("tenant_id", "store", "base_model"):
+            if value is None or (value == "" and f.name not in ("tenant_id", "store",
+                                                               "base_model")):
                 continue
             out[wire_key(f.name)] = value
         return out

@@ -20,7 +20,8 @@ from hermes_fed.training.learning_rate import LR_SCHEDULES
 AGGREGATION_MODES: tuple[str, ...] = ("fedavg", "exact", "frozen-a")
 """Aggregation modes (``hermes_fed.aggregation``); frozen-a trains B only (FFA-LoRA)."""
 
-_KINDS: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool}
+_KINDS: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool,
+                           "float | None": float, "int | None": int, "str | None": str}
 _TRUE = frozenset({True, "1", "true", "yes", "on"})
 _FALSE = frozenset({False, "0", "false", "no", "off", ""})
 
@@ -41,7 +42,7 @@ def coerce_fields(cls: type, values: Mapping[str, Any], where: str) -> dict[str,
         if name not in kinds:
             continue
         kind = kinds[name]
-        if kind is None:
+        if kind is None or value is None:
             out[name] = value
             continue
         if kind is bool:

@@ -6,8 +6,23 @@ ipython). Assistant turns carry tool calls as ``<tool_call>{"name", "arguments"}
 blocks and reasoning as ``<think>...</think>``; tool turns carry results as
 ``<tool_response>{"name", "content"}</tool_response>`` blocks (the format of the Nous
 Hermes function-calling data, which also writes these objects as Python literals with single
-quotes). Tools come from a top-level ``tools`` field or the system prompt's
-``<tools>...</tools>`` block.
+quotes). Tools come from a top-level ``tools`` field (a list, or a JSON string, or a Python
+literal string as some NousResearch rows have), else from the system prompt's
+``<tools>...</tools>`` blocks: blank blocks are skipped (the canonical prompt's own phrase
+"within <tools></tools> XML tags" is one, before the real block), and a block holds a JSON
+or Python-literal list, or objects one after another (one per line in some rows).
+
+Text is parsed as JSON first, then with :func:`ast.literal_eval` (literals only; nothing is
+ever evaluated), and what a literal gives is checked to be JSON (tuples become lists; sets,
+bytes and other Python values are refused).
+
+Labels: hermes-function-calling-v1 rows carry ``category``, ``subcategory`` and ``task``
+(a short description of the kind of request, not the request itself). ``category`` becomes
+the trajectory's ``task_type`` (the coarse class selection balances over); the trajectory's
+``task`` is the first user turn (what near-duplicate removal, preference pairing and the
+agreement judge compare); :func:`hermes_labels` returns the three labels, which the importer
+keeps in the ``TrajectoryRecorded`` event's metadata. A record exported by :func:`to_hermes`
+carries ``task_type``: its ``task`` is the trajectory's task, so the round trip is exact.
 """
 
 from __future__ import annotations
@@ -20,7 +35,12 @@ from typing import Any
 
 from hermes_fed.errors import FormatError
 
-from .trajectory import content_trajectory_id, first_user_text, last_assistant_text
+from .trajectory import (
+    content_trajectory_id,
+    first_user_text,
+    last_assistant_text,
+    weight_problem,
+)
 
 _ROLE = {
     "system": "system", "human": "user", "user": "user", "gpt": "assistant",
@@ -33,17 +53,80 @@ _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 _TOOLS = re.compile(r"<tools>(.*?)</tools>", re.DOTALL)
 
 
+def _json_value(value: Any, path: str) -> Any:
+    """``value`` (from ``ast.literal_eval``) as JSON values: tuples become lists; anything
+    JSON has no form for (sets, bytes, complex numbers, non-string keys) is refused."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [_json_value(v, path) for v in value]
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise FormatError(f"{path}: an object key is not a string")
+        return {k: _json_value(v, path) for k, v in value.items()}
+    raise FormatError(f"{path}: a {type(value).__name__} is not a JSON value")
+
+
 def _literal(text: str, path: str) -> Any:
     """Parse a JSON value, or a Python literal (single-quoted dicts) as the Hermes data has."""
     text = text.strip()
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
     try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        raise FormatError(f"{path}: not a JSON object") from None
+        value = ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        raise FormatError(f"{path}: neither JSON nor a Python literal") from None
+    try:
+        return _json_value(value, path)
+    except RecursionError:
+        raise FormatError(f"{path}: nested too deeply") from None
+
+
+_OPEN, _CLOSE = "{[", "}]"
+
+
+def _top_level_values(text: str) -> list[str]:
+    """Split ``text`` into its top-level ``{...}`` / ``[...]`` values (objects one per line
+    or one after another), skipping what lies between them; quotes of either kind and
+    backslash escapes are honoured, so brackets inside strings do not count."""
+    out: list[str] = []
+    depth = 0
+    start = 0
+    quote = ""
+    escaped = False
+    for index, char in enumerate(text):
+        if quote:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char if depth else ""
+        elif char in _OPEN:
+            if depth == 0:
+                start = index
+            depth += 1
+        elif char in _CLOSE and depth:
+            depth -= 1
+            if depth == 0:
+                out.append(text[start:index + 1])
+    return out
+
+
+def _tools_block(text: str, path: str) -> list[Any]:
+    """The tools of one ``<tools>`` block: a list, one object, or objects one after another."""
+    try:
+        value = _literal(text, path)
+    except FormatError:
+        parts = _top_level_values(text)
+        if len(parts) < 2:
+            raise
+        value = [_literal(part, path) for part in parts]
+    return value if isinstance(value, list) else [value]
 
 
 def _tool_spec(raw: Any, path: str) -> dict[str, Any]:
@@ -63,15 +146,18 @@ def _tools(record: Mapping[str, Any], turns: list[Mapping[str, Any]]) -> list[di
     raw: Any = record.get("tools")
     path = "tools"
     if isinstance(raw, str):
-        raw = _literal(raw, path) if raw.strip() else []
-    if raw is None:
+        raw = _literal(raw, path) if raw.strip() else None
+    if raw is None or raw == []:
         raw = []
         for index, turn in enumerate(turns):
             if turn.get("from") == "system":
-                found = _TOOLS.search(str(turn.get("value", "")))
-                if found:
+                blocks = [b for b in _TOOLS.findall(str(turn.get("value", ""))) if b.strip()]
+                for number, block in enumerate(blocks):
                     path = f"conversations[{index}].value<tools>"
-                    raw = _literal(found.group(1), path)
+                    if len(blocks) > 1:
+                        path += f"[block {number}]"
+                    raw.extend(_tools_block(block, path))
+                path = f"conversations[{index}].value<tools>"
                 break
     if not isinstance(raw, list):
         raise FormatError(f"{path}: expected a list of tools")
@@ -151,6 +237,11 @@ def from_hermes(record: Any) -> dict[str, Any]:
             raise FormatError(f"{path}.value: expected a string, got {type(value).__name__}")
         if role == "assistant":
             message = _assistant(value, f"{path}.value", counter)
+            if "weight" in turn:  # per-turn training weight (0|1), as axolotl's ShareGPT
+                problem = weight_problem(turn["weight"], role)
+                if problem:
+                    raise FormatError(f"{path}.weight: {problem}")
+                message["weight"] = turn["weight"]
             pending.extend((c["id"], c["name"]) for c in message.get("tool_calls", []))
             messages.append(message)
         elif role == "tool":
@@ -160,14 +251,30 @@ def from_hermes(record: Any) -> dict[str, Any]:
     trajectory_id = record.get("trajectory_id")
     if not isinstance(trajectory_id, str) or not trajectory_id:
         trajectory_id = f"t-{record['id']}" if record.get("id") else content_trajectory_id(record)
+    # Our own export carries task_type and the trajectory's task; a NousResearch row's
+    # "task" is a label (see the module docstring), so its task is the request itself.
+    own_task = record.get("task") if "task_type" in record else None
     return {
         "trajectory_id": trajectory_id,
-        "task": str(record.get("task") or first_user_text(messages)),
+        "task": str(own_task or first_user_text(messages)),
         "task_type": str(record.get("task_type") or record.get("category") or "unknown"),
         "messages": messages,
         "tools": _tools(record, turns),
         "final_response": str(record.get("final_response") or last_assistant_text(messages)),
     }
+
+
+LABELS = ("category", "subcategory", "task")
+
+
+def hermes_labels(record: Any) -> dict[str, str]:
+    """The NousResearch labels of a record (``category``, ``subcategory``, ``task``), kept
+    in the imported event's metadata; none for a record of our own export (its ``task`` is
+    the trajectory's task)."""
+    if not isinstance(record, Mapping) or "task_type" in record:
+        return {}
+    return {key: record[key] for key in LABELS
+            if isinstance(record.get(key), str) and record[key]}
 
 
 def _assistant_value(message: Mapping[str, Any]) -> str:
@@ -203,7 +310,10 @@ def to_hermes(trajectory: Mapping[str, Any]) -> dict[str, Any]:
     for message in trajectory["messages"]:
         role = message["role"]
         if role == "assistant":
-            turns.append({"from": "gpt", "value": _assistant_value(message)})
+            turn: dict[str, Any] = {"from": "gpt", "value": _assistant_value(message)}
+            if "weight" in message:
+                turn["weight"] = message["weight"]
+            turns.append(turn)
         elif role == "tool":
             turns.append({"from": "tool", "value": _tool_value(message)})
         else:

@@ -5,6 +5,11 @@ assistant ``tool_calls`` are ``{"id", "type": "function", "function": {"name", "
 with ``arguments`` a JSON *string*; tool turns carry ``tool_call_id``; tools are
 ``{"type": "function", "function": {"name", "description", "parameters"}}``. Reasoning, when
 present, is read from ``reasoning_content`` (the field DeepSeek-style APIs use).
+
+OpenAI fine-tuning files add ``"weight": 0|1`` to assistant messages; it is kept on the
+turn (:mod:`.trajectory`), and a weight-0 turn stays in the conversation as context but
+carries no loss in training (``hermes_fed.training.dataset.tokenize_trajectory``).
+Top-level ``parallel_tool_calls`` is read and dropped (it is a request option).
 """
 
 from __future__ import annotations
@@ -15,7 +20,13 @@ from typing import Any
 
 from hermes_fed.errors import FormatError
 
-from .trajectory import ROLES, content_trajectory_id, first_user_text, last_assistant_text
+from .trajectory import (
+    ROLES,
+    content_trajectory_id,
+    first_user_text,
+    last_assistant_text,
+    weight_problem,
+)
 
 
 def _text(content: Any, path: str) -> str:
@@ -63,6 +74,11 @@ def _message(raw: Any, path: str, names: dict[str, str]) -> dict[str, Any]:
         raise FormatError(f"{path}.role: expected one of {'|'.join(ROLES)}")
     content = _text(raw.get("content"), f"{path}.content")
     message: dict[str, Any] = {"role": role, "content": content}
+    if "weight" in raw:
+        problem = weight_problem(raw["weight"], role)
+        if problem:
+            raise FormatError(f"{path}.weight: {problem}")
+        message["weight"] = raw["weight"]
     if role == "assistant":
         calls = raw.get("tool_calls") or []
         if not isinstance(calls, list):
@@ -137,6 +153,8 @@ def to_openai(trajectory: Mapping[str, Any]) -> dict[str, Any]:
             ]
         if message.get("reasoning"):
             out["reasoning_content"] = message["reasoning"]
+        if "weight" in message:
+            out["weight"] = message["weight"]
         if message["role"] == "tool":
             out["tool_call_id"] = message["tool_call_id"]
             if message.get("name"):

@@ -7,7 +7,9 @@ A trajectory is the data of a ``TrajectoryRecorded`` event::
 The event catalog checks the top-level fields; :func:`trajectory_problem` checks the turns
 inside ``messages`` and ``tools``, which the catalog stores as opaque JSON lists.
 Optional message keys beyond the shared shape: ``reasoning`` (an assistant's ``<think>``
-text, kept apart from ``content`` so it can be trained on or dropped deliberately).
+text, kept apart from ``content`` so it can be trained on or dropped deliberately), and
+``weight`` (assistant turns only, 0 or 1, as in OpenAI fine-tuning files: a weight-0 turn
+is context, not a training target).
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hermes_fed.events.codec import canonical_json
+from hermes_fed.events.codec import canonical_json, shown_key
 
 ROLES = ("system", "user", "assistant", "tool")
 TOP_LEVEL = ("trajectory_id", "task", "task_type", "messages", "tools", "final_response")
-_MESSAGE_KEYS = frozenset({"role", "content", "tool_calls", "tool_call_id", "name", "reasoning"})
+_MESSAGE_KEYS = frozenset({"role", "content", "tool_calls", "tool_call_id", "name", "reasoning",
+                           "weight"})
 _TOOL_KEYS = frozenset({"name", "description", "parameters"})
 
 
@@ -33,9 +36,19 @@ def _call_problem(call: Any, path: str) -> str | None:
     if not isinstance(call.get("arguments"), Mapping):
         kind = type(call.get("arguments")).__name__
         return f"{path}.arguments: expected a JSON object, got {kind}"
-    extra = set(call) - {"id", "name", "arguments"}
+    extra = [(i, k) for i, k in enumerate(call) if k not in ("id", "name", "arguments")]
     if extra:
-        return f"{path}.{sorted(extra)[0]}: unknown key"
+        return f"{path}.{shown_key(extra[0][1], extra[0][0])}: unknown key"
+    return None
+
+
+def weight_problem(weight: Any, role: Any) -> str | None:
+    """Why a turn's ``weight`` is refused (only assistant turns, only 0 or 1), or None."""
+    if role != "assistant":
+        return "only assistant turns carry a weight"
+    if type(weight) is not int or weight not in (0, 1):
+        return f"expected 0 or 1, got a {type(weight).__name__}" + (
+            f" {weight}" if type(weight) in (int, float) else "")
     return None
 
 
@@ -46,9 +59,9 @@ def message_problem(message: Any, path: str, open_calls: set[str]) -> str | None
     """
     if not isinstance(message, Mapping):
         return f"{path}: expected an object, got {type(message).__name__}"
-    extra = set(message) - _MESSAGE_KEYS
+    extra = [(i, k) for i, k in enumerate(message) if k not in _MESSAGE_KEYS]
     if extra:
-        return f"{path}.{sorted(extra)[0]}: unknown key"
+        return f"{path}.{shown_key(extra[0][1], extra[0][0])}: unknown key"
     role = message.get("role")
     if role not in ROLES:
         return f"{path}.role: expected one of {'|'.join(ROLES)}"
@@ -56,6 +69,10 @@ def message_problem(message: Any, path: str, open_calls: set[str]) -> str | None
         return f"{path}.content: expected a string, got {type(message.get('content')).__name__}"
     if "reasoning" in message and not isinstance(message["reasoning"], str):
         return f"{path}.reasoning: expected a string"
+    if "weight" in message:
+        problem = weight_problem(message["weight"], role)
+        if problem:
+            return f"{path}.weight: {problem}"
     calls = message.get("tool_calls", [])
     if calls and role != "assistant":
         return f"{path}.tool_calls: only assistant turns call tools"
@@ -104,12 +121,22 @@ def trajectory_problem(data: Mapping[str, Any]) -> str | None:
         path = f"tools[{index}]"
         if not isinstance(tool, Mapping):
             return f"{path}: expected an object"
-        if set(tool) - _TOOL_KEYS:
-            return f"{path}.{sorted(set(tool) - _TOOL_KEYS)[0]}: unknown key"
+        extra = [(i, k) for i, k in enumerate(tool) if k not in _TOOL_KEYS]
+        if extra:
+            return f"{path}.{shown_key(extra[0][1], extra[0][0])}: unknown key"
         if not isinstance(tool.get("name"), str) or not tool["name"]:
             return f"{path}.name: expected a non-empty string"
         if not isinstance(tool.get("parameters", {}), Mapping):
             return f"{path}.parameters: expected a JSON object"
+    return None
+
+
+def unanswered_problem(messages: Sequence[Mapping[str, Any]]) -> str | None:
+    """The last user turn, when no assistant turn follows it: an import refuses such a
+    record (there is nothing to learn from a request nobody answered), or None."""
+    users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+    if users and not any(m.get("role") == "assistant" for m in messages[users[-1] + 1:]):
+        return f"messages[{users[-1]}]: a user turn with no answer after it"
     return None
 
 

@@ -27,7 +27,7 @@ from .pipeline import (
     select_from_store,
 )
 from .projection import rebuild_quality
-from .scoring import combined_score, implicit_score
+from .scoring import combined_score, implicit_with_prior, users_rejected
 from .signals import TrajectorySignals
 
 
@@ -63,6 +63,7 @@ def _print(args: argparse.Namespace, payload: dict[str, Any], text: str) -> None
 def _report(args: argparse.Namespace) -> int:
     config = _config(args)
     with _open(args) as store:
+        tenant = store.tenant_id
         runner = quality_runner(store, config)
         with runner.engine.connect() as conn:
             velocity = rm.flywheel_velocity(conn, _now(args), args.window_days, config)
@@ -71,7 +72,7 @@ def _report(args: argparse.Namespace) -> int:
                "trigger": {"train": decision.train, "rule": decision.rule,
                            "reason": decision.reason}}
     lines = [
-        f"tenant {args.tenant}: last {velocity.window_days:g} days",
+        f"tenant {tenant}: last {velocity.window_days:g} days",
         f"  trajectories        {velocity.trajectories} ({velocity.trajectories_per_day:.1f}/day)",
         f"  high-quality rate   {velocity.high_quality_rate:.1%}",
         "  tiers               " + ", ".join(f"{k} {v}" for k, v in
@@ -104,13 +105,15 @@ def _explain(args: argparse.Namespace) -> int:
     signals = TrajectorySignals(row["trajectory_id"], row["recorded"], row["accepted"],
                                 row["retries"], row["edits"], row["edit_ratio"],
                                 row["continued"], row["errors"])
-    implicit = implicit_score(signals, config.implicit)
+    implicit = implicit_with_prior(signals, config.implicit, row["prior_score"])
     combined = combined_score(implicit.score, judges or None, row["human_score"],
-                              config.combine)
+                              config.combine, rejected=users_rejected(signals),
+                              tool_error=bool(row["tool_error"]))
     payload = {"trajectory_id": row["trajectory_id"], "recorded": row["recorded"],
                "implicit": implicit.score,
                "implicit_terms": [[t.name, t.value, t.reason] for t in implicit.terms],
-               "judges": judges, "human": row["human_score"], "combined": combined.score,
+               "judges": judges, "human": row["human_score"], "prior": row["prior_score"],
+               "tool_error": row["tool_error"], "combined": combined.score,
                "combined_source": combined.source, "tier": row["tier"],
                "used_in_run": row["used_in_run"]}
     text = [f"{row['trajectory_id']} ({'recorded' if row['recorded'] else 'ORPHAN'})",
@@ -199,9 +202,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
     def command(name: str, help_text: str, func: Any) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        add_store_arguments(p)
-        p.add_argument("--config", default=None,
-                       help="TOML file whose [quality] section configures the pipeline")
+        add_store_arguments(p)  # --config too: the node TOML (its [quality] table applies)
         p.add_argument("--json", action="store_true", help="machine-readable output")
         p.set_defaults(func=func)
         return p

@@ -2,8 +2,8 @@
 
 Every weight and threshold of DESIGN.md §5 lives here with its default documented in the
 field's ``help``. Sub-sections map to TOML tables: ``[quality.implicit]``,
-``[quality.combine]``, ``[quality.tiers]``, ``[quality.selection]``, ``[quality.trigger]``
-and ``[quality.judge_http]``.
+``[quality.combine]``, ``[quality.tiers]``, ``[quality.selection]``, ``[quality.trigger]``,
+``[quality.judge_http]`` and ``[quality.curated]``.
 """
 
 from __future__ import annotations
@@ -80,9 +80,21 @@ class CombineWeights:
         "help": "Weight of the mean judge score (judges score in [0, 1])."})
     human_wins: bool = field(default=True, metadata={
         "help": "A human label, when present, is the combined score (the latest label)."})
+    judges_never_lift_rejected: bool = field(default=True, metadata={
+        "help": "When users retried, edited or reported an error, the combined score is at "
+                "most the implicit score: judges may lower it, never raise it (an answer users "
+                "rejected is not SFT data because a judge liked its form)."})
+    tool_error: float = field(default=0.2, metadata={
+        "help": "Subtracted from the combined score (not from a human label) when the "
+                "trajectory's last tool result reports an error: the task did not succeed, "
+                "even when the answer reports the failure well."})
 
     def __post_init__(self) -> None:
         _check_finite(self, ("implicit", "judges"), low=0.0)
+        _check_finite(self, ("tool_error",), low=0.0, high=2.0)
+        if not isinstance(self.judges_never_lift_rejected, bool):
+            raise ConfigError(f"CombineWeights.judges_never_lift_rejected must be a bool, got "
+                              f"{self.judges_never_lift_rejected!r}")
         if self.implicit == 0 and self.judges == 0:
             raise ConfigError(
                 f"CombineWeights: implicit and judges cannot both be 0, got "
@@ -91,6 +103,19 @@ class CombineWeights:
         if not isinstance(self.human_wins, bool):
             raise ConfigError(f"CombineWeights.human_wins must be a bool, got "
                               f"{self.human_wins!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class CuratedConfig:
+    """Imported trajectories a deployer vouches for (``node import --curated``)."""
+
+    prior: float = field(default=0.7, metadata={
+        "help": "Implicit score of a curated trajectory no user has reacted to (imports carry "
+                "no feedback; without --curated they score 0.30, bronze, never selected). "
+                "0.7 is gold (weight 2): below an answer users accepted (0.9, platinum)."})
+
+    def __post_init__(self) -> None:
+        _check_finite(self, ("prior",), low=-1.0, high=1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +262,8 @@ class QualityConfig:
         "help": "[quality.trigger]"})
     judge_http: HttpJudgeConfig = field(default_factory=HttpJudgeConfig, metadata={
         "help": "[quality.judge_http]"})
+    curated: CuratedConfig = field(default_factory=CuratedConfig, metadata={
+        "help": "[quality.curated]"})
 
     @classmethod
     def from_mapping(cls, section: Mapping[str, Any]) -> QualityConfig:
@@ -244,7 +271,7 @@ class QualityConfig:
         kinds: dict[str, type[Any]] = {
             "implicit": ImplicitWeights, "combine": CombineWeights, "tiers": TierConfig,
             "selection": SelectionConfig, "trigger": TriggerConfig,
-            "judge_http": HttpJudgeConfig,
+            "judge_http": HttpJudgeConfig, "curated": CuratedConfig,
         }
         parts: dict[str, Any] = {}
         for key, value in section.items():
@@ -259,8 +286,13 @@ class QualityConfig:
     @classmethod
     def from_toml(cls, path: str | Path) -> QualityConfig:
         """Read the ``[quality]`` section of a TOML file (absent section: defaults)."""
-        with open(path, "rb") as fh:
-            doc = tomllib.load(fh)
+        try:
+            with open(path, "rb") as fh:
+                doc = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         section = doc.get("quality", {})
         if not isinstance(section, Mapping):
             raise ConfigError(f"[quality] in {path} must be a table")

@@ -123,17 +123,19 @@ def judge_new_trajectories(store: SqlEventStore, judges: Sequence[Judge], *,
 
 def select_from_store(store: SqlEventStore, target_n: int, seed: int,
                       config: QualityConfig | None = None,
-                      only: Collection[str] | None = None) -> SelectionManifest:
+                      only: Collection[str] | None = None, *,
+                      exclude_used: bool = True) -> SelectionManifest:
     """Select training data from the projection's current candidates (does not record);
     with ``only``, from those candidates whose ids it holds (a train split, say), so no
-    budget is spent on trajectories the caller would drop afterwards."""
+    budget is spent on trajectories the caller would drop afterwards; ``exclude_used``
+    as :func:`~hermes_fed.quality.selection.select_training_data`."""
     runner = quality_runner(store, config)
     with runner.engine.connect() as conn:
         candidates = rm.load_candidates(conn)
     if only is not None:
         keep = set(only)
         candidates = [c for c in candidates if c.trajectory_id in keep]
-    return select_training_data(candidates, target_n, seed, config)
+    return select_training_data(candidates, target_n, seed, config, exclude_used=exclude_used)
 
 
 def record_selection(store: SqlEventStore, manifest: SelectionManifest) -> int:

@@ -30,17 +30,19 @@ from hermes_fed.store import SqlEventStore
 
 from . import read_model as rm
 from .config import QualityConfig
+from .judges import is_tool_error
 from .preference import task_key
 from .rows import MemoryRows, QualityRows, Row, SqlRows, fewer_collections
 from .scoring import combined_value, implicit_value
 from .signals import FEEDBACK_TYPES, TrajectorySignals, apply_event_to_row
 from .tiers import Tier, tier_of
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: prior_score and tool_error columns (curated imports, tool errors)
 _TRAINING = ("TrainingDataSelected", "TrainingRunStarted", "TrainingRunCompleted",
              "TrainingRunFailed")
 EVENT_TYPES: frozenset[str] = frozenset(
-    {"TrajectoryRecorded", "TrajectoryJudged", "HumanLabeled", *FEEDBACK_TYPES, *_TRAINING})
+    {"TrajectoryRecorded", "TrajectoryJudged", "HumanLabeled", "TrajectoryCurated",
+     *FEEDBACK_TYPES, *_TRAINING})
 
 
 _TIER_NAMES: dict[Tier, str] = {t: str(t) for t in Tier}
@@ -58,7 +60,8 @@ def new_row(trajectory_id: str, session_id: str) -> Row:
         "task_key": None, "signature": None, "erased": False, "accepted": False,
         "retries": 0, "edits": 0, "edit_ratio": 0.0, "continued": False, "errors": 0,
         "implicit_score": None, "judge_score": None, "n_judges": 0, "human_score": None,
-        "combined_score": None, "tier": None, "used_in_run": None, "used_at_us": None,
+        "prior_score": None, "tool_error": False, "combined_score": None, "tier": None,
+        "used_in_run": None, "used_at_us": None,
     }
 
 
@@ -75,7 +78,8 @@ class QualityFold:
         self._deferred = rows.defer_scoring(self.score)
         self._handlers: dict[str, Callable[[StoredEvent], None]] = {
             "TrajectoryRecorded": self._recorded, "TrajectoryJudged": self._judged,
-            "HumanLabeled": self._human, **dict.fromkeys(FEEDBACK_TYPES, self._feedback),
+            "HumanLabeled": self._human, "TrajectoryCurated": self._curated,
+            **dict.fromkeys(FEEDBACK_TYPES, self._feedback),
             **dict.fromkeys(_TRAINING, self._run), "TrainingDataSelected": self._selected}
 
     def apply(self, event: StoredEvent) -> None:
@@ -111,14 +115,19 @@ class QualityFold:
         # combinations, so values are memoised (bounded: edit ratios are continuous).
         key = (row["accepted"], row["retries"], row["edits"], row["edit_ratio"],
                row["continued"], row["errors"])
-        implicit = self._implicit.get(key)
-        if implicit is None:
-            implicit = implicit_value(TrajectorySignals(row["trajectory_id"], True, *key),
-                                      self.config.implicit)
-            if len(self._implicit) < _MEMO_SIZE:
-                self._implicit[key] = implicit
+        prior = row["prior_score"]
+        if prior is not None and not any(key):  # curated, and no user reacted to it
+            implicit = prior
+        else:
+            implicit = self._implicit.get(key)
+            if implicit is None:
+                implicit = implicit_value(TrajectorySignals(row["trajectory_id"], True, *key),
+                                          self.config.implicit)
+                if len(self._implicit) < _MEMO_SIZE:
+                    self._implicit[key] = implicit
+        rejected = bool(row["retries"] or row["edit_ratio"] > 0 or row["errors"])
         combined = combined_value(implicit, row["judge_score"], row["human_score"],
-                                  self.config.combine)
+                                  self.config.combine, rejected, row["tool_error"])
         row["implicit_score"] = implicit
         row["combined_score"] = combined
         row["tier"] = _TIER_NAMES[tier_of(combined, self.config.tiers)]
@@ -140,6 +149,7 @@ class QualityFold:
             recorded=True, session_id=event.stream_id, recorded_position=event.position,
             recorded_at_us=event.recorded_at_us,
             task_type=str(data.get("task_type") or ""), erased=erased,
+            tool_error=False if erased else last_tool_failed(data.get("messages")),
             task_key=None if erased else task_key(str(task)),
             signature=None if erased else self.rows.signature(str(task), str(final)),
         )
@@ -183,6 +193,19 @@ class QualityFold:
         self._rescore(row)
         self.rows.put(row, exists)
 
+    def _curated(self, event: StoredEvent) -> None:
+        score = event.data.get("score")
+        found = self._row(event)
+        if found is None or (score is not None and not _finite(score)):
+            return
+        row, exists = found
+        # An explicit score (clamped: logs written before the schema's range check may hold
+        # any finite value), else the configured prior; the latest curation wins.
+        row["prior_score"] = self.config.curated.prior if score is None \
+            else min(1.0, max(-1.0, float(score)))
+        self._rescore(row)
+        self.rows.put(row, exists)
+
     def _mark_used(self, sha: str) -> None:
         run = self.rows.first_completed_run(sha)
         if run is not None:
@@ -221,6 +244,16 @@ class QualityFold:
                           existing is not None)
         if status == "completed" and not started:
             self._mark_used(sha)
+
+
+def last_tool_failed(messages: Any) -> bool:
+    """Whether the last tool result of ``messages`` reports an error (``is_tool_error``)."""
+    if not isinstance(messages, list):
+        return False
+    for message in reversed(messages):
+        if isinstance(message, Mapping) and message.get("role") == "tool":
+            return is_tool_error(message)
+    return False
 
 
 def _finite(value: Any) -> TypeGuard[float]:

@@ -44,6 +44,8 @@ trajectories = sa.Table(
     sa.Column("judge_score", sa.Float),
     sa.Column("n_judges", sa.Integer, nullable=False),
     sa.Column("human_score", sa.Float),
+    sa.Column("prior_score", sa.Float),  # curated imports: TrajectoryCurated
+    sa.Column("tool_error", sa.Boolean, nullable=False),  # the last tool result failed
     sa.Column("combined_score", sa.Float),
     sa.Column("tier", sa.String(16)),
     sa.Column("used_in_run", sa.String(200)),

@@ -5,7 +5,11 @@ the same seed give the same manifest, byte for byte, hence the same ``sha256``.
 
 Steps (DESIGN.md §5):
 
-1. drop trajectories already used in training (and erased ones, whose text is gone);
+1. drop trajectories already used in training (``exclude_used``; erased ones are never
+   candidates, their text is gone). "Used" means a *completed local run* of this node
+   recorded a manifest holding them (``node train``); a federated round passes
+   ``exclude_used=False`` (by default): the global adapter it trains never saw the local
+   run's data, and federated rounds re-select from the whole train split each round;
 2. remove near-duplicates by MinHash over task + final response, keeping the member with
    the highest combined score (ties: the smallest id);
 3. give each tier its budget ``max(min, floor(N * fraction))``: platinum max(50, N/25),
@@ -161,8 +165,10 @@ def balanced_sample(by_type: dict[str, list[str]], budget: int,
 
 
 def select_training_data(candidates: Iterable[Candidate], target_n: int, seed: int,
-                         config: QualityConfig | None = None) -> SelectionManifest:
-    """Select a weighted training set of about ``target_n`` trajectories.
+                         config: QualityConfig | None = None, *,
+                         exclude_used: bool = True) -> SelectionManifest:
+    """Select a weighted training set of about ``target_n`` trajectories; with
+    ``exclude_used`` (local runs), none a completed run already trained on.
 
     Raises ``ValueError`` for ``target_n < 1``, a non-integer seed, duplicate ids or
     signatures of the wrong length.
@@ -177,7 +183,7 @@ def select_training_data(candidates: Iterable[Candidate], target_n: int, seed: i
         if candidate.trajectory_id in by_id:
             raise ValueError(f"duplicate candidate id {candidate.trajectory_id!r}")
         by_id[candidate.trajectory_id] = candidate
-    fresh = [c for c in by_id.values() if not c.used_in_training]
+    fresh = [c for c in by_id.values() if not (exclude_used and c.used_in_training)]
     excluded_used = len(by_id) - len(fresh)
 
     expected = cfg.selection.minhash_permutations

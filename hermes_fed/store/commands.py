@@ -1,4 +1,12 @@
-"""``hermes-fed log``: verify, inspect and erase in a tenant's event log."""
+"""``hermes-fed log``: verify, inspect and erase in a tenant's event log.
+
+Every command here (and every ``hermes-fed quality`` command) names its log by
+``--config node.toml`` (the store URL, tenant, schema and key ring the node uses) or by
+``--store/--tenant/--schema/--keyring``; an explicit flag wins over the config file, which
+wins over ``HERMES_FED_STORE`` / ``HERMES_FED_TENANT`` / ``HERMES_FED_KEYRING_FILE``.
+They read an existing log only: a missing file or schema, or a tenant with no event in it,
+is an error (:func:`hermes_fed.store.location.require_existing_log`), never a new empty log.
+"""
 
 from __future__ import annotations
 
@@ -6,40 +14,80 @@ import argparse
 import os
 from collections import Counter
 
+from hermes_fed.errors import ConfigError
 from hermes_fed.events.codec import canonical_json
 
 from .keyring import ENV_VAR, Keyring
+from .location import (
+    StoreLocation,
+    is_node_config,
+    node_store_location,
+    read_toml,
+    require_existing_log,
+)
 from .sql import SqlEventStore, open_store
 
 
 def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every command that opens a tenant log takes."""
     parser.add_argument(
-        "--store",
-        default=os.environ.get("HERMES_FED_STORE"),
-        required="HERMES_FED_STORE" not in os.environ,
-        help="database URL: sqlite:///path/tenant.db or postgresql+psycopg://user@host/db "
-        "(env HERMES_FED_STORE)",
-    )
-    parser.add_argument("--tenant", default=os.environ.get("HERMES_FED_TENANT", "default"), help="tenant id")
-    parser.add_argument("--schema", default=None, help="PostgreSQL schema of the tenant's log")
+        "--config", default=None,
+        help="the node's TOML: store URL, tenant, schema and key ring come from it, and its "
+             "[quality] table configures quality commands (a TOML holding only [quality] "
+             "configures quality alone)")
     parser.add_argument(
-        "--keyring",
-        default=os.environ.get("HERMES_FED_KEYRING_FILE"),
-        help=f"key ring file (else ${ENV_VAR} if set; else the log is read without keys)",
+        "--store", default=None,
+        help="database URL: sqlite:///path/tenant.db or postgresql+psycopg://user@host/db "
+        "(default: the node config's, else env HERMES_FED_STORE)",
+    )
+    parser.add_argument("--tenant", default=None,
+                        help="tenant id (default: the node config's, else env "
+                             "HERMES_FED_TENANT, else 'default')")
+    parser.add_argument("--schema", default=None,
+                        help="PostgreSQL schema of the tenant's log (default: the node "
+                             "config's store_schema)")
+    parser.add_argument(
+        "--keyring", default=None,
+        help=f"key ring file (default: the node config's, else env HERMES_FED_KEYRING_FILE, "
+             f"else ${ENV_VAR} if set; else the log is read without keys)",
     )
 
 
-def keyring_from_args(args: argparse.Namespace) -> Keyring | None:
-    if args.keyring:
-        return Keyring.from_file(args.keyring)
+def location_from_args(args: argparse.Namespace) -> StoreLocation:
+    """The log the flags name: flag, else ``--config`` node TOML, else environment."""
+    node: StoreLocation | None = None
+    if getattr(args, "config", None) and is_node_config(read_toml(args.config)):
+        node = node_store_location(args.config)
+    url = args.store or (node.url if node else None) or os.environ.get("HERMES_FED_STORE")
+    if not url:
+        raise ConfigError("no event store: give --config node.toml or --store URL "
+                          "(or set HERMES_FED_STORE)")
+    tenant = (args.tenant or (node.tenant_id if node else None)
+              or os.environ.get("HERMES_FED_TENANT") or "default")
+    schema = args.schema or (node.schema if node else None)
+    keyring = (args.keyring or (node.keyring_path if node else None)
+               or os.environ.get("HERMES_FED_KEYRING_FILE"))
+    return StoreLocation(url, tenant, schema, keyring)
+
+
+def _keyring(path: str | None) -> Keyring | None:
+    if path:
+        return Keyring.from_file(path)
     if os.environ.get(ENV_VAR):
         return Keyring.from_env()
     return None
 
 
+def keyring_from_args(args: argparse.Namespace) -> Keyring | None:
+    return _keyring(location_from_args(args).keyring_path)
+
+
 def open_from_args(args: argparse.Namespace) -> SqlEventStore:
-    return open_store(args.store, args.tenant, keyring=keyring_from_args(args), schema=args.schema)
+    """Open the existing log the flags name (see the module docstring); never create one."""
+    where = location_from_args(args)
+    require_existing_log(where.url, where.tenant_id, where.schema)
+    return open_store(where.url, where.tenant_id, keyring=_keyring(where.keyring_path),
+                      schema=where.schema)
 
 
 def _verify(args: argparse.Namespace) -> int:

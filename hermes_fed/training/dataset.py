@@ -8,7 +8,8 @@ Each example keeps its tier weight (DESIGN.md §5). Batches group examples of si
 
 Invariants
 ----------
-T1. A token carries loss iff it was produced inside an assistant turn.
+T1. A token carries loss iff it was produced inside an assistant turn whose ``weight`` is
+    not 0 (a weight-0 turn, from OpenAI fine-tuning files, is context only).
 T2. ``split_heldout`` puts an id in the held-out set by a keyed hash of the id alone, so an
     id never moves between the sets as the tenant's data grows; held-out ids are never
     trained on.
@@ -157,6 +158,38 @@ def to_chat(trajectory: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[d
     return chat, tools
 
 
+def _mask_runs(mask: Sequence[int]) -> list[tuple[int, int]]:
+    """``[start, end)`` of each run of 1s in ``mask``."""
+    runs: list[tuple[int, int]] = []
+    start = None
+    for index, bit in enumerate((*mask, 0)):
+        if bit and start is None:
+            start = index
+        elif not bit and start is not None:
+            runs.append((start, index))
+            start = None
+    return runs
+
+
+def _mask_weightless_turns(mask: list[int], weights: Sequence[Any],
+                           trajectory: Mapping[str, Any]) -> list[int]:
+    """Clear the loss mask of assistant turns with ``weight`` 0 (OpenAI fine-tuning's
+    per-message weight): they stay in the input as context. Each assistant turn must render
+    as its own ``{% generation %}`` block (ours does: the turn's header and the newline
+    after it lie outside), so the k-th run of the mask is the k-th assistant turn; a
+    template that merges or splits them is refused rather than guessed at."""
+    runs = _mask_runs(mask)
+    if len(runs) != len(weights):
+        raise _field_error(trajectory, "messages",
+                           f"have per-turn weights, but the chat template renders "
+                           f"{len(runs)} generation blocks for {len(weights)} assistant turns")
+    out = list(mask)
+    for (start, end), weight in zip(runs, weights, strict=True):
+        if weight == 0:
+            out[start:end] = [0] * (end - start)
+    return out
+
+
 def tokenize_trajectory(
     tokenizer: Any, trajectory: Mapping[str, Any], *, max_length: int, weight: float = 1.0, tier: str = ""
 ) -> TokenizedExample:
@@ -176,6 +209,9 @@ def tokenize_trajectory(
     )
     ids = list(rendered["input_ids"])
     mask = [int(m) for m in rendered["assistant_masks"]]
+    weights = [m.get("weight", 1) for m in trajectory["messages"] if m.get("role") == "assistant"]
+    if 0 in weights:
+        mask = _mask_weightless_turns(mask, weights, trajectory)
     truncated = len(ids) > max_length
     return TokenizedExample(
         trajectory_id=str(trajectory.get("trajectory_id", "")),

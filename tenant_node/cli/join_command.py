@@ -41,6 +41,8 @@ def node_config_from_args(args: argparse.Namespace) -> dict[str, str | int | flo
     }
     if keyring:
         config["keyring"] = str(Path(keyring).resolve())
+    if args.config:  # the node's [quality] table scores and selects in rounds too
+        config["quality-config"] = str(Path(args.config).resolve())
     return config
 
 

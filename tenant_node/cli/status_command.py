@@ -12,16 +12,16 @@ def status(args: argparse.Namespace) -> int:
     from hermes_fed.quality import read_model as rm
     from hermes_fed.quality.pipeline import decide_training, quality_runner
     from tenant_node.config import load_node_config
-    from tenant_node.ingest.runtime import open_node_store
+    from tenant_node.ingest.runtime import open_existing_node_store
 
     config = load_node_config(args.config)
-    store = open_node_store(config)
+    store = open_existing_node_store(config)
     try:
-        runner = quality_runner(store)
+        runner = quality_runner(store, config.quality)
         now = utcnow()
         with runner.engine.connect() as conn:
-            velocity = rm.flywheel_velocity(conn, now, args.window_days)
-        trigger = decide_training(store, now)
+            velocity = rm.flywheel_velocity(conn, now, args.window_days, config.quality)
+        trigger = decide_training(store, now, config.quality)
         body: dict[str, Any] = {
             "tenant_id": config.tenant_id,
             "head": store.head(),

@@ -13,7 +13,7 @@ def train(args: argparse.Namespace) -> int:
     from hermes_fed.errors import NothingToTrainError
     from hermes_fed.training.config import LoraTrainingConfig
     from tenant_node.config import load_node_config
-    from tenant_node.ingest.runtime import open_node_store
+    from tenant_node.ingest.runtime import open_existing_node_store
     from tenant_node.local_training import plan_training, train_on_node
 
     config = load_node_config(args.config)
@@ -27,11 +27,15 @@ def train(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
     )
-    store = open_node_store(config)
+    store = open_existing_node_store(config)
     try:
         try:
             plan = plan_training(
-                store, target_n=args.target_n, seed=args.seed, heldout_fraction=args.heldout_fraction
+                store,
+                target_n=args.target_n,
+                seed=args.seed,
+                heldout_fraction=args.heldout_fraction,
+                quality=config.quality,
             )
         except NothingToTrainError as exc:
             print(f"nothing to train: {exc}")

@@ -214,9 +214,9 @@ def answer(content: Any, settings: NodeSettings) -> ReplyPayload:
                        schema=settings.store_schema or None)
     try:
         if query.mode == "online":
-            return reply_payload(online_arm_stats(store, query))
+            return reply_payload(online_arm_stats(store, query, settings.quality()))
         if query.mode == "version":
-            return reply_payload({VERSION: version_stats(store, query)})
+            return reply_payload({VERSION: version_stats(store, query, settings.quality())})
         heldout = heldout_trajectories(store, settings.heldout_fraction, settings.split_seed)
     finally:
         store.close()

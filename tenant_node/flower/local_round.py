@@ -68,11 +68,9 @@ def load_local_data(settings: NodeSettings) -> LocalData:
         chosen = [(t, 1.0, "silver") for t in split.train]
         manifest_sha = ""
         if settings.selection == "quality" and split.train:
-            from hermes_fed.quality.config import QualityConfig, SelectionConfig
             from hermes_fed.quality.pipeline import select_from_store
 
-            quality = QualityConfig(selection=SelectionConfig(
-                dedupe_threshold=float(settings.dedupe_threshold)))
+            quality = settings.quality()
 
             # held-out and broken trajectories leave before selection, not after it: they
             # must not take the tier budgets' places (they used to crowd the goldens out)
@@ -81,7 +79,7 @@ def load_local_data(settings: NodeSettings) -> LocalData:
             chosen = []
             if allowed:
                 manifest = select_from_store(store, len(allowed), settings.split_seed, quality,
-                                             only=allowed)
+                                             only=allowed, exclude_used=settings.exclude_used)
                 chosen = [(i.trajectory_id, i.weight, i.tier) for i in manifest.items]
                 manifest_sha = manifest.sha256
     finally:

@@ -71,12 +71,33 @@ def open_node_store(config: NodeConfig, metrics: NodeMetrics | None = None) -> S
     return store
 
 
-def _load_projection(target: str) -> Any:
+def open_existing_node_store(config: NodeConfig) -> SqlEventStore:
+    """:func:`open_node_store` for commands that only read (export, status): the log and its
+    key ring must exist already; nothing is created."""
+    from hermes_fed.errors import KeyringError
+    from hermes_fed.store.location import require_existing_log
+
+    require_existing_log(config.resolved_store_url, config.tenant_id, config.store_schema)
+    if not config.resolved_keyring_path.is_file():
+        raise KeyringError(f"no key ring at {config.resolved_keyring_path}: the log cannot be "
+                           "decrypted without the key ring it was written with")
+    return open_node_store(config)
+
+
+def node_projection(target: str, config: NodeConfig | None = None) -> Any:
+    """The projection ``module:Class`` names, built without arguments; the quality
+    projection is built with the node's ``[quality]`` table, so the daemon keeps the read
+    model under the same configuration (hence the same version) as ``node status``."""
+    from hermes_fed.quality.projection import QualityProjection
+
     module_name, _, attr = target.partition(":")
     try:
-        return getattr(importlib.import_module(module_name), attr)()
+        kind = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"projections: cannot load {target!r}: {exc}") from None
+    if isinstance(kind, type) and issubclass(kind, QualityProjection) and config is not None:
+        return kind(config.quality)
+    return kind()
 
 
 def _short(exc: BaseException) -> str:
@@ -91,11 +112,11 @@ class ProjectionPump(threading.Thread):
     """Keeps registered projections caught up behind the log (read models lag, never lead)."""
 
     def __init__(self, store: SqlEventStore, targets: Sequence[str], interval_s: float,
-                 metrics: NodeMetrics) -> None:
+                 metrics: NodeMetrics, config: NodeConfig | None = None) -> None:
         super().__init__(name="projections", daemon=True)
         from hermes_fed.projections import ProjectionRunner
 
-        self._runners = [ProjectionRunner(store, _load_projection(t)) for t in targets]
+        self._runners = [ProjectionRunner(store, node_projection(t, config)) for t in targets]
         self._store = store
         self._interval = interval_s
         self._metrics = metrics
@@ -170,7 +191,7 @@ class NodeRuntime:
             self.metrics_port = int(self._metrics_server.server_port)
         if config.projections:
             self._pump = ProjectionPump(store, config.projections, config.projection_interval_s,
-                                        self.metrics)
+                                        self.metrics, config)
             self._pump.catch_up()
             self._pump.start()
         limits = IngestLimits(config.tenant_id, config.max_event_bytes, config.max_batch_events)

@@ -8,6 +8,7 @@ Handlers receive raw request bytes so that a request which does not parse is ans
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -30,12 +31,15 @@ from hermes_fed.store import AppendResult, EventStore
 from protos.hermes_fed.v1 import events_pb2, ingest_pb2
 from tenant_node.ingest.assignment import Arm, assign, assignment_event_id
 from tenant_node.ingest.metrics import NodeMetrics
-from tenant_node.ingest.validation import IngestLimits, RejectedRequest, decode_batch
+from tenant_node.ingest.validation import MAX_SUBJECT, IngestLimits, RejectedRequest, bounded, decode_batch
 from tenant_node.ingest.wire import WireProblem, parse_request
 
 log = logging.getLogger(__name__)
 
 SERVICE = "hermes_fed.v1.IngestService"
+MAX_TEST_ID = 128  # VariantAssigned.ab_test_id's limit (the stream id is abtest-<id>)
+MAX_ARM_NAME = 128  # VariantAssigned.variant's limit
+MAX_ARMS = 16
 
 
 def _status_for(exc: Exception) -> tuple[grpc.StatusCode, str, str]:
@@ -124,6 +128,7 @@ class IngestService:
     def _reject(self, context: grpc.ServicerContext, exc: Exception, n_events: int,
                 method: str, prefix: str = "") -> None:
         code, message, reason = _status_for(exc)
+        message = bounded(message)
         self.metrics.events_rejected.labels(reason=reason).inc(max(n_events, 1))
         log.warning("event=batch_rejected method=%s code=%s reason=%s events=%d field=%s",
                     method, code.name, reason, n_events, message.split(":")[0])
@@ -132,7 +137,7 @@ class IngestService:
             log.error("event=append_failed method=%s error=%s.%s", method,
                       type(exc).__module__, type(exc).__name__)
             log.debug("event=append_failed_traceback method=%s", method, exc_info=True)
-        context.abort(code, prefix + message)
+        context.abort(code, bounded(prefix + message))
 
     def _batch(self, raw: bytes) -> tuple[list[NewEvent], dict[str, int], int]:
         request = parse_request(ingest_pb2.AppendEventsRequest, raw)
@@ -193,7 +198,7 @@ class IngestService:
                 yield stored_event_message(event).SerializeToString()
         except IntegrityError as exc:  # a corrupt row: say where, never what
             log.error("event=read_failed error=%s", type(exc).__name__)
-            context.abort(grpc.StatusCode.DATA_LOSS, f"{type(exc).__name__}: {exc}")
+            context.abort(grpc.StatusCode.DATA_LOSS, bounded(f"{type(exc).__name__}: {exc}"))
 
     def assign_variant(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         try:
@@ -255,17 +260,25 @@ def _arms(request: ingest_pb2.AssignVariantRequest) -> list[Arm]:
     def bad(field: str, problem: str) -> RejectedRequest:
         return RejectedRequest(grpc.StatusCode.INVALID_ARGUMENT, field, problem, "bad_assignment")
 
-    for name in ("ab_test_id", "user_ref"):
-        if not getattr(request, name):
+    for name, longest in (("ab_test_id", MAX_TEST_ID), ("user_ref", MAX_SUBJECT)):
+        value = getattr(request, name)
+        if not value:
             raise bad(name, "required")
-    if len(request.arms) < 2:
-        raise bad("arms", f"an A/B test needs at least 2 arms, got {len(request.arms)}")
+        if len(value) > longest:
+            raise bad(name, f"longer than {longest} characters ({len(value)})")
+    if not 2 <= len(request.arms) <= MAX_ARMS:
+        raise bad("arms", f"an A/B test needs 2..{MAX_ARMS} arms, got {len(request.arms)}")
     arms = []
     for index, arm in enumerate(request.arms):
-        try:
-            arms.append(Arm(arm.name, arm.weight))
-        except ValueError as exc:
-            raise bad(f"arms[{index}]", str(exc)) from None
+        # Checked here, not by Arm(), whose message quotes the name.
+        if not arm.name:
+            raise bad(f"arms[{index}].name", "required")
+        if len(arm.name) > MAX_ARM_NAME:
+            raise bad(f"arms[{index}].name",
+                      f"longer than {MAX_ARM_NAME} characters ({len(arm.name)})")
+        if not (math.isfinite(arm.weight) and arm.weight > 0):
+            raise bad(f"arms[{index}]", f"weight must be finite and > 0, got {arm.weight:g}")
+        arms.append(Arm(arm.name, arm.weight))
     if len({a.name for a in arms}) != len(arms):
         raise bad("arms", "arm names must be distinct")
     return arms

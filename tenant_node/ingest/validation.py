@@ -8,6 +8,16 @@ written. Codes are used as gRPC means them:
   schema violation, a repeated event id inside one batch;
 * ``PERMISSION_DENIED``: another tenant's id, a type that may not be appended over ingest;
 * ``RESOURCE_EXHAUSTED``: an event over ``max_event_bytes``, a batch over ``max_batch_events``.
+
+Limits beyond the protobuf types: JSON (data, metadata, tool arguments and parameters)
+nests at most ``MAX_DEPTH`` (64) levels, checked as it is parsed (a RecursionError of the
+parser or orjson's 255-level encoder limit used to answer INTERNAL); numbers stay in their
+scales and ids and names within their columns (the catalog's ``Range``/``MaxLen``); a
+stream id has at most 200 characters, a subject 256. Every message is at most
+:data:`MAX_DETAIL_CHARS` long and quotes no value: an id or key is named by its field, and
+a value shown at all (a tenant or type name) is cut to :data:`SHOWN_CHARS`, so an answer
+never outgrows gRPC's metadata limit (a 100 kB echo made the client see only
+"received metadata size exceeds hard limit").
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import grpc
 
 from hermes_fed.errors import HermesFedError, SchemaError, UnknownEventTypeError
 from hermes_fed.events import DEFAULT_CATALOG, Catalog, NewEvent, utcnow
+from hermes_fed.events.codec import MAX_DEPTH, json_depth, json_problem
 from hermes_fed.formats.trajectory import trajectory_problem
 from protos.hermes_fed.v1 import events_pb2, ingest_pb2
 
@@ -33,6 +44,24 @@ INGEST_TYPES = frozenset({
     "TrajectoryJudged", "HumanLabeled",
 })
 SESSION_PREFIX = "session-"
+MAX_DETAIL_CHARS = 512  # longest status message (gRPC carries it in a metadata header)
+SHOWN_CHARS = 40  # longest value a message quotes (tenant ids, event type names)
+MAX_STREAM_ID = 200  # the events table's stream_id column
+MAX_SUBJECT = 256  # a subject is a user_ref (SessionStarted.user_ref's limit)
+
+
+def shown(value: str) -> str:
+    """``value`` quoted for a message, cut to :data:`SHOWN_CHARS` (ids, never user text)."""
+    if len(value) <= SHOWN_CHARS and value.isprintable():
+        return repr(value)
+    return f"<{len(value)} characters>"
+
+
+def bounded(message: str) -> str:
+    """``message`` cut to :data:`MAX_DETAIL_CHARS` (the last guard before gRPC sends it)."""
+    if len(message) <= MAX_DETAIL_CHARS:
+        return message
+    return message[:MAX_DETAIL_CHARS - 20] + " ... (message cut)"
 
 
 class RejectedRequest(HermesFedError):
@@ -65,11 +94,15 @@ def _json_object(raw: bytes, field: str) -> dict[str, Any]:
         raise _invalid(field, f"invalid UTF-8 at byte {exc.start}", "invalid_utf8") from None
     try:
         value = json.loads(text)
+    except RecursionError:  # deeper than the parser's stack: far past MAX_DEPTH
+        raise _invalid(field, f"nested deeper than {MAX_DEPTH} levels", "too_deep") from None
     except ValueError:
         raise _invalid(field, "not valid JSON", "invalid_json") from None
     if not isinstance(value, dict):
         raise _invalid(field, f"expected a JSON object, got {type(value).__name__}",
                        "invalid_json")
+    if json_depth(value) > MAX_DEPTH:
+        raise _invalid(field, f"nested deeper than {MAX_DEPTH} levels", "too_deep")
     return value
 
 
@@ -123,13 +156,13 @@ def _event(
     if envelope.tenant_id != limits.tenant_id:
         raise RejectedRequest(
             grpc.StatusCode.PERMISSION_DENIED, f"{field}.tenant_id",
-            f"this node serves tenant {limits.tenant_id!r}, not {envelope.tenant_id!r}",
-            "wrong_tenant",
+            f"this node serves tenant {shown(limits.tenant_id)}, not "
+            f"{shown(envelope.tenant_id)}", "wrong_tenant",
         )
     try:
         schema = catalog.schema(envelope.type)
     except UnknownEventTypeError:
-        raise _invalid(f"{field}.type", f"unknown event type {envelope.type!r}",
+        raise _invalid(f"{field}.type", f"unknown event type {shown(envelope.type)}",
                        "unknown_event_type") from None
     if envelope.type not in INGEST_TYPES:
         raise RejectedRequest(
@@ -138,6 +171,12 @@ def _event(
         )
     if not envelope.stream_id.startswith(SESSION_PREFIX) or envelope.stream_id == SESSION_PREFIX:
         raise _invalid(f"{field}.stream_id", f"expected '{SESSION_PREFIX}<id>'", "bad_stream")
+    if len(envelope.stream_id) > MAX_STREAM_ID:
+        raise _invalid(f"{field}.stream_id", f"longer than {MAX_STREAM_ID} characters "
+                                             f"({len(envelope.stream_id)})", "too_long")
+    if len(envelope.subject) > MAX_SUBJECT:
+        raise _invalid(f"{field}.subject", f"longer than {MAX_SUBJECT} characters "
+                                           f"({len(envelope.subject)})", "too_long")
     payload = envelope.WhichOneof("payload")
     if payload == "trajectory":
         if envelope.type != "TrajectoryRecorded":
@@ -151,7 +190,11 @@ def _event(
     try:
         data = schema.validate(data)
     except SchemaError as exc:
-        raise _invalid(f"{field}.data.{exc.field}", exc.problem, "schema_violation") from None
+        # A nested problem already starts with its path from the field ("messages[1]...").
+        path, sep, what = exc.problem.rpartition(": ")
+        if not (sep and path.startswith(exc.field)):
+            path, what = exc.field, exc.problem
+        raise _invalid(f"{field}.data.{path}", what, "schema_violation") from None
     if envelope.type == "TrajectoryRecorded":
         problem = trajectory_problem(data)
         if problem:
@@ -159,6 +202,11 @@ def _event(
             raise _invalid(f"{field}.data.{path}", what, "schema_violation")
     metadata = _json_object(envelope.metadata_json, f"{field}.metadata_json") if (
         envelope.metadata_json) else {}
+    problem = json_problem(metadata)
+    if problem:  # a lone surrogate, a 70-bit integer: the store could not encode it
+        path, _, what = problem.rpartition(": ")
+        raise _invalid(f"{field}.metadata_json" + ("" if path == "<root>" else f".{path}"),
+                       what, "schema_violation")
     occurred_at = utcnow()
     if envelope.HasField("occurred_at"):
         try:

@@ -70,11 +70,12 @@ def test_import_assign_export_through_the_cli(tmp_path: Path) -> None:
     exported = [hermes(["export", "--format", fmt, "--config", config, "--out", str(out)])
                 for fmt, out in exports.items()]
 
-    # Assert: bad lines by number, good ones landed once, redacted.
-    assert first.returncode == 0, first.stderr
+    # Assert: bad lines by number (exit 1: some lines were bad), good ones landed once,
+    # redacted.
+    assert first.returncode == 1, first.stderr
     assert f"{source}:line 2: not JSON" in first.stderr
     assert f"{source}:line 4: conversations[0].from" in first.stderr
-    assert "2 imported, 0 already present, 2 bad of 4 lines" in first.stdout
+    assert "2 imported, 0 already present, 2 bad of 4 lines (bad lines: 2, 4)" in first.stdout
     assert "0 imported, 2 already present, 2 bad of 4 lines" in second.stdout
     assert sorted(e.data["trajectory_id"] for e in stored) == ["t-a", "t-b"]
     assert PHONE not in json.dumps([dict(e.data) for e in stored])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -216,3 +217,44 @@ def test_catalog_records_round_trip_through_new_event() -> None:
     assert {"task", "messages", "final_response"} == TrajectoryRecorded.PERSONAL
     assert {"user_ref"} == SessionStarted.PERSONAL
     assert frozenset() == OutputEdited.PERSONAL
+
+
+def test_ranges_and_lengths_are_refused_on_append_and_ignored_on_read() -> None:
+    # Prepare
+    edited = DEFAULT_CATALOG.schema("OutputEdited")
+    judged = DEFAULT_CATALOG.schema("TrajectoryJudged")
+    labeled = DEFAULT_CATALOG.schema("HumanLabeled")
+
+    # Execute / Assert: the scales the quality pipeline reads, with the value (a number)
+    for schema, data, message in [
+        (edited, {"trajectory_id": "t", "edit_ratio": -0.5}, "must be in [0, 1], got -0.5"),
+        (edited, {"trajectory_id": "t", "edit_ratio": 1.5}, "must be in [0, 1], got 1.5"),
+        (judged, {"trajectory_id": "t", "judge": "j", "score": 7}, "must be in [0, 1], got 7"),
+        (labeled, {"trajectory_id": "t", "score": 5.0}, "must be in [-1, 1], got 5"),
+        (labeled, {"trajectory_id": "t" * 201, "score": 0.5}, "longer than 200 characters"),
+    ]:
+        for deep in (True, False):  # the store's shallow path checks limits too
+            with pytest.raises(SchemaError, match=re.escape(message)):
+                schema.validate(data, deep=deep)
+        assert schema.validate(data, check_limits=False).items() >= data.items()
+        assert DEFAULT_CATALOG.without_limits().schema(schema.type).validate(
+            data).items() >= data.items()
+    assert edited.validate({"trajectory_id": "t", "edit_ratio": 1}, deep=False)["edit_ratio"] == 1
+
+
+@pytest.mark.parametrize(("depth", "ok"), [(61, True), (62, False), (300, False), (5000, False)])
+def test_nesting_is_bounded_counting_from_the_event_data(depth: int, ok: bool) -> None:
+    # Prepare: a tool's parameters nested `depth` levels, under data(1) tools(2) tool(3)
+    parameters: Any = 1
+    for _ in range(depth):
+        parameters = {"a": parameters}
+    data = {"trajectory_id": "t", "task": "q", "task_type": "k", "final_response": "a",
+            "messages": [], "tools": [{"name": "f", "parameters": parameters}]}
+    schema = DEFAULT_CATALOG.schema("TrajectoryRecorded")
+
+    # Execute / Assert: data(1) + tools(2) + tool(3) + depth <= 64 is fine, never a crash
+    if ok:
+        schema.validate(data)
+    else:
+        with pytest.raises(SchemaError, match="nested deeper than 64 levels"):
+            schema.validate(data)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from examples.flywheel.tasks import FAMILIES, golden_trajectory
 from hermes_fed.events import NewEvent
+from hermes_fed.federation.node_settings import NodeSettings
 from hermes_fed.store import open_store
-from tenant_node.flower.local_round import NodeSettings, load_local_data
+from tenant_node.flower.local_round import load_local_data
 
 
 def _session(i: int, trajectory: dict, accepted: bool) -> list[NewEvent]:
@@ -92,3 +93,68 @@ def test_node_settings_refuse_a_bad_dedupe_threshold_by_name() -> None:
     assert NodeSettings.from_node_config({**config, "dedupe-threshold": 1.0}).dedupe_threshold == 1.0
     with pytest.raises(ConfigError, match="dedupe-threshold must be in"):
         NodeSettings.from_node_config({**config, "dedupe-threshold": 0.0})
+
+
+def _record_local_run(url: str, ids: list[str]) -> None:
+    """What ``node train`` leaves in the log: the manifest of ``ids`` and a completed run."""
+    from hermes_fed.quality.selection import ManifestItem, manifest_sha256
+
+    items = [ManifestItem(t, "platinum", 5.0, "arithmetic") for t in sorted(ids)]
+    sha = manifest_sha256(len(items), 0, items)
+    with open_store(url, "acme") as store:
+        store.append([
+            NewEvent("selection-local", "TrainingDataSelected", {
+                "selection_id": f"sel-{sha[:16]}", "target_n": len(items), "seed": 0,
+                "manifest_sha256": sha, "n_by_tier": {"platinum": len(items)},
+                "items": [i.to_json() for i in items]}),
+            NewEvent("training-run-local", "TrainingRunStarted", {
+                "run_id": "run-local", "base_model": "/m", "parent_version": None,
+                "dataset_manifest_sha256": sha, "n_by_tier": {"platinum": len(items)},
+                "config": {}}),
+            NewEvent("training-run-local", "TrainingRunCompleted", {
+                "run_id": "run-local", "base_model": "/m", "parent_version": None,
+                "dataset_manifest_sha256": sha, "n_by_tier": {"platinum": len(items)},
+                "metrics": {}}),
+        ])
+
+
+def test_a_local_training_run_does_not_hide_its_data_from_federated_rounds(
+        tmp_path: Path) -> None:
+    # Arrange: 30 good sessions, 10 of them already used by a local `node train` run
+    url = _log_with(tmp_path, good=30, broken=0)
+    settings = NodeSettings(tenant_id="acme", store=url, base_model="/unused")
+    before = {t["trajectory_id"] for t, _, _ in load_local_data(settings).train}
+    used = sorted(before)[:10]
+    _record_local_run(url, used)
+
+    # Execute
+    federated = {t["trajectory_id"] for t, _, _ in load_local_data(settings).train}
+    skipping = {t["trajectory_id"] for t, _, _ in load_local_data(
+        NodeSettings(tenant_id="acme", store=url, base_model="/unused", exclude_used=True)).train}
+
+    # Assert: the global adapter never saw the local run's data, so a round trains on it;
+    # exclude-used opts into the local runs' rule
+    assert federated == before
+    assert skipping == before - set(used)
+
+
+def test_the_round_scores_and_selects_under_the_nodes_quality_config(tmp_path: Path) -> None:
+    # Arrange: 20 sessions nobody reacted to (implicit score 0.30: bronze by default, never
+    # selected); the node's TOML lowers silver to 0.25
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    with open_store(url, "acme") as store:
+        for i in range(20):
+            instance = FAMILIES["arithmetic"].generate(random.Random(200 + i), "t")
+            store.append(_session(i, golden_trajectory(instance, f"quiet-{i}"), accepted=False))
+    toml = tmp_path / "node.toml"
+    toml.write_text('tenant_id = "acme"\n[quality.tiers]\nsilver_from = 0.25\n')
+
+    # Execute
+    default = load_local_data(NodeSettings(tenant_id="acme", store=url, base_model="/unused"))
+    configured = load_local_data(NodeSettings(tenant_id="acme", store=url, base_model="/unused",
+                                              quality_config=str(toml)))
+
+    # Assert
+    assert default.train == ()
+    assert len(configured.train) == 20 - len(configured.heldout)
+    assert {tier for _, _, tier in configured.train} == {"silver"}

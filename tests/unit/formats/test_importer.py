@@ -136,3 +136,36 @@ def test_export_of_the_curated_set_round_trips(store: SqlEventStore, fmt: str) -
     assert [i.trajectory["trajectory_id"] for i in older] == ["t-r1"]
     back = [p.trajectory for p in parse_jsonl(lines, fmt)]  # type: ignore[union-attr]
     assert back == [dict(i.trajectory) for i in latest]
+
+
+@pytest.mark.parametrize(("roles", "problem"), [
+    (["user", "assistant"], None),
+    (["system", "user", "assistant"], None),
+    (["user", "assistant", "user"], "messages[2]: a user turn with no answer after it"),
+    (["system", "user"], "messages[1]: a user turn with no answer after it"),
+    (["user", "assistant", "user", "assistant"], None),
+])
+def test_an_unanswered_user_turn_is_a_bad_line(roles: list[str], problem: str | None) -> None:
+    # Prepare
+    record = {"messages": [{"role": r, "content": f"turn {i}"} for i, r in enumerate(roles)]}
+
+    # Execute
+    (parsed,) = parse_jsonl([json.dumps(record)], "openai")
+
+    # Assert
+    assert getattr(parsed, "problem", None) == problem
+
+
+@pytest.mark.parametrize("depth", [70, 10_000])
+def test_deeply_nested_lines_are_bad_lines_not_crashes(depth: int) -> None:
+    # Prepare: arguments nested `depth` levels (json.loads gives up near 1,000)
+    arguments = '{"a":' * depth + "1" + "}" * depth
+    line = ('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", '
+            '"content": null, "tool_calls": [{"id": "c1", "type": "function", "function": '
+            '{"name": "f", "arguments": ' + json.dumps(arguments) + '}}]}]}')
+
+    # Execute
+    (parsed,) = parse_jsonl([line], "openai")
+
+    # Assert
+    assert "nested deeper than 64 levels" in getattr(parsed, "problem", ""), parsed

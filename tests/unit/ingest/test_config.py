@@ -89,3 +89,53 @@ def test_remote_listen_is_allowed_when_asked_for() -> None:
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_node_config(tmp_path / "nope.toml")
+
+
+def test_the_quality_table_is_part_of_the_node_config(tmp_path: Path) -> None:
+    # Prepare
+    path = tmp_path / "node.toml"
+    path.write_text('tenant_id = "a"\ntoken = "0123456789abcdef"\n'
+                    "[quality.tiers]\nsilver_from = 0.25\n"
+                    "[quality.selection]\nbronze_min = 10\n")
+
+    # Execute
+    config = load_node_config(path)
+
+    # Assert
+    assert config.quality.tiers.silver_from == 0.25
+    assert config.quality.selection.bronze_min == 10
+    assert config.quality.tiers.gold_from == 0.60  # untouched keys keep their defaults
+
+
+@pytest.mark.parametrize(("quality", "message"), [
+    ({"tiers": {"silver_form": 0.2}}, "[quality.tiers] unknown key 'silver_form'"),
+    ({"tier": {}}, "[quality] unknown key 'tier'"),
+    ({"tiers": {"silver_from": 2.0}}, "TierConfig.silver_from must be a finite number"),
+    ("strict", "[quality] must be a table"),
+])
+def test_a_bad_quality_table_is_refused_naming_the_key(quality: Any, message: str) -> None:
+    # Execute
+    with pytest.raises(ConfigError) as caught:
+        node_config_from_mapping({**BASE, "quality": quality})
+
+    # Assert
+    assert message in str(caught.value)
+
+
+def test_the_daemons_quality_projection_uses_the_node_quality_config(tmp_path: Path) -> None:
+    # Prepare
+    from hermes_fed.quality.config import QualityConfig
+    from hermes_fed.quality.projection import QualityProjection
+    from tenant_node.ingest.runtime import node_projection
+
+    config = node_config_from_mapping({**BASE, "quality": {"tiers": {"silver_from": 0.25}}})
+
+    # Execute
+    projection = node_projection("hermes_fed.quality.projection:QualityProjection", config)
+
+    # Assert: the same read-model version as the CLI computes from the same file
+    assert isinstance(projection, QualityProjection)
+    assert projection.config == config.quality
+    assert projection.version == QualityProjection(
+        QualityConfig.from_mapping({"tiers": {"silver_from": 0.25}})).version
+    assert projection.version != QualityProjection().version

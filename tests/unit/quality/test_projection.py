@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from hermes_fed.events import NewEvent
+from hermes_fed.events import DEFAULT_CATALOG, NewEvent
 from hermes_fed.projections import ProjectionRunner, table_rows
 from hermes_fed.quality import read_model as rm
 from hermes_fed.quality.config import QualityConfig
@@ -46,7 +46,11 @@ def rows_by_id(store: SqlEventStore) -> dict[str, dict[str, Any]]:
 
 @pytest.fixture
 def store(make_store: Callable[..., Any]) -> SqlEventStore:
-    s: SqlEventStore = make_store(keyring=Keyring.generate("acme"))
+    # Written through the catalog without its limits: a log from before the schemas refused
+    # out-of-range values (an edit ratio of 3, a judge score of 7) holds them forever, and
+    # the fold must still clamp them.
+    s: SqlEventStore = make_store(keyring=Keyring.generate("acme"),
+                                  catalog=DEFAULT_CATALOG.without_limits())
     return s
 
 
@@ -161,7 +165,8 @@ def test_inv5_bulk_rebuild_equals_event_by_event(store: SqlEventStore) -> None:
 
 def test_out_of_range_and_dangling_values_are_clamped_or_kept_never_fatal(
         store: SqlEventStore) -> None:
-    # Prepare: values the schema accepts (finite floats) but the scales do not
+    # Prepare: values older logs hold (finite floats the schemas now refuse on append) but
+    # the scales do not
     from hermes_fed.events import new_event
     from hermes_fed.events.training import TrainingDataSelected, TrainingRunCompleted
 

@@ -176,11 +176,11 @@ def test_combined_score_without_human_priority_ignores_label() -> None:
 
 @given(st.booleans(), st.integers(0, 6), st.integers(0, 3), st.floats(0, 1), st.booleans(),
        st.integers(0, 3), st.floats(-1, 1), st.one_of(st.none(), st.floats(0, 1)),
-       st.one_of(st.none(), st.floats(-1, 1)), st.booleans())
+       st.one_of(st.none(), st.floats(-1, 1)), st.booleans(), st.booleans(), st.booleans())
 def test_hot_path_values_equal_the_explained_scores(
         accepted: bool, retries: int, edits: int, ratio: float, continued: bool, errors: int,
         implicit: float, judge_mean: float | None, human: float | None,
-        human_wins: bool) -> None:
+        human_wins: bool, rejected: bool, tool_error: bool) -> None:
     # Prepare
     signals = TrajectorySignals("t", True, accepted, retries, edits, ratio if edits else 0.0,
                                 continued, errors)
@@ -190,6 +190,9 @@ def test_hot_path_values_equal_the_explained_scores(
     assert implicit_value(signals, ImplicitWeights()) == implicit_score(signals).score
     assert combined_value(implicit, judge_mean, human, weights) == combined_score(
         implicit, judges, human, weights).score
+    assert combined_value(implicit, judge_mean, human, weights, rejected, tool_error) == \
+        combined_score(implicit, judges, human, weights, rejected=rejected,
+                       tool_error=tool_error).score
 
 
 SIGNAL_FIELDS = ("trajectory_id", "recorded", "accepted", "retries", "edits", "edit_ratio",

@@ -247,3 +247,34 @@ def test_examples_from_manifest_keeps_order_weight_and_tier() -> None:
     ]
     with pytest.raises(ValueError, match="t-9"):
         examples_from_manifest([ManifestItem("t-9", "gold", 2.0, "x")], trajectories)
+
+
+def test_a_weight_zero_assistant_turn_is_context_without_loss(tokenizer: Any) -> None:
+    # Prepare: OpenAI fine-tuning's per-message weight 0 on the first answer
+    weighted = json.loads(json.dumps(MULTI_TURN))
+    weighted["messages"][1]["weight"] = 0
+    weighted["messages"][3]["weight"] = 1
+
+    # Execute
+    full = tokenize_trajectory(tokenizer, MULTI_TURN, max_length=4096)
+    example = tokenize_trajectory(tokenizer, weighted, max_length=4096)
+
+    # Assert: same tokens; only the second answer carries loss, the first stays as context
+    assert example.input_ids == full.input_ids
+    runs = _runs(example.assistant_mask)
+    assert [tokenizer.decode(example.input_ids[a:b]) for a, b in runs] == ["two ü<|im_end|>"]
+    assert "one" in tokenizer.decode(example.input_ids)
+
+
+def test_every_assistant_turn_at_weight_zero_leaves_no_example(tokenizer: Any) -> None:
+    # Prepare
+    weighted = json.loads(json.dumps(MULTI_TURN))
+    for message in weighted["messages"]:
+        if message["role"] == "assistant":
+            message["weight"] = 0
+
+    # Execute
+    kept = build_dataset(tokenizer, [TrainingExample(weighted, 1.0, "gold")], max_length=4096)
+
+    # Assert
+    assert kept == []
