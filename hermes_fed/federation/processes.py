@@ -162,14 +162,17 @@ def tls_files(certs: Path) -> tuple[Path, Path, Path]:
     return files
 
 
-def node_config_arg(node_config: Mapping[str, str | int | float]) -> str:
-    """Render ``--node-config`` (``key="value" n=3``); refuses quotes in values."""
+def node_config_arg(node_config: Mapping[str, str | int | float | bool]) -> str:
+    """Render ``--node-config`` as TOML values (``key="value" n=3 flag=true``); refuses
+    quotes in values."""
     parts = []
     for key, value in node_config.items():
         if isinstance(value, str):
             if '"' in value or "\n" in value:
                 raise FederationError(f"node-config {key}: value must not hold quotes/newlines")
             parts.append(f'{key}="{value}"')
+        elif isinstance(value, bool):  # before int: bool is an int, and TOML wants lowercase
+            parts.append(f"{key}={str(value).lower()}")
         else:
             parts.append(f"{key}={value}")
     return " ".join(parts)

@@ -182,11 +182,15 @@ def test_report_weights_heldout_means_by_examples_and_is_json_safe() -> None:
 @pytest.mark.parametrize(
     ("config", "rendered"),
     [({"tenant-id": "a", "k-min": 20}, 'tenant-id="a" k-min=20'),
-     ({"store": "sqlite:////x/y.db", "f": 0.5}, 'store="sqlite:////x/y.db" f=0.5')],
+     ({"store": "sqlite:////x/y.db", "f": 0.5}, 'store="sqlite:////x/y.db" f=0.5'),
+     ({"exclude-used": False, "x": True}, "exclude-used=false x=true")],
 )
-def test_node_config_arg_renders_flowers_syntax(config: dict[str, str | int | float],
+def test_node_config_arg_renders_flowers_syntax(config: dict[str, str | int | float | bool],
                                                 rendered: str) -> None:
+    import tomllib
+
     assert node_config_arg(config) == rendered
+    assert tomllib.loads(rendered.replace(" ", "\n")) == config  # what the SuperNode parses
 
 
 def test_node_config_arg_refuses_quotes() -> None:
