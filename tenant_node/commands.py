@@ -16,6 +16,7 @@ SUBCOMMAND_MODULES: list[str] = [
     "tenant_node.train_command",
     "tenant_node.status_command",
     "tenant_node.flower_node",
+    "tenant_node.gateway.commands",
 ]
 
 
