@@ -57,8 +57,8 @@ class CallContext:
     stream_id: str
     user_ref: str
     model_version: str
-    variant: str
-    ab_test_id: str
+    variant: str | None
+    ab_test_id: str | None
     task_type: str
 
 
