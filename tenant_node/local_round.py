@@ -22,7 +22,6 @@ from tenant_node.egress import Cell
 logger = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True, slots=True)
 class NodeSettings:
     """A node's federation settings, from ``flower-supernode --node-config``."""

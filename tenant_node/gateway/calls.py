@@ -54,6 +54,11 @@ _HEADER_VALUE = re.compile(r"[\x21-\x7e]{1,128}")
 _TASK_TYPE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
+def _upstream_fault(exc: WireError) -> bool:
+    """The upstream failed (not the caller): an error signal for the session."""
+    return exc.type == "upstream_error"
+
+
 def error_response(exc: WireError) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status)
 
@@ -195,7 +200,7 @@ class ChatCalls:
             completion = parse_completion(await self._forward(call))
         except WireError as exc:
             state.release(reservation)
-            if isinstance(exc, UpstreamError):
+            if _upstream_fault(exc):
                 await self._upstream_failed(call, reservation, exc)
             return error_response(exc)
         try:
@@ -255,7 +260,7 @@ class ChatCalls:
         except WireError as exc:
             await stack.aclose()
             state.release(reservation)
-            if isinstance(exc, UpstreamError):
+            if _upstream_fault(exc):
                 await self._upstream_failed(call, reservation, exc)
             return self._answered(error_response(exc), call.started, False)
         return StreamingResponse(self._relay(call, state, reservation, payloads, stack),
@@ -307,7 +312,7 @@ class ChatCalls:
             status = str(exc.status)
             if not capturing:
                 state.release(reservation)
-                if isinstance(exc, UpstreamError):
+                if _upstream_fault(exc):
                     await self._upstream_failed(call, reservation, exc)
             yield sse(exc.body())  # the OpenAI client raises on an error event
             yield SSE_DONE

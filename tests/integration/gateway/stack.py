@@ -170,3 +170,9 @@ class Node:
         from tenant_node.runtime import open_node_store
 
         return open_node_store(load_node_config(self.config_path))
+
+
+def stub_upstream(workdir: Path) -> Server:
+    port = free_port()
+    return Server([sys.executable, "-m", "tests.integration.gateway.stub_upstream", str(port)],
+                  port, workdir / f"stub-{port}.log")
