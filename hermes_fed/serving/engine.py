@@ -9,8 +9,9 @@ the answer's tool calls are parsed from the template's format, ``<tool_call>{"na
 "arguments": {...}}</tool_call>``. A call that does not parse stays text: it is what the
 model said.
 
-``tool_choice`` ``"required"`` or a named function forces the call's opening (``<tool_call>
-{"name": "`` or the whole name) and samples the rest; ``"none"`` renders no tools.
+``tool_choice`` ``"required"`` or a named function forces the call's opening (the whole
+``<tool_call>{"name": "<tool>", "arguments": `` for a named tool or the only one offered,
+``<tool_call>{"name": "`` otherwise) and samples the rest; ``"none"`` renders no tools.
 Generation is serialised (one model, one active adapter at a time); it is the embedded
 default for small local models, not a batching server.
 """
@@ -222,6 +223,8 @@ class ModelEngine:
 
     @staticmethod
     def forced_opening(choice: Any, tools: Sequence[Mapping[str, Any]]) -> str:
+        if choice == "required" and len(tools) == 1:
+            choice = {"function": {"name": tools[0]["name"]}}  # one tool: it is the one
         if isinstance(choice, Mapping):
             name = choice["function"]["name"]
             if not any(t.get("name") == name for t in tools):
