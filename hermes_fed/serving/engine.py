@@ -9,9 +9,11 @@ the answer's tool calls are parsed from the template's format, ``<tool_call>{"na
 "arguments": {...}}</tool_call>``. A call that does not parse stays text: it is what the
 model said.
 
-``tool_choice`` ``"required"`` or a named function forces the call's opening (the whole
-``<tool_call>{"name": "<tool>", "arguments": `` for a named tool or the only one offered,
-``<tool_call>{"name": "`` otherwise) and samples the rest; ``"none"`` renders no tools.
+``tool_choice`` naming a function, or ``"required"`` with one tool offered, decodes the
+answer as a call of that tool against its schema (:mod:`.constrained`: the scaffold forced,
+the values sampled, as vLLM's guided decoding does); ``"required"`` among several tools
+forces the opening ``<tool_call>{"name": "`` and samples the rest; ``"none"`` renders no
+tools.
 Generation is serialised (one model, one active adapter at a time); it is the embedded
 default for small local models, not a batching server.
 """
@@ -162,6 +164,7 @@ class ModelEngine:
         self._lock = threading.Lock()
         self.max_positions = int(getattr(model.config, "max_position_embeddings", 2048))
         self._tool_call_id = self.tokenizer.convert_tokens_to_ids("<tool_call>")
+        self._fits: dict[str, bool] = {}  # tool schema -> does the constrained decoder fit
 
     # --- adapters -----------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -237,6 +240,34 @@ class ModelEngine:
             return '<tool_call>{"name": "'
         return ""
 
+    def _constrained_tool(self, choice: Any, tools: Sequence[Mapping[str, Any]]
+                          ) -> Mapping[str, Any] | None:
+        """The one tool a required call must be of (named, or the only one offered), when
+        the schema-constrained decoder fits this tokenizer; else None."""
+        from .constrained import fits_tokenizer, tool_key
+
+        if isinstance(choice, Mapping):
+            tool = next((t for t in tools if t.get("name") == choice["function"]["name"]), None)
+        elif choice == "required" and len(tools) == 1:
+            tool = tools[0]
+        else:
+            return None
+        if tool is None:
+            return None
+        key = tool_key(tool)
+        if key not in self._fits:
+            self._fits[key] = fits_tokenizer(self.tokenizer, tool)
+        return tool if self._fits[key] else None
+
+    def _selected(self, model_name: str) -> Any:
+        """The model with ``model_name``'s adapter active (call under the lock)."""
+        run = self.model
+        if self.adapters:
+            if model_name == self.served_name:
+                return run.disable_adapter()
+            run.set_adapter(model_name)
+        return _nullcontext()
+
     def generate(self, model_name: str, messages: Sequence[Mapping[str, Any]],
                  tools: Sequence[Mapping[str, Any]], params: SamplingParams,
                  on_text: Callable[[str], None] | None = None,
@@ -251,13 +282,18 @@ class ModelEngine:
         offered = [] if params.tool_choice == "none" else list(tools)
         forced = self.forced_opening(params.tool_choice, offered)
         prompt = self.prompt(messages, offered)
-        forced_ids = (list(self.tokenizer(forced, add_special_tokens=False)["input_ids"])
-                      if forced else [])
-        room = self.max_positions - len(prompt) - len(forced_ids)
-        if room < 1:
+        if len(prompt) + 1 > self.max_positions:
             raise EngineError(400, f"the prompt has {len(prompt)} tokens; this model reads at "
                                    f"most {self.max_positions}", "context_length_exceeded")
-        max_new = min(params.max_tokens, room)
+        tool = self._constrained_tool(params.tool_choice, offered)
+        if tool is not None:
+            return self._constrained(model_name, prompt, tool, params)
+        forced_ids = (list(self.tokenizer(forced, add_special_tokens=False)["input_ids"])
+                      if forced else [])
+        max_new = min(params.max_tokens, self.max_positions - len(prompt) - len(forced_ids))
+        if max_new < 1:
+            raise EngineError(400, "no room left to answer in the model's context",
+                              "context_length_exceeded")
         streamer = _TextStreamer(self.tokenizer, self._tool_call_id, on_text) \
             if on_text is not None and not forced else None
         kwargs: dict[str, Any] = {"do_sample": False} if params.temperature == 0 else {
@@ -271,18 +307,11 @@ class ModelEngine:
         with self._lock, torch.no_grad():
             if params.seed is not None:
                 torch.manual_seed(params.seed)
-            run = self.model
-            context: Any = _nullcontext()
-            if self.adapters:
-                if model_name == self.served_name:
-                    context = run.disable_adapter()
-                else:
-                    run.set_adapter(model_name)
-            with context:
-                out = run.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                   max_new_tokens=max_new, streamer=streamer,
-                                   eos_token_id=self.tokenizer.eos_token_id,
-                                   pad_token_id=self.tokenizer.pad_token_id, **kwargs)
+            with self._selected(model_name):
+                out = self.model.generate(
+                    input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new,
+                    streamer=streamer, eos_token_id=self.tokenizer.eos_token_id,
+                    pad_token_id=self.tokenizer.pad_token_id, **kwargs)
         new = out[0, ids.shape[1]:].tolist()
         ended = bool(new) and new[-1] == self.tokenizer.eos_token_id
         text = self.tokenizer.decode(new, skip_special_tokens=False)
@@ -290,13 +319,32 @@ class ModelEngine:
             at = text.find(stop)
             if at != -1:
                 text, ended = text[:at], True
+        return self._answer(text, forced, ended, len(prompt), len(new) + len(forced_ids))
+
+    def _constrained(self, model_name: str, prompt: list[int], tool: Mapping[str, Any],
+                     params: SamplingParams) -> Generation:
+        """A required call decoded against the tool's schema (:mod:`.constrained`)."""
+        import torch
+
+        from .constrained import generate_calls
+
+        seed = params.seed if params.seed is not None else secrets.randbits(31)
+        with self._lock, torch.no_grad(), self._selected(model_name):
+            text = generate_calls(self.model, self.tokenizer, [prompt], [tool],
+                                  temperature=params.temperature, seed=seed)[0]
+        completion = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return self._answer(text, "", True, len(prompt), completion)
+
+    @staticmethod
+    def _answer(text: str, forced: str, ended: bool, prompt_tokens: int,
+                completion_tokens: int) -> Generation:
         content, calls = parse_answer(text, forced)
         message: dict[str, Any] = {"role": "assistant", "content": content}
         if calls:
             message["content"] = content or None
             message["tool_calls"] = calls
         finish = "tool_calls" if calls else ("stop" if ended else "length")
-        return Generation(message, finish, len(prompt), len(new) + len(forced_ids))
+        return Generation(message, finish, prompt_tokens, completion_tokens)
 
 
 class _Cancelled:
