@@ -211,6 +211,11 @@ class NodeConfig:
     redaction: Mapping[str, Any] = field(
         default_factory=dict, metadata={"help": "the [redaction] table, passed to "
                                                 "hermes_fed.privacy.RedactionConfig"})
+    sqlite_synchronous: str = field(
+        default="FULL", metadata={"help": "SQLite store durability: FULL (a commit survives a "
+                                         "power cut: one fsync per commit), NORMAL (WAL: "
+                                         "survives a killed process, kill -9 included; an OS "
+                                         "crash may lose the last commits); default FULL"})
     gateway: GatewayConfig = field(default_factory=GatewayConfig,
                                    metadata={"help": "the [gateway] table, see GatewayConfig"})
 
@@ -246,6 +251,9 @@ class NodeConfig:
         for target in self.projections:
             if ":" not in target:
                 raise ConfigError(f"projections: expected 'module:Class', got {target!r}")
+        if self.sqlite_synchronous not in ("FULL", "NORMAL", "EXTRA"):
+            raise ConfigError(f"sqlite_synchronous must be FULL, NORMAL or EXTRA, got "
+                              f"{self.sqlite_synchronous!r}")
         if self.gateway.host not in _LOOPBACK and not self.tls.enabled \
                 and not self.allow_insecure_remote:
             raise ConfigError(f"gateway.listen={self.gateway.listen!r} is beyond loopback: "

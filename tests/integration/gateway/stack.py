@@ -133,20 +133,21 @@ class Node:
 
     def __init__(self, workdir: Path, upstream_url: str, store_url: str | None = None,
                  schema: str | None = None, tls: dict[str, str] | None = None,
-                 **gateway: Any) -> None:
+                 top: dict[str, Any] | None = None, **gateway: Any) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.config_path = workdir / "node.toml"
-        top: dict[str, Any] = {"tenant_id": TENANT, "token": TOKEN, "metrics_port": 0,
-                               "data_dir": "var"}
+        settings: dict[str, Any] = {"tenant_id": TENANT, "token": TOKEN, "metrics_port": 0,
+                                    "data_dir": "var"}
         if store_url:
-            top["store_url"] = store_url
+            settings["store_url"] = store_url
         if schema:
-            top["store_schema"] = schema
+            settings["store_schema"] = schema
+        settings.update(top or {})
         table = {"listen": f"127.0.0.1:{self.port}", "upstream_url": upstream_url,
                  "plan_poll_s": 0.2, **gateway}
-        lines = [f"{k} = {_toml(v)}" for k, v in top.items()]
+        lines = [f"{k} = {_toml(v)}" for k, v in settings.items()]
         if tls:
             lines.append("[tls]")
             lines.extend(f"{k} = {_toml(v)}" for k, v in tls.items())
