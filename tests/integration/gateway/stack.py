@@ -6,6 +6,7 @@ endpoint (never by sleeping), and is stopped by PID.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -62,8 +63,10 @@ class Server:
     """A subprocess serving HTTP, ready once ``GET <health>`` answers 200."""
 
     def __init__(self, argv: list[str], port: int, log_path: Path, health: str = "/health",
-                 scheme: str = "http", verify: Any = True) -> None:
+                 scheme: str = "http", verify: Any = True,
+                 env: dict[str, str] | None = None) -> None:
         self.argv = argv
+        self.env = env
         self.port = port
         self.log_path = log_path
         self.health = health
@@ -79,7 +82,8 @@ class Server:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                            env=_env())
+                                            env=self.env if self.env is not None else _env(),
+                                            start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -103,14 +107,24 @@ class Server:
         self.process.wait(timeout=30)
 
     def stop(self) -> int:
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else 0
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait(timeout=30)
+        """SIGTERM to the server's process group (vLLM runs engine processes under its API
+        server), SIGKILL to the group if it has not ended in 30 s."""
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self._signal_group(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self._signal_group(signal.SIGKILL)
+                self.process.wait(timeout=30)
+        self._signal_group(signal.SIGKILL)  # children left behind by the leader
+        return self.process.returncode
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        assert self.process is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, sig)
 
 
 def model_serve(workdir: Path, *extra: str) -> Server:
