@@ -19,6 +19,10 @@ Example ``node.toml``::
     [quality.tiers]                         # hermes_fed.quality.QualityConfig
     silver_from = 0.35
 
+    [gateway]                               # GatewayConfig: hermes-fed node gateway
+    listen = "127.0.0.1:8088"
+    upstream_url = "http://127.0.0.1:8000"  # hermes-fed model serve, or vLLM
+
 Relative paths are resolved against the directory of the TOML file.
 """
 
@@ -66,6 +70,102 @@ class TlsConfig:
     @property
     def enabled(self) -> bool:
         return bool(self.cert_file)
+
+
+UPSTREAM_KEY_ENV = "HERMES_FED_UPSTREAM_API_KEY"
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """The ``[gateway]`` table: ``hermes-fed node gateway`` (tenant_node/gateway)."""
+
+    listen: str = field(
+        default="127.0.0.1:8088", metadata={"help": "HTTP host:port of the OpenAI-compatible "
+                                                   "gateway; default 127.0.0.1:8088"})
+    upstream_url: str = field(
+        default="http://127.0.0.1:8000", metadata={"help": "base URL of the upstream OpenAI-"
+                                                          "compatible server (model serve, "
+                                                          "vLLM); default http://127.0.0.1:8000"})
+    upstream_timeout_s: float = field(
+        default=120.0, metadata={"help": "seconds an upstream call may take (and between "
+                                        "streamed chunks); default 120"})
+    upstream_api_key: str = field(
+        default="", metadata={"help": "bearer token for the upstream; prefer "
+                                     "upstream_api_key_env"}, repr=False)
+    upstream_api_key_env: str = field(
+        default=UPSTREAM_KEY_ENV, metadata={"help": f"environment variable holding the upstream "
+                                                    f"token when upstream_api_key is empty; "
+                                                    f"default {UPSTREAM_KEY_ENV}"})
+    base_model: str = field(
+        default="base", metadata={"help": "the upstream's name for the base model (a plan's "
+                                         "'base' version); default 'base'"})
+    model_name: str = field(
+        default="hermes-fed", metadata={"help": "the model name agents send (a plan's versions "
+                                               "are accepted too; the plan routes either "
+                                               "way); default 'hermes-fed'"})
+    adapters_dir: str = field(
+        default="", metadata={"help": "where adapter versions live (<dir>/<version>/, PEFT); "
+                                     "default <data_dir>/adapters"})
+    upstream_adapters_dir: str = field(
+        default="", metadata={"help": "the same directory as the upstream sees it (another "
+                                     "host or container); default adapters_dir"})
+    max_body_bytes: int = field(
+        default=10 * 1024 * 1024, metadata={"help": "largest request body accepted; "
+                                                    "default 10 MiB"})
+    retry_window_s: float = field(
+        default=600.0, metadata={"help": "a user re-sending a branch's last user message "
+                                        "within this many seconds is a retry; default 600"})
+    plan_poll_s: float = field(
+        default=1.0, metadata={"help": "seconds between looks for a new traffic plan in the "
+                                      "log; default 1"})
+    max_capture_batch: int = field(
+        default=512, metadata={"help": "most calls captured in one group commit; default 512"})
+    session_cache: int = field(
+        default=20000, metadata={"help": "sessions kept in memory for assembly (others are "
+                                        "rebuilt from the log); default 20000"})
+    default_task_type: str = field(
+        default="chat", metadata={"help": "task_type of captured trajectories when the call "
+                                         "has no X-Hermes-Task-Type; default 'chat'"})
+    token: str = field(
+        default="", metadata={"help": "bearer token agents send (their OpenAI api_key); "
+                                     "default the node's token"}, repr=False)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            kinds = _KINDS.get(str(f.type))
+            value = getattr(self, f.name)
+            if kinds and not (isinstance(value, kinds) and not (
+                    isinstance(value, bool) and bool not in kinds)):
+                raise ConfigError(f"gateway.{f.name} must be {f.type}, got {value!r}")
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ConfigError(f"gateway.listen must be host:port, got {self.listen!r}")
+        if not self.upstream_url.startswith(("http://", "https://")):
+            raise ConfigError(f"gateway.upstream_url must be an http(s) URL, got "
+                              f"{self.upstream_url!r}")
+        for name in ("upstream_timeout_s", "retry_window_s", "plan_poll_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"gateway.{name} must be > 0, got {getattr(self, name)!r}")
+        for name, low in (("max_body_bytes", 1024), ("max_capture_batch", 1),
+                          ("session_cache", 1)):
+            if getattr(self, name) < low:
+                raise ConfigError(f"gateway.{name} must be >= {low}, got {getattr(self, name)!r}")
+        for name in ("base_model", "model_name", "default_task_type"):
+            if not getattr(self, name):
+                raise ConfigError(f"gateway.{name} must not be empty")
+        if self.token and len(self.token) < 16:
+            raise ConfigError("gateway.token must be at least 16 characters")
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    def resolved_upstream_key(self) -> str:
+        return self.upstream_api_key or os.environ.get(self.upstream_api_key_env, "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +221,13 @@ class NodeConfig:
                     "combine, tiers, selection, trigger, judge_http), used wherever the node "
                     "scores, selects or decides to train: the daemon's quality projection, "
                     "node status/train, and log/quality commands given --config"})
+    sqlite_synchronous: str = field(
+        default="FULL", metadata={"help": "SQLite store durability: FULL (a commit survives a "
+                                         "power cut: one fsync per commit), NORMAL (WAL: "
+                                         "survives a killed process, kill -9 included; an OS "
+                                         "crash may lose the last commits); default FULL"})
+    gateway: GatewayConfig = field(default_factory=GatewayConfig,
+                                   metadata={"help": "the [gateway] table, see GatewayConfig"})
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -154,6 +261,13 @@ class NodeConfig:
         for target in self.projections:
             if ":" not in target:
                 raise ConfigError(f"projections: expected 'module:Class', got {target!r}")
+        if self.sqlite_synchronous not in ("FULL", "NORMAL", "EXTRA"):
+            raise ConfigError(f"sqlite_synchronous must be FULL, NORMAL or EXTRA, got "
+                              f"{self.sqlite_synchronous!r}")
+        if self.gateway.host not in _LOOPBACK and not self.tls.enabled \
+                and not self.allow_insecure_remote:
+            raise ConfigError(f"gateway.listen={self.gateway.listen!r} is beyond loopback: "
+                              "configure [tls] (or set allow_insecure_remote = true)")
 
     def resolved_token(self) -> str:
         return self.token or os.environ.get(self.token_env, "")
@@ -165,6 +279,13 @@ class NodeConfig:
     @property
     def resolved_keyring_path(self) -> Path:
         return Path(self.keyring_path) if self.keyring_path else Path(self.data_dir) / "keyring.json"
+
+    @property
+    def resolved_adapters_dir(self) -> Path:
+        return Path(self.gateway.adapters_dir or Path(self.data_dir) / "adapters")
+
+    def resolved_gateway_token(self) -> str:
+        return self.gateway.token or self.resolved_token()
 
 
 _PATH_KEYS = ("data_dir", "keyring_path")
@@ -190,6 +311,7 @@ def node_config_from_mapping(doc: Mapping[str, Any], base_dir: Path | None = Non
     if set(tls_table) - tls_known:
         raise ConfigError(f"tls: unknown keys {sorted(set(tls_table) - tls_known)!r}")
     tls = TlsConfig(**{k: _resolve(base, str(v)) for k, v in tls_table.items()})
+    gateway = _gateway_config(values.pop("gateway", {}), base)
     for key in _PATH_KEYS:
         if key in values:
             values[key] = _resolve(base, str(values[key]))
@@ -206,9 +328,22 @@ def node_config_from_mapping(doc: Mapping[str, Any], base_dir: Path | None = Non
             raise ConfigError(f"[quality] must be a table, got {type(quality_table).__name__}")
         values["quality"] = QualityConfig.from_mapping(quality_table)
     try:
-        return NodeConfig(tls=tls, **values)
+        return NodeConfig(tls=tls, gateway=gateway, **values)
     except TypeError as exc:
         raise ConfigError(f"bad configuration: {exc}") from None
+
+
+def _gateway_config(table: Any, base: Path) -> GatewayConfig:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"[gateway] must be a table, got {type(table).__name__}")
+    known = {f.name for f in fields(GatewayConfig)}
+    if set(table) - known:
+        raise ConfigError(f"gateway: unknown keys {sorted(set(table) - known)!r}; "
+                          f"known: {sorted(known)!r}")
+    values = dict(table)
+    if values.get("adapters_dir"):
+        values["adapters_dir"] = _resolve(base, str(values["adapters_dir"]))
+    return GatewayConfig(**values)
 
 
 def load_node_config(path: str | Path) -> NodeConfig:

@@ -58,12 +58,11 @@ class TrainingPlan:
 
 
 def load_trajectories(store: SqlEventStore) -> dict[str, Mapping[str, Any]]:
-    """Every readable ``TrajectoryRecorded`` by id (erased subjects' trajectories are gone)."""
-    out: dict[str, Mapping[str, Any]] = {}
-    for event in store.read():
-        if event.type == "TrajectoryRecorded" and not event.erased:
-            out[str(event.data["trajectory_id"])] = dict(event.data)
-    return out
+    """Every readable trajectory by id, whole: its ``TrajectoryRecorded`` plus the gateway's
+    ``TrajectoryExtended`` turns (erased subjects' trajectories are gone)."""
+    from hermes_fed.serving.assembly import TRAJECTORY_TYPES, assemble_trajectories
+
+    return dict(assemble_trajectories(store.read(types=TRAJECTORY_TYPES)))
 
 
 def plan_training(

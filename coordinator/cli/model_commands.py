@@ -76,6 +76,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     register_training(parser)
     sub = next(a for a in parser._subparsers._group_actions  # type: ignore[union-attr]
                if isinstance(a, argparse._SubParsersAction))
+    from hermes_fed.serving.commands import register as register_serving
+
+    register_serving(sub)  # model serve: base + LoRA adapters by name, OpenAI API
 
     p = sub.add_parser("promote", help="move a published version one promotion stage on")
     p.add_argument("--dir", required=True, help="coordinator directory")

@@ -262,7 +262,28 @@ class SessionRecorder:
         task_type: str = "unknown", tools: Sequence[Mapping[str, Any]] = (),
         trajectory_id: str | None = None,
     ) -> str:
-        """Record one trajectory (CONTRIBUTING.md shape); returns its ``trajectory_id``."""
+        """Record one trajectory (CONTRIBUTING.md shape); returns its ``trajectory_id``.
+
+        ``messages`` and ``tools`` may be OpenAI-shaped as well (``content: null`` beside
+        ``tool_calls`` of nested ``function`` objects with JSON-string arguments, text
+        parts, ``developer`` turns, ``{"type": "function", "function": ...}`` tools): they
+        are converted by :mod:`hermes_fed.serving.conversion`, as the gateway does.
+        """
+        from hermes_fed.errors import FormatError
+        from hermes_fed.serving.conversion import (
+            from_openai_messages,
+            is_openai_shaped,
+            tools_from_openai,
+        )
+
+        try:
+            if is_openai_shaped(messages):
+                messages = from_openai_messages(list(messages))
+            if any(isinstance(t, Mapping) and "function" in t for t in tools):
+                tools = tools_from_openai(list(tools))
+        except FormatError as exc:
+            field, _, problem = str(exc).partition(": ")
+            raise SchemaError("TrajectoryRecorded", field, problem) from None
         tid = trajectory_id or f"t-{uuid.uuid4().hex}"
         if final_response is None:
             final_response = next((str(m.get("content", "")) for m in reversed(messages)

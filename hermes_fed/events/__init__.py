@@ -3,7 +3,7 @@
 Importing this package registers every catalog type in :data:`DEFAULT_CATALOG`.
 """
 
-from . import coordinator, erasure, session, training
+from . import coordinator, erasure, serving, session, training
 from .codec import canonical_json, uuid7
 from .envelope import NewEvent, StoredEvent, from_micros, new_event, to_micros, utcnow
 from .schema import DEFAULT_CATALOG, Catalog, EventRecord, EventSchema, event_type
@@ -21,6 +21,7 @@ __all__ = [
     "event_type",
     "from_micros",
     "new_event",
+    "serving",
     "session",
     "to_micros",
     "training",

@@ -36,6 +36,26 @@ class TrajectoryRecorded(EventRecord):
     final_response: str
 
 
+@event_type("TrajectoryExtended", personal=["messages", "final_response"])
+class TrajectoryExtended(EventRecord):
+    """Later calls of a trajectory recorded by the gateway: only what is new since the last.
+
+    Each call of a chat API repeats the conversation; the gateway stores the turns that the
+    trajectory's earlier events do not hold yet (the new request turns and the answer), so
+    a call's capture does not grow with the session. The whole trajectory is the fold of its
+    ``TrajectoryRecorded`` and its extensions, in stream order
+    (:func:`hermes_fed.serving.assembly.assemble_trajectories`). ``tools`` replaces the
+    trajectory's tools when the call offered different ones (None: unchanged);
+    ``model_version`` is the version that answered this call.
+    """
+
+    trajectory_id: str
+    messages: list[dict[str, Any]]
+    final_response: str
+    tools: list[dict[str, Any]] | None = None
+    model_version: str | None = None
+
+
 @event_type("OutputAccepted")
 class OutputAccepted(EventRecord):
     trajectory_id: TrajectoryId

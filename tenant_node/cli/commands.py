@@ -16,6 +16,7 @@ SUBCOMMAND_MODULES: list[str] = [
     "tenant_node.cli.train_command",
     "tenant_node.cli.status_command",
     "tenant_node.cli.join_command",
+    "tenant_node.gateway.commands",
 ]
 
 

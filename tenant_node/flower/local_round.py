@@ -24,9 +24,6 @@ from hermes_fed.federation.round_spec import RoundSpec
 
 logger = logging.getLogger(__name__)
 
-TRAJECTORY_RECORDED = "TrajectoryRecorded"
-
-
 @dataclass(frozen=True, slots=True)
 class LocalData:
     """The node's trajectories, split and weighted; stays on the node.
@@ -57,12 +54,19 @@ def load_local_data(settings: NodeSettings) -> LocalData:
     store = open_store(settings.store, settings.tenant_id, keyring=keyring,
                        schema=settings.store_schema or None)
     try:
-        trajectories: dict[str, Mapping[str, Any]] = {}
+        from hermes_fed.serving.assembly import assemble_trajectories
+
         num_events = 0
-        for event in store.read():
-            num_events += 1
-            if event.type == TRAJECTORY_RECORDED and not event.erased:
-                trajectories[str(event.data["trajectory_id"])] = dict(event.data)
+
+        def counted(events: Any) -> Any:
+            nonlocal num_events
+            for event in events:
+                num_events += 1
+                yield event
+
+        # Whole trajectories: TrajectoryRecorded plus the gateway's TrajectoryExtended turns.
+        trajectories: dict[str, Mapping[str, Any]] = dict(
+            assemble_trajectories(counted(store.read())))
         split = split_heldout(sorted(trajectories), settings.heldout_fraction,
                               settings.split_seed)
         chosen = [(t, 1.0, "silver") for t in split.train]

@@ -63,7 +63,8 @@ def open_node_store(config: NodeConfig, metrics: NodeMetrics | None = None) -> S
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     from hermes_fed.privacy.placeholder_store import SqlPlaceholderIndex
 
-    store = open_store(url, config.tenant_id, keyring=keyring, schema=config.store_schema)
+    store = open_store(url, config.tenant_id, keyring=keyring, schema=config.store_schema,
+                       synchronous=config.sqlite_synchronous)
     # Placeholder numbers live beside the log so a session's <EMAIL_ADDRESS_1> stays the
     # same across daemon restarts and across processes (serve, import, train).
     index = SqlPlaceholderIndex(store.engine, keyring)
