@@ -109,7 +109,7 @@ class AppendTransaction(ABC):
     def commit(self) -> None: ...
 
 
-TransactionHook = Callable[[AppendTransaction], None]
+TransactionHook = Callable[[AppendTransaction], object]
 """Runs inside an append's transaction, under the write lock, after the rows are inserted
 and before the commit: what it writes commits with the events, or not at all."""
 
