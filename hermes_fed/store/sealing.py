@@ -227,7 +227,8 @@ def chain_batch(
             blob(s.metadata),
             blob(prev),
         )
-        digest = chain.row_digest(row)
+        # chain.row_digest(row), its call frame saved: the payloads hashed as sealed
+        digest = chain.link(prev, chain.envelope_bytes(row), s.data, s.personal, s.metadata)
         rows.append((*row, blob(digest)))
         prev = digest
         results[s.event_id] = AppendResult(s.event.event_id, position, version, False)
