@@ -1,6 +1,7 @@
 """One error root for hermes-fed.
 
-Persistence errors are named after PEP 249 (``IntegrityError``, ``OperationalError``);
+Persistence errors are named after PEP 249 (``IntegrityError``, ``OperationalError``, ...):
+a driver's exception is mapped to ours class by class (``hermes_fed.store.sql_backend``);
 domain errors say what went wrong and what to do. Messages name fields and types, never
 the values of event data (they may be personal).
 """
@@ -27,6 +28,30 @@ class IntegrityError(DatabaseError):
 
 class OperationalError(DatabaseError):
     """The database could not do the operation (unreachable, locked, disk full)."""
+
+
+class ProgrammingError(DatabaseError):
+    """The database refused a statement as written (unknown table, bad syntax, a PL/pgSQL
+    ``RAISE``), or the backend cannot run statements at all (the in-memory log)."""
+
+
+class DataError(DatabaseError):
+    """The database refused a value (out of range, division by zero, bad encoding)."""
+
+
+class InternalError(DatabaseError):
+    """The database's own state is inconsistent (a cursor gone, a transaction out of sync)."""
+
+
+class NotSupportedError(DatabaseError):
+    """The database does not support the operation asked of it."""
+
+
+class InterfaceError(DatabaseError):
+    """The database driver itself failed (a closed connection, a misuse of its API).
+
+    PEP 249 puts it beside ``DatabaseError``; here it sits under it, so that one
+    ``except DatabaseError`` catches every failure of the store's database."""
 
 
 class CorruptEventError(IntegrityError):

@@ -51,11 +51,27 @@ def pg_schema(pg_url: str) -> Iterator[str]:
 StoreSpec = tuple[str, str | None]  # (url, schema)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test marked ``sql`` does not run on the memory backend (it needs what only a
+    database does: triggers, other processes, kill -9, projections' tables)."""
+    keep, memory_only_sql = [], []
+    for item in items:
+        spec = getattr(item, "callspec", None)
+        on_memory = spec is not None and spec.params.get("backend") == "memory"
+        (memory_only_sql if on_memory and item.get_closest_marker("sql") else keep).append(item)
+    if memory_only_sql:
+        config.hook.pytest_deselected(items=memory_only_sql)
+        items[:] = keep
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "memory"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> StoreSpec:
-    """(url, schema) of an empty log on each backend: the conformance suite runs on both."""
+    """(url, schema) of an empty log on each backend: the conformance suite runs on all
+    three (a test marked ``sql`` on SQLite and PostgreSQL only)."""
     if request.param == "sqlite":
         return (f"sqlite:///{tmp_path / 'tenant.db'}", None)
+    if request.param == "memory":
+        return (f"memory://{tmp_path}", None)  # one named log per test, shared by its stores
     url: str = request.getfixturevalue("pg_url")
     schema: str = request.getfixturevalue("pg_schema")
     return (url, schema)

@@ -390,8 +390,8 @@ def stages_append(args: argparse.Namespace, workdir: Path, backend: str) -> dict
     target = Target(backend, "hermes", workdir)
     try:
         assert target.store is not None
-        clock = stages.instrument(target.store)
-        wall, cpu = target.append(0, n, args.batch, "stages")
+        with stages.instrument(target.store) as clock:
+            wall, cpu = target.append(0, n, args.batch, "stages")
         personal = target.store.catalog.schema("TrajectoryRecorded").personal
         parts = [split_personal(dict(e.data), personal) for e in new_events(0, n, "c")]
     finally:

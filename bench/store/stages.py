@@ -1,15 +1,18 @@
 """Where the time of one batched append goes, stage by stage (``bench_store --stages``).
 
-The store's own steps are timed by wrapping them on one store instance (the class is left
-alone); the database calls by a proxy around the driver cursor the append uses. Two floors
-come with them, per event, on the same events:
+The append's steps are timed by wrapping them while ``instrument`` is active: the sealing
+functions as the event log calls them, the store's own steps on its instance, the write
+lock and log state on the backend's transaction class; the database calls by a proxy
+around the driver cursor the append uses. Two floors come with them, per event, on the
+same events:
 
 - ``c_calls_only``: the C calls no implementation can skip (canonical JSON of the public and
   the personal part, AES-GCM over each, SHA-256 over the stored bytes), in a bare loop;
 - the database's share: ``db_*`` rows (SQLite: ``COMMIT`` is the fsync of the WAL).
 
 Wall microseconds per event (CPU for the whole append only); a stage's time includes the
-stages it calls (``_write`` includes ``_log_state`` and every ``db_*`` row).
+stages it calls (``_write`` includes ``lock``, ``chain_batch`` and every ``db_*`` row but
+the subject-key query's).
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ from typing import Any
 import orjson
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from hermes_fed.store import SqlEventStore
+from hermes_fed.store import SqlEventStore, event_log
+from hermes_fed.store.postgres import PostgresTransaction
+from hermes_fed.store.sqlite import SqliteTransaction
 
-STAGES = (
-    "_schema_of", "_stream_subjects_of", "_encode", "_subject_keys", "_seal",
-    "_write", "_log_state", "_log_state_pg",
-)
+SEALING = ("check_envelope", "encode_batch", "seal_batch", "chain_batch")  # as event_log calls them
+STORE = ("_stream_subjects_of", "_subject_keys", "_write")  # on the store instance
+TRANSACTION = ("lock",)  # the write lock and the log state under it
 
 
 class _Clock:
@@ -98,15 +102,36 @@ class _Raw:
         return getattr(self._raw, name)
 
 
-def instrument(store: SqlEventStore) -> _Clock:
-    """Time ``store``'s append steps from now on (this instance only)."""
+@contextmanager
+def instrument(store: SqlEventStore) -> Iterator[_Clock]:
+    """Time ``store``'s append steps while the block runs (the sealing functions and the
+    transaction classes are patched for that long: time one store at a time)."""
     clock = _Clock()
-    for name in STAGES:
-        if hasattr(store, name):
-            setattr(store, name, clock.wrap(name, getattr(store, name)))
-    engine_raw = store.engine.raw_connection
-    store.engine.raw_connection = lambda: _Raw(engine_raw(), clock)  # type: ignore[method-assign,return-value,assignment]
-    return clock
+    patched: list[tuple[Any, str, Any]] = []
+
+    def patch(owner: Any, name: str, label: str) -> None:
+        patched.append((owner, name, owner.__dict__.get(name)))
+        setattr(owner, name, clock.wrap(label, getattr(owner, name)))
+
+    for name in SEALING:
+        patch(event_log, name, name)
+    for name in STORE:
+        patch(store, name, name)
+    for tx_class in (SqliteTransaction, PostgresTransaction):
+        for name in TRANSACTION:
+            patch(tx_class, name, name)
+    engine = store.engine
+    engine_raw = engine.raw_connection
+    engine.raw_connection = lambda: _Raw(engine_raw(), clock)  # type: ignore[method-assign,return-value,assignment]
+    try:
+        yield clock
+    finally:
+        del engine.raw_connection
+        for owner, name, original in reversed(patched):
+            if original is None:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, original)
 
 
 def c_calls_only(

@@ -9,27 +9,20 @@ chain.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
+from typing import Any
 
 import orjson
 
 GENESIS = bytes(32)
 
 
-def envelope_bytes(
-    *,
-    event_id: bytes,
-    tenant_id: str,
-    stream_id: str,
-    stream_version: int,
-    position: int,
-    type: str,
-    schema_version: int,
-    occurred_at: int,
-    recorded_at: int,
-    key_id: str,
-    subject_id: str | None,
-    key_ref: str | None,
-) -> bytes:
+def envelope_bytes(row: Sequence[Any]) -> bytes:
+    """The envelope of a row laid out as :class:`~hermes_fed.store.backend.Row`: every
+    column but the payloads and hashes, as a JSON list in this order (the stored hashes
+    depend on it: never change it)."""
+    (tenant_id, position, event_id, stream_id, stream_version, type_, schema_version,
+     occurred_at, recorded_at, key_id, subject_id, key_ref) = row[:12]  # fmt: skip
     return orjson.dumps(
         [
             event_id.hex(),
@@ -37,7 +30,7 @@ def envelope_bytes(
             stream_id,
             stream_version,
             position,
-            type,
+            type_,
             schema_version,
             occurred_at,
             recorded_at,
@@ -64,3 +57,10 @@ def link(prev_hash: bytes, envelope: bytes, data: bytes, personal: bytes | None,
             )
         )
     ).digest()
+
+
+def row_digest(row: Sequence[Any]) -> bytes:
+    """The hash of a row laid out as :class:`~hermes_fed.store.backend.Row` (its own
+    ``hash`` column, if there, is not read): what the append stores and ``verify``
+    recomputes. Byte columns may be any bytes-like object."""
+    return link(row[15], envelope_bytes(row), row[12], row[13], row[14])

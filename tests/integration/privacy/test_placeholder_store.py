@@ -12,6 +12,8 @@ from hermes_fed.privacy import RedactionConfig, Redactor
 from hermes_fed.privacy.placeholder_store import SqlPlaceholderIndex
 from hermes_fed.store import Keyring
 
+pytestmark = pytest.mark.sql  # the index is a table beside the log
+
 
 def test_placeholders_are_stable_across_a_restart(make_store: Callable[..., object]) -> None:
     # Prepare: two "processes" (redactors) over the same database, one after the other

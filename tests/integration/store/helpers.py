@@ -11,6 +11,8 @@ import sqlalchemy as sa
 
 from hermes_fed.events import NewEvent
 from hermes_fed.store import SqlEventStore
+from hermes_fed.store import schema_ddl as ddl
+from hermes_fed.store.memory import MemoryBackend, MemoryLog
 
 MakeStore = Callable[..., SqlEventStore]
 
@@ -46,14 +48,47 @@ def session_started(stream: str, user: str) -> NewEvent:
 
 
 def raw(store: SqlEventStore, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
-    """Run SQL on the store's own database (PostgreSQL: in the test schema), committed."""
+    """Run SQL on the store's own database (PostgreSQL: in the test schema), committed.
+
+    On the memory backend the statement runs on a SQLite copy of the log's tables (same
+    DDL, no triggers), and what it changed is loaded back into the log: what an attacker
+    holding the process's memory could do to the rows."""
+    if isinstance(store.backend, MemoryBackend):
+        return _raw_on_memory(store.backend.log, sql, params or {})
     with store.engine.begin() as conn:
         result = conn.execute(sa.text(sql), params or {})
         return [tuple(r) for r in result.all()] if result.returns_rows else []
 
 
+def _raw_on_memory(log: MemoryLog, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    engine = sa.create_engine("sqlite://")
+    try:
+        with engine.begin() as conn:
+            ddl.metadata.create_all(conn)
+            tables = log.tables()
+            for table in ddl.metadata.sorted_tables:
+                if tables[table.name]:
+                    names = [c.name for c in table.columns]
+                    conn.execute(
+                        table.insert(), [dict(zip(names, row, strict=True)) for row in tables[table.name]]
+                    )
+            result = conn.execute(sa.text(sql), params)
+            rows = [tuple(r) for r in result.all()] if result.returns_rows else []
+            changed = {
+                t.name: [tuple(r) for r in conn.execute(t.select())] for t in ddl.metadata.sorted_tables
+            }
+        if changed != tables:
+            log.load(changed)
+        return rows
+    finally:
+        engine.dispose()
+
+
 def drop_guards(store: SqlEventStore) -> None:
-    """Remove the append-only triggers, as an attacker with DDL rights would."""
+    """Remove the append-only triggers, as an attacker with DDL rights would (the memory
+    log has none: its rows are changed through ``raw`` directly)."""
+    if store.dialect == "memory":
+        return
     if store.dialect == "sqlite":
         raw(store, "DROP TRIGGER events_no_update")
         raw(store, "DROP TRIGGER events_no_delete")

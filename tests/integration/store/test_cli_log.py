@@ -14,6 +14,8 @@ from hermes_fed.store import Keyring
 
 from .helpers import MakeStore, accepted, drop_guards, raw, session_started
 
+pytestmark = pytest.mark.sql  # the command line opens the log from another process
+
 REPO = Path(__file__).resolve().parents[3]
 
 

@@ -21,6 +21,7 @@ def test_inv1_api_has_no_update_or_delete() -> None:
     assert {"append", "erase_subject"} <= names
 
 
+@pytest.mark.sql
 @pytest.mark.parametrize(
     "sql",
     [
@@ -64,6 +65,7 @@ def test_inv1_postgres_refuses_truncate(pg_url: str, pg_schema: str) -> None:
     store.close()
 
 
+@pytest.mark.sql
 def test_inv1_guards_survive_reopening(make_store: MakeStore) -> None:
     # Prepare: opening twice re-runs the DDL (idempotent); the triggers must still be there
     first = make_store()

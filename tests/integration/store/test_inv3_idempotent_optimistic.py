@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from hermes_fed.errors import ConcurrencyError, OperationalError, SchemaError, UnknownEventTypeError
+from hermes_fed.errors import ConcurrencyError, IntegrityError, SchemaError, UnknownEventTypeError
 from hermes_fed.events import NewEvent
 from hermes_fed.store import Keyring
 
@@ -171,9 +171,12 @@ def test_batch_append_is_all_or_nothing(make_store: MakeStore, bad: NewEvent, er
     assert store.head() == 2
 
 
+@pytest.mark.sql
 def test_batch_append_database_failure_mid_insert_writes_nothing(make_store: MakeStore) -> None:
     # Prepare: a trigger that fails the INSERT of the 250th row of a 300-event batch, so
-    # the database has already taken 249 rows of it when the failure comes
+    # the database has already taken 249 rows of it when the failure comes; it fails as a
+    # constraint would (SQLITE_CONSTRAINT; SQLSTATE 23000 on PostgreSQL), and the driver's
+    # IntegrityError comes out as ours (driver errors are mapped class by class)
     store = make_store()
     store.append(accepted("session-1", 3))
     before = snapshot(store)
@@ -187,13 +190,14 @@ def test_batch_append_database_failure_mid_insert_writes_nothing(make_store: Mak
         raw(
             store,
             "CREATE FUNCTION fail_253() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            "IF NEW.position = 253 THEN RAISE EXCEPTION 'injected failure'; END IF; "
+            "IF NEW.position = 253 THEN RAISE EXCEPTION 'injected failure' "
+            "USING ERRCODE = 'integrity_constraint_violation'; END IF; "
             "RETURN NEW; END $$",
         )
         raw(store, "CREATE TRIGGER fail_253 BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION fail_253()")
 
     # Execute
-    with pytest.raises(OperationalError, match="nothing written"):
+    with pytest.raises(IntegrityError, match="nothing written: injected failure"):
         store.append(accepted("session-2", 300))
 
     # Assert: nothing torn, and the store goes on at the next position

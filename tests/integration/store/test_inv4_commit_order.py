@@ -9,6 +9,8 @@ import threading
 import time
 from collections.abc import Callable
 
+import pytest
+
 from hermes_fed.store import Keyring, SqlEventStore
 
 from .helpers import MakeStore
@@ -80,6 +82,7 @@ def test_inv4_subscriber_sees_every_event_once_with_concurrent_writer_threads(ma
     assert sub.store.verify().ok
 
 
+@pytest.mark.sql  # spawned processes share a database, not this process's memory
 def test_inv4_subscriber_sees_every_event_once_with_concurrent_writer_processes(
     make_store: MakeStore, backend: tuple[str, str | None]
 ) -> None:

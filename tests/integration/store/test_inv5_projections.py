@@ -15,6 +15,8 @@ from hermes_fed.store import Keyring, SqlEventStore
 
 from .helpers import MakeStore, accepted, raw, session_started, trajectory
 
+pytestmark = pytest.mark.sql  # projections keep their tables in the log's database
+
 
 class SessionsProjection(Projection):
     """Two tables: sessions (who, which model, how many events) and trajectories."""

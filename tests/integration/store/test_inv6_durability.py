@@ -16,6 +16,8 @@ from hermes_fed.store import Keyring
 
 from .helpers import MakeStore, accepted
 
+pytestmark = pytest.mark.sql  # durability across kill -9 is a database's
+
 REPO = Path(__file__).resolve().parents[3]
 SIZE = 100  # events per batch: a transaction long enough to be killed inside
 

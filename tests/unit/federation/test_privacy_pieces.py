@@ -107,11 +107,11 @@ def _completed(round_number: int, privacy: dict[str, Any]) -> Any:
     return new_event(record, stream_id=f"r-{round_number}")
 
 
-def test_p1_the_accountant_is_the_fold_of_the_logged_dp_rounds(tmp_path: Path) -> None:
+def test_p1_the_accountant_is_the_fold_of_the_logged_dp_rounds() -> None:
     # Prepare: two DP rounds at different z and one round without DP
     from hermes_fed.store import open_store
 
-    store = open_store(f"sqlite:///{tmp_path / 'c.db'}", "coordinator")
+    store = open_store("memory://", "coordinator")  # a log, nothing more
     store.append([_completed(1, {"dp": "server", "noise_multiplier": 1.0}),
                   _completed(2, {"dp": "off"}),
                   _completed(3, {"dp": "client", "noise_multiplier": 2.0})])

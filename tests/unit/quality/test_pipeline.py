@@ -25,6 +25,8 @@ from hermes_fed.store import Keyring, SqlEventStore
 
 from .conftest import ev, feedback, started, trajectory
 
+pytestmark = pytest.mark.sql  # the quality read model lives in the log's database
+
 
 def fill(store: SqlEventStore, n: int, *, wrong_every: int = 0, offset: int = 0) -> None:
     """``n`` single-trajectory sessions; every ``wrong_every``-th answer is wrong and retried."""

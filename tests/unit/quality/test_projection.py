@@ -19,6 +19,8 @@ from hermes_fed.store import Keyring, SqlEventStore
 
 from .conftest import edited, ev, feedback, judged, labeled, started, trajectory
 
+pytestmark = pytest.mark.sql  # the quality read model lives in the log's database
+
 
 def scenario() -> list[list[NewEvent]]:
     """Batches of a small tenant's log, covering every edge case the projection decides."""

@@ -1,0 +1,110 @@
+"""The log in SQLite: one file per tenant (by default), WAL, ``synchronous=FULL``.
+
+Appends are serialised by SQLite's own write lock, taken up front with ``BEGIN IMMEDIATE``
+(a deferred transaction that reads first and writes later can fail with SQLITE_BUSY
+instead of waiting).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+
+from .backend import COLUMNS, LogState, ReadRow
+from .schema_ddl import sqlite_triggers
+from .sql_backend import ErrorTable, SqlBackend, SqlTransaction, error_table
+
+# sqlite3's PEP 249 classes, each raised as ours of the same name (a trigger's RAISE(ABORT)
+# and a failed constraint are IntegrityError, "database is locked" OperationalError, ...).
+ERRORS: ErrorTable = error_table(sqlite3)
+
+_INSERT = f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+SYNCHRONOUS = ("FULL", "NORMAL", "EXTRA")
+
+
+class SqliteTransaction(SqlTransaction):
+    def lock(self, event_ids: Sequence[bytes], stream_ids: Sequence[str]) -> LogState:
+        cur, tenant = self.cur, self.backend.tenant_id
+        cur.execute("BEGIN IMMEDIATE")
+        found = self.backend.select_in(
+            cur,
+            "SELECT event_id, position, stream_version FROM events WHERE event_id IN ({})",
+            [bytearray(i) for i in event_ids],  # the sqlite3 fast path for blobs (SqliteBackend.blob)
+        )
+        current = self.backend.select_in(
+            cur,
+            "SELECT stream_id, MAX(stream_version) FROM events WHERE tenant_id = ? "
+            "AND stream_id IN ({}) GROUP BY stream_id",
+            stream_ids,
+            lead=(tenant,),
+        )
+        cur.execute(
+            "SELECT position, hash FROM events WHERE tenant_id = ? ORDER BY position DESC LIMIT 1", (tenant,)
+        )
+        head = cur.fetchone()
+        return LogState(
+            {bytes(eid): (pos, ver) for eid, pos, ver in found},
+            dict(current),
+            None if head is None else (head[0], bytes(head[1])),
+        )
+
+    def insert(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        self.cur.executemany(_INSERT, rows)
+
+    def _commit(self) -> None:
+        self.cur.execute("COMMIT")
+
+    def rollback(self) -> None:
+        with contextlib.suppress(sqlite3.Error):  # no transaction was open, or it is already gone
+            self.raw.cursor().execute("ROLLBACK")
+
+
+class SqliteBackend(SqlBackend):
+    name = "sqlite"
+    placeholder = "?"
+    error_table = ERRORS
+    # Blobs go in as bytearray. The sqlite3 module binds int, float, str and bytearray
+    # directly but sends bytes through its adapter lookup first (a tuple key, a dict probe,
+    # two attribute lookups): 0.36 us per value against 0.08, and a row has six blobs. The
+    # stored value is the same BLOB.
+    blob = bytearray
+
+    def __init__(self, engine: sa.Engine, tenant_id: str, synchronous: str = "FULL") -> None:
+        if synchronous not in SYNCHRONOUS:
+            raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, got {synchronous!r}")
+        super().__init__(engine, tenant_id)
+
+        @sa_event.listens_for(engine, "connect")
+        def _connect(dbapi_conn: Any, _record: Any) -> None:
+            # Autocommit at the driver level; transactions are begun explicitly (the
+            # pysqlite default would begin them lazily, too late to take the write lock).
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA synchronous={synchronous}")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.execute("PRAGMA secure_delete=ON")  # shredded subject keys are overwritten
+            cur.close()
+
+        @sa_event.listens_for(engine, "begin")
+        def _begin(conn: sa.Connection) -> None:
+            conn.exec_driver_sql("BEGIN")
+
+    def _transaction(self, raw: Any) -> SqlTransaction:
+        return SqliteTransaction(self, raw)
+
+    def _triggers(self) -> list[str]:
+        return sqlite_triggers()
+
+    def _read_cursor(self, raw: Any) -> Any:
+        return raw.cursor()
+
+    def _read_chunk(self, raw: Any, cur: Any, query: str, params: Sequence[Any]) -> list[ReadRow]:
+        cur.execute(query, params)
+        rows: list[ReadRow] = cur.fetchall()
+        return rows
