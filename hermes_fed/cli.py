@@ -106,6 +106,30 @@ def config_values(args: argparse.Namespace, names: Sequence[str]) -> dict[str, A
     return {name: getattr(args, name) for name in names}
 
 
+DAEMON_LOG_FORMAT = "ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
+
+
+def daemon_logging(verbose: int) -> None:
+    """Structured key=value logs for a long-running command (INFO, DEBUG with ``-vv``)."""
+    logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.INFO,
+                        format=DAEMON_LOG_FORMAT, force=True)
+    # presidio names every recognizer it loads at INFO; the daemons report what matters.
+    logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def stop_on_signals(stop: Callable[[], None]) -> None:
+    """Call ``stop`` on SIGTERM or SIGINT (logged), so a daemon shuts down in order."""
+    import signal
+
+    def on_signal(signum: int, _frame: object) -> None:
+        logging.getLogger(__name__).info("event=signal signal=%s", signal.Signals(signum).name)
+        stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hermes-fed", description="A federated data flywheel for AI agents."

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import threading
 from pathlib import Path
 from typing import Any
+
+from hermes_fed.cli import stop_on_signals
 
 SERVE_FILE = "serve.json"
 
@@ -49,8 +50,7 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"SuperLink on {link.address} (pid {link.pid}); nodes join with "
           f"`hermes-fed node join --superlink {link.address} ...`", flush=True)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop_on_signals(stop.set)
     try:
         while not stop.wait(1.0):
             if not link.alive():

@@ -3,29 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import signal
 from typing import Any
 
-LOG_FORMAT = "ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
+from hermes_fed.cli import daemon_logging, stop_on_signals
 
 
 def serve(args: argparse.Namespace) -> int:
     from tenant_node.config import load_node_config
     from tenant_node.ingest.runtime import NodeRuntime
 
-    logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else logging.INFO,
-                        format=LOG_FORMAT, force=True)
-    # presidio logs every recognizer it loads at INFO; the node reports what matters itself.
-    logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)
+    daemon_logging(args.verbose)
     runtime = NodeRuntime(load_node_config(args.config))
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        logging.getLogger(__name__).info("event=signal signal=%s", signal.Signals(signum).name)
-        runtime.request_stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_on_signals(runtime.request_stop)
     try:
         runtime.start()
         runtime.wait()

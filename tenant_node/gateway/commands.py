@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-LOG_FORMAT = "ts=%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
+from hermes_fed.cli import daemon_logging, stop_on_signals
 
 
 def gateway(args: argparse.Namespace) -> int:
@@ -18,18 +16,9 @@ def gateway(args: argparse.Namespace) -> int:
 
     from .server import GatewayServer
 
-    logging.basicConfig(level=logging.DEBUG if args.verbose > 1 else logging.INFO,
-                        format=LOG_FORMAT, force=True)
-    logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    daemon_logging(args.verbose)
     server = GatewayServer(load_node_config(args.config))
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        logging.getLogger(__name__).info("event=signal signal=%s", signal.Signals(signum).name)
-        server.request_stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_on_signals(server.request_stop)
     server.run()
     return 0
 
