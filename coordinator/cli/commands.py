@@ -46,8 +46,10 @@ def _serve(args: argparse.Namespace) -> int:
             "cli_home": str(cli_home), "log": str(link.log_path),
             "certs": str(certs) if certs else None, "node_auth": bool(args.node_auth)}
     (root / SERVE_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    tls = (" --ca <their copy of ca.pem>" if certs else "") + (
+        " --auth-key <their node.key>" if args.node_auth else "")
     print(f"SuperLink on {link.address} (pid {link.pid}); nodes join with "
-          f"`hermes-fed node join --superlink {link.address} ...`", flush=True)
+          f"`hermes-fed node join --superlink {link.address}{tls} ...`", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -21,7 +21,8 @@ BASE = Path(__file__).resolve().parents[3] / "examples" / "flywheel" / "base_mod
 
 def test_examples_cut_before_any_assistant_token_are_refused_by_name() -> None:
     # Prepare: NousResearch rows, whose system prompt alone is longer than 64 tokens
-    examples = [TrainingExample(trajectory=from_hermes(r)) for r in hermes_rows(3)]
+    examples = [TrainingExample(trajectory=from_hermes(r), weight=1.0, tier="gold")
+                for r in hermes_rows(3)]
     config = LoraTrainingConfig(r=4, alpha=8.0, max_steps=1, max_length=64, device="cpu")
 
     # Execute
