@@ -106,6 +106,10 @@ class NothingToTrainError(TrainingError):
     """No new scored trajectories to select: a normal outcome, not a failure."""
 
 
+class ExamplesTooLongError(TrainingError):
+    """Every selected example lost its assistant tokens to ``max_length``: raise it."""
+
+
 class AggregationError(HermesFedError):
     """Adapters could not be aggregated (shape mismatch, NaN update, empty round)."""
 

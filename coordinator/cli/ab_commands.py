@@ -34,7 +34,7 @@ def _status(args: argparse.Namespace) -> int:
     from coordinator.logs.abtest import ABTestLog
     from coordinator.logs.registry import AdapterRegistry
 
-    with AdapterRegistry.open(Path(args.dir)) as registry:
+    with AdapterRegistry.open_existing(Path(args.dir)) as registry:
         log = ABTestLog(registry.store)
         if args.id:
             _print(log.get(args.id).to_dict())
@@ -49,7 +49,7 @@ def _conclude(args: argparse.Namespace) -> int:
     from coordinator.logs.registry import AdapterRegistry
     from hermes_fed.abtest import Verdict
 
-    with AdapterRegistry.open(Path(args.dir)) as registry:
+    with AdapterRegistry.open_existing(Path(args.dir)) as registry:
         log = ABTestLog(registry.store)
         verdict = Verdict(args.verdict) if args.verdict else None
         concluded = log.conclude(args.id, verdict=verdict, reason=args.reason or "")

@@ -47,8 +47,10 @@ def _serve(args: argparse.Namespace) -> int:
             "cli_home": str(cli_home), "log": str(link.log_path),
             "certs": str(certs) if certs else None, "node_auth": bool(args.node_auth)}
     (root / SERVE_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    tls = (" --ca <their copy of ca.pem>" if certs else "") + (
+        " --auth-key <their node.key>" if args.node_auth else "")
     print(f"SuperLink on {link.address} (pid {link.pid}); nodes join with "
-          f"`hermes-fed node join --superlink {link.address} ...`", flush=True)
+          f"`hermes-fed node join --superlink {link.address}{tls} ...`", flush=True)
     stop = threading.Event()
     stop_on_signals(stop.set)
     try:
@@ -77,13 +79,15 @@ def _register_node(args: argparse.Namespace) -> int:
     from coordinator.deploy.local_federation import CONNECTION
     from coordinator.deploy.superlink import register_supernode
     from hermes_fed.errors import FederationError
+    from hermes_fed.federation.node_keys import check_public_key
 
+    key = check_public_key(Path(args.key).resolve())  # never ship a private key by mistake
     info = _serving(Path(args.dir).resolve())
     if not info.get("node_auth"):
         raise FederationError("this coordinator runs without --node-auth: every node may "
                               "connect; restart `coordinator serve` with --certs and --node-auth")
-    node_id = register_supernode(Path(info["cli_home"]), CONNECTION, Path(args.key).resolve())
-    print(f"registered SuperNode {node_id} (key {args.key})")
+    node_id = register_supernode(Path(info["cli_home"]), CONNECTION, key)
+    print(f"registered SuperNode {node_id} (key {args.key}); the node may join now")
     return 0
 
 
@@ -134,9 +138,15 @@ def _round_run(args: argparse.Namespace) -> int:
 
 def _versions(args: argparse.Namespace) -> int:
     from coordinator.logs.registry import AdapterRegistry
+    from hermes_fed.errors import FederationError
 
-    with AdapterRegistry.open(Path(args.dir).resolve()) as registry:
+    with AdapterRegistry.open_existing(Path(args.dir).resolve()) as registry:
         versions = registry.versions()
+    if args.latest:  # for scripts: VERSION=$(hermes-fed coordinator versions --latest ...)
+        if not versions:
+            raise FederationError("the registry holds no version yet: run a round first")
+        print(versions[-1].version)
+        return 0
     if args.json:
         print(json.dumps([v.to_dict() for v in versions], indent=2))
         return 0
@@ -175,9 +185,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("versions", help="list the registry's adapter versions and lineage")
     p.add_argument("--dir", required=True, help="coordinator directory")
     p.add_argument("--json", action="store_true", help="full lineage as JSON")
+    p.add_argument("--latest", action="store_true",
+                   help="print only the latest version id (for scripts)")
     p.set_defaults(func=_versions)
     p = sub.add_parser("register-node", help="allow a SuperNode's ECDSA public key (node auth)")
-    p.add_argument("key", help="the node's public key (OpenSSH format, from certs init)")
+    p.add_argument("key", help="the node's public key (node.pub, made on the node by "
+                               "`hermes-fed node keygen`)")
     p.add_argument("--dir", required=True, help="the directory `coordinator serve` uses")
     p.set_defaults(func=_register_node)
 

@@ -32,7 +32,7 @@ def _promote(args: argparse.Namespace) -> int:
     from coordinator.logs.registry import AdapterRegistry
     from hermes_fed.registry.promotion import PromotionConfig
 
-    with AdapterRegistry.open(Path(args.dir)) as registry:
+    with AdapterRegistry.open_existing(Path(args.dir)) as registry:
         registry.get(args.version)  # only published adapters are promoted
         log = PromotionLog(registry.store, PromotionConfig(args.canary_fraction, args.ab_fraction))
         fact = log.promote(args.version, reason=args.reason, force=args.force,
@@ -45,7 +45,7 @@ def _rollback(args: argparse.Namespace) -> int:
     from coordinator.logs.promotion import PromotionLog
     from coordinator.logs.registry import AdapterRegistry
 
-    with AdapterRegistry.open(Path(args.dir)) as registry:
+    with AdapterRegistry.open_existing(Path(args.dir)) as registry:
         log = PromotionLog(registry.store)
         fact = log.rollback(args.version, args.reason)
         _print({**_fact_dict(fact), "traffic": _traffic(log)})
@@ -60,7 +60,7 @@ def _history(args: argparse.Namespace) -> int:
     from coordinator.logs.promotion import PromotionLog
     from coordinator.logs.registry import AdapterRegistry
 
-    with AdapterRegistry.open(Path(args.dir)) as registry:
+    with AdapterRegistry.open_existing(Path(args.dir)) as registry:
         log = PromotionLog(registry.store)
         state = log.state()
         _print({"history": [h.to_dict() for h in log.history(args.version)],

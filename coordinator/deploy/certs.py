@@ -1,12 +1,16 @@
-"""``hermes-fed certs init DIR``: a private CA, a loopback server certificate, node keys.
+"""``hermes-fed certs init DIR``: the coordinator's private CA and its server certificate.
 
-TLS on every link of a loopback deployment (DESIGN.md §9): the SuperLink and each node's
-gRPC ingest serve ``server.pem``/``server.key`` (SAN ``IP:127.0.0.1`` and ``DNS:localhost``,
-signed by ``ca.pem``); SuperNodes and ingest clients trust ``ca.pem``. Each node also gets
-an ECDSA P-384 key pair for SuperNode authentication (``nodes/<name>.key`` in OpenSSH
-private format, ``nodes/<name>.pub`` in OpenSSH public format, the forms
-``flower-supernode --auth-supernode-private-key`` and ``flwr supernode register`` read),
-plus a TLS client certificate ``nodes/<name>.pem`` for mutual TLS on ingest.
+Run on the coordinator's machine. TLS on every link to the SuperLink (DESIGN.md §9): the
+SuperLink serves ``server.pem``/``server.key`` (SAN ``IP:127.0.0.1`` and ``DNS:localhost``
+by default, signed by ``ca.pem``); SuperNodes verify it against ``ca.pem``, which the
+coordinator's operator hands to every tenant (it is public). ``ca.key`` and ``server.key``
+never leave this machine.
+
+No node key is made here: a node makes its own key pair on its own machine
+(``hermes-fed node keygen``, :mod:`hermes_fed.federation.node_keys`) and only its public
+key comes to the coordinator (``hermes-fed coordinator register-node KEY.pub``); a
+coordinator that generated nodes' private keys would have to ship secrets it should never
+hold.
 
 Private keys are written with mode 0600. Existing files are never overwritten: ``init``
 refuses a directory that already holds a CA, so a re-run cannot silently re-key a
@@ -19,7 +23,6 @@ import argparse
 import datetime as dt
 import ipaddress
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,15 +34,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from hermes_fed.errors import ConfigError
 
-_NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
-
 
 @dataclass(frozen=True, slots=True)
 class CertsConfig:
     """What ``certs init`` makes."""
 
-    nodes: tuple[str, ...] = field(default=("node-1", "node-2", "node-3"),
-                                   metadata={"help": "node names: one auth key pair each"})
     days: int = field(default=365, metadata={"help": "validity of every certificate"})
     hosts: tuple[str, ...] = field(default=("127.0.0.1", "localhost"),
                                    metadata={"help": "SANs of the server certificate"})
@@ -47,11 +46,6 @@ class CertsConfig:
     def __post_init__(self) -> None:
         if self.days < 1:
             raise ConfigError(f"certs days must be >= 1, got {self.days!r}")
-        if len(set(self.nodes)) != len(self.nodes):
-            raise ConfigError(f"certs node names must be unique, got {list(self.nodes)!r}")
-        for name in self.nodes:
-            if not _NODE_NAME.fullmatch(name):
-                raise ConfigError(f"certs node name must match {_NODE_NAME.pattern}, got {name!r}")
         if not self.hosts:
             raise ConfigError("certs hosts must name at least one SAN, got ()")
 
@@ -65,9 +59,6 @@ class CertPaths:
     ca_key: Path
     server_cert: Path
     server_key: Path
-    node_keys: dict[str, Path]
-    node_public_keys: dict[str, Path]
-    node_certs: dict[str, Path]
 
 
 def _name(common_name: str) -> x509.Name:
@@ -120,7 +111,7 @@ def _issue(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name,
 
 
 def init_certs(root: Path, config: CertsConfig | None = None) -> CertPaths:
-    """Create the CA, the server certificate and every node's keys under ``root``.
+    """Create the CA and the SuperLink's server certificate under ``root``.
 
     Raises
     ------
@@ -143,39 +134,30 @@ def init_certs(root: Path, config: CertsConfig | None = None) -> CertPaths:
     _write(ca_cert_path, ca_cert.public_bytes(pem))
     _write(root / "server.key", _key_pem(server_key), private=True)
     _write(root / "server.pem", server_cert.public_bytes(pem))
-    keys, pubs, certs = {}, {}, {}
-    for node in cfg.nodes:
-        key = ec.generate_private_key(ec.SECP384R1())
-        keys[node], pubs[node], certs[node] = (root / "nodes" / f"{node}.key",
-                                               root / "nodes" / f"{node}.pub",
-                                               root / "nodes" / f"{node}.pem")
-        _write(keys[node], key.private_bytes(pem, serialization.PrivateFormat.OpenSSH,
-                                             serialization.NoEncryption()), private=True)
-        _write(pubs[node], key.public_key().public_bytes(
-            serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH) + b"\n")
-        cert = _issue(node, key, ca_cert.subject, ca_key, cfg.days, ca=False,
-                      usage=(ExtendedKeyUsageOID.CLIENT_AUTH,))
-        _write(certs[node], cert.public_bytes(pem))
     return CertPaths(root=root, ca_cert=ca_cert_path, ca_key=ca_key_path,
-                     server_cert=root / "server.pem", server_key=root / "server.key",
-                     node_keys=keys, node_public_keys=pubs, node_certs=certs)
+                     server_cert=root / "server.pem", server_key=root / "server.key")
 
 
 def _init(args: argparse.Namespace) -> int:
-    nodes = tuple(args.node) if args.node else CertsConfig().nodes
-    paths = init_certs(Path(args.dir), CertsConfig(nodes=nodes, days=args.days))
-    print(f"CA {paths.ca_cert}\nserver certificate {paths.server_cert} (SAN 127.0.0.1, "
-          f"localhost)\n" + "\n".join(f"node {n}: key {paths.node_keys[n]}, public key "
-                                      f"{paths.node_public_keys[n]}" for n in nodes))
+    hosts = tuple(args.host) if args.host else CertsConfig().hosts
+    paths = init_certs(Path(args.dir), CertsConfig(days=args.days, hosts=hosts))
+    print(f"CA certificate {paths.ca_cert}: give it to every tenant's operator (public; "
+          "`hermes-fed node join --ca`)")
+    print(f"server certificate {paths.server_cert} (SAN {', '.join(hosts)})")
+    print(f"private keys {paths.ca_key} and {paths.server_key}: they never leave this machine")
+    print("nodes make their own key pairs (`hermes-fed node keygen DIR`); register each "
+          "public key with `hermes-fed coordinator register-node --dir D KEY.pub`")
     return 0
 
 
 def register(parser: argparse.ArgumentParser) -> None:
     """The ``certs`` group."""
     sub = parser.add_subparsers(dest="certs_command", metavar="SUBCOMMAND")
-    p = sub.add_parser("init", help="create a CA, a 127.0.0.1 server certificate, node keys")
+    p = sub.add_parser("init", help="the coordinator's CA and its SuperLink certificate "
+                                    "(run on the coordinator)")
     p.add_argument("dir", help="directory to create them in (must not hold a CA yet)")
-    p.add_argument("--node", action="append", default=None,
-                   help="node name (repeat); default node-1, node-2, node-3")
+    p.add_argument("--host", action="append", default=None,
+                   help="a SAN of the server certificate (repeat); default 127.0.0.1, "
+                        "localhost")
     p.add_argument("--days", type=int, default=365, help="validity in days; default 365")
     p.set_defaults(func=_init)

@@ -148,7 +148,7 @@ class ABTestStatus:
                 "created_at": self.spec.created_at.isoformat(), "looks": len(self.looks),
                 "last_look": None if last is None else {
                     k: last.get(k) for k in ("mode", "verdict", "reasons", "elapsed_days",
-                                             "suppressed_tenants")},
+                                             "tenants", "suppressed_tenants")},
                 "concluded": None if self.concluded is None else dict(self.concluded)}
 
 

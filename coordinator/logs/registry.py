@@ -65,6 +65,30 @@ class AdapterRegistry:
         # so it skips open_store's warning about a log opened without one (meant for tenants).
         return cls(path, SqlEventStore(store_url(path), COORDINATOR_TENANT))
 
+    @classmethod
+    def open_existing(cls, root: str | Path) -> AdapterRegistry:
+        """The registry of a coordinator directory whose log exists; creates nothing.
+
+        For commands that read (``coordinator versions``, ``model history``, ``ab status``)
+        or change what is there (promote, rollback, conclude): a mistyped ``--dir`` is an
+        error, not a new empty log that reads as success.
+
+        Raises
+        ------
+        LogNotFoundError
+            When ``root`` holds no coordinator log (or one without events).
+        """
+        from hermes_fed.store.location import LogNotFoundError, require_existing_log
+        from hermes_fed.store.sql import SqlEventStore
+
+        path = Path(root)
+        if not (path / STORE_FILE).is_file():
+            raise LogNotFoundError(
+                f"no coordinator log at {path / STORE_FILE} (reading never creates one: check "
+                "--dir; the log starts with the first round or `ab create`)")
+        require_existing_log(store_url(path), COORDINATOR_TENANT)
+        return cls(path, SqlEventStore(store_url(path), COORDINATOR_TENANT))
+
     def close(self) -> None:
         self._store.close()
 

@@ -18,7 +18,10 @@ alone with ``ab-only``):
    (``mode=version``), recorded as ``ModelQualityReported``, and the negative-feedback-loop
    guard runs.
 
-Tenants are keyed by Flower node id: a node says nothing about who it is.
+Tenants are named by what their nodes' replies say (``tenant-id`` in ``versions``, or an
+error reply's ``tenant=``; :class:`~coordinator.rounds.tenants.TenantNames`), a node that
+never said by its Flower id (``node-<id>``): per-tenant arms, suppressed lists and the
+test's looks (``ab status``) name tenants.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from flwr.serverapp import Grid
 from coordinator.logs.abtest import ABTestLog, ABTestStatus, LookOutcome, arm_to_dict
 from coordinator.logs.promotion import PromotionLog
 from coordinator.rounds.exchange import exchange_keyed
+from coordinator.rounds.tenants import TenantNames
 from hermes_fed.abtest import ArmStats, QualityGuardConfig, TenantArms
 from hermes_fed.clock import current_clock
 from hermes_fed.errors import HermesFedError
@@ -92,9 +96,11 @@ def _why_missing(reply: Message | None) -> str:
     return "suppressed (fewer than k_min)"
 
 
-def tenant_arms(replies: Mapping[int, Message], nodes: Sequence[int]
-                ) -> tuple[list[TenantArms], list[str]]:
-    """Both arms of each node that reported them; the others as ``"<node>: <why>"``."""
+def tenant_arms(replies: Mapping[int, Message], nodes: Sequence[int],
+                names: TenantNames | None = None) -> tuple[list[TenantArms], list[str]]:
+    """Both arms of each tenant that reported them; the others as ``"<tenant>: <why>"``."""
+    names = names if names is not None else TenantNames()
+    names.learn_all(replies)
     arms: list[TenantArms] = []
     missing: list[str] = []
     for node in nodes:
@@ -102,9 +108,9 @@ def tenant_arms(replies: Mapping[int, Message], nodes: Sequence[int]
         control = arm_from_metrics(metrics, AB_CONTROL) if metrics else None
         treatment = arm_from_metrics(metrics, AB_TREATMENT) if metrics else None
         if control is None or treatment is None:
-            missing.append(f"{node}: {_why_missing(replies.get(node))}")
+            missing.append(f"{names.name(node)}: {_why_missing(replies.get(node))}")
         else:
-            arms.append(TenantArms(str(node), control, treatment))
+            arms.append(TenantArms(names.name(node), control, treatment))
     return arms, missing
 
 
@@ -129,16 +135,19 @@ def _by_node(replies: Mapping[tuple[str, int], Message], key: str) -> dict[int, 
 
 
 def _record_offline(abtests: ABTestLog, status: ABTestStatus, replies: Mapping[int, Message],
-                    nodes: Sequence[int], now: datetime | None) -> LookOutcome:
+                    nodes: Sequence[int], now: datetime | None,
+                    names: TenantNames | None = None) -> LookOutcome:
+    names = names if names is not None else TenantNames()
+    names.learn_all(replies)
     paired: dict[str, ArmStats] = {}
     missing: list[str] = []
     for n in nodes:
         metrics = wire.reply_metrics(replies.get(n))
         arm = arm_from_metrics(metrics, AB_PAIRED) if metrics else None
         if arm is None:
-            missing.append(f"{n}: {_why_missing(replies.get(n))}")
+            missing.append(f"{names.name(n)}: {_why_missing(replies.get(n))}")
         else:
-            paired[str(n)] = arm
+            paired[names.name(n)] = arm
     return abtests.record_offline_look(status.spec.ab_test_id, paired, suppressed=missing, now=now)
 
 
@@ -154,14 +163,17 @@ def _quality_request(promotions: PromotionLog) -> tuple[str, int] | None:
 
 
 def _record_quality(promotions: PromotionLog, version: str, replies: Mapping[int, Message],
-                    nodes: Sequence[int], guard: QualityGuardConfig | None) -> dict[str, Any]:
+                    nodes: Sequence[int], guard: QualityGuardConfig | None,
+                    names: TenantNames | None = None) -> dict[str, Any]:
+    names = names if names is not None else TenantNames()
+    names.learn_all(replies)
     total = ArmStats()
     missing = []
     for n in nodes:
         metrics = wire.reply_metrics(replies.get(n))
         arm = arm_from_metrics(metrics, AB_VERSION) if metrics else None
         if arm is None:
-            missing.append(f"{n}: {_why_missing(replies.get(n))}")
+            missing.append(f"{names.name(n)}: {_why_missing(replies.get(n))}")
         else:
             total = total + arm
     stats = {**arm_to_dict(total), "mean": total.mean if total.n else None,
@@ -174,13 +186,15 @@ def _record_quality(promotions: PromotionLog, version: str, replies: Mapping[int
 
 def look_at_open_tests(grid: Grid, registry: Any, nodes: Sequence[int], *, timeout: float,
                        interval: float, now: datetime | None = None,
-                       guard: QualityGuardConfig | None = None) -> list[LookOutcome]:
+                       guard: QualityGuardConfig | None = None,
+                       names: TenantNames | None = None) -> list[LookOutcome]:
     """One look at every open test (offline or online) and at production quality.
 
     All questions go out in one exchange; then each test's look is recorded, a ROLLBACK
     withdraws its live treatment, and the production version's quality is recorded and
     guarded.
     """
+    names = names if names is not None else TenantNames()
     abtests = ABTestLog(registry.store)
     promotions = PromotionLog(registry.store)
     plans: list[tuple[ABTestStatus, bool]] = []
@@ -204,9 +218,9 @@ def look_at_open_tests(grid: Grid, registry: Any, nodes: Sequence[int], *, timeo
     for status, offline in plans:
         answers = _by_node(replies, status.spec.ab_test_id)
         if offline:
-            outcome = _record_offline(abtests, status, answers, nodes, now)
+            outcome = _record_offline(abtests, status, answers, nodes, now, names)
         else:
-            arms, missing = tenant_arms(answers, nodes)
+            arms, missing = tenant_arms(answers, nodes, names)
             outcome = abtests.record_online_look(status.spec.ab_test_id, arms,
                                                  suppressed=missing, now=now)
         logger.info("ab_test_id=%s look=%d verdict=%s concluded=%s", outcome.ab_test_id,
@@ -216,22 +230,24 @@ def look_at_open_tests(grid: Grid, registry: Any, nodes: Sequence[int], *, timeo
                                      outcome.verdict.value, outcome.reasons)
         outcomes.append(outcome)
     if quality is not None:
-        _record_quality(promotions, quality[0], _by_node(replies, ""), nodes, guard)
+        _record_quality(promotions, quality[0], _by_node(replies, ""), nodes, guard, names)
     return outcomes
 
 
-def ab_looks(grid: Grid, registry: Any, nodes: Sequence[int], cfg: Any) -> None:
+def ab_looks(grid: Grid, registry: Any, nodes: Sequence[int], cfg: Any,
+             names: TenantNames | None = None) -> None:
     """``ab-only`` runs: ``rounds`` looks, no training (``coordinator.rounds.loop``)."""
     for _ in range(int(cfg.rounds)):
         look_at_open_tests(grid, registry, nodes, timeout=cfg.round_timeout,
-                           interval=cfg.poll_interval, now=current_clock().now())
+                           interval=cfg.poll_interval, now=current_clock().now(), names=names)
 
 
-def look_after_round(grid: Grid, registry: Any, nodes: Sequence[int], cfg: Any) -> None:
+def look_after_round(grid: Grid, registry: Any, nodes: Sequence[int], cfg: Any,
+                     names: TenantNames | None = None) -> None:
     """One look after a federated round; a failed look is logged and leaves the round be."""
     try:
         look_at_open_tests(grid, registry, nodes, timeout=cfg.round_timeout,
-                           interval=cfg.poll_interval, now=current_clock().now())
+                           interval=cfg.poll_interval, now=current_clock().now(), names=names)
     except (HermesFedError, ValueError, KeyError) as exc:
         logger.error("action=ab_look status=failed error=%s", type(exc).__name__)
         logger.debug("ab look failed", exc_info=True)

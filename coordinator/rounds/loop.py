@@ -38,6 +38,7 @@ from coordinator.rounds.dp import PrivacySettings, render_privacy, settings_dict
 from coordinator.rounds.exchange import exchange, payload_bytes, wait_for_nodes
 from coordinator.rounds.report import NodeRoundReport, RoundReport, Timing, render_table
 from coordinator.rounds.strategy import Collected, RoundStrategy, make_strategy
+from coordinator.rounds.tenants import TenantNames
 from hermes_fed.errors import FederationError
 from hermes_fed.events import new_event
 from hermes_fed.events.coordinator import RoundCompleted, RoundFailed, RoundStarted
@@ -83,15 +84,19 @@ def _evaluate(grid: Grid, cfg: RoundsConfig, tensors: Mapping[str, np.ndarray],
 
 
 def _node_reports(nodes: Sequence[int], collected: Collected,
-                  evaluations: Mapping[int, Message]) -> tuple[NodeRoundReport, ...]:
+                  evaluations: Mapping[int, Message], names: TenantNames
+                  ) -> tuple[NodeRoundReport, ...]:
     reports = []
     for n in nodes:
         outcome, ev = collected.nodes[n], evaluations.get(n)
         m, evm = outcome.metrics, wire.reply_metrics(ev)
         heldout_n = (evm or {}).get(wire.cell_name(wire.HELDOUT, wire.ADAPTED) + ".n")
         up = outcome.bytes_up + (payload_bytes(ev) if ev is not None else 0)
+        selected = m.get(wire.COUNT_SELECTED)
         reports.append(NodeRoundReport(
-            node_id=str(n), num_examples=int(m.get(wire.NUM_EXAMPLES, 0)),
+            node_id=str(n), tenant=names.name(n) if names.tenant(n) else None,
+            selected=int(selected) if selected is not None else None,
+            num_examples=int(m.get(wire.NUM_EXAMPLES, 0)),
             train_loss=m.get(wire.TRAIN_LOSS), update_norm=outcome.update_norm,
             bytes_down=outcome.bytes_down, bytes_up=up,
             handler_seconds=m.get(wire.HANDLER_SECONDS), train_seconds=m.get(wire.TRAIN_SECONDS),
@@ -103,28 +108,49 @@ def _node_reports(nodes: Sequence[int], collected: Collected,
     return tuple(reports)
 
 
+def _name_aggregation_nodes(report: dict[str, Any], names: TenantNames) -> dict[str, Any]:
+    """The aggregation report with each node entry's tenant beside its Flower id."""
+    nodes = report.get("nodes")
+    if not isinstance(nodes, list):
+        return report
+    named = [{**n, "tenant": names.name(int(n["node_id"]))}
+             if isinstance(n, dict) and str(n.get("node_id", "")).isdigit() else n
+             for n in nodes]
+    return {**report, "nodes": named}
+
+
 def run_round(grid: Grid, cfg: RoundsConfig, strategy: RoundStrategy,
               registry: AdapterRegistry, nodes: Sequence[int], parent: AdapterVersion,
-              round_number: int, run_id: int, ledger: PrivacyLedger | None = None
-              ) -> tuple[RoundReport, dict[str, Any]]:
-    """One federated round; returns its report and its privacy section (and publishes)."""
+              round_number: int, run_id: int, ledger: PrivacyLedger | None = None,
+              names: TenantNames | None = None) -> tuple[RoundReport, dict[str, Any]]:
+    """One federated round; returns its report and its privacy section (and publishes).
+
+    ``names`` (node id -> tenant, kept across a run's rounds) learns from this round's
+    replies; the report, the lineage and the privacy section name tenants.
+    """
     nodes = list(nodes)
+    names = names if names is not None else TenantNames()
     parent_tensors = registry.load(parent.version)
     spec = cfg.spec(round_number, parent.version, strategy.shaping(cfg))
     collected = strategy.run(grid, cfg, nodes, parent_tensors, spec, run_id)
+    for n, outcome in collected.nodes.items():
+        if outcome.tenant is not None:
+            names.remember(n, outcome.tenant)
     for name, tensor in collected.tensors.items():
         if not np.isfinite(tensor).all():
             raise FederationError(f"round {round_number}: aggregate {name} holds NaN or inf")
     privacy: dict[str, Any] = {}
     if ledger is not None:
-        privacy = {**ledger.charge(), "per_node": collected.dp_nodes}
+        privacy = {**ledger.charge(), "per_node": {names.name(int(k)): v
+                                                   for k, v in collected.dp_nodes.items()}}
         if "secagg" in collected.report:
             privacy["secagg"] = collected.report["secagg"]
     usable = [n for n in nodes if collected.nodes[n].error is None]
     lineage = {
         "round": round_number, "run_id": str(run_id), "mode": cfg.mode,
-        "participating_nodes": [str(n) for n in usable],
-        "per_node": {str(n): {"num_examples": int(o.metrics.get(wire.NUM_EXAMPLES, 0)),
+        "participating_nodes": names.names(usable),
+        "node_ids": {names.name(n): str(n) for n in usable},
+        "per_node": {names.name(n): {"num_examples": int(o.metrics.get(wire.NUM_EXAMPLES, 0)),
                               "train_loss": o.metrics.get(wire.TRAIN_LOSS),
                               "update_norm": o.update_norm,
                               "dataset_manifest": o.dataset_manifest}
@@ -140,7 +166,8 @@ def run_round(grid: Grid, cfg: RoundsConfig, strategy: RoundStrategy,
     publish_s = time.monotonic() - started
     evaluations, eval_s = _evaluate(grid, cfg, collected.tensors, version.version, nodes,
                                     round_number, collected)
-    reports = _node_reports(nodes, collected, evaluations)
+    names.learn_all(evaluations)
+    reports = _node_reports(nodes, collected, evaluations, names)
     timing = Timing(
         train_exchange=collected.train_s, evaluate_exchange=eval_s,
         aggregation=collected.aggregation_s,
@@ -150,7 +177,7 @@ def run_round(grid: Grid, cfg: RoundsConfig, strategy: RoundStrategy,
                          parent_version=parent.version, version=version.version,
                          nodes=reports, residual=collected.report.get("residual"),
                          fedavg_error=collected.report.get("fedavg_error"), timing=timing,
-                         aggregation=collected.report)
+                         aggregation=_name_aggregation_nodes(collected.report, names))
     return report, privacy
 
 
@@ -178,10 +205,11 @@ def run_rounds(grid: Grid, run_config: Mapping[str, Any], run_id: int) -> list[d
             ledger = (PrivacyLedger(privacy, accountant_from_log(registry.store))
                       if privacy.dp_on or privacy.secagg else None)
             nodes = wait_for_nodes(grid, cfg.min_nodes, cfg.node_wait)
+            names = TenantNames()
             if cfg.ab_only:  # A/B looks only: no training, no base model loaded
                 from coordinator.rounds.looks import ab_looks
 
-                ab_looks(grid, registry, nodes, cfg)
+                ab_looks(grid, registry, nodes, cfg, names)
                 status["status"] = "completed"
                 return bodies
             parent = initial_adapter(cfg, registry)
@@ -200,7 +228,7 @@ def run_rounds(grid: Grid, run_config: Mapping[str, Any], run_id: int) -> list[d
                      round_id)
                 try:
                     report, privacy_section = run_round(grid, cfg, strategy, registry, nodes,
-                                                        parent, number, run_id, ledger)
+                                                        parent, number, run_id, ledger, names)
                 except Exception as exc:
                     _log(registry, RoundFailed(round_id=round_id, round=number,
                                                error=f"{type(exc).__name__}: {exc}"[:500]),
@@ -219,7 +247,7 @@ def run_rounds(grid: Grid, run_config: Mapping[str, Any], run_id: int) -> list[d
                 if cfg.ab_looks and ledger is None:
                     from coordinator.rounds.looks import look_after_round
 
-                    look_after_round(grid, registry, nodes, cfg)
+                    look_after_round(grid, registry, nodes, cfg, names)
             status["status"] = "completed"
         except Exception as exc:
             status["status"] = "failed"

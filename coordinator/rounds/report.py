@@ -31,6 +31,27 @@ class NodeRoundReport:
     truncated: int = 0
     outlier: bool = False
     error: str | None = None
+    tenant: str | None = None
+    """The tenant the node named in its replies (None: it never said; see ``name``)."""
+    selected: int | None = None
+    """Trajectories the node selected (``count.selected``; None when suppressed)."""
+
+    @property
+    def name(self) -> str:
+        """The tenant, or the Flower node id of a node that never named its tenant."""
+        return self.tenant or f"node-{self.node_id}"
+
+    def length_note(self) -> str | None:
+        """What examples lost to ``--max-length`` cost, in words; None when none were."""
+        if self.error is not None or self.selected is None:
+            return None
+        if self.num_examples < self.selected:
+            return (f"{self.selected} selected, {self.num_examples} trained: "
+                    "raise --max-length")
+        if self.truncated:
+            return (f"{self.truncated} of {self.num_examples} examples cut at --max-length "
+                    "(trained on their beginning)")
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,17 +121,18 @@ def _fmt(value: float | int | None, spec: str = ".4f") -> str:
 
 def render_table(reports: Sequence[RoundReport]) -> str:
     """A fixed-width table: one row per node per round, then the round's totals."""
-    head = (f"{'round':>5} {'node':<20} {'examples':>8} {'loss':>8} {'upd.norm':>9} "
+    head = (f"{'round':>5} {'tenant':<20} {'examples':>8} {'loss':>8} {'upd.norm':>9} "
             f"{'KiB up':>8} {'KiB down':>8} {'ll before':>9} {'ll after':>9}")
     lines = [head, "-" * len(head)]
     for rep in reports:
         for n in rep.nodes:
+            note = n.length_note()
             lines.append(
-                f"{rep.round:>5} {n.node_id[:20]:<20} {n.num_examples:>8} "
+                f"{rep.round:>5} {n.name[:20]:<20} {n.num_examples:>8} "
                 f"{_fmt(n.train_loss):>8} {_fmt(n.update_norm):>9} "
                 f"{n.bytes_up / 1024:>8.1f} {n.bytes_down / 1024:>8.1f} "
                 f"{_fmt(n.heldout_before):>9} {_fmt(n.heldout_after):>9}"
-                + (f"  ERROR {n.error}" if n.error else ""))
+                + (f"  ERROR {n.error}" if n.error else "") + (f"  {note}" if note else ""))
         t = rep.timing
         lines.append(
             f"{rep.round:>5} {'= ' + rep.mode:<20} residual={_fmt(rep.residual, '.2e')} "

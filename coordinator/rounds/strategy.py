@@ -33,6 +33,7 @@ from flwr.serverapp import Grid
 from coordinator.rounds.config import RoundsConfig
 from coordinator.rounds.dp import PrivacySettings, noise_the_mean
 from coordinator.rounds.exchange import exchange, payload_bytes
+from coordinator.rounds.tenants import reply_tenant
 from hermes_fed.aggregation.base import make_aggregator
 from hermes_fed.aggregation.records import AggregationConfig, ClientUpdate
 from hermes_fed.errors import FederationError
@@ -53,6 +54,11 @@ class NodeOutcome:
     dataset_manifest: str | None = None
     update_norm: float | None = None
     outlier: bool = False
+    tenant: str | None = None
+    """The tenant the node's reply named (``versions`` or its error text)."""
+
+    def label(self, node: int) -> str:
+        return self.tenant or f"node-{node}"
 
 
 @dataclass(slots=True)
@@ -67,13 +73,24 @@ class Collected:
     dp_nodes: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def reply_error(reply: Message | None) -> str | None:
-    """Why a ``train`` reply is unusable (no data from the node in it), or None."""
+def reply_error(reply: Message | None, max_length: int | None = None) -> str | None:
+    """Why a ``train`` reply is unusable (no data from the node in it), or None.
+
+    A reply without an adapter trained on fewer than the node's ``k_min`` examples; when
+    it still reports ``count.selected`` (itself >= k_min), the examples were lost between
+    selection and training: cut before their first assistant token at ``max_length``.
+    """
     if reply is None:
         return "no reply (timeout)"
     if reply.has_error():
         return f"failed: {explain(reply.error.reason or '')}"
     if wire.ADAPTER not in reply.content:
+        selected = wire.reply_metric(reply, wire.COUNT_SELECTED)
+        if selected:
+            at = f" at --max-length {max_length}" if max_length else ""
+            return (f"no adapter: {int(selected)} selected, fewer than k_min trained (the "
+                    f"others were cut before their first assistant token{at}): raise "
+                    "--max-length")
         return "no adapter (suppressed: fewer than k_min examples)"
     return None
 
@@ -116,7 +133,8 @@ class Aggregation(RoundStrategy):
         updates = []
         for n in nodes:
             reply, outcome = replies.get(n), outcomes[n]
-            outcome.error = reply_error(reply)
+            outcome.error = reply_error(reply, spec.settings.max_length)
+            outcome.tenant = reply_tenant(reply)
             outcome.metrics = wire.reply_metrics(reply) or {}
             outcome.bytes_up = payload_bytes(reply) if reply is not None else 0
             outcome.dataset_manifest = wire.reply_version(reply, wire.DATASET_MANIFEST)
@@ -128,7 +146,7 @@ class Aggregation(RoundStrategy):
         if len(updates) < cfg.min_nodes:
             raise FederationError(
                 f"round {spec.round}: {len(updates)} usable replies, need {cfg.min_nodes}: "
-                + "; ".join(f"node {n}: {outcomes[n].error}" for n in nodes
+                + "; ".join(f"{outcomes[n].label(n)}: {outcomes[n].error}" for n in nodes
                             if outcomes[n].error))
         return updates, outcomes, train_s
 

@@ -5,8 +5,10 @@ Coordinator -> node (message type: content):
 * ``train``: ``adapter`` (ArrayRecord, the global adapter) + ``config``
   (:class:`~hermes_fed.federation.round_spec.RoundSpec`). Reply: ``adapter`` (B only in
   frozen-a), metrics ``num-examples``, ``train-loss``, ``train-seconds``,
-  ``handler-seconds``, the held-out cell ``heldout-before.*`` of the incoming adapter,
-  versions ``parent-version`` and ``dataset-manifest``.
+  ``handler-seconds``, counts ``count.selected`` (trajectories selected) and
+  ``count.truncated`` (examples cut at ``max-length``), the held-out cell
+  ``heldout-before.*`` of the incoming adapter, versions ``parent-version`` and
+  ``dataset-manifest``.
 * ``evaluate``: ``adapter`` + ``config``. Reply: cells ``heldout.base`` and
   ``heldout.adapter``, version ``adapter-version``.
 * ``query.status``: nothing in. Reply: counts ``count.events``, ``count.train``,
@@ -14,12 +16,16 @@ Coordinator -> node (message type: content):
 * ``query.ab_stats``: ``config`` (:class:`~hermes_fed.federation.queries.AbQuery`) and, for
   an offline look, ``candidate`` / ``current`` adapters. Reply: cells ``ab.*``.
 
+Every reply's ``versions`` names the node's tenant (``tenant-id``), so the coordinator's
+reports, lineage and A/B looks name tenants, not Flower's numeric node ids.
+
 Every reply holds only ``adapter``, ``metrics`` and ``versions`` (the node's egress guard
 enforces it); a failed handler's reply carries a reason code (:mod:`.reasons`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import numpy as np
@@ -65,6 +71,10 @@ PARENT_VERSION = "parent-version"
 DATASET_MANIFEST = "dataset-manifest"
 ADAPTER_VERSION = "adapter-version"
 TENANT_ID = "tenant-id"
+
+VERSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]*")
+"""What a ``versions`` value may be (egress E4): a token without spaces, ``@`` or text."""
+MAX_VERSION_ID = 128
 
 
 def cell_name(prefix: str, part: str) -> str:

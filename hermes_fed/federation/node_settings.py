@@ -55,6 +55,14 @@ class NodeSettings:
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ConfigError(f"node-config {wire_key(name)} must be a non-empty "
                                   f"string, got {getattr(self, name)!r}")
+        from hermes_fed.federation.messages import MAX_VERSION_ID, VERSION_ID
+
+        if len(self.tenant_id) > min(64, MAX_VERSION_ID) or not VERSION_ID.fullmatch(
+                self.tenant_id):
+            # replies and reports name the tenant: a token, as the egress guard wants
+            raise ConfigError(f"node-config tenant-id must be 1..64 characters of letters, "
+                              f"digits and ._:+- (starting with a letter or digit), got "
+                              f"{self.tenant_id!r}")
         if self.selection not in SELECTIONS:
             raise ConfigError(f"node-config selection must be one of {SELECTIONS}, "
                               f"got {self.selection!r}")

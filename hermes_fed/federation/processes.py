@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -71,6 +72,9 @@ class FlowerProcess:
     popen: subprocess.Popen[bytes]
     log_path: Path
     _log: IO[bytes] | None = field(default=None, repr=False)
+    log_offset: int = 0
+    """Size of the (appended) log file when this process started: what came before is an
+    earlier process's."""
 
     @property
     def pid(self) -> int:
@@ -82,6 +86,15 @@ class FlowerProcess:
 
     def alive(self) -> bool:
         return self.popen.poll() is None
+
+    def log_since_start(self) -> str:
+        """What this process wrote to its log (not earlier runs of the same home)."""
+        try:
+            with self.log_path.open("rb") as fh:
+                fh.seek(self.log_offset)
+                return fh.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def log_tail(self, n: int = 40) -> str:
         try:
@@ -115,13 +128,15 @@ def spawn(name: str, argv: Sequence[str], *, env: Mapping[str, str], log_path: P
           port: int, cwd: Path | None = None) -> FlowerProcess:
     """Start ``argv`` in its own process group with output to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    offset = log_path.stat().st_size if log_path.exists() else 0
     log = log_path.open("ab")
     popen = subprocess.Popen(  # the argv is ours, never user text through a shell
         list(argv), stdout=log, stderr=subprocess.STDOUT, env=dict(env),
         cwd=str(cwd) if cwd else None, start_new_session=True,
     )
     logger.info("process=%s pid=%d port=%d action=start", name, popen.pid, port)
-    return FlowerProcess(name=name, port=port, popen=popen, log_path=log_path, _log=log)
+    return FlowerProcess(name=name, port=port, popen=popen, log_path=log_path, _log=log,
+                         log_offset=offset)
 
 
 def wait_healthy(proc: FlowerProcess, timeout: float = 60.0, interval: float = 0.1,
@@ -146,20 +161,27 @@ def wait_healthy(proc: FlowerProcess, timeout: float = 60.0, interval: float = 0
                     return time.monotonic() - started
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
             pass
-        if time.monotonic() - started > timeout:
+        if 0 < timeout < time.monotonic() - started:
             raise FederationError(f"{proc.name} not healthy at {url} after {timeout:.0f} s; "
                                   f"log {proc.log_path}")
         time.sleep(interval)
 
 
 def tls_files(certs: Path) -> tuple[Path, Path, Path]:
-    """``ca.pem``, ``server.pem``, ``server.key`` of a ``certs init`` directory (must exist)."""
-    files = (certs / "ca.pem", certs / "server.pem", certs / "server.key")
-    for path in files:
-        if not path.is_file():
-            raise FederationError(f"TLS file {path} is missing: run `hermes-fed certs init "
-                                  f"{certs}` first")
-    return files
+    """``ca.pem``, ``server.pem``, ``server.key`` of the coordinator's ``certs init``
+    directory, each read and checked (an empty or wrong file fails here, not in Flower)."""
+    from hermes_fed.errors import ConfigError
+    from hermes_fed.federation.node_keys import check_certificate, check_private_key_pem
+
+    advice = (f"run `hermes-fed certs init {certs}` on the coordinator's machine (these "
+              "files belong to the coordinator; nodes need only its ca.pem)")
+    try:
+        return (check_certificate(certs / "ca.pem", "the CA certificate", advice),
+                check_certificate(certs / "server.pem", "the SuperLink's certificate", advice),
+                check_private_key_pem(certs / "server.key", "the SuperLink's private key",
+                                      advice))
+    except ConfigError as exc:
+        raise FederationError(str(exc)) from None
 
 
 def node_config_arg(node_config: Mapping[str, str | int | float | bool]) -> str:
@@ -181,24 +203,35 @@ def node_config_arg(node_config: Mapping[str, str | int | float | bool]) -> str:
 def start_supernode(home: Path, superlink: str, node_config: Mapping[str, str | int | float], *,
                     port: int | None = None, isolation: str = "subprocess",
                     name: str = "supernode", env: Mapping[str, str] | None = None,
-                    certs: Path | None = None, auth_key: Path | None = None,
+                    ca_file: Path | None = None, auth_key: Path | None = None,
                     ) -> FlowerProcess:
     """``flower-supernode`` on 127.0.0.1 connecting to ``superlink`` (``127.0.0.1:P``).
 
-    ``certs``: verify the SuperLink's TLS certificate against ``certs/ca.pem``;
-    ``auth_key``: the node's ECDSA private key (OpenSSH format) for SuperNode auth. A
-    node whose key is not registered is refused by the SuperLink and exits (code 305)
-    shortly after it reports healthy.
+    ``ca_file``: verify the SuperLink's TLS certificate against the coordinator's
+    ``ca.pem`` (all a node needs of the coordinator's certificates); ``auth_key``: the
+    node's own ECDSA private key (OpenSSH format, ``hermes-fed node keygen``) for
+    SuperNode auth. Healthy is not accepted: :func:`wait_accepted` waits for the SuperLink
+    to take the node (a node whose key is not registered exits, code 305, after it
+    reported healthy).
     """
+    from hermes_fed.errors import ConfigError
+    from hermes_fed.federation.node_keys import check_ca_certificate, check_private_key
+
     host, _, _ = superlink.partition(":")
     if host != LOOPBACK:
         raise FederationError(f"the SuperLink address must be on {LOOPBACK}, got {superlink!r}")
+    if auth_key is not None and ca_file is None:
+        raise FederationError("node authentication needs TLS: pass the coordinator's ca.pem "
+                              "(--ca) with the node's key (--auth-key)")
+    try:
+        security = (["--insecure"] if ca_file is None
+                    else ["--root-certificates", str(check_ca_certificate(ca_file))])
+        if auth_key is not None:
+            security += ["--auth-supernode-private-key", str(check_private_key(auth_key))]
+    except ConfigError as exc:
+        raise FederationError(str(exc)) from None
     home.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    security = ["--insecure"] if certs is None else ["--root-certificates",
-                                                     str(tls_files(certs)[0])]
-    if auth_key is not None:
-        security += ["--auth-supernode-private-key", str(auth_key)]
     argv = [str(BIN / "flower-supernode"), *security, "--superlink", superlink,
             "--host", LOOPBACK, "--port", str(port), "--isolation", isolation,
             "--node-config", node_config_arg(node_config)]
@@ -210,3 +243,70 @@ def start_supernode(home: Path, superlink: str, node_config: Mapping[str, str | 
         proc.stop()
         raise
     return proc
+
+
+_ACCEPTED = re.compile(r"SuperNode ID: (\d+)")
+
+
+def refusal(log: str, *, superlink: str, ca_file: Path | None, auth_key: Path | None) -> str:
+    """Why a SuperNode ended before the SuperLink accepted it, from its log, in words that
+    name who can fix it."""
+    from flwr.supercore.error.base import ApiErrorCode
+
+    from hermes_fed.federation.node_keys import public_key_path
+
+    if f"[code: {int(ApiErrorCode.FLEET_NODE_ACTIVATION_FAILED)}]" in log:
+        pub = public_key_path(auth_key) if auth_key is not None else Path("node.pub")
+        return (f"the coordinator refused this node's key: register {pub} with `hermes-fed "
+                "coordinator register-node` (the coordinator's operator runs it with this "
+                "public key), or stop the other SuperNode that is online with the same key")
+    if f"[code: {int(ApiErrorCode.FLEET_SUPERNODE_REGISTRATION_DISABLED)}]" in log:
+        return ("the coordinator accepts only registered nodes (node authentication): make a "
+                "key pair on this node with `hermes-fed node keygen DIR`, have DIR/node.pub "
+                "registered with `hermes-fed coordinator register-node`, and pass --auth-key "
+                "DIR/node.key")
+    if "CERTIFICATE_VERIFY_FAILED" in log:
+        return (f"the coordinator's TLS certificate at {superlink} is not signed by "
+                f"{ca_file}: get the coordinator's ca.pem from its operator")
+    if "WRONG_VERSION_NUMBER" in log or "record layer failure" in log:
+        return (f"TLS does not match at {superlink}: the coordinator serves TLS only with "
+                "--certs; pass --ca exactly when it does")
+    errors = [line for line in log.splitlines() if "ERROR" in line or "[code:" in line]
+    return ("the SuperNode ended before the coordinator accepted it"
+            + (": " + " / ".join(errors[-3:]) if errors else ""))
+
+
+def wait_accepted(proc: FlowerProcess, *, superlink: str, ca_file: Path | None = None,
+                  auth_key: Path | None = None, timeout: float = 120.0,
+                  interval: float = 0.2) -> int:
+    """Wait until the SuperLink has accepted the SuperNode; its node id.
+
+    The signal is Flower's own: the SuperNode logs ``SuperNode ID: <id>`` right after the
+    SuperLink answered its ``ActivateNode`` (flwr 1.42, ``start_client_internal``); a
+    refused node exits instead (code 305, the Fleet API's error code in its log).
+
+    Raises
+    ------
+    FederationError
+        When the SuperNode exits first (saying why, see :func:`refusal`) or ``timeout``
+        passes (the SuperNode is stopped); ``timeout <= 0`` waits as long as it lives (a
+        node started before its coordinator keeps retrying).
+    """
+    started = time.monotonic()
+    while True:
+        log = proc.log_since_start()
+        found = _ACCEPTED.search(log)
+        if found:
+            return int(found.group(1))
+        if not proc.alive():
+            why = refusal(proc.log_since_start(), superlink=superlink, ca_file=ca_file,
+                          auth_key=auth_key)
+            proc.stop()
+            raise FederationError(f"{why} (SuperNode exit {proc.popen.returncode}; log "
+                                  f"{proc.log_path})")
+        if 0 < timeout < time.monotonic() - started:
+            proc.stop()
+            raise FederationError(f"the coordinator at {superlink} did not accept this node "
+                                  f"within {timeout:.0f} s: is it serving there? (log "
+                                  f"{proc.log_path})")
+        time.sleep(interval)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hermes_fed.errors import AdapterError, TrainingError
+from hermes_fed.errors import AdapterError, ExamplesTooLongError, TrainingError
 from hermes_fed.training import losses
 from hermes_fed.training.adapter import (
     adapter_state,
@@ -250,8 +250,11 @@ def train_adapter(
     torch.manual_seed(config.seed)
     base, tokenizer = load_base_model(base_model_dir, device)
     data = build_dataset(tokenizer, examples, max_length=config.max_length)
-    if not data:
-        raise TrainingError("no training example has assistant tokens within max_length")
+    if not examples:
+        raise TrainingError("no training examples")
+    if not data:  # every example was cut before its first assistant token (or has none)
+        raise ExamplesTooLongError(f"none of {len(examples)} examples has an assistant token "
+                                   f"within max_length={config.max_length}")
     model = build_peft_model(base, config)
     if init_adapter is not None:
         _check_init(model, init_adapter, config)

@@ -19,6 +19,7 @@ global adapter as a list, its names in ``adapter-keys``); the node answers a ``F
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping
@@ -161,7 +162,8 @@ def evaluate(message: Message, context: Context) -> Message:
     data = load_local_data(settings)
     adapter = wire.record_tensors(message.content.array_records[wire.ADAPTER])
     cells = evaluate_locally(settings, data, spec, adapter)
-    payload = ReplyPayload(cells=cells, versions={wire.ADAPTER_VERSION: spec.parent_version})
+    payload = ReplyPayload(cells=cells, versions={wire.ADAPTER_VERSION: spec.parent_version,
+                                                  wire.TENANT_ID: settings.tenant_id})
     return build_reply(message, payload, EgressPolicy(k_min=settings.k_min))
 
 
@@ -184,4 +186,7 @@ def ab_stats(message: Message, context: Context) -> Message:
 
     settings = NodeSettings.from_node_config(context.node_config)
     policy = EgressPolicy(k_min=settings.k_min)
-    return build_reply(message, answer(message.content, settings), policy)
+    payload = answer(message.content, settings)
+    payload = dataclasses.replace(payload, versions={**payload.versions,
+                                                     wire.TENANT_ID: settings.tenant_id})
+    return build_reply(message, payload, policy)

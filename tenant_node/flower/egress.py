@@ -24,7 +24,8 @@ E2. Every ``ArrayRecord`` entry is a finite floating-point tensor under an adapt
 E3. Every metric is one finite ``int``/``float`` under a metric name.
 E4. Every version is a version id (``[A-Za-z0-9][A-Za-z0-9._:+-]*``, <= 128 chars).
 E5. No count ``n`` (``*.n``, ``num-examples``) with ``0 < n < k_min`` leaves the node.
-E6. An exception in a handler leaves the node as a reason code and its type name only
+E6. An exception in a handler leaves the node as a reason code, the node's tenant id (a
+    version id, as in its replies) and the exception's type name only
     (``hermes_fed.federation.reasons``): never the exception's text.
 """
 
@@ -58,9 +59,9 @@ SUPPRESSED_CELLS = wire.SUPPRESSED_CELLS
 
 _TENSOR_NAME = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
 _METRIC_NAME = re.compile(r"[a-z][a-z0-9_]*([.-][a-z0-9_]+)*")
-_VERSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]*")
+_VERSION_ID = wire.VERSION_ID
 _MAX_NAME = 200
-_MAX_VERSION = 128
+_MAX_VERSION = wire.MAX_VERSION_ID
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,18 +238,19 @@ def guarded_reply(
     """Run the handler; E6 for its failure (reason code and type name only, the full exception logged on
     the node), then ``check`` on the reply's content (refusal logged, a generic error out)."""
     kind = message.metadata.message_type
+    tenant = context.node_config.get(wire.TENANT_ID)  # error_text names it only if a version id
     try:
         reply = call_next(message, context)
     except Exception as exc:
         logger.exception("handler failed message_type=%s", kind)
-        raise EgressError(error_text(kind, exc)) from None
+        raise EgressError(error_text(kind, exc, tenant)) from None
     if reply.has_error():
         raise EgressError(f"{kind} failed: reason=internal (error reply)")
     try:
         check(reply.content)
     except EgressError as exc:
         logger.error("reply refused message_type=%s reason=%s", kind, exc)
-        raise EgressError(error_text(kind, exc)) from None
+        raise EgressError(error_text(kind, exc, tenant)) from None
     return reply
 
 

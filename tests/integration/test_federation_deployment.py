@@ -110,6 +110,8 @@ def test_one_round_per_mode_publishes_a_version_with_lineage_and_leaks_nothing(
         assert published.lineage["mode"] == mode
         assert published.lineage["round"] == 1
         assert sorted(published.lineage["participating_nodes"]) == sorted(
+            n["tenant"] for n in report["nodes"]) == sorted(TENANTS)  # named, not numbered
+        assert sorted(published.lineage["node_ids"].values()) == sorted(
             n["node_id"] for n in report["nodes"])
         assert set(published.lineage["per_node"]) == set(published.lineage["participating_nodes"])
         assert all(len(p["dataset_manifest"]) == 64 for p in published.lineage["per_node"].values())

@@ -105,7 +105,7 @@ def test_dp_server_round_reports_epsilon_and_clips_every_update(
     assert privacy["dp"] == "server" and privacy["delta"] == delta
     assert privacy["epsilon_round"] == pytest.approx(expected_eps)
     assert privacy["epsilon_total"] == pytest.approx(expected_eps)
-    assert set(privacy["per_node"]) == {n["node_id"] for n in report["nodes"]}
+    assert set(privacy["per_node"]) == {n["tenant"] for n in report["nodes"]}
     assert all(n["heldout_after"] is not None for n in report["nodes"])
     norms = [p["update_norm"] for p in privacy["per_node"].values()]
     assert max(norms) > 1.5 * clip  # the bound was binding (the node did not clip: server mode)

@@ -1,15 +1,18 @@
-"""TLS and SuperNode authentication with real processes (issue 8).
+"""TLS and SuperNode authentication with real processes (issues 8 and 21).
 
-``hermes-fed certs init`` makes the CA, the 127.0.0.1 server certificate and node keys;
-``hermes-fed coordinator serve --certs --node-auth`` runs the SuperLink over TLS with node
-authentication; ``coordinator register-node`` allows one key. A node joining with that key
-is online; a node with an unregistered key is refused and its ``node join`` exits.
+``hermes-fed certs init`` makes the coordinator's CA and its 127.0.0.1 server certificate;
+each node makes its own key pair (``hermes-fed node keygen``) and needs only the CA's
+``ca.pem``; ``hermes-fed coordinator serve --certs --node-auth`` runs the SuperLink over
+TLS with node authentication; ``coordinator register-node`` allows one public key. A node
+joining with that key prints "joined" once it is online; a node with an unregistered key
+never says "joined": its ``node join`` exits 1 saying which key to register.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -60,8 +63,12 @@ def env(tmp_path: Path) -> dict[str, str]:
 @pytest.fixture
 def coordinator(tmp_path: Path, env: dict[str, str]) -> Iterator[tuple[Path, Path, dict[str, Any]]]:
     certs, root = tmp_path / "certs", tmp_path / "coordinator"
-    made = _cli("certs", "init", str(certs), "--node", "good", "--node", "rogue", env=env)
+    made = _cli("certs", "init", str(certs), env=env)
     assert made.returncode == 0, made.stderr
+    for node in ("good", "rogue"):  # on the nodes: their own keys
+        keygen = _cli("node", "keygen", str(tmp_path / f"keys-{node}"), env=env)
+        assert keygen.returncode == 0, keygen.stderr
+    assert not list(certs.rglob("*.pub"))  # the coordinator never held a node's key
     log = (tmp_path / "serve.log").open("wb")
     proc = subprocess.Popen([*HERMES, "coordinator", "serve", "--dir", str(root), "--certs",
                              str(certs), "--node-auth"], stdout=log, stderr=subprocess.STDOUT,
@@ -78,16 +85,19 @@ def coordinator(tmp_path: Path, env: dict[str, str]) -> Iterator[tuple[Path, Pat
 
 def _join(tmp_path: Path, env: dict[str, str], superlink: str, certs: Path,
           name: str) -> tuple[subprocess.Popen[bytes], Path]:
+    """``node join`` with only what a node holds: the CA certificate and its own key."""
     home = tmp_path / f"node-{name}"
     log = home.parent / f"join-{name}.log"
+    keys = tmp_path / f"keys-{name}"
+    shutil.copyfile(certs / "ca.pem", keys / "ca.pem")  # the coordinator's operator hands it
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [*HERMES, "node", "join", "--superlink", superlink, "--base-model", str(tmp_path),
              "--tenant-id", name, "--store", f"sqlite:///{tmp_path / name}.db",
-             "--home", str(home), "--certs", str(certs),
-             "--auth-key", str(certs / "nodes" / f"{name}.key")],
+             "--home", str(home), "--ca", str(keys / "ca.pem"),
+             "--auth-key", str(keys / "node.key")],
             stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    return proc, home / f"supernode-{name}.log"
+    return proc, log
 
 
 def _online_nodes(info: dict[str, Any]) -> list[dict[str, Any]]:
@@ -107,23 +117,29 @@ def test_tls_node_auth_admits_the_registered_node_and_refuses_an_unregistered_on
     # Prepare: the SuperLink speaks TLS only; one key registered
     certs, root, info = coordinator
     assert info["certs"] == str(certs) and info["node_auth"] is True
-    registered = _cli("coordinator", "register-node", str(certs / "nodes" / "good.pub"),
+    registered = _cli("coordinator", "register-node", str(tmp_path / "keys-good" / "node.pub"),
                       "--dir", str(root), env=env)
     assert registered.returncode == 0, registered.stderr + registered.stdout
 
     # Execute
-    good, _ = _join(tmp_path, env, info["superlink"], certs, "good")
+    good, good_log = _join(tmp_path, env, info["superlink"], certs, "good")
     rogue, rogue_log = _join(tmp_path, env, info["superlink"], certs, "rogue")
     try:
-        online = _poll(lambda: _online_nodes(info), 90, "the registered node online")
-        rogue_exit = _poll(lambda: rogue.poll() is not None and (rogue.returncode,), 90,
+        joined = _poll(lambda: "joined" in good_log.read_text(errors="replace"), 120,
+                       "the registered node to say joined")
+        online = _online_nodes(info)
+        rogue_exit = _poll(lambda: rogue.poll() is not None and (rogue.returncode,), 120,
                            "the unregistered node to be refused")
 
-        # Assert: only the registered node is in; the rogue one was refused and exited
-        assert len(online) == 1
-        assert good.poll() is None
-        assert rogue_exit != (0,)
-        assert "Failed to activate SuperNode" in rogue_log.read_text(errors="replace")
+        # Assert: "joined" came once the SuperLink had the node online; the rogue node
+        # never said it, and said which key to register
+        assert joined and len(online) == 1 and good.poll() is None
+        said = rogue_log.read_text(errors="replace")
+        assert rogue_exit == (1,)
+        assert "joined" not in said
+        assert (f"the coordinator refused this node's key: register "
+                f"{tmp_path / 'keys-rogue' / 'node.pub'} with `hermes-fed coordinator "
+                "register-node`") in said
         assert len(_online_nodes(info)) == 1
     finally:
         _stop(good)
@@ -133,13 +149,15 @@ def test_tls_node_auth_admits_the_registered_node_and_refuses_an_unregistered_on
 def test_register_node_needs_a_coordinator_with_node_auth(tmp_path: Path,
                                                           env: dict[str, str]) -> None:
     # Prepare: a coordinator directory that serves without --node-auth
+    from hermes_fed.federation.node_keys import make_node_key
+
     root = tmp_path / "coordinator"
     root.mkdir()
     (root / "serve.json").write_text(json.dumps({"cli_home": str(tmp_path), "node_auth": False}))
+    _, public = make_node_key(tmp_path / "keys")
 
     # Execute
-    res = _cli("coordinator", "register-node", str(tmp_path / "x.pub"), "--dir", str(root),
-               env=env)
+    res = _cli("coordinator", "register-node", str(public), "--dir", str(root), env=env)
 
     # Assert
     assert res.returncode != 0

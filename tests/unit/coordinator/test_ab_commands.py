@@ -76,6 +76,7 @@ def test_model_promote_rollback_history(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_model_promote_refuses_an_unpublished_version(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _publish(tmp_path)  # a coordinator log that exists, without v-ghost
     code, _, err = _run(capsys, "model", "promote", "--dir", str(tmp_path), "v-ghost")
     assert code == 1 and "not in the registry" in err
 

@@ -89,7 +89,8 @@ def test_online_reply_holds_per_arm_sums_with_cuped_covariates_and_nothing_else(
 
     # Assert
     assert not reply.has_error()
-    assert set(reply.content) == {"metrics"}
+    assert set(reply.content) == {"metrics", "versions"}
+    assert dict(reply.content.config_records["versions"]) == {"tenant-id": tenant.tenant}
     metrics = dict(reply.content.metric_records["metrics"])
     for arm in ("control", "treatment"):
         got = arm_from_metrics(metrics, f"ab.{arm}")
@@ -171,7 +172,8 @@ def test_version_mode_reports_the_sessions_of_that_version(tenant: SeededTenant)
 def test_bad_query_fails_as_a_type_name_only(tenant: SeededTenant, config: dict[str, object]) -> None:
     with pytest.raises(EgressError) as info:
         _ask(tenant, config)
-    assert str(info.value) == "query.ab_stats failed: reason=bad-request (FederationError)"
+    assert str(info.value) == ("query.ab_stats failed: reason=bad-request tenant=acme "
+                               "(FederationError)")
 
 
 def test_offline_reply_is_the_paired_difference_on_the_heldout_split(
@@ -210,7 +212,8 @@ def test_offline_reply_is_the_paired_difference_on_the_heldout_split(
     assert got is not None and got.n == len(d) >= 20
     assert math.isclose(got.sum, sum(d), rel_tol=1e-6, abs_tol=1e-9)
     assert got.sum_x is not None and math.isclose(got.sum_x, sum(x), rel_tol=1e-6)
-    assert set(reply.content) == {"metrics"}
+    assert set(reply.content) == {"metrics", "versions"}  # versions: the tenant's id only
+    assert dict(reply.content.config_records["versions"]) == {"tenant-id": "acme"}
 
 
 def test_offline_look_from_registry_to_recorded_decision(
@@ -251,8 +254,8 @@ def test_offline_look_from_registry_to_recorded_decision(
 
         # Assert
         stats = after.looks[0]["stats"]
-        assert stats["mode"] == "offline" and stats["tenants"]["1"]["paired"]["n"] >= 20
-        assert stats["suppressed_tenants"] == ["2: no reply"]
+        assert stats["mode"] == "offline" and stats["tenants"]["acme"]["paired"]["n"] >= 20
+        assert stats["suppressed_tenants"] == ["node-2: no reply"]
         assert outcome.decision is not None and outcome.decision.numbers["mode"] == "offline"
         assert not _wants_offline(after, promotions)  # the next look is online (or none)
         assert "current" not in content and content.config_records["config"]["rank"] == 4

@@ -53,6 +53,6 @@ def test_tenant_arms_lists_suppressed_failed_and_silent_nodes() -> None:
     small = _reply(ArmStats.from_values([0.5] * 30), ArmStats.from_values([0.6] * 5))
     # Execute
     arms, missing = tenant_arms({1: full, 2: small}, [1, 2, 3])
-    # Assert
-    assert [a.tenant_id for a in arms] == ["1"] and arms[0].treatment.n == 25
-    assert missing == ["2: suppressed (fewer than k_min)", "3: no reply"]
+    # Assert: these replies name no tenant, so the nodes keep their Flower ids
+    assert [a.tenant_id for a in arms] == ["node-1"] and arms[0].treatment.n == 25
+    assert missing == ["node-2: suppressed (fewer than k_min)", "node-3: no reply"]

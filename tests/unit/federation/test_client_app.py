@@ -67,7 +67,8 @@ def test_handler_failure_leaves_as_an_error_without_text(tenant: TenantData) -> 
     with pytest.raises(EgressError) as info:
         app(message=Message(RecordDict(), dst_node_id=1, message_type="query.status"),
             context=context)
-    assert str(info.value) == "query.status failed: reason=store-unavailable (OperationalError)"
+    assert str(info.value) == ("query.status failed: reason=store-unavailable tenant=acme "
+                               "(OperationalError)")
     assert info.value.__cause__ is None and info.value.__context__ is not None
     assert find_canaries(str(info.value).encode(), tenant.canaries) == []
 
@@ -103,3 +104,23 @@ def test_train_reply_on_real_data_carries_only_allowed_records(
     assert reply.content.config_records["versions"]["parent-version"] == "v1-abc"
     assert len(str(reply.content.config_records["versions"]["dataset-manifest"])) == 64
     assert find_canaries(_wire(reply), tenant.canaries) == []
+    assert reply.content.config_records["versions"]["tenant-id"] == tenant.tenant
+
+
+def test_evaluate_reply_names_its_tenant(tenant: TenantData, tiny_model: Path) -> None:
+    from hermes_fed.training.adapter import adapter_state, build_peft_model, load_base_model
+
+    # Prepare: the coordinator's evaluate message with a fresh adapter
+    cfg = RoundsConfig(coordinator_dir="-", base_model=str(tiny_model), mode="exact")
+    base, _ = load_base_model(tiny_model)
+    adapter = adapter_state(build_peft_model(base, cfg.settings.training_config("exact")))
+    request = Message(RecordDict({
+        "adapter": ArrayRecord({k: Array(v) for k, v in adapter.items()}),
+        "config": cfg.spec(1, "v2-abc").to_record()}), dst_node_id=1, message_type="evaluate")
+    # Execute
+    reply = app(message=request, context=_context(tenant, tiny_model))
+    # Assert: held-out cells, the version scored, and the tenant (reports name it)
+    assert not reply.has_error()
+    assert dict(reply.content.config_records["versions"]) == {"adapter-version": "v2-abc",
+                                                             "tenant-id": tenant.tenant}
+    assert reply.content.metric_records["metrics"]["heldout.adapter.n"] >= 20

@@ -329,24 +329,18 @@ def test_round_run_refuses_a_privacy_setup_before_looking_for_a_coordinator(
     assert "no coordinator is serving" not in err
 
 
-def test_certs_init_makes_a_ca_signed_loopback_server_certificate_and_node_keys(
-    tmp_path: Path,
-) -> None:
+def test_certs_init_makes_a_ca_signed_loopback_server_certificate(tmp_path: Path) -> None:
     from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
 
-    from coordinator.deploy.certs import CertsConfig, init_certs
+    from coordinator.deploy.certs import init_certs
 
-    paths = init_certs(tmp_path / "c", CertsConfig(nodes=("a", "b")))
+    paths = init_certs(tmp_path / "c")
     ca = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes())
     server = x509.load_pem_x509_certificate(paths.server_cert.read_bytes())
     server.verify_directly_issued_by(ca)
     sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "127.0.0.1" in [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)]
-    for node in ("a", "b"):
-        key = serialization.load_ssh_private_key(paths.node_keys[node].read_bytes(), None)
-        pub = serialization.load_ssh_public_key(paths.node_public_keys[node].read_bytes())
-        assert key.public_key().public_numbers() == pub.public_numbers()  # type: ignore[union-attr]
-        assert paths.node_keys[node].stat().st_mode & 0o077 == 0
+    assert paths.ca_key.stat().st_mode & 0o077 == 0
+    assert paths.server_key.stat().st_mode & 0o077 == 0
     with pytest.raises(ConfigError, match="already holds a CA"):
         init_certs(tmp_path / "c")
