@@ -20,18 +20,19 @@ process`` it also runs the long-lived ClientApp worker
 from __future__ import annotations
 
 import argparse
-import signal
 import subprocess
 import sys
 import threading
 from pathlib import Path
 from typing import Any
 
+from hermes_fed.cli import add_config_flags, stop_on_signals
+from hermes_fed.federation.node_settings import NodeSettings
+
 
 def node_config_from_args(args: argparse.Namespace) -> dict[str, str | int | float]:
     """The ``--node-config`` of this node from ``--config`` or explicit flags (checked)."""
     from hermes_fed.errors import ConfigError
-    from hermes_fed.federation.node_settings import NodeSettings
 
     tenant, store, keyring = args.tenant_id, args.store, args.keyring
     schema = args.schema
@@ -49,7 +50,7 @@ def node_config_from_args(args: argparse.Namespace) -> dict[str, str | int | flo
     settings = NodeSettings(
         tenant_id=tenant, store=store, base_model=str(Path(args.base_model).resolve()),
         store_schema=schema or "", keyring=str(Path(keyring).resolve()) if keyring else "",
-        k_min=args.k_min, heldout_fraction=args.heldout_fraction,
+        k_min=args.k_min, heldout_fraction=args.heldout_fraction, split_seed=args.split_seed,
         # the node's [quality] table scores and selects in rounds too
         quality_config=str(Path(args.config).resolve()) if args.config else "")
     return settings.to_node_config()
@@ -78,8 +79,7 @@ def _join(args: argparse.Namespace) -> int:
     print(f"joined {args.superlink}: the coordinator accepted tenant {config['tenant-id']} "
           f"as SuperNode {node_id}", flush=True)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop_on_signals(stop.set)
     try:
         while not stop.wait(1.0):
             if not node.alive():
@@ -122,9 +122,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--schema", default=None,
                    help="PostgreSQL schema of the log (overrides --config's store_schema)")
     p.add_argument("--keyring", default=None, help="key-ring file of the store")
-    p.add_argument("--k-min", type=int, default=20, help="egress small-cell bound; default 20")
-    p.add_argument("--heldout-fraction", type=float, default=0.2,
-                   help="share of trajectories kept for evaluation; default 0.2")
+    add_config_flags(p, NodeSettings, ("k_min", "heldout_fraction", "split_seed"))
     p.add_argument("--isolation", choices=("subprocess", "process"), default="subprocess",
                    help="ClientApp per message (subprocess) or a long-lived worker (process)")
     p.add_argument("--home", default=None, help="Flower home of this SuperNode")

@@ -18,7 +18,8 @@ from tenant_node.cli.join_command import node_config_from_args
 def _join_args(config: Path, **overrides: object) -> argparse.Namespace:
     values: dict[str, object] = {
         "config": str(config), "tenant_id": None, "store": None, "schema": None,
-        "keyring": None, "base_model": "/models/base", "k_min": 20, "heldout_fraction": 0.2}
+        "keyring": None, "base_model": "/models/base", "k_min": 20, "heldout_fraction": 0.2,
+        "split_seed": 0}
     values.update(overrides)
     return argparse.Namespace(**values)
 
