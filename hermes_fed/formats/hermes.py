@@ -254,12 +254,22 @@ def from_hermes(record: Any) -> dict[str, Any]:
     # Our own export carries task_type and the trajectory's task; a NousResearch row's
     # "task" is a label (see the module docstring), so its task is the request itself.
     own_task = record.get("task") if "task_type" in record else None
+    tools = _tools(record, turns)
+    if tools:
+        # The tools travel structured and the chat template renders them for the model, as
+        # at serving time; a schema dump left in the system prompt would render twice and
+        # roughly double the prompt (the phrase's empty block stays: it is only words).
+        for message in messages:
+            if message["role"] == "system":
+                message["content"] = _TOOLS.sub(
+                    lambda m: m.group(0) if not m.group(1).strip() else "",
+                    message["content"])
     return {
         "trajectory_id": trajectory_id,
         "task": str(own_task or first_user_text(messages)),
         "task_type": str(record.get("task_type") or record.get("category") or "unknown"),
         "messages": messages,
-        "tools": _tools(record, turns),
+        "tools": tools,
         "final_response": str(record.get("final_response") or last_assistant_text(messages)),
     }
 

@@ -68,9 +68,13 @@ def test_tools_only_in_the_system_prompt_are_read_after_the_empty_phrase_block(
     # Execute
     trajectory = from_hermes(_row(block))
 
-    # Assert: the phrase's empty "<tools></tools>" is not taken for the tools.
+    # Assert: the phrase's empty "<tools></tools>" is not taken for the tools, and the
+    # schemas leave the system prompt (the chat template renders the structured tools)
     assert trajectory["tools"] == [WEATHER, CLOCK], case
     assert trajectory_problem(trajectory) is None
+    system = trajectory["messages"][0]["content"]
+    assert "get_weather" not in system and "get_time" not in system, case
+    assert system.startswith(PROMPT) and "within <tools></tools> XML tags" in system
 
 
 @pytest.mark.parametrize(("case", "tools"), [
