@@ -182,17 +182,21 @@ def _schema_events(schema: str, tenant: str) -> tuple[int, int]:
 
 def _round_at_default_max_length(deployment: Deployment, party: str, line: str,
                                  env: dict[str, str]) -> None:
-    """The README's round without ``--max-length``: acme's rows do not fit 512 tokens."""
+    """The README's round without ``--max-length``: most of acme's rows do not fit 512 tokens;
+    the round trains on what fits and the report says what was lost, naming the fix (or, if
+    too few fit, acme fails or sends nothing, saying the same)."""
     command = re.sub(r"\s--max-length\s+\d+", "", line)
     assert command != line
     res = deployment.run(party, command, env)
     said = res.stdout + res.stderr
     deployment.hooks.pop("hermes-fed round run")  # once
-    assert res.returncode == 1, said[-3000:]
-    # every Hermes row is cut before its first answer; the SDK's short session fits when it
-    # falls in the train split (its id is random): the node fails, or trains too few to send
-    assert re.search(r"acme: (failed: examples-too-long|no adapter: \d+ selected, fewer than "
-                     r"k_min trained).*raise --max-length", said), said[-3000:]
+    lost = re.search(r"acme .*?(\d+) selected, (\d+) trained: raise --max-length", said)
+    refused = re.search(r"acme: (failed: examples-too-long|no adapter: \d+ selected, fewer "
+                        r"than k_min trained).*raise --max-length", said)
+    assert lost is not None or refused is not None, said[-3000:]
+    if lost is not None:
+        assert res.returncode == 0, said[-3000:]
+        assert int(lost.group(2)) < int(lost.group(1))
     assert "error code" not in said and "globex: failed" not in said
 
 
