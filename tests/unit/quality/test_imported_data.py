@@ -27,6 +27,9 @@ from hermes_fed.store import Keyring, SqlEventStore
 
 from .conftest import edited, ev, feedback, judged, started, trajectory
 
+# Selection and judging read projections, which need a database (not the memory log).
+pytestmark = pytest.mark.sql
+
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "hermes_function_calling_v1.jsonl"
 LINES = FIXTURE.read_text().splitlines()
 SUCCESS, DECLINED = "t-d1d5c8b2-3a5e-4f0f-9a55-6a1c9b1e0f01", "t-5c2a9e77-1b3d-4c8e-b2f4-6e8d9a0c1f22"
