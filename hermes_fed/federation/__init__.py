@@ -6,6 +6,7 @@ Both apps import this package and never each other (DESIGN.md §2, §7):
 - ``settings``: :class:`RoundSettings`, the training settings of a round and their defaults;
 - ``round_spec``: :class:`RoundSpec`, the ``config`` of ``train`` / ``evaluate``;
 - ``queries``: :class:`AbQuery`, the ``config`` of ``query.ab_stats``;
+- ``delivery``: ``query.trigger`` and ``deploy`` (the autopilot's readiness and delivery);
 - ``cells``: :class:`Cell`, the mergeable statistics a node may report;
 - ``node_settings``: :class:`NodeSettings`, a SuperNode's ``--node-config``;
 - ``reasons``: reason codes of a node's failures (no data in them);

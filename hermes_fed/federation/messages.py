@@ -15,6 +15,8 @@ Coordinator -> node (message type: content):
   ``count.heldout``.
 * ``query.ab_stats``: ``config`` (:class:`~hermes_fed.federation.queries.AbQuery`) and, for
   an offline look, ``candidate`` / ``current`` adapters. Reply: cells ``ab.*``.
+* ``query.trigger`` and ``deploy``: the autopilot's readiness question and adapter + plan
+  delivery (:mod:`hermes_fed.federation.delivery`).
 
 Every reply's ``versions`` names the node's tenant (``tenant-id``), so the coordinator's
 reports, lineage and A/B looks name tenants, not Flower's numeric node ids.
@@ -36,6 +38,8 @@ TRAIN = "train"
 EVALUATE = "evaluate"
 QUERY_STATUS = "query.status"
 QUERY_AB_STATS = "query.ab_stats"
+QUERY_TRIGGER = "query.trigger"  # payloads and reply keys: .delivery
+DEPLOY = "deploy"  # payloads and reply keys: .delivery
 
 # --- records -----------------------------------------------------------------------------
 ADAPTER = "adapter"
