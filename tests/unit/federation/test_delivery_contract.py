@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
 
 from hermes_fed.errors import FederationError
 from hermes_fed.federation import delivery
@@ -12,6 +13,12 @@ from hermes_fed.federation import messages as wire
 from hermes_fed.serving.plan import PlanArm, TrafficPlan
 
 SHA = "ab" * 32
+
+
+@pytest.fixture(autouse=True)
+def _task_identity() -> None:
+    # Flower stamps messages with the current task's ids; a unit test has no task.
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
 
 
 def _reply(metrics: dict[str, float], versions: dict[str, str]) -> Message:
