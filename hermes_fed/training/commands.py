@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hermes_fed.cli import add_config_flags, config_values
+from hermes_fed.errors import FormatError
 from hermes_fed.training.config import LoraTrainingConfig  # stdlib-only at import, as above
 from hermes_fed.training.learning_rate import LR_SCHEDULES
 
@@ -30,9 +31,28 @@ def _init_tiny(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with path.open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+def _read_trajectories(path: Path) -> dict[str, dict[str, Any]]:
+    """The training rows of a JSONL file by trajectory id; a bad line is a FormatError
+    naming it (nothing is trained)."""
+    by_id: dict[str, dict[str, Any]] = {}
+    try:
+        with path.open(encoding="utf-8") as fh:
+            for number, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise FormatError(f"{path}:{number}: not JSON ({exc.msg})") from None
+                if not isinstance(row, dict) or not row.get("trajectory_id"):
+                    raise FormatError(f"{path}:{number}: a row must be an object with a "
+                                      "trajectory_id")
+                by_id[str(row["trajectory_id"])] = row
+    except OSError as exc:
+        raise FormatError(f"cannot read {path}: {exc.strerror}") from None
+    if not by_id:
+        raise FormatError(f"{path}: no trajectories")
+    return by_id
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -42,14 +62,6 @@ def _train(args: argparse.Namespace) -> int:
     from hermes_fed.training.dataset import TrainingExample, split_heldout
     from hermes_fed.training.run import run_training
 
-    rows = _read_jsonl(Path(args.data))
-    by_id = {str(r["trajectory_id"]): r for r in rows}
-    split = split_heldout(by_id, args.heldout_fraction, args.seed)
-    selected = [
-        TrainingExample(by_id[t], float(by_id[t].get("weight", 1.0)), str(by_id[t].get("tier", "")))
-        for t in split.train
-    ]
-    heldout = [by_id[t] for t in split.heldout]
     config = LoraTrainingConfig(
         r=args.rank,
         alpha=args.alpha,
@@ -63,6 +75,13 @@ def _train(args: argparse.Namespace) -> int:
         frozen_a=args.frozen_a,
         checkpoint_every=args.checkpoint_every,
     )
+    by_id = _read_trajectories(Path(args.data))
+    split = split_heldout(by_id, args.heldout_fraction, args.seed)
+    selected = [
+        TrainingExample(by_id[t], float(by_id[t].get("weight", 1.0)), str(by_id[t].get("tier", "")))
+        for t in split.train
+    ]
+    heldout = [by_id[t] for t in split.heldout]
     with Progress(transient=True) as bar:
         task = bar.add_task("training", total=None)
 

@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from hermes_fed.errors import ConfigError
 from hermes_fed.training.learning_rate import LR_SCHEDULES
 
 DEFAULT_TARGET_MODULES: tuple[str, ...] = (
@@ -78,8 +79,8 @@ class LoraTrainingConfig:
     )
 
     def __post_init__(self) -> None:
-        def bad(name: str, why: str) -> ValueError:
-            return ValueError(f"LoraTrainingConfig.{name} {why}, got {getattr(self, name)!r}")
+        def bad(name: str, why: str) -> ConfigError:
+            return ConfigError(f"LoraTrainingConfig.{name} {why}, got {getattr(self, name)!r}")
 
         for name in ("r", "epochs", "batch_size", "grad_accumulation", "max_length"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
@@ -142,7 +143,7 @@ class LoraTrainingConfig:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"LoraTrainingConfig: unknown keys {unknown}")
+            raise ConfigError(f"LoraTrainingConfig: unknown keys {unknown}")
         values = dict(data)
         values.setdefault("lr_schedule", "constant")
         if "target_modules" in values:
