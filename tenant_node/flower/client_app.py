@@ -1,4 +1,5 @@
-"""The tenant node's Flower ClientApp: ``train``, ``evaluate``, ``query.status``, ``query.ab_stats``.
+"""The tenant node's Flower ClientApp: ``train``, ``evaluate``, ``query.status``,
+``query.ab_stats``, ``query.trigger`` and ``train.deploy``.
 
 Started by ``flower-supernode --node-config`` (:class:`hermes_fed.federation.NodeSettings`:
 ``tenant-id``, ``store``, ``base-model``, ...). The message contract is
@@ -30,7 +31,7 @@ from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 
-from hermes_fed.errors import EgressError
+from hermes_fed.errors import EgressError, FederationError
 from hermes_fed.federation import messages as wire
 from hermes_fed.federation.node_settings import NodeSettings
 from hermes_fed.federation.round_spec import RoundSpec
@@ -190,3 +191,34 @@ def ab_stats(message: Message, context: Context) -> Message:
     payload = dataclasses.replace(payload, versions={**payload.versions,
                                                      wire.TENANT_ID: settings.tenant_id})
     return build_reply(message, payload, policy)
+
+
+@app.query("trigger")
+def trigger(message: Message, context: Context) -> Message:
+    """Should this node train now? (see :mod:`tenant_node.flower.readiness`)"""
+    from hermes_fed.federation.delivery import TriggerQuery
+    from tenant_node.flower.readiness import answer
+
+    settings = NodeSettings.from_node_config(context.node_config)
+    query = TriggerQuery.from_record(message.content.config_records[wire.CONFIG])
+    return build_reply(message, answer(settings, query), EgressPolicy(k_min=settings.k_min))
+
+
+@app.train("deploy")
+def deploy(message: Message, context: Context) -> Message:
+    """Install the delivered adapters and apply the plan (see :mod:`tenant_node.flower.deploy`)."""
+    from hermes_fed.federation.delivery import DeploySpec, adapter_key
+    from tenant_node.flower.deploy import apply
+
+    settings = NodeSettings.from_node_config(context.node_config)
+    content = message.content
+    if wire.CONFIG not in content.config_records:
+        raise FederationError("deploy: no config record")
+    spec = DeploySpec.from_record(content.config_records[wire.CONFIG])
+    tensors = []
+    for index in range(len(spec.adapters)):
+        key = adapter_key(index)
+        if key not in content.array_records:
+            raise FederationError(f"deploy: no tensors under {key}")
+        tensors.append(wire.record_tensors(content.array_records[key]))
+    return build_reply(message, apply(settings, spec, tensors), EgressPolicy(k_min=settings.k_min))

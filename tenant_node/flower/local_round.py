@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from hermes_fed.federation import messages as wire
 from hermes_fed.federation.cells import Cell
 from hermes_fed.federation.node_settings import NodeSettings
 from hermes_fed.federation.round_spec import RoundSpec
+
+if TYPE_CHECKING:
+    from hermes_fed.store import SqlEventStore
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +41,15 @@ class LocalData:
     manifest_sha256: str = ""
 
 
+def open_node_log(settings: NodeSettings) -> SqlEventStore:
+    """The node's own event store, as its ``--node-config`` names it (the caller closes it)."""
+    from hermes_fed.store import Keyring, open_store
+
+    keyring = Keyring.from_file(settings.keyring) if settings.keyring else None
+    return open_store(settings.store, settings.tenant_id, keyring=keyring,
+                      schema=settings.store_schema or None)
+
+
 def load_local_data(settings: NodeSettings) -> LocalData:
     """Read the node's ``TrajectoryRecorded`` events, split them (seeded, stable), select.
 
@@ -47,12 +59,9 @@ def load_local_data(settings: NodeSettings) -> LocalData:
     mostly such calls, and training on them taught the model its own failures).
     """
     from hermes_fed.quality.judges import broken_trajectories
-    from hermes_fed.store import Keyring, open_store
     from hermes_fed.training.dataset import split_heldout
 
-    keyring = Keyring.from_file(settings.keyring) if settings.keyring else None
-    store = open_store(settings.store, settings.tenant_id, keyring=keyring,
-                       schema=settings.store_schema or None)
+    store = open_node_log(settings)
     try:
         from hermes_fed.serving.assembly import assemble_trajectories
 
