@@ -12,6 +12,7 @@ def status(args: argparse.Namespace) -> int:
     from hermes_fed.quality import read_model as rm
     from hermes_fed.quality.pipeline import decide_training, quality_runner
     from tenant_node.config import load_node_config
+    from tenant_node.gateway.plans import current_plan
     from tenant_node.ingest.runtime import open_existing_node_store
 
     config = load_node_config(args.config)
@@ -22,11 +23,16 @@ def status(args: argparse.Namespace) -> int:
         with runner.engine.connect() as conn:
             velocity = rm.flywheel_velocity(conn, now, args.window_days, config.quality)
         trigger = decide_training(store, now, config.quality)
+        applied = current_plan(store)
         body: dict[str, Any] = {
             "tenant_id": config.tenant_id,
             "head": store.head(),
             "velocity": velocity.to_json(),
             "trigger": {"train": trigger.train, "rule": trigger.rule, "reason": trigger.reason},
+            # the plan the gateway routes by (it applies it once its adapters are loaded)
+            "plan": None if applied is None else {
+                **applied.plan.to_dict(), "plan_version": applied.version,
+                "recorded_at": applied.recorded_at.isoformat()},
         }
     finally:
         store.close()
@@ -47,6 +53,13 @@ def status(args: argparse.Namespace) -> int:
     )
     print(f"  preference pairs {v['preference_pairs']}, orphan feedback {v['orphans']}")
     print(f"  train now? {'yes' if trigger.train else 'no'} ({trigger.rule}): {trigger.reason}")
+    plan = body["plan"]
+    if plan is None:
+        print("  traffic plan: none applied (everyone is served the base model)")
+    else:
+        arms = ", ".join(f"{a['name']}={a['version']} {a['share'] * 100:g}%" for a in plan["arms"])
+        print(f"  traffic plan: {plan['test_id']} ({arms}; production {plan['production']}), "
+              f"applied {plan['recorded_at']}")
     return 0
 
 
