@@ -130,6 +130,7 @@ def test_a_federated_round_is_the_last_run_and_marks_nothing_used(
     config = QualityConfig.from_mapping({"trigger": {"min_new": 10, "drop_min_samples": 5}})
     fill(store, 12)
     manifest = select_from_store(store, 50, seed=0, config=config, exclude_used=True)
+    record_selection(store, manifest)  # recorded (`quality select --record`), as a run's
     read_up_to = store.head()
     fill(store, 3, offset=12)
     node_clock = utcnow() + timedelta(days=1)
