@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
@@ -20,7 +23,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from coordinator.rounds.config import RoundsConfig
 from hermes_fed.cli import main
 from hermes_fed.errors import EgressError
-from hermes_fed.events import utcnow
+from hermes_fed.events import StoredEvent, utcnow
 from hermes_fed.federation import delivery
 from hermes_fed.federation import messages as wire
 from hermes_fed.federation.node_settings import NodeSettings
@@ -72,7 +75,7 @@ class Node:
         return Context(run_id=1, node_id=1, state=RecordDict(), run_config={},
                        node_config=dict(self.node_config))
 
-    def events(self, kind: str) -> list[object]:
+    def events(self, kind: str) -> list[StoredEvent]:
         store = open_store(self.data.store_url, "acme", keyring=self.keyring)
         try:
             return [e for e in store.read() if e.type == kind]
@@ -97,23 +100,34 @@ class Node:
         return report
 
 
-def _round(model: Path, round_: int = 1) -> Message:
-    import torch
-
+@pytest.fixture(scope="module")
+def global_adapter(tiny_model: Path) -> dict[str, np.ndarray]:
+    """The global adapter the coordinator sends (a fresh LoRA of the tiny model)."""
     from hermes_fed.training.adapter import adapter_state, build_peft_model, load_base_model
 
+    base, _ = load_base_model(tiny_model)
+    return adapter_state(build_peft_model(base, _rounds(tiny_model).settings.training_config(
+        "exact")))
+
+
+def _rounds(model: Path) -> RoundsConfig:
+    return RoundsConfig(coordinator_dir="-", base_model=str(model), mode="exact",
+                        settings=RoundSettings(local_steps=1, batch_size=4))
+
+
+def _round(model: Path, adapter: dict[str, np.ndarray], round_: int = 1) -> Message:
+    import torch
+
     torch.set_num_threads(1)
-    cfg = RoundsConfig(coordinator_dir="-", base_model=str(model), mode="exact",
-                       settings=RoundSettings(local_steps=1, batch_size=4))
-    base, _ = load_base_model(model)
-    adapter = adapter_state(build_peft_model(base, cfg.settings.training_config("exact")))
     return Message(RecordDict({
         "adapter": ArrayRecord({k: Array(v) for k, v in adapter.items()}),
-        "config": cfg.spec(round_, "v1-abc").to_record()}), dst_node_id=1, message_type="train")
+        "config": _rounds(model).spec(round_, "v1-abc").to_record()}), dst_node_id=1,
+        message_type="train")
 
 
 def test_a_round_is_recorded_and_the_trigger_counts_from_it(
-        tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tmp_path: Path, tiny_model: Path, global_adapter: dict[str, np.ndarray],
+        capsys: pytest.CaptureFixture[str]) -> None:
     # Prepare: a node whose trigger says train (volume: all 60 new)
     node = Node(tmp_path, tiny_model)
     before = node.trigger()
@@ -121,20 +135,19 @@ def test_a_round_is_recorded_and_the_trigger_counts_from_it(
     offered = load_local_data(NodeSettings.from_node_config(node.node_config))
 
     # Execute: round 1 of the coordinator's cycle through the ClientApp
-    reply = app(message=_round(tiny_model), context=node.context())
+    reply = app(message=_round(tiny_model, global_adapter), context=node.context())
 
     # Assert: the reply carries the update, the node's log the round
     assert not reply.has_error()
     metrics = reply.content.metric_records["metrics"]
     manifest = reply.content.config_records["versions"]["dataset-manifest"]
     [event] = node.events("FederatedRoundTrained")
-    assert event.data == {  # type: ignore[attr-defined]
+    tiers = Counter(tier for _, _, tier in offered.train)
+    assert dict(event.data) == {
         "flower_run_id": FLOWER_RUN, "round": 1, "parent_version": "v1-abc",
         "dataset_manifest_sha256": manifest, "num_examples": metrics["num-examples"],
-        "n_by_tier": dict(sorted(event.data["n_by_tier"].items())),  # type: ignore[attr-defined]
-        "log_position": head}
-    assert sum(event.data["n_by_tier"].values()) == len(offered.train)  # type: ignore[attr-defined]
-    assert event.metadata["actor"] == "node.federated"  # type: ignore[attr-defined]
+        "n_by_tier": dict(tiers), "log_position": head}
+    assert event.metadata["actor"] == "node.federated"
     assert (before.train, before.rule, before.new_scored) == (True, "volume", 60)
     # the coordinator asks again at once, and after min_gap_days (3): nothing new since
     soon, later = node.trigger(), node.trigger(days_later=4)
@@ -158,7 +171,7 @@ def test_a_round_is_recorded_and_the_trigger_counts_from_it(
 
 
 def test_a_round_whose_record_fails_replies_an_error_not_an_update(
-        tmp_path: Path, tiny_model: Path) -> None:
+        tmp_path: Path, tiny_model: Path, global_adapter: dict[str, np.ndarray]) -> None:
     # Prepare: the node's database refuses the round's record (a real SQLite failure)
     node = Node(tmp_path, tiny_model)
     with sqlite3.connect(node.db) as conn:
@@ -168,10 +181,41 @@ def test_a_round_whose_record_fails_replies_an_error_not_an_update(
 
     # Execute
     with pytest.raises(EgressError) as info:
-        app(message=_round(tiny_model), context=node.context())
+        app(message=_round(tiny_model, global_adapter), context=node.context())
 
     # Assert: a reason code, no update; the log shows no round and the trigger says so
     assert parse_reason(str(info.value)) == "store-unavailable", str(info.value)
     assert node.events("FederatedRoundTrained") == []
     report = node.trigger()
     assert (report.train, report.rule, report.new_scored) == (True, "volume", 60)
+
+
+def test_a_secagg_fit_records_its_round_too(
+        tmp_path: Path, tiny_model: Path, global_adapter: dict[str, np.ndarray]) -> None:
+    from flwr.common import FitIns, ndarrays_to_parameters
+    from flwr.compat.common import recorddict_compat as compat
+
+    from tenant_node.flower.client_app import _secagg_fit
+    from tenant_node.flower.egress import EgressPolicy
+
+    # Prepare: the legacy FitIns secaggplus_mod hands the handler at "collect masked
+    # vectors" (the mod itself, and its masking, are the slow integration tests')
+    node = Node(tmp_path, tiny_model)
+    names = sorted(global_adapter)
+    config: dict[str, Any] = {**_rounds(tiny_model).spec(2, "v1-abc").to_record(),
+                              "adapter-keys": ",".join(names)}
+    fitins = FitIns(ndarrays_to_parameters([global_adapter[k] for k in names]), config)
+    request = Message(compat.fitins_to_recorddict(fitins, keep_input=True), dst_node_id=1,
+                      message_type="train")
+    settings = NodeSettings.from_node_config(node.node_config)
+
+    # Execute
+    reply = _secagg_fit(request, settings, EgressPolicy(k_min=settings.k_min), 0.0)
+
+    # Assert
+    assert not reply.has_error()
+    [event] = node.events("FederatedRoundTrained")
+    assert (event.data["flower_run_id"], event.data["round"]) == (FLOWER_RUN, 2)
+    assert event.data["num_examples"] == compat.recorddict_to_fitres(
+        reply.content, keep_input=True).num_examples
+    assert node.trigger().rule == "min_gap"
