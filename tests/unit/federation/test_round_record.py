@@ -219,3 +219,25 @@ def test_a_secagg_fit_records_its_round_too(
     assert event.data["num_examples"] == compat.recorddict_to_fitres(
         reply.content, keep_input=True).num_examples
     assert node.trigger().rule == "min_gap"
+
+
+def test_a_redelivered_round_is_recorded_once(tmp_path: Path) -> None:
+    from hermes_fed.federation.round_spec import RoundSpec
+    from tenant_node.flower.local_round import LocalUpdate, record_round
+
+    # Prepare: what a round's handler has once it trained (no training needed here)
+    node = Node(tmp_path, Path("/nonexistent"))  # no model: nothing is trained
+    settings = NodeSettings.from_node_config(node.node_config)
+    data = load_local_data(settings)
+    update = LocalUpdate(adapter={}, num_examples=len(data.train), metrics={})
+    spec = RoundSpec(round=3, mode="exact", parent_version="v2-abc")
+
+    # Execute: Flower delivers round 3 twice (the node crashed before its reply left)
+    first = record_round(settings, spec, data, update, FLOWER_RUN)
+    again = record_round(settings, spec, data, update, FLOWER_RUN)
+    other_run = record_round(settings, spec, data, update, 5)
+
+    # Assert: one record per (run, round); the store's append is idempotent by event id
+    assert first == again < other_run
+    assert [(e.data["flower_run_id"], e.data["round"]) for e in
+            node.events("FederatedRoundTrained")] == [(FLOWER_RUN, 3), (5, 3)]
