@@ -122,6 +122,23 @@ class FederationError(HermesFedError):
     """A federated round failed (a process did not start, the run did not complete)."""
 
 
+class DeployError(FederationError):
+    """A node cannot apply a delivered traffic plan; its users stay on its last applied plan."""
+
+
+class AdapterIntegrityError(DeployError):
+    """A delivered adapter's tensors do not match its published sha256, or the node holds
+    other tensors under that version already (a version is never replaced in place)."""
+
+
+class PlanAdapterMissingError(DeployError):
+    """A plan names a version the node has no adapter for, and the delivery brought none."""
+
+
+class UpstreamLoadError(DeployError):
+    """The node's upstream did not load an adapter of the plan."""
+
+
 class PrivacyBudgetExhausted(FederationError):
     """The configured differential-privacy epsilon budget would be exceeded."""
 

@@ -346,6 +346,37 @@ def _gateway_config(table: Any, base: Path) -> GatewayConfig:
     return GatewayConfig(**values)
 
 
+@dataclass(frozen=True, slots=True)
+class NodeServing:
+    """What the node's ClientApp needs of its TOML to apply a delivered plan: where adapter
+    versions live and, when the TOML has a ``[gateway]`` table, the upstream to load them
+    into (``None``: no gateway here; adapters are still installed and the plan recorded)."""
+
+    adapters_dir: Path
+    gateway: GatewayConfig | None
+
+
+def node_serving(path: str | Path) -> NodeServing:
+    """The serving part of a node TOML: ``data_dir`` and ``[gateway]`` only, read with
+    :func:`load_node_config`'s rules (so no ingest token is needed, as for ``node join``)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            doc = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    base = path.resolve().parent
+    data_dir = doc.get("data_dir") or "var"
+    if not isinstance(data_dir, str):
+        raise ConfigError(f"{path}: data_dir must be a string, got {data_dir!r}")
+    gateway = _gateway_config(doc["gateway"], base) if "gateway" in doc else None
+    adapters = (gateway.adapters_dir if gateway is not None and gateway.adapters_dir
+                else str(Path(_resolve(base, data_dir)) / "adapters"))
+    return NodeServing(Path(adapters), gateway)
+
+
 def load_node_config(path: str | Path) -> NodeConfig:
     """Read and validate a node TOML file."""
     path = Path(path)

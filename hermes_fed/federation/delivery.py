@@ -5,20 +5,25 @@
 decision alike). Reply, through the node's egress guard: metrics ``trigger.train`` (1.0 or
 0.0), ``count.new-scored`` and ``count.new-high-quality`` (each left out and counted in
 ``suppressed-cells`` when below ``k_min``), ``days.since-training`` (absent before the first
-run), ``rate.high-quality`` (only when ``count.new-scored`` is reported); versions
+run), ``rate.high-quality`` (only when both counts are reported: with ``count.new-scored``
+it would give a suppressed ``count.new-high-quality`` away); versions
 ``trigger-rule`` (``stale`` / ``quality_drop`` / ``volume`` / ``wait`` / ``min_gap``) and
 ``tenant-id``. :class:`TriggerReport` reads it back.
 
-``deploy`` hands a node the adapters its next traffic plan needs, and the plan. In:
-``config`` = :class:`DeploySpec` (the plan, and per adapter its version, sha256, LoRA config
-and lineage) and one ArrayRecord per adapter under :func:`adapter_key` (``adapter.<n>``, in
-the order of ``DeploySpec.adapters``). The node checks each adapter's tensors against the
-sha256 (the registry's ``AdapterVersionPublished.sha256``, :func:`state_sha256`), writes a
-PEFT directory whose config names the node's own base model, loads it into its upstream
-under the versioned name, records ``TrafficPlanApplied`` and only then replies: metrics
-``deploy.installed`` (adapters newly written) and versions ``applied-plan`` (the plan's
-``test_id``) and ``tenant-id``. A node that cannot apply the plan replies with an error
-(reason code, :mod:`.reasons`) and keeps its last applied plan.
+``deploy`` (message type ``train.deploy``, :data:`~.messages.DEPLOY`) hands a node the
+adapters its next traffic plan needs, and the plan. In: ``config`` = :class:`DeploySpec`
+(the plan, and per adapter its version, sha256, LoRA config -- ``LoraTrainingConfig.to_dict()``,
+unknown keys refused -- and lineage) and one ArrayRecord of float32 tensors per adapter
+under :func:`adapter_key` (``adapter.<n>``, in the order of ``DeploySpec.adapters``). The
+node checks each adapter's tensors against the sha256 (the registry's
+``AdapterVersionPublished.sha256``, :func:`state_sha256`), writes a PEFT directory whose
+config names the node's own base model, loads it into its upstream under the versioned
+name, records ``TrafficPlanApplied`` and only then replies: metrics ``deploy.installed``
+(the delivered adapters now on the node, written by this delivery or an earlier one, so a
+re-delivery replies the same) and versions ``applied-plan`` (the plan's ``test_id``) and
+``tenant-id``. A node that cannot apply the plan replies with an error (reason code,
+:mod:`.reasons`: ``adapter-mismatch``, ``plan-adapter-missing``, ``upstream-load-failed``,
+...) and keeps its last applied plan.
 """
 
 from __future__ import annotations

@@ -15,13 +15,16 @@ import re
 
 from hermes_fed.errors import (
     AdapterError,
+    AdapterIntegrityError,
     ConfigError,
     DatabaseError,
     EgressError,
     ExamplesTooLongError,
     FederationError,
     NothingToTrainError,
+    PlanAdapterMissingError,
     TrainingError,
+    UpstreamLoadError,
 )
 from hermes_fed.federation.messages import VERSION_ID
 
@@ -37,6 +40,13 @@ REASONS: dict[str, str] = {
     "examples-too-long": "every selected example was cut before its first assistant token "
                          "at --max-length: raise --max-length",
     "training-failed": "local training failed (NaN/inf loss or tensor, out of memory)",
+    "adapter-mismatch": "a delivered adapter's tensors do not match its published "
+                        "sha256, or the node holds other tensors under that version; "
+                        "its users stay on its last applied plan",
+    "plan-adapter-missing": "the plan names a version the node has no adapter for and the "
+                            "delivery did not bring it; its users stay on its last applied plan",
+    "upstream-load-failed": "the node's upstream (its [gateway] upstream_url) did not load an "
+                            "adapter; its users stay on its last applied plan",
     "egress-refused": "the node's egress guard refused the reply",
     "internal": "an unexpected error on the node (see its SuperNode log)",
 }
@@ -49,6 +59,9 @@ def reason_for(exc: BaseException) -> str:
     """The reason code of an exception raised by a node's handler."""
     checks: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
         (NothingToTrainError, "no-training-data"),
+        (AdapterIntegrityError, "adapter-mismatch"),
+        (PlanAdapterMissingError, "plan-adapter-missing"),
+        (UpstreamLoadError, "upstream-load-failed"),
         (ExamplesTooLongError, "examples-too-long"),
         (TrainingError, "training-failed"),
         (AdapterError, "bad-adapter"),

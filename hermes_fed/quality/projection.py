@@ -40,9 +40,10 @@ from .tiers import Tier, tier_of
 SCHEMA_VERSION = 2  # 2: prior_score and tool_error columns (curated imports, tool errors)
 _TRAINING = ("TrainingDataSelected", "TrainingRunStarted", "TrainingRunCompleted",
              "TrainingRunFailed")
+FEDERATED_ROUND = "FederatedRoundTrained"
 EVENT_TYPES: frozenset[str] = frozenset(
     {"TrajectoryRecorded", "TrajectoryJudged", "HumanLabeled", "TrajectoryCurated",
-     *FEEDBACK_TYPES, *_TRAINING})
+     *FEEDBACK_TYPES, *_TRAINING, FEDERATED_ROUND})
 
 
 _TIER_NAMES: dict[Tier, str] = {t: str(t) for t in Tier}
@@ -80,7 +81,8 @@ class QualityFold:
             "TrajectoryRecorded": self._recorded, "TrajectoryJudged": self._judged,
             "HumanLabeled": self._human, "TrajectoryCurated": self._curated,
             **dict.fromkeys(FEEDBACK_TYPES, self._feedback),
-            **dict.fromkeys(_TRAINING, self._run), "TrainingDataSelected": self._selected}
+            **dict.fromkeys(_TRAINING, self._run), "TrainingDataSelected": self._selected,
+            FEDERATED_ROUND: self._federated}
 
     def apply(self, event: StoredEvent) -> None:
         handler = self._handlers.get(event.type)
@@ -244,6 +246,37 @@ class QualityFold:
                           existing is not None)
         if status == "completed" and not started:
             self._mark_used(sha)
+
+
+    def _federated(self, event: StoredEvent) -> None:
+        """A federated round's local training: a run the trigger reads (status
+        ``federated``), which marks nothing used (see ``FederatedRoundTrained``). Its
+        ``started_position`` is the log position its data was read up to: trajectories
+        recorded after it are new, even those recorded while the round trained."""
+        d = event.data
+        flower_run, round_, sha, data_position = (
+            d.get("flower_run_id"), d.get("round"), d.get("dataset_manifest_sha256"),
+            d.get("log_position"))
+        if not (_int(flower_run) and _int(round_) and _int(data_position)
+                and isinstance(sha, str)):
+            return
+        run_id = federated_run_id(flower_run, round_)
+        if self.rows.run_status(run_id) is not None:
+            return  # the first record of a round wins
+        self.rows.put_run(run_id, {
+            "status": rm.FEDERATED, "manifest_sha256": sha,
+            "started_position": min(data_position, event.position),
+            "started_at_us": None, "finished_position": event.position,
+            "finished_at_us": event.occurred_at_us}, False)
+
+
+def federated_run_id(flower_run_id: int, round_: int) -> str:
+    """The read model's run id of a federated round's local training."""
+    return f"federated-{flower_run_id}-{round_}"
+
+
+def _int(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def last_tool_failed(messages: Any) -> bool:

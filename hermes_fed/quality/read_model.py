@@ -89,6 +89,12 @@ selection_items = sa.Table(
     sa.Column("weight", sa.Float, nullable=False),
 )
 
+#: ``status`` of a federated round's local training (``FederatedRoundTrained``): a run for
+#: the trigger, never one that marks trajectories used. Its ``started_position`` is the log
+#: position its data was read up to; a local run's statuses are started/completed/failed.
+FEDERATED = "federated"
+_DONE = ("completed", FEDERATED)
+
 training_runs = sa.Table(
     "quality_training_runs", metadata,
     sa.Column("run_id", sa.String(200), primary_key=True),
@@ -124,14 +130,34 @@ def orphan_ids(conn: sa.Connection) -> list[str]:
                              .order_by(t.trajectory_id)).scalars())
 
 
-def last_completed_run(conn: sa.Connection) -> tuple[str, int, int] | None:
-    """``(run_id, finished_position, finished_at_us)`` of the latest completed run."""
+@dataclass(frozen=True, slots=True)
+class LastTraining:
+    """The latest training the node's log shows: a completed local run or a federated
+    round's local training (``kind`` ``local`` / ``federated``)."""
+
+    run_id: str
+    kind: str
+    data_position: int  # trajectories recorded after this log position are new
+    finished_position: int
+    finished_at_us: int
+
+
+def last_training(conn: sa.Connection) -> LastTraining | None:
+    """The latest completed local run or federated round, by the position of its record."""
     r = training_runs.c
     row = conn.execute(
-        sa.select(r.run_id, r.finished_position, r.finished_at_us)
-        .where(r.status == "completed").order_by(r.finished_position.desc()).limit(1)
+        sa.select(r.run_id, r.status, r.started_position, r.finished_position,
+                  r.finished_at_us)
+        .where(r.status.in_(_DONE)).order_by(r.finished_position.desc()).limit(1)
     ).first()
-    return None if row is None else (row[0], int(row[1]), int(row[2]))
+    if row is None:
+        return None
+    federated = row[1] == FEDERATED
+    finished = int(row[3])
+    return LastTraining(
+        run_id=str(row[0]), kind="federated" if federated else "local",
+        data_position=int(row[2]) if federated and row[2] is not None else finished,
+        finished_position=finished, finished_at_us=int(row[4]))
 
 
 def _mean_count(conn: sa.Connection, *where: sa.ColumnElement[bool]) -> tuple[float | None, int]:
@@ -145,13 +171,15 @@ def trigger_inputs(conn: sa.Connection, now: datetime,
                    config: QualityConfig | None = None) -> TriggerInputs:
     """The AutoTrigger's inputs, read from the projection.
 
-    "New" means recorded after the last completed run (by log position); the baseline is
-    the mean combined score of trajectories recorded in ``baseline_window_days`` before it.
+    The last run is the latest completed local run or federated round's local training
+    (:func:`last_training`). "New" means recorded after it by log position (after the
+    position a federated round's data was read up to); the baseline is the mean combined
+    score of trajectories recorded in ``baseline_window_days`` before it.
     """
     cfg = (config or QualityConfig()).trigger
     t = trajectories.c
-    last = last_completed_run(conn)
-    after = last[1] if last else 0
+    last = last_training(conn)
+    after = last.data_position if last else 0
     new_where = t.recorded_position > after
     current_mean, current_n = _mean_count(conn, new_where)
     hq = conn.execute(sa.select(sa.func.count()).where(
@@ -160,10 +188,10 @@ def trigger_inputs(conn: sa.Connection, now: datetime,
     baseline_n = 0
     last_at = None
     if last is not None:
-        window_start = last[2] - int(cfg.baseline_window_days * 86_400 * 1_000_000)
+        window_start = last.finished_at_us - int(cfg.baseline_window_days * 86_400 * 1_000_000)
         baseline_mean, baseline_n = _mean_count(
             conn, t.recorded_position <= after, t.recorded_at_us >= window_start)
-        last_at = datetime.fromtimestamp(last[2] / 1e6, now.tzinfo)
+        last_at = datetime.fromtimestamp(last.finished_at_us / 1e6, now.tzinfo)
     return TriggerInputs(now=now, last_run_at=last_at, new_scored=current_n,
                          new_high_quality=int(hq), current_mean=current_mean,
                          current_n=current_n, baseline_mean=baseline_mean,

@@ -1,6 +1,7 @@
 """AutoTrigger: when a node should train (DESIGN.md §5).
 
-Train when at least ``min_gap_days`` passed since the last completed run AND one of:
+Train when at least ``min_gap_days`` passed since the last completed run (a local
+``node train`` or a federated round the node trained for) AND one of:
 
 * **stale**: the last run is ``>= stale_days`` old (and there is something new to train on);
 * **quality_drop**: the mean combined score since the last run fell ``>= drop_fraction``

@@ -6,7 +6,8 @@ who runs ``hermes-fed coordinator register-node``).
 
 ``node join`` starts ``flower-supernode`` on 127.0.0.1 with the node's ``--node-config``
 (:class:`hermes_fed.federation.node_settings.NodeSettings`: tenant id, store URL and
-PostgreSQL schema, key ring, base model, the node TOML for its ``[quality]`` table), waits
+PostgreSQL schema, key ring, base model, the node TOML for its ``[quality]`` table and, for
+the coordinator's deliveries, its ``data_dir`` and ``[gateway]`` table), waits
 until the coordinator **accepted** the node (not merely until the SuperNode is healthy:
 a refused node says why and exits 1, and "joined" is printed only after acceptance), and
 runs until SIGTERM/SIGINT, then stops it by PID. The node's identity and store come from

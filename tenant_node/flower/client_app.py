@@ -1,4 +1,5 @@
-"""The tenant node's Flower ClientApp: ``train``, ``evaluate``, ``query.status``, ``query.ab_stats``.
+"""The tenant node's Flower ClientApp: ``train``, ``evaluate``, ``query.status``,
+``query.ab_stats``, ``query.trigger`` and ``train.deploy``.
 
 Started by ``flower-supernode --node-config`` (:class:`hermes_fed.federation.NodeSettings`:
 ``tenant-id``, ``store``, ``base-model``, ...). The message contract is
@@ -15,6 +16,10 @@ DP rounds it sends ``global + Δ`` with ``Δ`` clipped and, for client DP, noise
 stages and calls the handler at *collect masked vectors* with the legacy ``FitIns`` (the
 global adapter as a list, its names in ``adapter-keys``); the node answers a ``FitRes`` of
 ``Δ`` and its weight (num-examples, or 1 under DP), which the mod masks (E7).
+
+A ``train`` whose reply carries the node's update records ``FederatedRoundTrained`` in the
+node's own log (:func:`~tenant_node.flower.local_round.record_round`): the node's trigger
+then sees the round as its last training, and no trajectory is marked used.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
 
-from hermes_fed.errors import EgressError
+from hermes_fed.errors import EgressError, FederationError
 from hermes_fed.federation import messages as wire
 from hermes_fed.federation.node_settings import NodeSettings
 from hermes_fed.federation.round_spec import RoundSpec
@@ -50,6 +55,7 @@ from tenant_node.flower.local_round import (
     LocalUpdate,
     evaluate_locally,
     load_local_data,
+    record_round,
     train_locally,
 )
 
@@ -124,7 +130,24 @@ def train(message: Message, context: Context) -> Message:
     payload = ReplyPayload(adapter=adapter, num_examples=update.num_examples, metrics=metrics,
                            counts=update.counts, cells=update.cells,
                            versions=_versions(settings, spec, data))
-    return build_reply(message, payload, policy)
+    reply = build_reply(message, payload, policy)
+    _record(message, settings, policy, spec, data, update)
+    return reply
+
+
+def _record(message: Message, settings: NodeSettings, policy: EgressPolicy, spec: RoundSpec,
+            data: LocalData, update: LocalUpdate) -> None:
+    """Record the round in the node's log once its reply is built and carries the update
+    (under ``k_min`` examples the update stays on the node: no training of the round).
+
+    If the append fails the handler fails, and the round's reply is an error with a reason
+    code (``store-unavailable`` for the database): a reply whose training the node's log
+    does not show would leave its trigger counting every trajectory as new, so the
+    autopilot would train again at once. Nothing accepted is lost: the trajectories stay in
+    the log and the next round trains on them.
+    """
+    if update.num_examples >= policy.k_min:
+        record_round(settings, spec, data, update, message.metadata.run_id)
 
 
 def _secagg_fit(message: Message, settings: NodeSettings, policy: EgressPolicy,
@@ -140,7 +163,7 @@ def _secagg_fit(message: Message, settings: NodeSettings, policy: EgressPolicy,
         raise EgressError(f"adapter-keys names {len(names)} tensors, got {len(arrays)}")
     global_adapter = dict(zip(names, arrays, strict=True))
     spec = RoundSpec.from_record(config)
-    _, update = _train(settings, spec, global_adapter)
+    data, update = _train(settings, spec, global_adapter)
     if update.num_examples < policy.k_min:
         # no contribution at all: the masked sum would still reveal a tiny node's update
         raise EgressError("fewer than k_min training examples")
@@ -151,7 +174,9 @@ def _secagg_fit(message: Message, settings: NodeSettings, policy: EgressPolicy,
     metrics = {**update.metrics, wire.HANDLER_SECONDS: time.perf_counter() - started}
     payload = ReplyPayload(num_examples=update.num_examples, metrics=metrics,
                            counts=update.counts, cells=update.cells)
-    return build_secagg_fit_reply(message, shaped.delta, weight, payload, policy)
+    reply = build_secagg_fit_reply(message, shaped.delta, weight, payload, policy)
+    _record(message, settings, policy, spec, data, update)
+    return reply
 
 
 @app.evaluate()
@@ -190,3 +215,34 @@ def ab_stats(message: Message, context: Context) -> Message:
     payload = dataclasses.replace(payload, versions={**payload.versions,
                                                      wire.TENANT_ID: settings.tenant_id})
     return build_reply(message, payload, policy)
+
+
+@app.query("trigger")
+def trigger(message: Message, context: Context) -> Message:
+    """Should this node train now? (see :mod:`tenant_node.flower.readiness`)"""
+    from hermes_fed.federation.delivery import TriggerQuery
+    from tenant_node.flower.readiness import answer
+
+    settings = NodeSettings.from_node_config(context.node_config)
+    query = TriggerQuery.from_record(message.content.config_records[wire.CONFIG])
+    return build_reply(message, answer(settings, query), EgressPolicy(k_min=settings.k_min))
+
+
+@app.train("deploy")
+def deploy(message: Message, context: Context) -> Message:
+    """Install the delivered adapters and apply the plan (see :mod:`tenant_node.flower.deploy`)."""
+    from hermes_fed.federation.delivery import DeploySpec, adapter_key
+    from tenant_node.flower.deploy import apply
+
+    settings = NodeSettings.from_node_config(context.node_config)
+    content = message.content
+    if wire.CONFIG not in content.config_records:
+        raise FederationError("deploy: no config record")
+    spec = DeploySpec.from_record(content.config_records[wire.CONFIG])
+    tensors = []
+    for index in range(len(spec.adapters)):
+        key = adapter_key(index)
+        if key not in content.array_records:
+            raise FederationError(f"deploy: no tensors under {key}")
+        tensors.append(wire.record_tensors(content.array_records[key]))
+    return build_reply(message, apply(settings, spec, tensors), EgressPolicy(k_min=settings.k_min))

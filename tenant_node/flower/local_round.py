@@ -10,9 +10,11 @@ the same in every round.
 from __future__ import annotations
 
 import logging
+import uuid
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +24,9 @@ from hermes_fed.federation.cells import Cell
 from hermes_fed.federation.node_settings import NodeSettings
 from hermes_fed.federation.round_spec import RoundSpec
 
+if TYPE_CHECKING:
+    from hermes_fed.store import SqlEventStore
+
 logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
@@ -29,13 +34,25 @@ class LocalData:
     """The node's trajectories, split and weighted; stays on the node.
 
     ``train`` holds ``(trajectory, weight, tier)``; ``manifest_sha256`` names the quality
-    selection (a version id of the dataset, empty when ``selection="all"``).
+    selection (a version id of the dataset, empty when ``selection="all"``);
+    ``log_position`` is the position of the last event read (trajectories recorded after it
+    are not in this data).
     """
 
     train: tuple[tuple[Mapping[str, Any], float, str], ...]
     heldout: tuple[Mapping[str, Any], ...]
     num_events: int
     manifest_sha256: str = ""
+    log_position: int = 0
+
+
+def open_node_log(settings: NodeSettings) -> SqlEventStore:
+    """The node's own event store, as its ``--node-config`` names it (the caller closes it)."""
+    from hermes_fed.store import Keyring, open_store
+
+    keyring = Keyring.from_file(settings.keyring) if settings.keyring else None
+    return open_store(settings.store, settings.tenant_id, keyring=keyring,
+                      schema=settings.store_schema or None)
 
 
 def load_local_data(settings: NodeSettings) -> LocalData:
@@ -47,21 +64,19 @@ def load_local_data(settings: NodeSettings) -> LocalData:
     mostly such calls, and training on them taught the model its own failures).
     """
     from hermes_fed.quality.judges import broken_trajectories
-    from hermes_fed.store import Keyring, open_store
     from hermes_fed.training.dataset import split_heldout
 
-    keyring = Keyring.from_file(settings.keyring) if settings.keyring else None
-    store = open_store(settings.store, settings.tenant_id, keyring=keyring,
-                       schema=settings.store_schema or None)
+    store = open_node_log(settings)
     try:
         from hermes_fed.serving.assembly import assemble_trajectories
 
-        num_events = 0
+        num_events = log_position = 0
 
         def counted(events: Any) -> Any:
-            nonlocal num_events
+            nonlocal num_events, log_position
             for event in events:
                 num_events += 1
+                log_position = event.position
                 yield event
 
         # Whole trajectories: TrajectoryRecorded plus the gateway's TrajectoryExtended turns.
@@ -90,7 +105,8 @@ def load_local_data(settings: NodeSettings) -> LocalData:
         store.close()
     return LocalData(train=tuple((trajectories[t], w, tier) for t, w, tier in chosen),
                      heldout=tuple(trajectories[t] for t in split.heldout),
-                     num_events=num_events, manifest_sha256=manifest_sha)
+                     num_events=num_events, manifest_sha256=manifest_sha,
+                     log_position=log_position)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,3 +181,41 @@ def evaluate_locally(settings: NodeSettings, data: LocalData, spec: RoundSpec,
     result = evaluate(settings.base_model, adapter, data.heldout, config=spec.training_config(),
                       max_new_tokens=1)
     return _cells(result, wire.HELDOUT)
+
+
+# Namespace of the event id of a round's FederatedRoundTrained: a re-delivered round
+# appends nothing (the store's append is idempotent by event id).
+_ROUND_NAMESPACE = uuid.UUID("5f0c2d7e-8a41-4b9e-9c3d-6e1f2a7b4c90")
+
+
+def record_round(settings: NodeSettings, spec: RoundSpec, data: LocalData,
+                 update: LocalUpdate, flower_run_id: int) -> int:
+    """Record in the node's own log that it trained for this round; returns the position.
+
+    ``FederatedRoundTrained`` (ids, counts, hashes, versions only): the node's AutoTrigger
+    reads it as its last training, and it marks no trajectory used (the next round of the
+    cycle selects the same ones). The time is the node's clock
+    (:func:`~hermes_fed.clock.current_clock`: a simulation shifts it as the coordinator's;
+    the round spec carries no time). The store's own errors propagate.
+    """
+    from hermes_fed.clock import current_clock
+    from hermes_fed.events import new_event
+    from hermes_fed.events.training import FederatedRoundTrained
+
+    n_by_tier = Counter(tier for _, _, tier in data.train)
+    record = FederatedRoundTrained(
+        flower_run_id=int(flower_run_id), round=spec.round,
+        parent_version=spec.parent_version or None,
+        dataset_manifest_sha256=data.manifest_sha256, num_examples=update.num_examples,
+        n_by_tier=dict(sorted(n_by_tier.items())), log_position=data.log_position)
+    stream = f"federated-{int(flower_run_id)}-{spec.round}"
+    event = new_event(record, stream_id=stream, event_id=uuid.uuid5(_ROUND_NAMESPACE, stream),
+                      metadata={"actor": "node.federated"}, occurred_at=current_clock().now())
+    store = open_node_log(settings)
+    try:
+        position = store.append([event])[0].position
+    finally:
+        store.close()
+    logger.info("event=federated_round_recorded round=%d examples=%d position=%d",
+                spec.round, update.num_examples, position)
+    return position

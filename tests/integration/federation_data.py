@@ -74,8 +74,10 @@ class TenantData:
     canaries: tuple[str, ...]
 
 
-def seed_tenant_store(root: Path, tenant: str, n: int, *, seed: int = 0) -> TenantData:
-    """A SQLite log at ``root/<tenant>/events.db`` with ``n`` sessions of canary data."""
+def seed_tenant_store(root: Path, tenant: str, n: int, *, seed: int = 0,
+                      keyring: Any = None) -> TenantData:
+    """A SQLite log at ``root/<tenant>/events.db`` with ``n`` sessions of canary data
+    (sealed with ``keyring``, a :class:`~hermes_fed.store.Keyring`, when given)."""
     from hermes_fed.events import new_event
     from hermes_fed.events.session import (
         OutputAccepted,
@@ -89,7 +91,7 @@ def seed_tenant_store(root: Path, tenant: str, n: int, *, seed: int = 0) -> Tena
     path = root / tenant / "events.db"
     path.parent.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{path}"
-    store = open_store(url, tenant)
+    store = open_store(url, tenant, keyring=keyring)
     try:
         events = []
         for i in range(n):

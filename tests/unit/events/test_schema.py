@@ -258,3 +258,24 @@ def test_nesting_is_bounded_counting_from_the_event_data(depth: int, ok: bool) -
     else:
         with pytest.raises(SchemaError, match="nested deeper than 64 levels"):
             schema.validate(data)
+
+
+def test_a_federated_round_record_holds_ids_counts_and_versions_only() -> None:
+    from hermes_fed.events.training import FederatedRoundTrained
+
+    # Prepare: what a node records after a round (Flower run ids are uint64)
+    schema = DEFAULT_CATALOG.schema("FederatedRoundTrained")
+    good = {"flower_run_id": 2**64 - 1, "round": 3, "parent_version": None,
+            "dataset_manifest_sha256": "a" * 64, "num_examples": 40,
+            "n_by_tier": {"gold": 40}, "log_position": 123}
+    # Execute / Assert
+    assert schema.validate(good) == good
+    assert schema.record is FederatedRoundTrained and schema.personal == frozenset()
+    for field, bad, problem in [
+            ("round", -1, "must be in"), ("num_examples", True, "expected int"),
+            ("flower_run_id", 2**64, "must be in"), ("parent_version", "v" * 201, "longer"),
+            ("dataset_manifest_sha256", "a" * 65, "longer"), ("log_position", "1", "expected")]:
+        with pytest.raises(SchemaError, match=problem):
+            schema.validate({**good, field: bad})
+    with pytest.raises(SchemaError, match="unknown field"):
+        schema.validate({**good, "task": "a user's text"})

@@ -71,3 +71,13 @@ def test_a_trigger_reply_reads_back_with_suppressed_counts_absent() -> None:
         delivery.TriggerQuery.from_record({"now-us": 0})
     assert delivery.TriggerReport.from_reply(
         _reply({delivery.TRIGGER_TRAIN: 1.0}, {delivery.TRIGGER_RULE: "because"})) is None
+
+
+@pytest.mark.parametrize("message_type", [wire.QUERY_TRIGGER, wire.DEPLOY])
+def test_the_autopilot_message_types_are_valid_flower_types(message_type: str) -> None:
+    # Flower refuses to build a Message of any other shape ("deploy" alone was one)
+    from flwr.app.metadata import validate_message_type
+
+    assert validate_message_type(message_type)
+    assert Message(RecordDict(), dst_node_id=1, message_type=message_type).metadata \
+        .message_type == message_type

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from hermes_fed.events import new_event, utcnow
-from hermes_fed.events.training import TrainingRunCompleted
+from hermes_fed.events.training import FederatedRoundTrained, TrainingRunCompleted
 from hermes_fed.quality import read_model as rm
 from hermes_fed.quality.config import QualityConfig
 from hermes_fed.quality.judges import AgreementJudge, RuleBasedJudge
@@ -113,3 +113,72 @@ def test_trigger_reads_the_projection(store: SqlEventStore) -> None:
     assert (too_soon.train, too_soon.rule) == (False, "min_gap")
     assert (later.train, later.rule) == (True, "quality_drop"), later.reason
     assert later.inputs.new_scored == 10 and later.inputs.baseline_n == 12
+
+
+def federated_round(store: SqlEventStore, round_: int, sha: str, log_position: int,
+                    at: datetime) -> None:
+    record = FederatedRoundTrained(
+        flower_run_id=7, round=round_, parent_version="v1-abc", dataset_manifest_sha256=sha,
+        num_examples=12, n_by_tier={"platinum": 12}, log_position=log_position)
+    store.append([new_event(record, stream_id=f"federated-7-{round_}", occurred_at=at)])
+
+
+def test_a_federated_round_is_the_last_run_and_marks_nothing_used(
+        store: SqlEventStore) -> None:
+    # Prepare: 12 trajectories read by round 1 of a cycle, 3 recorded while it trained,
+    # its record (at the node's clock, a day ahead of the wall), then 10 more, all retried
+    config = QualityConfig.from_mapping({"trigger": {"min_new": 10, "drop_min_samples": 5}})
+    fill(store, 12)
+    manifest = select_from_store(store, 50, seed=0, config=config, exclude_used=True)
+    record_selection(store, manifest)  # recorded (`quality select --record`), as a run's
+    read_up_to = store.head()
+    fill(store, 3, offset=12)
+    node_clock = utcnow() + timedelta(days=1)
+    federated_round(store, 1, manifest.sha256, read_up_to, node_clock)
+    fill(store, 10, offset=15, wrong_every=1)
+    # Execute
+    too_soon = decide_training(store, node_clock + timedelta(days=1), config)
+    later = decide_training(store, node_clock + timedelta(days=3, seconds=5), config)
+    again = select_from_store(store, 50, seed=0, config=config, exclude_used=True)
+    # Assert: the round is the last run, at its own time; new = recorded after its data
+    assert (too_soon.train, too_soon.rule) == (False, "min_gap")
+    assert too_soon.inputs.last_run_at is not None
+    assert abs(too_soon.inputs.last_run_at - node_clock) < timedelta(milliseconds=1)
+    assert too_soon.inputs.new_scored == 13 and too_soon.inputs.new_high_quality == 3
+    assert (later.train, later.rule) == (True, "quality_drop"), later.reason
+    assert later.inputs.baseline_n == 12
+    # ...and used nothing up: the next round's selection still offers the same 12 (+13 new)
+    assert set(manifest.trajectory_ids) <= set(again.trajectory_ids)
+    assert again.excluded_used == 0
+    with quality_runner(store, config).engine.connect() as conn:
+        used = conn.execute(sa.select(sa.func.count()).where(
+            rm.trajectories.c.used_in_run.is_not(None))).scalar_one()
+        last = rm.last_training(conn)
+    assert used == 0
+    assert last is not None and (last.run_id, last.kind) == ("federated-7-1", "federated")
+
+
+def test_the_latest_of_a_local_run_and_a_federated_round_is_the_last_run(
+        store: SqlEventStore) -> None:
+    # Prepare: a federated round, then a local run on new data, then another round
+    fill(store, 12)
+    federated_round(store, 1, "", store.head(), utcnow())
+    fill(store, 4, offset=12)
+    manifest = select_from_store(store, 50, seed=0)
+    record_selection(store, manifest)
+    complete_run(store, "r1", manifest.sha256)
+    with quality_runner(store).engine.connect() as conn:
+        after_local = rm.last_training(conn)
+    federated_round(store, 1, "", 1, utcnow())  # a re-delivered round 1 changes nothing
+    with quality_runner(store).engine.connect() as conn:
+        still_local = rm.last_training(conn)
+        used = conn.execute(sa.select(sa.func.count()).where(
+            rm.trajectories.c.used_in_run == "r1")).scalar_one()
+    federated_round(store, 2, "", store.head(), utcnow())
+    # Execute
+    inputs = decide_training(store, utcnow() + timedelta(seconds=1)).inputs
+    # Assert
+    assert after_local is not None and (after_local.run_id, after_local.kind) == ("r1", "local")
+    assert still_local == after_local
+    assert used == 16  # the local run marks its manifest used, the rounds never did
+    assert inputs.new_scored == 0 and inputs.last_run_at is not None

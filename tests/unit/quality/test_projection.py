@@ -130,7 +130,11 @@ def test_erased_subject_is_never_selected_after_rebuild(store: SqlEventStore) ->
 def test_inv5_bulk_rebuild_equals_event_by_event(store: SqlEventStore) -> None:
     # Prepare: the scenario plus training events in both orders and a re-judgement
     from hermes_fed.events import new_event
-    from hermes_fed.events.training import TrainingRunCompleted, TrainingRunStarted
+    from hermes_fed.events.training import (
+        FederatedRoundTrained,
+        TrainingRunCompleted,
+        TrainingRunStarted,
+    )
     from hermes_fed.quality.pipeline import record_selection, select_from_store
     from hermes_fed.quality.projection import EVENT_TYPES, rebuild_quality
 
@@ -148,6 +152,10 @@ def test_inv5_bulk_rebuild_equals_event_by_event(store: SqlEventStore) -> None:
     store.append([run_event(TrainingRunStarted, "r1", manifest.sha256),
                   run_event(TrainingRunCompleted, "r1", manifest.sha256)])
     record_selection(store, manifest)  # the selection after its run completed
+    store.append([new_event(FederatedRoundTrained(
+        flower_run_id=2**64 - 1, round=1, parent_version="v1", dataset_manifest_sha256="",
+        num_examples=20, n_by_tier={"silver": 20}, log_position=store.head()),
+        stream_id="federated-1")])
     store.append([judged("t1", "rules", 0.1, "s1"), labeled("t2", 0.95, "s1"),
                   ev(trajectory("t4", 1, 1), "s3")])
     runner.catch_up()
@@ -162,6 +170,8 @@ def test_inv5_bulk_rebuild_equals_event_by_event(store: SqlEventStore) -> None:
     # t3 (labelled -0.25) is bronze, which the default selection never trains on
     assert manifest.trajectory_ids == ("t2",)
     assert {r[0] for r in incremental["quality_trajectories"] if r[-2] == "r1"} == {"t2"}
+    assert [r[:2] for r in incremental["quality_training_runs"]] == [
+        ("federated-18446744073709551615-1", "federated"), ("r1", "completed")]
     assert runner.checkpoint() == store.head() and runner.catch_up() == 0
 
 
