@@ -252,11 +252,13 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
         "rounds": [],
         "tenants": [t.tenant_id for t in tenants],
     }
-    # A round stands for a week of traffic: the coordinator reads a clock the demo advances.
+    # A round stands for a week of traffic: the coordinator and the nodes (which date the
+    # rounds they train in their logs) read one clock that the demo advances.
     clock = OffsetClock(cfg.directory / "clock.json")
     clock.path.unlink(missing_ok=True)
+    clock_env = {CLOCK_ENV: str(clock.path)}
     federation = LocalFederation(cfg.directory / "federation", isolation=cfg.isolation,
-                                 capture=True, superlink_env={CLOCK_ENV: str(clock.path)})
+                                 capture=True, superlink_env=clock_env, node_env=clock_env)
     try:
         for node in nodes.values():
             node.start()
