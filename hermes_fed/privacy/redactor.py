@@ -11,6 +11,8 @@ R2. Idempotent: redacting a redacted event changes nothing but its report.
 R3. JSON stays JSON: a string that held a JSON object/array still parses after redaction.
 R4. The report names entity types, counts and recognizers, never values.
 R5. ``deny_terms`` in an event's metadata never reaches the store.
+R6. A ``user_ref`` (data or subject) that is an e-mail or a phone number is stored as its
+    keyed pseudonym (``pseudonyms.py``, U1-U4).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from hermes_fed.privacy.placeholders import (
     PlaceholderIndex,
     PlaceholderMinter,
 )
+from hermes_fed.privacy.pseudonyms import pseudonymous_ref
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +109,7 @@ class Redactor:
             placeholder_index if placeholder_index is not None else InMemoryPlaceholderIndex(),
         )
         self.detector = Detector(self.config)
+        self._secret = bytes(tenant_secret)
         self._skip = frozenset(self.config.skip_keys)
         self._session_deny: dict[str, tuple[tuple[str, ...], Fast | None]] = {}
         self._clean: dict[tuple[str, bool], None] = {}
@@ -161,8 +165,16 @@ class Redactor:
             data, metadata = self.redact_event(
                 event.type, event.data, event.metadata, session_key=event.stream_id, minter=minter
             )
-            out.append(cast(E, dataclasses.replace(
-                cast(Any, event), data=data, metadata=metadata)))
+            changes: dict[str, Any] = {"data": data, "metadata": metadata}
+            # U1: a user_ref that is an e-mail or a phone number is stored as its pseudonym,
+            # in the data and as the subject (whose key erasure destroys).
+            ref = data.get("user_ref")
+            if isinstance(ref, str):
+                data["user_ref"] = pseudonymous_ref(self._secret, ref)
+            subject = getattr(event, "subject", None)
+            if isinstance(subject, str):
+                changes["subject"] = pseudonymous_ref(self._secret, subject)
+            out.append(cast(E, dataclasses.replace(cast(Any, event), **changes)))
         return out
 
     __call__ = redact_new_events

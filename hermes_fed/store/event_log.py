@@ -181,23 +181,39 @@ class EventLog(EventStore):
         return {s: self._stream_subjects[s] for s in asked if s in self._stream_subjects}
 
     def erase_subject(self, user_ref: str, reason: str = "") -> int:
+        """See :meth:`EventStore.erase_subject`. ``user_ref`` may be the original id: one
+        that is personal data (an e-mail, a phone number) is stored as its keyed pseudonym
+        (``hermes_fed.privacy.pseudonyms``, applied by the redaction gate), so the keys of
+        both the pseudonym's subject and the raw id's (a log written before the gate
+        pseudonymised, or without a gate) are destroyed; the erasure records the pseudonym."""
         if self.keyring is None:
             raise KeyringError("erasure needs a key ring: without one there are no subject keys to destroy")
-        subject_id = self.keyring.subject_id(user_ref)
+        # The store's one use of privacy: erasure must find what the gate stored.
+        from hermes_fed.privacy.pseudonyms import pseudonymous_ref
+
+        stored_ref = pseudonymous_ref(self.keyring.hmac_secret, user_ref)
+        subject_id = self.keyring.subject_id(stored_ref)
+        shredded = list(dict.fromkeys((subject_id, self.keyring.subject_id(user_ref))))
         event = NewEvent(
             stream_id=f"subject-{subject_id}",
             type=SubjectErased.TYPE,
-            data={"user_ref": user_ref, "reason": reason},
-            subject=user_ref,
+            data={"user_ref": stored_ref, "reason": reason},
+            subject=stored_ref,
         )
         schema = check_envelope(self.catalog, event)
         encoded: list[Encoded] = encode_batch([event], [schema], self.keyring, {})
+
+        def shred(tx: AppendTransaction) -> None:
+            for shredded_id in shredded:
+                tx.delete_subject_keys(shredded_id)
+
         with self.backend.transaction() as tx:
             keys, made = self._subject_keys(tx, {subject_id})
             sealed = seal_batch([event], [schema], encoded, self.keyring, keys)
-            # The key is destroyed in the same transaction that records the erasure.
-            (result,) = self._write(tx, sealed, {}, made, lambda t: t.delete_subject_keys(subject_id))
-        self._decoder.erased(subject_id)
+            # The keys are destroyed in the same transaction that records the erasure.
+            (result,) = self._write(tx, sealed, {}, made, shred)
+        for shredded_id in shredded:
+            self._decoder.erased(shredded_id)
         log.info("subject erased subject_id=%s position=%d", subject_id, result.position)
         return result.position
 

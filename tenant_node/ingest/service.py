@@ -246,6 +246,8 @@ def record_assignment(
         if keyring is None:
             raise ValueError("assignment needs the tenant's key ring (HMAC secret)")
         secret = bytes(keyring.hmac_secret)
+    # The arm hashes the user_ref as sent (the original), as the gateway's routing does;
+    # the store's gate keeps a pseudonym of a personal one (hermes_fed.privacy.pseudonyms, U4).
     arm, point = assign(secret, ab_test_id, user_ref, arms)
     event = NewEvent(
         stream_id=f"abtest-{ab_test_id}", type="VariantAssigned",
