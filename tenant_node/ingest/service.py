@@ -114,11 +114,11 @@ class IngestService:
         self, events: list[NewEvent], expected: dict[str, int]
     ) -> list[AppendResult]:
         results = self.store.append(events, expected or None)
-        for event, result in zip(events, results, strict=True):
-            if result.duplicate:
-                self.metrics.events_duplicate.inc()
-            else:
-                self.metrics.events_ingested.labels(type=event.type).inc()
+        duplicates = sum(r.duplicate for r in results)
+        if duplicates:
+            self.metrics.events_duplicate.inc(duplicates)
+        self.metrics.count_ingested(
+            [e.type for e, r in zip(events, results, strict=True) if not r.duplicate])
         new = [r.position for r in results if not r.duplicate]
         if new:
             with self._append_lock:  # a retried batch must not move the gauge backwards
