@@ -2,7 +2,9 @@
 session through the node's staged gate, and a writer killed mid-stream.
 
 Runnable as ``python -m tests.integration.privacy.placeholder_workers URL SCHEMA WRITER
-BATCHES START_AT`` (key ring JSON on stdin; ``BATCHES`` 0: forever). Each batch is one
+BATCHES`` (key ring JSON on the first line of stdin; ``BATCHES`` 0: forever). It prints
+``READY`` once its store is open and starts at the next line of stdin (so writers start
+together, to collide) or at its end. Each batch is one
 ``TrajectoryJudged`` per value it names, in the shared session ``session-shared``; the
 rationale holds the value's index (``v<i>``) and its e-mail address. It prints ``ACK
 <batch> <value indexes>`` after each append returns.
@@ -13,7 +15,6 @@ from __future__ import annotations
 import logging
 import random
 import sys
-import time
 import uuid
 
 from hermes_fed.events import NewEvent
@@ -43,16 +44,15 @@ def judged(values: list[int]) -> list[NewEvent]:
 
 def main(argv: list[str]) -> int:
     url, schema = argv[0], argv[1] or None
-    writer, batches, start_at = int(argv[2]), int(argv[3]), float(argv[4])
+    writer, batches = int(argv[2]), int(argv[3])
     logging.disable(logging.WARNING)
-    ring = Keyring.from_json(sys.stdin.read())
+    ring = Keyring.from_json(sys.stdin.readline())
     store = open_store(url, "acme", keyring=ring, schema=schema)
     redactor = Redactor(RedactionConfig(), ring.hmac_secret)
     store.gate = staged_gate(redactor, StorePlaceholderIndex(store, ring))
     rng = random.Random(writer)
     print("READY", flush=True)
-    while time.time() < start_at:  # the writers start together, to collide
-        time.sleep(0.001)
+    sys.stdin.readline()  # GO (or the end of stdin)
     number = 0
     while batches == 0 or number < batches:
         values = rng.sample(range(VALUES), 3)

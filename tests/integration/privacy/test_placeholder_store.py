@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -165,19 +164,34 @@ _RATIONALE = re.compile(r"^v(\d+) wrote from <EMAIL_ADDRESS_(\d+)>$")
 
 
 def _writer(backend: tuple[str, str | None], keyring: Keyring, number: int, batches: int,
-            start_at: float) -> subprocess.Popen[str]:
+            go: bool = True) -> subprocess.Popen[str]:
+    """A writer process; with ``go`` it starts at once, else when :func:`_start` says so."""
     url, schema = backend
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.integration.privacy.placeholder_workers", url, schema or "",
-         str(number), str(batches), str(start_at)],
+         str(number), str(batches)],
         cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert proc.stdin is not None
-    proc.stdin.write(keyring.to_json())
-    proc.stdin.close()
-    proc.stdin = None  # sent; communicate() must not flush it again
+    proc.stdin.write(keyring.to_json().replace("\n", " ") + "\n")
+    proc.stdin.flush()
+    if go:
+        _start([proc])
     return proc
+
+
+def _start(procs: list[subprocess.Popen[str]]) -> None:
+    """Wait until every writer is READY (polling its output, never sleeping), then let
+    them all go at once."""
+    for proc in procs:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.strip() == "READY", line + (proc.stderr.read() if proc.stderr else "")
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.stdin = None  # sent; communicate() must not flush it again
 
 
 def _numbers_in_log(store: object) -> dict[int, set[int]]:
@@ -194,19 +208,19 @@ def _numbers_in_log(store: object) -> dict[int, set[int]]:
 def test_processes_redacting_one_session_agree_on_every_placeholder(
     make_store: Callable[..., object], backend: tuple[str, str | None]
 ) -> None:
-    # Prepare: three writer processes, one session, values drawn from one pool
+    # Prepare: two writer processes, one session, values drawn from one pool
     keyring = Keyring.generate("acme")
     store = make_store(keyring=keyring)
-    start_at = time.time() + 4.0
-    writers = [_writer(backend, keyring, n, 12, start_at) for n in range(3)]
-    # Execute
+    writers = [_writer(backend, keyring, n, 12, go=False) for n in range(2)]
+    # Execute: both start together once they are ready
+    _start(writers)
     outputs = [w.communicate(timeout=120) for w in writers]
     # Assert: every writer finished; one number per value, one value per number (P1, P2
     # across processes), and the index holds exactly the numbers the events use
     for w, (_, err) in zip(writers, outputs, strict=True):
         assert w.returncode == 0, err
     seen = _numbers_in_log(store)
-    assert sum(out.count("ACK") for out, _ in outputs) == 36
+    assert sum(out.count("ACK") for out, _ in outputs) == 24
     assert all(len(numbers) == 1 for numbers in seen.values()), seen
     used = [n for numbers in seen.values() for n in numbers]
     assert len(used) == len(set(used))
@@ -221,7 +235,7 @@ def test_kill9_mid_stream_leaves_no_event_with_an_unknown_placeholder(
     # Prepare: a writer appending forever through the staged gate
     keyring = Keyring.generate("acme")
     store = make_store(keyring=keyring)
-    writer = _writer(backend, keyring, 0, 0, 0.0)
+    writer = _writer(backend, keyring, 0, 0)
     assert writer.stdout is not None
     # Execute: SIGKILL after the 6th acknowledgement (it is mid-batch by then), then restart
     acks = 0
@@ -231,7 +245,7 @@ def test_kill9_mid_stream_leaves_no_event_with_an_unknown_placeholder(
             writer.send_signal(signal.SIGKILL)
             break
     writer.wait(timeout=30)
-    restarted = _writer(backend, keyring, 1, 4, 0.0)
+    restarted = _writer(backend, keyring, 1, 4)
     _, err = restarted.communicate(timeout=60)
     # Assert: the killed writer left no number the index lacks, nor a number no event uses;
     # the restarted writer numbered the same values the same way
