@@ -38,6 +38,7 @@ from typing import Any
 from bench.redaction.names_corpus import NameDoc, Planted, field_text, generate, significant
 
 os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
+ROUNDS = 3
 _PLACEHOLDER = re.compile(r"<([A-Z][A-Z_]*?)_(\d+)>")
 Span = tuple[str, int, int]
 
@@ -133,27 +134,69 @@ def _paths(doc: NameDoc) -> list[tuple[str | int, ...]]:
     return out
 
 
+def _timed(run: Any, batches: Sequence[Sequence[Any]]) -> tuple[float, float]:
+    """(wall seconds, this thread's CPU seconds) of ``run`` over every batch."""
+    t0, c0 = time.perf_counter(), time.thread_time()
+    for b in batches:
+        run(b)
+    return time.perf_counter() - t0, time.thread_time() - c0
+
+
 def run_gate(docs: Sequence[NameDoc], batch: int
              ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Append the corpus through ``open_node_store`` (default config); stored data back."""
+    """Append the corpus through ``open_node_store`` (default config); stored data back.
+
+    In the same run, on the same batches: the gate alone (as ``node serve`` builds it, on
+    a second node store, so its numbering starts as fresh as the append's) and the same
+    redactor with the in-memory placeholder index (the redaction-only ceiling), the two
+    alternating for ``ROUNDS`` rounds; the medians give ``gate_vs_in_memory_redactor``."""
+    import statistics
+
+    from hermes_fed.privacy import RedactionConfig, Redactor
     from tenant_node.config import node_config_from_mapping
     from tenant_node.ingest.runtime import open_node_store
 
     events = _events(docs)
+    batches = [events[k:k + batch] for k in range(0, len(events), batch)]
     with tempfile.TemporaryDirectory() as tmp:
         config = node_config_from_mapping({"tenant_id": "bench", "token": "b" * 20,
                                            "data_dir": tmp})
         t0 = time.perf_counter()
         store = open_node_store(config)
         opened = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        for k in range(0, len(events), batch):
-            store.append(events[k:k + batch])
-        appended = time.perf_counter() - t0
+        assert store.keyring is not None
+        rates: dict[str, list[tuple[float, float]]] = {"in_memory_redactor": [], "node_gate": []}
+        for round_ in range(ROUNDS):
+            memory = Redactor(RedactionConfig.from_mapping(config.redaction),
+                              store.keyring.hmac_secret)
+            rates["in_memory_redactor"].append(_timed(memory.redact_new_events, batches))
+            other = open_node_store(node_config_from_mapping({
+                "tenant_id": "bench", "token": "b" * 20, "data_dir": f"{tmp}/gate-{round_}"}))
+            assert other.gate is not None
+            rates["node_gate"].append(_timed(other.gate, batches))
+            other.close()
+        appended, appended_cpu = _timed(store.append, batches)
         stored = [store.read_stream(f"names-{i}")[0] for i in range(len(docs))]
         store.close()
+    n = len(docs)
+    medians = {k: (statistics.median(n / w for w, _ in v), statistics.median(n / c for _, c in v))
+               for k, v in rates.items()}
     info = {"open_node_store_s": round(opened, 3), "append_s": round(appended, 3),
-            "docs_per_s": round(len(docs) / appended, 1), "batch": batch,
+            "docs_per_s": round(n / appended, 1), "docs_per_cpu_s": round(n / appended_cpu, 1),
+            "batch": batch,
+            "gate_only_docs_per_s": round(medians["node_gate"][0], 1),
+            "gate_only_docs_per_cpu_s": round(medians["node_gate"][1], 1),
+            "in_memory_redactor_docs_per_s": round(medians["in_memory_redactor"][0], 1),
+            "in_memory_redactor_docs_per_cpu_s": round(medians["in_memory_redactor"][1], 1),
+            "rounds": {k: [round(n / w, 1) for w, _ in v] for k, v in rates.items()},
+            "ratios": {
+                "gate_vs_in_memory_redactor":
+                    round(medians["node_gate"][0] / medians["in_memory_redactor"][0], 3),
+                "cpu_gate_vs_in_memory_redactor":
+                    round(medians["node_gate"][1] / medians["in_memory_redactor"][1], 3),
+                "append_vs_in_memory_redactor":
+                    round(n / appended / medians["in_memory_redactor"][0], 3),
+            },
             "redaction_report": stored[0].metadata.get("redaction")}
     return [dict(s.data) for s in stored], info
 

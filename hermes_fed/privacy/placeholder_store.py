@@ -1,44 +1,47 @@
-"""A durable :class:`PlaceholderIndex` in the tenant's database.
+"""A durable :class:`PlaceholderIndex` in the tenant's log.
 
 The in-memory index restarts its numbering when the process restarts, so the same e-mail
 could become ``<EMAIL_ADDRESS_1>`` before a node restart and ``<EMAIL_ADDRESS_2>`` after it
 in the same session (placeholder invariant P1 broken across processes). This index keeps
-``(session, type, HMAC digest) -> number`` in a table beside the log: digests and numbers
-only (P3); a session's extra deny terms are personal, so they are stored sealed under the
-tenant's active data key.
+``(session, type, HMAC digest) -> number`` in the log's ``redaction_placeholders`` table:
+digests and numbers only (P3).
 
-A number is assigned by one ``INSERT ... SELECT MAX(number) + 1 ... ON CONFLICT DO NOTHING``
-statement: on SQLite it takes the write lock as its first statement (no read-to-write
-upgrade, which WAL answers with SQLITE_BUSY_SNAPSHOT), and on PostgreSQL two writers that
-compute the same number collide on the unique key and the loser retries.
+Numbers are assigned per batch (P4): the gate (:func:`staged_gate`) reads the committed
+numbers of the batch's sessions (cached: stored rows never change), numbers new values on
+top of them, and hands the new rows to the log, which inserts them in the append's own
+transaction, under its write lock, before the events. So an append costs no transaction of
+its own for its placeholders, and no event is ever stored with a number the index lacks
+(a crash loses both or neither). Two writers that numbered the same session from the same
+view collide on the table's unique keys; the loser's append rolls back whole and its gate
+numbers the batch again from what is stored (so two processes redacting the same value get
+the same placeholder).
+
+A session's extra deny terms are personal, so they are stored sealed under the tenant's
+active data key, in a table of their own (rare writes, one transaction each).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
 
 import orjson
 import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
 
 from hermes_fed.errors import KeyringError
-from hermes_fed.store import Keyring
+from hermes_fed.events import NewEvent
+from hermes_fed.store import EventLog, Keyring
+from hermes_fed.store.port import Gate, GatedBatch, PlaceholderConflict, PlaceholderRow
+from hermes_fed.store.schema_ddl import redaction_placeholders as placeholders
+from hermes_fed.store.sql_backend import SqlBackend
 
-from .placeholders import PlaceholderIndex
+from .placeholders import StagedPlaceholderIndex, StagedRow
+from .redactor import Redactor
+
+__all__ = ["StorePlaceholderIndex", "placeholders", "staged_gate"]
 
 metadata = sa.MetaData()
-
-placeholders = sa.Table(
-    "redaction_placeholders",
-    metadata,
-    sa.Column("session_key", sa.String(200), nullable=False),
-    sa.Column("entity_type", sa.String(64), nullable=False),
-    sa.Column("digest", sa.LargeBinary(32), nullable=False),
-    sa.Column("number", sa.Integer, nullable=False),
-    sa.PrimaryKeyConstraint("session_key", "entity_type", "digest", name="redaction_placeholders_pk"),
-    sa.UniqueConstraint("session_key", "entity_type", "number", name="redaction_placeholders_number_uq"),
-)
 
 deny_terms = sa.Table(
     "redaction_deny_terms",
@@ -48,75 +51,86 @@ deny_terms = sa.Table(
     sa.Column("sealed", sa.LargeBinary, nullable=False),
 )
 
-_ASSIGN = sa.text(
-    "INSERT INTO redaction_placeholders (session_key, entity_type, digest, number) "
-    "SELECT CAST(:s AS VARCHAR(200)), CAST(:e AS VARCHAR(64)), :d, COALESCE(MAX(number), 0) + 1 "
-    "FROM redaction_placeholders "
-    "WHERE session_key = :s AND entity_type = :e "
-    "ON CONFLICT (session_key, entity_type, digest) DO NOTHING"
-)
-_CACHE_LIMIT = 100_000
 
+class StorePlaceholderIndex(StagedPlaceholderIndex):
+    """Placeholder numbers in the log's database (any backend: SQLite, PostgreSQL, memory)
+    and session deny terms sealed beside them (a memory log keeps those in this process)."""
 
-class SqlPlaceholderIndex(PlaceholderIndex):
-    """Placeholder numbers and session deny terms kept in the tenant's database."""
-
-    def __init__(self, engine: sa.Engine, keyring: Keyring) -> None:
-        self.engine = engine
+    def __init__(self, store: EventLog, keyring: Keyring) -> None:
+        super().__init__()
+        self.backend = store.backend
         self.keyring = keyring
-        metadata.create_all(engine)
-        self._cache: dict[tuple[str, str, bytes], int] = {}
-        self._lock = threading.Lock()
+        self.engine: sa.Engine | None = self.backend.engine if isinstance(self.backend, SqlBackend) else None
+        if self.engine is not None:
+            metadata.create_all(self.engine)
+        self._memory_deny: dict[str, tuple[str, ...]] = {}
+        self._deny_lock = threading.Lock()
 
-    def number_for(self, session_key: str, entity_type: str, digest: bytes) -> int:
-        key = (session_key, entity_type, digest)
-        cached = self._cache.get(key)
-        if cached is not None:
-            return cached
-        params = {"s": session_key, "e": entity_type, "d": digest}
-        for attempt in range(20):
-            try:
-                with self.engine.begin() as conn:
-                    conn.execute(_ASSIGN, params)
-                    number = conn.execute(
-                        sa.select(placeholders.c.number).where(
-                            placeholders.c.session_key == session_key,
-                            placeholders.c.entity_type == entity_type,
-                            placeholders.c.digest == digest,
-                        )
-                    ).scalar_one()
-                break
-            except sa.exc.IntegrityError:
-                # Another writer took the same next number first; the retry sees it.
-                if attempt == 19:
-                    raise
-        with self._lock:
-            if len(self._cache) >= _CACHE_LIMIT:
-                self._cache.clear()
-            self._cache[key] = int(number)
-        return int(number)
+    # --- numbers ---------------------------------------------------------------------------
+    def load(self, session_keys: Collection[str]) -> Iterable[StagedRow]:
+        return self.backend.placeholders(list(session_keys))
 
+    def write(self, rows: Collection[StagedRow]) -> bool:
+        try:
+            with self.backend.transaction() as tx:
+                tx.lock((), ())  # the log's write lock: the same order as an append
+                tx.insert_placeholders([PlaceholderRow(*r) for r in rows])
+                tx.commit()
+        except PlaceholderConflict:
+            return False
+        return True
+
+    # --- deny terms ------------------------------------------------------------------------
     def add_deny_terms(self, session_key: str, terms: Iterable[str]) -> None:
-        merged = dict.fromkeys((*self.deny_terms(session_key), *(t for t in terms if t.strip())))
+        merged = tuple(dict.fromkeys((*self.deny_terms(session_key), *(t for t in terms if t.strip()))))
+        if self.engine is None:
+            with self._deny_lock:
+                self._memory_deny[session_key] = merged
+            return
         key_id, sealed = self.keyring.encrypt(orjson.dumps(list(merged)), session_key.encode())
         with self.engine.begin() as conn:
             conn.execute(deny_terms.delete().where(deny_terms.c.session_key == session_key))
             conn.execute(deny_terms.insert().values(session_key=session_key, key_id=key_id, sealed=sealed))
 
     def deny_terms(self, session_key: str) -> tuple[str, ...]:
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(deny_terms.c.key_id, deny_terms.c.sealed).where(
-                    deny_terms.c.session_key == session_key
-                )
-            ).first()
-        if row is None:
-            return ()
+        return self.deny_terms_of((session_key,)).get(session_key, ())
+
+    def deny_terms_of(self, session_keys: Collection[str]) -> dict[str, tuple[str, ...]]:
+        """One query per 500 sessions (the gate asks once per batch)."""
+        if self.engine is None:
+            return {s: self._memory_deny[s] for s in session_keys if s in self._memory_deny}
+        backend = self.backend
+        assert isinstance(backend, SqlBackend)
+        query = "SELECT session_key, key_id, sealed FROM redaction_deny_terms WHERE session_key IN ({})"
+        # Through the DBAPI cursor, as the log reads: SQLAlchemy's expanding IN cost more
+        # than the rest of the batch's index work together.
+        with backend.mapped("cannot read the session deny terms"):
+            raw = self.engine.raw_connection()
+            try:
+                rows = backend.select_in(raw.cursor(), query, list(session_keys))
+                backend.end_read(raw)
+            finally:
+                raw.close()
+        return {s: self._open(s, key_id, bytes(sealed)) for s, key_id, sealed in rows}
+
+    def _open(self, session_key: str, key_id: str, sealed: bytes) -> tuple[str, ...]:
         try:
-            plain = self.keyring.decrypt(row[0], bytes(row[1]), session_key.encode())
+            plain = self.keyring.decrypt(key_id, sealed, session_key.encode())
         except InvalidTag:
             raise KeyringError(
-                f"deny terms of {session_key} fail authentication under key {row[0]!r}: wrong key ring"
+                f"deny terms of {session_key} fail authentication under key {key_id!r}: wrong key ring"
             ) from None
-        terms = orjson.loads(plain)
-        return tuple(str(t) for t in terms)
+        return tuple(str(t) for t in orjson.loads(plain))
+
+
+def staged_gate(redactor: Redactor, index: StagedPlaceholderIndex) -> Gate:
+    """The log's gate: each batch redacted on a stage of ``index``; the new placeholder rows
+    go to the log with the events (:class:`GatedBatch`), committed in the same transaction."""
+
+    def gate(events: Sequence[NewEvent]) -> GatedBatch:
+        stage = index.stage({e.stream_id for e in events})
+        redacted = redactor.redact_new_events(events, index=stage)
+        rows = [PlaceholderRow(*r) for r in stage.rows]
+        return GatedBatch(redacted, rows, stage.commit, stage.discard)
+
+    return gate

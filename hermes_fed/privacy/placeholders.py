@@ -12,6 +12,10 @@ Invariants
 P1. Same session, same type, same normalised value -> same placeholder.
 P2. Different values in a session never share a placeholder (numbers are assigned once).
 P3. The index holds digests and numbers only, never values.
+P4. A durable index never lets an event be stored with a number it does not hold: numbers
+    are assigned per batch on a :class:`PlaceholderStage` and written in the append's own
+    transaction (``hermes_fed.store.port.GatedBatch``); a writer that numbered from a stale
+    view collides with a unique key and numbers the batch again.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import hmac
 import re
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 
 from hermes_fed.errors import ConfigError
 
@@ -51,6 +55,159 @@ class PlaceholderIndex(ABC):
     @abstractmethod
     def deny_terms(self, session_key: str) -> tuple[str, ...]:
         """The session's extra deny-list terms (empty when none)."""
+
+    def deny_terms_of(self, session_keys: Collection[str]) -> dict[str, tuple[str, ...]]:
+        """The extra deny-list terms of several sessions (those with none left out)."""
+        found = {s: self.deny_terms(s) for s in session_keys}
+        return {s: terms for s, terms in found.items() if terms}
+
+    def stage(self, session_keys: Collection[str]) -> PlaceholderStage | None:
+        """A view for one batch whose new numbers are written later, with the batch's events
+        (P4); None: this index writes as it numbers."""
+        return None
+
+
+StagedRow = tuple[str, str, bytes, int]
+"""(session key, entity type, digest, number): a number a stage assigned."""
+
+
+class SessionNumbers:
+    """The committed numbers of one session: ``(type, digest) -> number`` and the top
+    number per type. Only grows (stored rows are never changed)."""
+
+    __slots__ = ("numbers", "top")
+
+    def __init__(self, rows: Iterable[tuple[str, bytes, int]] = ()) -> None:
+        self.numbers: dict[tuple[str, bytes], int] = {}
+        self.top: dict[str, int] = {}
+        for entity_type, digest, number in rows:
+            self.add(entity_type, digest, number)
+
+    def add(self, entity_type: str, digest: bytes, number: int) -> None:
+        self.numbers[(entity_type, digest)] = number
+        if number > self.top.get(entity_type, 0):
+            self.top[entity_type] = number
+
+
+class StagedPlaceholderIndex(PlaceholderIndex):
+    """A durable index that numbers per batch (P4): committed numbers are read once per
+    session and cached (they never change), new ones are staged and written by the caller.
+
+    Subclasses read stored rows (:meth:`load`) and write rows outside an append
+    (:meth:`write`, for a lone :meth:`number_for`).
+    """
+
+    _CACHE_SESSIONS = 50_000
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, SessionNumbers] = {}
+        self._cache_lock = threading.Lock()
+
+    @abstractmethod
+    def load(self, session_keys: Collection[str]) -> Iterable[StagedRow]:
+        """The stored rows of these sessions."""
+
+    @abstractmethod
+    def write(self, rows: Collection[StagedRow]) -> bool:
+        """Store rows in a transaction of their own; False if one clashes (nothing written)."""
+
+    def committed(self, session_keys: Collection[str]) -> dict[str, SessionNumbers]:
+        """The committed numbers of these sessions (one read for those not cached)."""
+        sessions = self._sessions
+        out = {s: sessions[s] for s in session_keys if s in sessions}
+        missing = [s for s in session_keys if s not in out]
+        if missing:
+            loaded = {s: SessionNumbers() for s in missing}
+            for session_key, entity_type, digest, number in self.load(missing):
+                loaded[session_key].add(entity_type, digest, number)
+            with self._cache_lock:
+                if len(sessions) + len(loaded) > self._CACHE_SESSIONS:
+                    sessions.clear()  # a daemon sees endless sessions; reloading is one query
+                for s, numbers in loaded.items():
+                    out[s] = sessions.setdefault(s, numbers)
+        return out
+
+    def remember(self, rows: Iterable[StagedRow]) -> None:
+        """Rows now committed (by the append that carried them)."""
+        with self._cache_lock:
+            for session_key, entity_type, digest, number in rows:
+                numbers = self._sessions.get(session_key)
+                if numbers is not None:
+                    numbers.add(entity_type, digest, number)
+
+    def forget(self, session_keys: Iterable[str]) -> None:
+        """Drop cached sessions (another writer numbered in them): read them again."""
+        with self._cache_lock:
+            for s in session_keys:
+                self._sessions.pop(s, None)
+
+    def stage(self, session_keys: Collection[str]) -> PlaceholderStage:
+        return PlaceholderStage(self, self.committed(session_keys), self.deny_terms_of(session_keys))
+
+    def number_for(self, session_key: str, entity_type: str, digest: bytes) -> int:
+        for _ in range(20):
+            stage = self.stage((session_key,))
+            number = stage.number_for(session_key, entity_type, digest)
+            if not stage.rows:
+                return number
+            if self.write(stage.rows):
+                stage.commit()
+                return number
+            stage.discard()  # another writer took the number or the digest first
+        raise RuntimeError(f"placeholder numbering of {session_key} kept colliding with other writers")
+
+
+class PlaceholderStage(PlaceholderIndex):
+    """One batch's numbering on a :class:`StagedPlaceholderIndex`: committed numbers as
+    cached, new ones on top of them, kept in :attr:`rows` for the append's transaction.
+    Used by one thread (one batch) at a time."""
+
+    def __init__(
+        self,
+        parent: StagedPlaceholderIndex,
+        committed: Mapping[str, SessionNumbers],
+        deny: Mapping[str, tuple[str, ...]],
+    ) -> None:
+        self.parent = parent
+        self.sessions = dict(committed)
+        self._deny = dict(deny)  # read once per batch: another process may have added some
+        self.rows: list[StagedRow] = []
+        self._new: dict[tuple[str, str, bytes], int] = {}
+        self._top: dict[tuple[str, str], int] = {}
+
+    def number_for(self, session_key: str, entity_type: str, digest: bytes) -> int:
+        key = (session_key, entity_type, digest)
+        number = self._new.get(key)
+        if number is not None:
+            return number
+        session = self.sessions.get(session_key)
+        if session is None:
+            session = self.sessions[session_key] = self.parent.committed((session_key,))[session_key]
+        number = session.numbers.get((entity_type, digest))
+        if number is not None:
+            return number
+        number = max(session.top.get(entity_type, 0), self._top.get((session_key, entity_type), 0)) + 1
+        self._top[(session_key, entity_type)] = number
+        self._new[key] = number
+        self.rows.append((session_key, entity_type, digest, number))
+        return number
+
+    def add_deny_terms(self, session_key: str, terms: Iterable[str]) -> None:
+        self.parent.add_deny_terms(session_key, terms)
+        self._deny[session_key] = self.parent.deny_terms(session_key)
+
+    def deny_terms(self, session_key: str) -> tuple[str, ...]:
+        if session_key not in self.sessions:  # a session the batch was not staged for
+            return self.parent.deny_terms(session_key)
+        return self._deny.get(session_key, ())
+
+    def commit(self) -> None:
+        """The rows were committed with the batch."""
+        self.parent.remember(self.rows)
+
+    def discard(self) -> None:
+        """The rows clashed with stored ones: the batch's sessions are read again."""
+        self.parent.forget(self.sessions)
 
 
 class InMemoryPlaceholderIndex(PlaceholderIndex):
@@ -112,6 +269,10 @@ class PlaceholderMinter:
     @property
     def index(self) -> PlaceholderIndex:
         return self._index
+
+    def on(self, index: PlaceholderIndex) -> PlaceholderMinter:
+        """This minter (same secret) numbering on another index (a batch's stage)."""
+        return PlaceholderMinter(self._secret, index)
 
     def digest(self, session_key: str, entity_type: str, value: str) -> bytes:
         msg = "\x1f".join((session_key, entity_type, normalise(entity_type, value)))

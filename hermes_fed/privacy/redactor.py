@@ -11,6 +11,8 @@ R2. Idempotent: redacting a redacted event changes nothing but its report.
 R3. JSON stays JSON: a string that held a JSON object/array still parses after redaction.
 R4. The report names entity types, counts and recognizers, never values.
 R5. ``deny_terms`` in an event's metadata never reaches the store.
+R6. A ``user_ref`` (data or subject) that is an e-mail or a phone number is stored as its
+    keyed pseudonym (``pseudonyms.py``, U1-U4).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from hermes_fed.privacy.placeholders import (
     PlaceholderIndex,
     PlaceholderMinter,
 )
+from hermes_fed.privacy.pseudonyms import pseudonymous_ref
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +65,13 @@ E = TypeVar("E", bound=_EventLike)
 
 
 class _Tally:
-    """Per-event counts for the report (R4): types and recognizer names, never values."""
+    """Per-event counts for the report (R4): types and recognizer names, never values;
+    and the minter the event's placeholders come from (a batch's stage, on the gate)."""
 
-    __slots__ = ("entities", "matched_by")
+    __slots__ = ("entities", "matched_by", "mint")
 
-    def __init__(self) -> None:
+    def __init__(self, minter: PlaceholderMinter) -> None:
+        self.mint = minter.placeholder
         self.entities: Counter[str] = Counter()
         self.matched_by: Counter[str] = Counter()
 
@@ -104,6 +109,7 @@ class Redactor:
             placeholder_index if placeholder_index is not None else InMemoryPlaceholderIndex(),
         )
         self.detector = Detector(self.config)
+        self._secret = bytes(tenant_secret)
         self._skip = frozenset(self.config.skip_keys)
         self._session_deny: dict[str, tuple[tuple[str, ...], Fast | None]] = {}
         self._clean: dict[tuple[str, bool], None] = {}
@@ -115,7 +121,7 @@ class Redactor:
 
     def redact_text(self, text: str, *, session_key: str) -> str:
         """Redact one free text (no key context)."""
-        return self._text(text, None, session_key, self._extra(session_key), _Tally(), 0)
+        return self._text(text, None, session_key, self._extra(session_key), _Tally(self.minter), 0)
 
     def find(self, text: str, *, session_key: str | None = None) -> list[Finding]:
         """Findings in ``text`` without rewriting it (the CLI's ``redact text --explain``)."""
@@ -124,7 +130,7 @@ class Redactor:
 
     def redact_value(self, value: Any, *, session_key: str, key: str | None = None) -> Any:
         """Redact any JSON value (object, array, string, number) with ``key`` as context."""
-        return self._walk(value, key, session_key, self._extra(session_key), _Tally(), 0)
+        return self._walk(value, key, session_key, self._extra(session_key), _Tally(self.minter), 0)
 
     def redact_event(
         self,
@@ -133,28 +139,42 @@ class Redactor:
         metadata: Mapping[str, Any],
         *,
         session_key: str,
+        minter: PlaceholderMinter | None = None,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Return ``(data, metadata)`` redacted; metadata gains the ``redaction`` report."""
+        """Return ``(data, metadata)`` redacted; metadata gains the ``redaction`` report.
+        ``minter``: numbers from it instead of the redactor's own index (a batch's stage)."""
+        minter = minter or self.minter
         meta = {k: v for k, v in metadata.items() if k != REPORT_KEY}
         terms = meta.pop(self.config.deny_terms_metadata_key, None)  # R5
         if terms is not None:
-            self.minter.index.add_deny_terms(session_key, _terms(terms))
-        extra = self._extra(session_key)
-        tally = _Tally()
+            minter.index.add_deny_terms(session_key, _terms(terms))
+        extra = self._extra(session_key, minter.index)
+        tally = _Tally(minter)
         new_data = self._walk(dict(data), None, session_key, extra, tally, 0)
         new_meta = self._walk(meta, None, session_key, extra, tally, 0)
         new_meta[REPORT_KEY] = self._report(tally, bool(extra))
         return new_data, new_meta
 
-    def redact_new_events(self, events: Sequence[E]) -> list[E]:
-        """The store's gate: each event redacted with its ``stream_id`` as session key."""
+    def redact_new_events(self, events: Sequence[E], *, index: PlaceholderIndex | None = None) -> list[E]:
+        """The store's gate: each event redacted with its ``stream_id`` as session key.
+        ``index``: number on it (a batch's :class:`PlaceholderStage`) instead of the
+        redactor's own index."""
+        minter = self.minter if index is None else self.minter.on(index)
         out: list[E] = []
         for event in events:
             data, metadata = self.redact_event(
-                event.type, event.data, event.metadata, session_key=event.stream_id
+                event.type, event.data, event.metadata, session_key=event.stream_id, minter=minter
             )
-            out.append(cast(E, dataclasses.replace(
-                cast(Any, event), data=data, metadata=metadata)))
+            changes: dict[str, Any] = {"data": data, "metadata": metadata}
+            # U1: a user_ref that is an e-mail or a phone number is stored as its pseudonym,
+            # in the data and as the subject (whose key erasure destroys).
+            ref = data.get("user_ref")
+            if isinstance(ref, str):
+                data["user_ref"] = pseudonymous_ref(self._secret, ref)
+            subject = getattr(event, "subject", None)
+            if isinstance(subject, str):
+                changes["subject"] = pseudonymous_ref(self._secret, subject)
+            out.append(cast(E, dataclasses.replace(cast(Any, event), **changes)))
         return out
 
     __call__ = redact_new_events
@@ -175,8 +195,8 @@ class Redactor:
             "total": sum(tally.entities.values()),
         }
 
-    def _extra(self, session_key: str) -> tuple[Fast, ...]:
-        terms = self.minter.index.deny_terms(session_key)
+    def _extra(self, session_key: str, index: PlaceholderIndex | None = None) -> tuple[Fast, ...]:
+        terms = (index or self.minter.index).deny_terms(session_key)
         if not terms:
             return ()
         cached = self._session_deny.get(session_key)
@@ -205,7 +225,7 @@ class Redactor:
             entity = numeric_context_entity(key, value)
             if entity is not None and entity in self.config.entities:
                 tally.add_context(entity)
-                return self.minter.placeholder(session_key, entity, str(value))
+                return tally.mint(session_key, entity, str(value))
         return value
 
     def _string(self, value: str, key: str | None, session_key: str,
@@ -250,7 +270,7 @@ class Redactor:
             whole = entity in WHOLE_VALUE_TYPES or not findings
             if whole and not (len(findings) == 1 and covered >= len(stripped)):
                 tally.add_context(entity)
-                return self.minter.placeholder(session_key, entity, stripped)
+                return tally.mint(session_key, entity, stripped)
         return self._replace(text, findings, session_key, tally)
 
     def _replace(self, text: str, findings: list[Finding], session_key: str,
@@ -261,8 +281,7 @@ class Redactor:
         cursor = 0
         for f in findings:
             pieces.append(text[cursor:f.start])
-            pieces.append(self.minter.placeholder(session_key, f.entity_type,
-                                                  text[f.start:f.end]))
+            pieces.append(tally.mint(session_key, f.entity_type, text[f.start:f.end]))
             tally.add(f)
             cursor = f.end
         pieces.append(text[cursor:])

@@ -20,6 +20,8 @@ from typing import Any, NamedTuple
 
 from hermes_fed.errors import KeyringError
 
+from .port import PlaceholderRow
+
 
 class Row(NamedTuple):
     """One event as stored: the columns of the ``events`` table, in order.
@@ -101,6 +103,12 @@ class AppendTransaction(ABC):
         """Destroy every key of the subject (crypto-shredding)."""
 
     @abstractmethod
+    def insert_placeholders(self, rows: Sequence[PlaceholderRow]) -> None:
+        """Store placeholder rows (under the write lock); raise
+        :class:`~hermes_fed.store.port.PlaceholderConflict` if one clashes with a stored row
+        (same session, type and digest, or same session, type and number)."""
+
+    @abstractmethod
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run a caller's statement inside this transaction (parameters marked by
         :attr:`placeholder`); its rows, if it returns any. A SQL backend only."""
@@ -144,6 +152,10 @@ class Backend(ABC):
 
     @abstractmethod
     def subject_keys(self, subject_ids: Sequence[str]) -> list[SubjectKey]: ...
+
+    @abstractmethod
+    def placeholders(self, session_keys: Sequence[str]) -> list[PlaceholderRow]:
+        """The stored placeholder rows of these sessions (committed ones only)."""
 
     @abstractmethod
     def subject_key(self, subject_id: str, key_ref: str) -> tuple[str, bytes] | None:

@@ -19,7 +19,15 @@ from hermes_fed.events.erasure import SubjectErased
 
 from .backend import AppendTransaction, Backend, SubjectKey, TransactionHook
 from .keyring import Keyring
-from .port import AppendResult, EventStore, Gate, VerifyReport
+from .port import (
+    AppendResult,
+    EventStore,
+    Gate,
+    GatedBatch,
+    PlaceholderConflict,
+    PlaceholderRow,
+    VerifyReport,
+)
 from .reading import RowDecoder
 from .sealing import Encoded, Sealed, chain_batch, check_envelope, encode_batch, seal_batch, subject_keys_for
 from .verify import verify_rows
@@ -27,6 +35,7 @@ from .verify import verify_rows
 log = logging.getLogger(__name__)
 
 _STREAM_SUBJECT_CACHE = 100_000
+_GATE_ATTEMPTS = 20  # appends retried after a placeholder conflict (another writer, same session)
 
 
 class EventLog(EventStore):
@@ -70,8 +79,32 @@ class EventLog(EventStore):
         :meth:`AppendTransaction.execute`) commits with the events or not at all."""
         if not events:
             return []
-        if self.gate is not None:
-            events = list(self.gate(events))
+        for attempt in range(_GATE_ATTEMPTS):
+            gated = self.gate(events) if self.gate is not None else events
+            batch = gated if isinstance(gated, GatedBatch) else GatedBatch(gated)
+            try:
+                results = self._append(batch.events, expected_versions or {}, within, batch.placeholders)
+            except PlaceholderConflict:
+                # Another writer numbered a value of these sessions first; nothing was
+                # written. The gate numbers the batch again from what is stored now.
+                if batch.conflicted is not None:
+                    batch.conflicted()
+                if attempt == _GATE_ATTEMPTS - 1:
+                    raise
+                log.info("event=placeholder_conflict attempt=%d", attempt + 1)
+                continue
+            if batch.committed is not None:
+                batch.committed()
+            return results
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _append(
+        self,
+        events: Sequence[NewEvent],
+        expected_versions: Mapping[str, int],
+        within: TransactionHook | None,
+        placeholders: Sequence[PlaceholderRow],
+    ) -> list[AppendResult]:
         catalog = self.catalog
         schemas = [check_envelope(catalog, e) for e in events]
         batch_subjects = self._stream_subjects_of(
@@ -87,7 +120,7 @@ class EventLog(EventStore):
         with self.backend.transaction() as tx:
             keys, made = self._subject_keys(tx, {s for s, _, personal in encoded if personal is not None})
             sealed = seal_batch(events, schemas, encoded, self.keyring, keys)
-            results = self._write(tx, sealed, expected_versions or {}, made, within)
+            results = self._write(tx, sealed, expected_versions, made, within, placeholders)
         for stream_id, subject_id in batch_subjects.items():
             if subject_id is not None:
                 self._stream_subjects.setdefault(stream_id, subject_id)
@@ -112,12 +145,17 @@ class EventLog(EventStore):
         expected: Mapping[str, int],
         new_keys: Sequence[SubjectKey],
         within: TransactionHook | None,
+        placeholders: Sequence[PlaceholderRow] = (),
     ) -> list[AppendResult]:
         with self._lock:
             state = tx.lock(
                 list(dict.fromkeys(s.event_id for s in sealed)),
                 list(dict.fromkeys(s.event.stream_id for s in sealed)),
             )
+            if placeholders:
+                # First, so a conflict costs no row work; in the events' transaction, so
+                # no event is ever stored with a placeholder the index does not know.
+                tx.insert_placeholders(placeholders)
             rows, results = chain_batch(self.tenant_id, sealed, state, expected, self.backend.blob)
             if rows:
                 tx.insert(rows)
@@ -143,23 +181,39 @@ class EventLog(EventStore):
         return {s: self._stream_subjects[s] for s in asked if s in self._stream_subjects}
 
     def erase_subject(self, user_ref: str, reason: str = "") -> int:
+        """See :meth:`EventStore.erase_subject`. ``user_ref`` may be the original id: one
+        that is personal data (an e-mail, a phone number) is stored as its keyed pseudonym
+        (``hermes_fed.privacy.pseudonyms``, applied by the redaction gate), so the keys of
+        both the pseudonym's subject and the raw id's (a log written before the gate
+        pseudonymised, or without a gate) are destroyed; the erasure records the pseudonym."""
         if self.keyring is None:
             raise KeyringError("erasure needs a key ring: without one there are no subject keys to destroy")
-        subject_id = self.keyring.subject_id(user_ref)
+        # The store's one use of privacy: erasure must find what the gate stored.
+        from hermes_fed.privacy.pseudonyms import pseudonymous_ref
+
+        stored_ref = pseudonymous_ref(self.keyring.hmac_secret, user_ref)
+        subject_id = self.keyring.subject_id(stored_ref)
+        shredded = list(dict.fromkeys((subject_id, self.keyring.subject_id(user_ref))))
         event = NewEvent(
             stream_id=f"subject-{subject_id}",
             type=SubjectErased.TYPE,
-            data={"user_ref": user_ref, "reason": reason},
-            subject=user_ref,
+            data={"user_ref": stored_ref, "reason": reason},
+            subject=stored_ref,
         )
         schema = check_envelope(self.catalog, event)
         encoded: list[Encoded] = encode_batch([event], [schema], self.keyring, {})
+
+        def shred(tx: AppendTransaction) -> None:
+            for shredded_id in shredded:
+                tx.delete_subject_keys(shredded_id)
+
         with self.backend.transaction() as tx:
             keys, made = self._subject_keys(tx, {subject_id})
             sealed = seal_batch([event], [schema], encoded, self.keyring, keys)
-            # The key is destroyed in the same transaction that records the erasure.
-            (result,) = self._write(tx, sealed, {}, made, lambda t: t.delete_subject_keys(subject_id))
-        self._decoder.erased(subject_id)
+            # The keys are destroyed in the same transaction that records the erasure.
+            (result,) = self._write(tx, sealed, {}, made, shred)
+        for shredded_id in shredded:
+            self._decoder.erased(shredded_id)
         log.info("subject erased subject_id=%s position=%d", subject_id, result.position)
         return result.position
 

@@ -22,6 +22,7 @@ from typing import Any
 from hermes_fed.errors import IntegrityError, ProgrammingError
 
 from .backend import AppendTransaction, Backend, LogState, ReadRow, SubjectKey, check_fingerprints
+from .port import PlaceholderConflict, PlaceholderRow
 
 READ_CHUNK = 2000
 _POSITION, _STREAM_ID, _VERSION, _TYPE, _SUBJECT = 0, 2, 3, 4, 9  # indexes in a ReadRow
@@ -51,6 +52,9 @@ class MemoryLog:
         self.event_ids: dict[bytes, tuple[str, int, int]] = {}  # id -> (tenant, position, version)
         self.subject_keys: dict[str, dict[str, tuple[str, bytes]]] = {}  # subject -> ref -> wrapped key
         self.fingerprints: dict[str, str] = {}
+        # session -> (type, digest) -> number, and session -> (type, number) taken
+        self.placeholders: dict[str, dict[tuple[str, bytes], int]] = {}
+        self.placeholder_numbers: dict[str, set[tuple[str, int]]] = {}
 
     def tenant(self, tenant_id: str) -> _TenantRows:
         found = self.tenants.get(tenant_id)
@@ -69,6 +73,11 @@ class MemoryLog:
                     for ref, key in sorted(refs.items())
                 ],
                 "key_fingerprints": sorted(self.fingerprints.items()),
+                "redaction_placeholders": [
+                    (s, t, d, n)
+                    for s, numbers in sorted(self.placeholders.items())
+                    for (t, d), n in sorted(numbers.items())
+                ],
             }
 
     def load(self, tables: Mapping[str, Sequence[tuple[Any, ...]]]) -> None:
@@ -81,6 +90,27 @@ class MemoryLog:
             for subject_id, ref, wrap_id, wrapped in tables["subject_keys"]:
                 self.subject_keys.setdefault(subject_id, {})[ref] = (wrap_id, bytes(wrapped))
             self.fingerprints = dict(tables["key_fingerprints"])
+            self.placeholders, self.placeholder_numbers = {}, {}
+            self._add_placeholders([PlaceholderRow(*r) for r in tables.get("redaction_placeholders", ())])
+
+    def placeholder_clash(self, rows: Sequence[PlaceholderRow]) -> bool:
+        """Whether a row clashes with a stored one, or with another row of ``rows``
+        (the two unique keys of the SQL table)."""
+        digests: set[tuple[str, str, bytes]] = set()
+        numbers: set[tuple[str, str, int]] = set()
+        for s, t, d, n in rows:
+            if (t, d) in self.placeholders.get(s, {}) or (t, n) in self.placeholder_numbers.get(s, ()):
+                return True
+            if (s, t, d) in digests or (s, t, n) in numbers:
+                return True
+            digests.add((s, t, d))
+            numbers.add((s, t, n))
+        return False
+
+    def _add_placeholders(self, rows: Sequence[PlaceholderRow]) -> None:
+        for s, t, d, n in rows:
+            self.placeholders.setdefault(s, {})[(t, bytes(d))] = n
+            self.placeholder_numbers.setdefault(s, set()).add((t, n))
 
     def _add(self, tenant_id: str, rows: Sequence[ReadRow]) -> None:
         """Store one batch's rows (under the write lock)."""
@@ -115,6 +145,7 @@ class MemoryTransaction(AppendTransaction):
         self.rows: list[tuple[Any, ...]] = []
         self.new_keys: list[SubjectKey] = []
         self.shredded: list[str] = []
+        self.placeholders: list[PlaceholderRow] = []
         self.locked = False
         self.done = False
 
@@ -145,6 +176,13 @@ class MemoryTransaction(AppendTransaction):
     def delete_subject_keys(self, subject_id: str) -> None:
         self.shredded.append(subject_id)
 
+    def insert_placeholders(self, rows: Sequence[PlaceholderRow]) -> None:
+        if self.log.placeholder_clash([*self.placeholders, *rows]):  # checked under the write lock
+            raise PlaceholderConflict(
+                "placeholder numbers changed under this append; the gate numbers them again"
+            )
+        self.placeholders.extend(rows)
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         raise ProgrammingError("the memory log runs no SQL: a statement needs a sqlite or postgresql store")
 
@@ -166,8 +204,13 @@ class MemoryTransaction(AppendTransaction):
                 key.wrap_key_id,
                 bytes(key.wrapped),
             )
+        if self.placeholders and log.placeholder_clash(self.placeholders):
+            raise PlaceholderConflict(
+                "placeholder numbers changed under this append; the gate numbers them again"
+            )
         for subject_id in self.shredded:
             log.subject_keys.pop(subject_id, None)
+        log._add_placeholders(self.placeholders)
         if self.rows:
             log._add(tenant_id, [row[1:] for row in self.rows])
         self.done = True
@@ -213,6 +256,12 @@ class MemoryBackend(Backend):
     def subject_keys(self, subject_ids: Sequence[str]) -> list[SubjectKey]:
         keys = self.log.subject_keys
         return [SubjectKey(s, ref, *key) for s in subject_ids for ref, key in list(keys.get(s, {}).items())]
+
+    def placeholders(self, session_keys: Sequence[str]) -> list[PlaceholderRow]:
+        stored = self.log.placeholders
+        return [
+            PlaceholderRow(s, t, d, n) for s in session_keys for (t, d), n in list(stored.get(s, {}).items())
+        ]
 
     def subject_key(self, subject_id: str, key_ref: str) -> tuple[str, bytes] | None:
         return self.log.subject_keys.get(subject_id, {}).get(key_ref)

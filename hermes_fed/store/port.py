@@ -7,11 +7,46 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
+from hermes_fed.errors import HermesFedError
 from hermes_fed.events import NewEvent, StoredEvent
 
-Gate = Callable[[Sequence[NewEvent]], Sequence[NewEvent]]
-"""Runs on every batch before it is appended (the redaction gate of DESIGN.md §4)."""
+
+class PlaceholderRow(NamedTuple):
+    """A row of the placeholder index (``redaction_placeholders``): the number of one value
+    digest in one session and entity type (digests and numbers only, never values)."""
+
+    session_key: str
+    entity_type: str
+    digest: bytes
+    number: int
+
+
+class PlaceholderConflict(HermesFedError):
+    """A placeholder row clashes with a stored one (another writer numbered the same value,
+    or took the same number, first). The append is rolled back whole; the log runs the gate
+    again on fresh numbers."""
+
+
+@dataclass(frozen=True, slots=True)
+class GatedBatch:
+    """What a gate hands the log: the events to append and the placeholder rows their text
+    relies on, written in the append's own transaction (all or nothing with the events).
+
+    ``committed`` runs after the commit (the gate may now trust its rows); ``conflicted``
+    after a :class:`PlaceholderConflict` rolled the append back, before the gate runs again.
+    """
+
+    events: Sequence[NewEvent]
+    placeholders: Sequence[PlaceholderRow] = ()
+    committed: Callable[[], None] | None = None
+    conflicted: Callable[[], None] | None = None
+
+
+Gate = Callable[[Sequence[NewEvent]], "Sequence[NewEvent] | GatedBatch"]
+"""Runs on every batch before it is appended (the redaction gate of DESIGN.md §4); it may
+return a :class:`GatedBatch` whose placeholder rows commit with the events."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,21 @@ key_fingerprints = sa.Table(
     sa.Column("fingerprint", sa.String(32), nullable=False),
 )
 
+# The placeholder index of the redaction gate (privacy/placeholders.py): digests and numbers
+# only. Its rows are written in the append transaction of the events that use them, so an
+# event is never stored with a placeholder the index does not know. The two unique keys
+# are what detects a writer that numbered from a stale view (PlaceholderConflict).
+redaction_placeholders = sa.Table(
+    "redaction_placeholders",
+    metadata,
+    sa.Column("session_key", sa.String(200), nullable=False),
+    sa.Column("entity_type", sa.String(64), nullable=False),
+    sa.Column("digest", sa.LargeBinary(32), nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.PrimaryKeyConstraint("session_key", "entity_type", "digest", name="redaction_placeholders_pk"),
+    sa.UniqueConstraint("session_key", "entity_type", "number", name="redaction_placeholders_number_uq"),
+)
+
 _REFUSE = "hermes-fed: the events table is append-only (invariant 1)"
 
 

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from hermes_fed import errors
 
 from .backend import READ_COLUMNS, AppendTransaction, Backend, ReadRow, SubjectKey, check_fingerprints
+from .port import PlaceholderConflict, PlaceholderRow
 from .schema_ddl import metadata as ddl_metadata
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,26 @@ class SqlTransaction(AppendTransaction):
     def delete_subject_keys(self, subject_id: str) -> None:
         self.cur.execute(f"DELETE FROM subject_keys WHERE subject_id = {self.placeholder}", (subject_id,))
 
+    def insert_placeholders(self, rows: Sequence[PlaceholderRow]) -> None:
+        p, blob = self.placeholder, self.backend.blob
+        for i in range(0, len(rows), 200):  # one multi-row statement per 200
+            chunk = rows[i : i + 200]
+            try:
+                self.cur.execute(
+                    "INSERT INTO redaction_placeholders (session_key, entity_type, digest, number) VALUES "
+                    + ",".join([f"({p}, {p}, {p}, {p})"] * len(chunk)),
+                    [v for s, t, d, n in chunk for v in (s, t, blob(d), n)],
+                )
+            except Exception as exc:
+                # A unique key refused a row: numbered from a stale view. The caller's
+                # transaction rolls back whole (PostgreSQL has aborted it already).
+                if isinstance(map_error(exc, self.backend.error_table, ""), errors.IntegrityError):
+                    raise PlaceholderConflict(
+                        f"placeholder numbers of {len({r[0] for r in chunk})} session(s) changed "
+                        "under this append; the gate numbers them again"
+                    ) from exc
+                raise
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         self.cur.execute(sql, params)
         return [tuple(r) for r in self.cur.fetchall()] if self.cur.description is not None else []
@@ -136,6 +157,10 @@ class SqlBackend(Backend):
 
     def _end_read(self, raw: Any) -> None:
         """End a read on ``raw`` (a database that opened a transaction for it commits)."""
+
+    def end_read(self, raw: Any) -> None:
+        """End a caller's read on a raw connection of :attr:`engine` (see :meth:`select_in`)."""
+        self._end_read(raw)
 
     # --- set-up ---------------------------------------------------------------------------
     @contextmanager
@@ -215,6 +240,20 @@ class SqlBackend(Backend):
         every batch."""
         query = "SELECT subject_id, key_ref, wrap_key_id, wrapped FROM subject_keys WHERE subject_id IN ({})"
         return [SubjectKey(*r) for r in self.select_in(cur, query, subject_ids)]
+
+    def placeholders(self, session_keys: Sequence[str]) -> list[PlaceholderRow]:
+        query = (
+            "SELECT session_key, entity_type, digest, number FROM redaction_placeholders "
+            "WHERE session_key IN ({})"
+        )
+        with self.mapped("cannot read the placeholder index"):
+            raw = self.engine.raw_connection()
+            try:
+                rows = self.select_in(raw.cursor(), query, list(session_keys))
+                self._end_read(raw)
+            finally:
+                raw.close()
+        return [PlaceholderRow(s, t, bytes(d), int(n)) for s, t, d, n in rows]
 
     # --- queries --------------------------------------------------------------------------
     def stream_subjects(self, stream_ids: Sequence[str]) -> list[tuple[str, str, int]]:

@@ -13,7 +13,7 @@ import importlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent import futures
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from sqlalchemy import exc as sa_exc
 from hermes_fed.errors import ConfigError, OperationalError
 from hermes_fed.events import NewEvent
 from hermes_fed.store import Keyring, SqlEventStore, open_store
+from hermes_fed.store.port import Gate, GatedBatch
 from tenant_node.config import NodeConfig
 from tenant_node.ingest.auth import BearerTokenInterceptor
 from tenant_node.ingest.metrics import NodeMetrics
@@ -33,24 +34,36 @@ from tenant_node.ingest.validation import IngestLimits
 
 log = logging.getLogger(__name__)
 
-Gate = Callable[[Sequence[NewEvent]], Sequence[NewEvent]]
 _ENVELOPE_SLACK = 64 * 1024
 
 
 def build_gate(
     config: NodeConfig, secret: bytes, metrics: NodeMetrics, placeholder_index: Any = None
 ) -> Gate:
-    """The redaction gate: ``Redactor.redact_new_events`` plus counting what it redacted."""
+    """The redaction gate plus counting what it redacted. On a durable (staged) index the
+    batch's new placeholder rows travel with it into the append's transaction."""
     from hermes_fed.privacy import RedactionConfig, Redactor
+    from hermes_fed.privacy.placeholder_store import staged_gate
+    from hermes_fed.privacy.placeholders import StagedPlaceholderIndex
 
     redactor = Redactor(RedactionConfig.from_mapping(config.redaction), secret, placeholder_index)
+    if isinstance(placeholder_index, StagedPlaceholderIndex):
+        staged = staged_gate(redactor, placeholder_index)
 
-    def gate(events: Sequence[NewEvent]) -> Sequence[NewEvent]:
+        def gate(events: Sequence[NewEvent]) -> Sequence[NewEvent] | GatedBatch:
+            batch = staged(events)
+            assert isinstance(batch, GatedBatch)
+            metrics.count_redactions(batch.events)
+            return batch
+
+        return gate
+
+    def plain(events: Sequence[NewEvent]) -> Sequence[NewEvent] | GatedBatch:
         redacted = redactor.redact_new_events(events)
         metrics.count_redactions(redacted)
         return redacted
 
-    return gate
+    return plain
 
 
 def open_node_store(config: NodeConfig, metrics: NodeMetrics | None = None) -> SqlEventStore:
@@ -61,13 +74,14 @@ def open_node_store(config: NodeConfig, metrics: NodeMetrics | None = None) -> S
     url = config.resolved_store_url
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    from hermes_fed.privacy.placeholder_store import SqlPlaceholderIndex
+    from hermes_fed.privacy.placeholder_store import StorePlaceholderIndex
 
     store = open_store(url, config.tenant_id, keyring=keyring, schema=config.store_schema,
                        synchronous=config.sqlite_synchronous)
-    # Placeholder numbers live beside the log so a session's <EMAIL_ADDRESS_1> stays the
-    # same across daemon restarts and across processes (serve, import, train).
-    index = SqlPlaceholderIndex(store.engine, keyring)
+    # Placeholder numbers live in the log so a session's <EMAIL_ADDRESS_1> stays the same
+    # across daemon restarts and across processes (serve, import, train); a batch's new
+    # numbers are written in its append's transaction.
+    index = StorePlaceholderIndex(store, keyring)
     store.gate = build_gate(config, keyring.hmac_secret, metrics or NodeMetrics(), index)
     return store
 

@@ -99,11 +99,13 @@ class IngestService:
         self.limits = limits
         self.metrics = metrics
         self._secret = secret
-        # One append at a time per node process. The store serialises the write itself
-        # (invariant 4), and redaction holds the GIL, so little parallelism is lost; but the
-        # store creates per-subject keys in a deferred SQLite transaction (SELECT, then
-        # INSERT) before taking its write lock, and two such upgrades racing a writer fail
-        # at once with "database is locked" (SQLITE_BUSY_SNAPSHOT; busy_timeout cannot help).
+        # Appends run concurrently: the store serialises the write itself (its lock, then
+        # the database's write lock: invariant 4), so one handler's redaction runs while
+        # another's commit waits on the disk. (An older store made per-subject keys in a
+        # deferred SQLite transaction that failed with SQLITE_BUSY_SNAPSHOT when raced;
+        # it now reads them in autocommit and writes them under BEGIN IMMEDIATE, and a
+        # placeholder clash between two handlers is retried by the log.) The lock below
+        # only orders AssignVariant's read-then-append and the head gauge.
         self._append_lock = threading.Lock()
         self._head = 0
 
@@ -111,13 +113,12 @@ class IngestService:
     def _append(
         self, events: list[NewEvent], expected: dict[str, int]
     ) -> list[AppendResult]:
-        with self._append_lock:
-            results = self.store.append(events, expected or None)
-        for event, result in zip(events, results, strict=True):
-            if result.duplicate:
-                self.metrics.events_duplicate.inc()
-            else:
-                self.metrics.events_ingested.labels(type=event.type).inc()
+        results = self.store.append(events, expected or None)
+        duplicates = sum(r.duplicate for r in results)
+        if duplicates:
+            self.metrics.events_duplicate.inc(duplicates)
+        self.metrics.count_ingested(
+            [e.type for e, r in zip(events, results, strict=True) if not r.duplicate])
         new = [r.position for r in results if not r.duplicate]
         if new:
             with self._append_lock:  # a retried batch must not move the gauge backwards
@@ -245,6 +246,8 @@ def record_assignment(
         if keyring is None:
             raise ValueError("assignment needs the tenant's key ring (HMAC secret)")
         secret = bytes(keyring.hmac_secret)
+    # The arm hashes the user_ref as sent (the original), as the gateway's routing does;
+    # the store's gate keeps a pseudonym of a personal one (hermes_fed.privacy.pseudonyms, U4).
     arm, point = assign(secret, ab_test_id, user_ref, arms)
     event = NewEvent(
         stream_id=f"abtest-{ab_test_id}", type="VariantAssigned",
