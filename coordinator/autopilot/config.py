@@ -66,6 +66,8 @@ class AutopilotConfig:
         "help": "feedback-loop guard: latest looks in the slope fit"})
     quality_max_drop: float = field(default=0.05, metadata={
         "help": "degradation trigger: relative drop of production quality that rolls back"})
+    failed_retry_seconds: float = field(default=3600.0, metadata={
+        "help": "seconds after a failed cycle (training failed) before the next may train"})
     deploy_retry_seconds: float = field(default=60.0, metadata={
         "help": "seconds before a deploy some node did not acknowledge is sent again"})
     node_timeout_seconds: float = field(default=600.0, metadata={
@@ -90,7 +92,8 @@ class AutopilotConfig:
             raise ConfigError("[autopilot] ab_duration_days must be an integer >= 1, got "
                               f"{self.ab_duration_days!r}")
         for name in ("cadence_seconds", "look_interval_seconds", "quality_interval_seconds",
-                     "deploy_retry_seconds", "node_timeout_seconds", "stale_days"):
+                     "deploy_retry_seconds", "node_timeout_seconds", "stale_days",
+                     "failed_retry_seconds"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
                 raise ConfigError(f"[autopilot] {name} must be a number > 0, got {value!r}")

@@ -198,6 +198,11 @@ def _production_watch(state: AutopilotState, config: AutopilotConfig,
 
 def _waiting(state: AutopilotState, seen: Readiness | None, config: AutopilotConfig,
              now: datetime) -> Decision:
+    if state.last_failed_at is not None and not _due(now, state.last_failed_at,
+                                                     config.failed_retry_seconds):
+        last = state.cycles[-1] if state.cycles else {}
+        return Wait(f"cycle {last.get('cycle')} failed ({last.get('reason')}); next try "
+                    f"after {config.failed_retry_seconds:g} s")
     if seen is None:
         return Observe()
     numbers = seen.to_numbers()

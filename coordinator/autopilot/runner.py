@@ -84,6 +84,7 @@ class Autopilot:
         self.clock = clock
         self.notifier = notifier or Notifier(config.webhook_url)
         self.crash = crash
+        self.failed = False  # the latest step's outcome was ok: false
         self.abtests = ABTestLog(self.store)
         self.promotions = PromotionLog(self.store, config.promotion())
 
@@ -125,11 +126,13 @@ class Autopilot:
         return self._begin(state, decision)
 
     def run_until_idle(self, max_steps: int = 100) -> list[str]:
-        """Steps until the autopilot waits (or ``max_steps``)."""
+        """Steps until the autopilot waits, a step fails (it is tried again at the next
+        beat, not in a tight loop), or ``max_steps``."""
         done: list[str] = []
         for _ in range(max_steps):
+            self.failed = False
             done.append(self.step())
-            if done[-1].startswith("wait:"):
+            if done[-1].startswith("wait:") or self.failed:
                 break
         return done
 
@@ -186,6 +189,7 @@ class Autopilot:
                                                                       "completed"),
                           occurred_at=self.clock.now(), metadata={"actor": "autopilot"})
         self.store.append([event], expected_versions={STREAM: seen})
+        self.failed = not ok
         status = "ok" if ok else f"failed ({result.get('reason', '')})"
         return f"cycle {intent.cycle} step {intent.step} {intent.action.value}: {status}"
 

@@ -129,6 +129,7 @@ class AutopilotState:
     last_quality: Mapping[str, Any] | None = None
     last_quality_at: datetime | None = None
     readiness: Mapping[str, Any] = field(default_factory=dict)
+    last_failed_at: datetime | None = None  # when the latest cycle ended failed
     last_wait: tuple[str, str] | None = None  # (reason, readiness key) of the latest wait
     registry: RegistryState = field(default_factory=RegistryState)
     recent: tuple[Note, ...] = ()
@@ -224,6 +225,7 @@ def fold_one(state: AutopilotState, entry: LogEntry) -> AutopilotState:
     return replace(state, cycle=int(d["cycle"]) + 1, phase=Phase.WAITING, step=0,
                    pending=None, candidate=None, parent=None, ab_test_id=None,
                    phase_since=None, last_look=None, last_look_at=None, train_failed=None,
+                   last_failed_at=at if d["outcome"] == "failed" else state.last_failed_at,
                    cycles=(*state.cycles, summary)[-RECENT:],
                    recent=state.noted(Note(at, int(d["cycle"]), "cycle_ended",
                                            str(d["outcome"]), str(d["reason"]),

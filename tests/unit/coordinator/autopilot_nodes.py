@@ -53,8 +53,10 @@ class ScriptedNodes:
     registry: AdapterRegistry
     tenants: tuple[str, ...] = ("acme", "globex", "initech")
     train: dict[str, bool] = field(default_factory=dict)
+    train_versions: int = 1000  # say train only while the registry holds fewer versions
     offline_diff: float = 0.05  # paired candidate - current held-out difference
     online_effect: float = 0.05  # treatment - control session quality
+    effects: dict[str, float] = field(default_factory=dict)  # by version prefix ("v2")
     quality: list[float] = field(default_factory=list)  # production means, one per look
     refuse_deploy: set[str] = field(default_factory=set)
     silent: set[str] = field(default_factory=set)  # nodes that do not answer at all
@@ -67,8 +69,9 @@ class ScriptedNodes:
 
     def poll_triggers(self, now: datetime) -> Readiness:
         self.calls.append("poll_triggers")
-        reports = tuple(TriggerReport(t, self.train.get(t, False),
-                                      "volume" if self.train.get(t) else "wait",
+        more = len(self.registry.versions()) < self.train_versions
+        reports = tuple(TriggerReport(t, more and self.train.get(t, False),
+                                      "volume" if more and self.train.get(t) else "wait",
                                       new_scored=600, new_high_quality=300,
                                       high_quality_rate=0.5, days_since_training=3.0)
                         for t in self._answering())
@@ -99,8 +102,9 @@ class ScriptedNodes:
     def online_look(self, query: AbQuery) -> OnlineStats:
         self.calls.append(f"online_look:{query.ab_test_id}")
         share = query.traffic_split
+        effect = self.effects.get(query.treatment.partition("-")[0], self.online_effect)
         arms = tuple(TenantArms(t, arm(int(2000 * (1 - share)), 0.6, 0.1),
-                                arm(int(2000 * share), 0.6 + self.online_effect, 0.1))
+                                arm(int(2000 * share), 0.6 + effect, 0.1))
                      for t in self._answering())
         return OnlineStats(arms)
 

@@ -1,0 +1,158 @@
+"""The autopilot's runner over the real coordinator log: whole cycles, and crash safety.
+
+The nodes are :class:`ScriptedNodes` (their answers are the test's table); the log, the
+registry (PEFT files, sha256), the A/B and promotion logs are the real ones on SQLite.
+One schedule covers every action: cycle 1 ships v1 (deploy, train, offline look,
+promote, canary looks, online look, production), cycle 2's v2 breaches the canary
+guardrail (rollback), and v1's production quality then falls until the degradation
+trigger rolls it back to the base model.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from coordinator.autopilot.config import AutopilotConfig
+from coordinator.autopilot.runner import Autopilot
+from coordinator.autopilot.state import Action, Intent, Phase
+from coordinator.logs.registry import AdapterRegistry
+from tests.unit.coordinator.autopilot_nodes import ScriptedNodes, SimClock, log_summary
+
+CFG = AutopilotConfig(min_nodes=2, canary_days=1, ab_duration_days=1, ab_min_samples=100,
+                      look_interval_seconds=6 * 3600, quality_interval_seconds=86400,
+                      quality_window=3, deploy_retry_seconds=3600)
+BEATS = 36  # 6-hour beats: 9 simulated days
+
+
+class SimulatedCrash(BaseException):
+    """Stands for kill -9: nothing after the crash point runs."""
+
+
+def _nodes(registry: AdapterRegistry) -> ScriptedNodes:
+    return ScriptedNodes(registry, train={"acme": True, "globex": True}, train_versions=2,
+                         effects={"v2": -0.2},
+                         quality=[0.6, 0.6, 0.6, 0.6, 0.45, 0.45, 0.45, 0.45, 0.45])
+
+
+def drive(root: Path, crash_at: set[tuple[str, str]] | None = None
+          ) -> tuple[list[tuple[Any, ...]], ScriptedNodes, int]:
+    """Run the schedule; with ``crash_at``, crash at every (point, action) listed (every
+    time it comes) and resume with a fresh runner over a reopened log."""
+    clock = SimClock()
+    registry = AdapterRegistry.open(root)
+    nodes = _nodes(registry)
+    crashes = 0
+    seen: set[tuple[int, int, str]] = set()
+
+    def crash(point: str, intent: Intent) -> None:
+        nonlocal crashes
+        key = (intent.cycle, intent.step, point)
+        if crash_at and (point, intent.action.value) in crash_at and key not in seen:
+            seen.add(key)
+            crashes += 1
+            raise SimulatedCrash(f"{point} {intent.action.value}")
+
+    for _ in range(BEATS):
+        while True:
+            try:
+                Autopilot(registry, nodes, CFG, clock, crash=crash).run_until_idle()
+                break
+            except SimulatedCrash:
+                registry.close()
+                registry = AdapterRegistry.open(root)
+                nodes.registry = registry
+        clock.advance(hours=6)
+    summary = log_summary(registry)
+    registry.close()
+    return summary, nodes, crashes
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[tuple[Any, ...]],
+                                                               ScriptedNodes]:
+    summary, nodes, _ = drive(tmp_path_factory.mktemp("baseline"))
+    return summary, nodes
+
+
+def test_the_schedule_runs_whole_cycles_unattended(
+        baseline: tuple[list[tuple[Any, ...]], ScriptedNodes]) -> None:
+    summary, nodes = baseline
+    ended = [(e[1], e[2]) for e in summary if e[0] == "AutopilotCycleEnded"]
+    assert ended == [(1, "production"), (2, "rolled_back")]
+    facts = [e[1:3] for e in summary if e[0] in ("ModelPromoted", "ModelRolledBack")]
+    v1, v2 = (e[1] for e in summary if e[0] == "AdapterVersionPublished")
+    assert facts == [(v1, "candidate"), (v1, "canary"), (v1, "ab"), (v1, "production"),
+                     (v2, "candidate"), (v2, "canary"), (v2, None), (v1, None)]
+    # every action of the machine happened, and every step has exactly one outcome
+    actions = Counter(e[3] for e in summary if e[0] == "AutopilotStepIntended")
+    assert set(actions) == {a.value for a in Action}
+    intents = [e[1:3] for e in summary if e[0] == "AutopilotStepIntended"]
+    outcomes = [e[1:3] for e in summary if e[0] == "AutopilotStepCompleted"]
+    assert intents == outcomes and len(set(intents)) == len(intents)
+    # the nodes saw the plans in order: base, canary, A/B, v1, canary v2, back to v1, base
+    plans = [p for t, p in nodes.deployed if t == "acme"]
+    assert plans == ["prod-base", f"canary-{v1}", f"ab-{v1}", f"prod-{v1}", f"canary-{v2}",
+                     f"prod-{v1}", "prod-base"]
+
+
+def test_ar1_a_crash_after_every_intent_and_every_action_resumes_to_the_same_log(
+        tmp_path: Path, baseline: tuple[list[tuple[Any, ...]], ScriptedNodes]) -> None:
+    # Prepare: crash at both points of every action, every time it comes
+    points = {(p, a.value) for p in ("intended", "acted") for a in Action}
+    # Execute
+    summary, nodes, crashes = drive(tmp_path, points)
+    # Assert: same log, nothing published or promoted twice, no finished round repeated
+    assert crashes == 2 * sum(1 for e in baseline[0] if e[0] == "AutopilotStepIntended")
+    assert summary == baseline[0]
+    published = [e[1] for e in summary if e[0] == "AdapterVersionPublished"]
+    assert len(published) == len(set(published)) == 2
+    assert nodes.calls.count("run_rounds:1") == 2
+
+
+def test_a_node_that_does_not_apply_a_plan_is_named_and_the_cycle_waits(tmp_path: Path) -> None:
+    # Prepare: globex cannot load adapters
+    clock = SimClock()
+    with AdapterRegistry.open(tmp_path) as registry:
+        nodes = _nodes(registry)
+        autopilot = Autopilot(registry, nodes, CFG, clock)
+        autopilot.run_until_idle()  # base plan, train, offline look, canary, deploy...
+        nodes.refuse_deploy.add("globex")
+        state = autopilot.state()
+        assert state.phase is Phase.CANARY and state.plan_applied is not None
+        # Execute: the canary moves on to A/B, whose plan globex cannot apply
+        for _ in range(6):
+            clock.advance(hours=6)
+            autopilot.run_until_idle()
+        state = autopilot.state()
+        # Assert: still in A/B's delivery, globex named, acme and initech on the new plan
+        assert state.phase is Phase.AB and state.deploy_failed == ("globex",)
+        assert state.node_plans["acme"].startswith("ab-")
+        assert state.node_plans["globex"].startswith("canary-")  # its last applied plan
+        failed = [n for n in state.recent if n.kind == "failed" and n.what == "deploy"]
+        assert failed and "globex did not apply" in failed[-1].reason
+        looks = [c for c in nodes.calls if c.startswith("online_look:ab-")]
+        assert looks == []  # no A/B look before every node serves the A/B plan
+        # once globex can, the retry goes through and the cycle moves on
+        nodes.refuse_deploy.clear()
+        clock.advance(hours=1)
+        autopilot.run_until_idle()
+        assert autopilot.state().deploy_failed == ()
+
+
+def test_a_failing_round_is_an_outcome_and_ends_the_cycle_failed(tmp_path: Path) -> None:
+    with AdapterRegistry.open(tmp_path) as registry:
+        nodes = _nodes(registry)
+        nodes.fail_rounds = True
+        autopilot = Autopilot(registry, nodes, CFG, SimClock())
+        first = autopilot.run_until_idle()
+        assert first[-1].startswith("cycle 1 step 2 train: failed")  # no tight retry loop
+        second = autopilot.run_until_idle()
+        assert second[-1].startswith("wait: cycle 1 failed")
+        state = autopilot.state()
+        assert state.cycles[-1]["outcome"] == "failed"
+        assert "0 of 1 nodes replied" in state.cycles[-1]["reason"]
+        assert state.cycle == 2 and state.phase is Phase.WAITING
