@@ -20,7 +20,14 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Run the configured rounds; raise on failure so the run ends ``finished:failed``."""
+    """Run the configured rounds (or one autopilot call, :mod:`coordinator.autopilot`);
+    raise on failure so the run ends ``finished:failed``."""
+    from coordinator.autopilot.grid_federation import CALL_KEY, serve_call
+    from coordinator.rounds.config import merged_run_config
     from coordinator.rounds.loop import run_rounds
 
+    merged = merged_run_config(context.run_config)
+    if CALL_KEY in merged:
+        serve_call(grid, merged)
+        return
     run_rounds(grid, context.run_config, context.run_id)

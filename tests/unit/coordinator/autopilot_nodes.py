@@ -9,9 +9,11 @@ each adapter's tensors must hash to the sha256 the registry published.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,6 +65,7 @@ class ScriptedNodes:
     calls: list[str] = field(default_factory=list)
     deployed: list[tuple[str, str]] = field(default_factory=list)  # (tenant, plan test id)
     fail_rounds: bool = False
+    hold: Path | None = None  # after publishing, touch this file and hang (a kill -9 test)
 
     def _answering(self) -> list[str]:
         return [t for t in self.tenants if t not in self.silent]
@@ -93,6 +96,9 @@ class ScriptedNodes:
                                       training_config=LoraTrainingConfig(r=2, alpha=4.0))
             parent = v.version
             published.append(v.version)
+            if self.hold is not None:
+                self.hold.write_text(v.version)
+                threading.Event().wait()  # until the test kills this process
         return published
 
     def offline_look(self, query: AbQuery) -> PairedStats:
