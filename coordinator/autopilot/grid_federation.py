@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 CALL_KEY = "autopilot-call"
 REQUEST_KEY = "autopilot-request"
+NAMES_FILE = "autopilot/tenants.json"
 CALLS = ("poll_triggers", "offline_look", "online_look", "version_quality", "deploy")
 
 
@@ -59,7 +60,8 @@ class GridNodes:
     """Every node connected to ``grid`` (module docstring); ``registry`` for adapters."""
 
     def __init__(self, grid: Grid, registry: Any, *, timeout: float = 600.0,
-                 interval: float = 0.2, min_nodes: int = 1, node_wait: float = 60.0) -> None:
+                 interval: float = 0.2, min_nodes: int = 1, node_wait: float = 60.0,
+                 names_file: Path | None = None) -> None:
         self.grid = grid
         self.registry = registry
         self.timeout = timeout
@@ -67,12 +69,25 @@ class GridNodes:
         self.min_nodes = min_nodes
         self.node_wait = node_wait
         self.names = TenantNames()
+        # each autopilot call is its own run: what nodes said they are is kept between runs,
+        # so a node whose reply names nobody (Flower's own error) is still named by tenant
+        self.names_file = names_file
+        if names_file is not None and names_file.is_file():
+            for node, tenant in json.loads(names_file.read_text()).items():
+                self.names.remember(int(node), str(tenant))
 
     def _ask(self, message_type: str, contents: Mapping[int, RecordDict]) -> dict[int, Message]:
         msgs = [Message(content, dst_node_id=n, message_type=message_type)
                 for n, content in contents.items()]
         replies, _ = exchange(self.grid, msgs, timeout=self.timeout, interval=self.interval)
         self.names.learn_all(replies)
+        if self.names_file is not None:
+            known = {str(n): self.names.tenant(n) for n in contents if self.names.tenant(n)}
+            if known:
+                kept = (json.loads(self.names_file.read_text())
+                        if self.names_file.is_file() else {})
+                self.names_file.parent.mkdir(parents=True, exist_ok=True)
+                self.names_file.write_text(json.dumps({**kept, **known}, sort_keys=True))
         return replies
 
     def _nodes(self) -> list[int]:
@@ -217,9 +232,11 @@ def serve_call(grid: Grid, run_config: Mapping[str, Any]) -> None:
     request = Path(str(run_config[REQUEST_KEY]))
     body = json.loads(request.read_text())
     with AdapterRegistry.open(Path(body["coordinator_dir"])) as registry:
+        root = Path(body["coordinator_dir"])
         nodes = GridNodes(grid, registry, timeout=float(body.get("timeout", 600.0)),
                           min_nodes=int(body.get("min_nodes", 1)),
-                          node_wait=float(body.get("node_wait", 60.0)))
+                          node_wait=float(body.get("node_wait", 60.0)),
+                          names_file=root / NAMES_FILE)
         args = body["args"]
         value: Any
         if call == "poll_triggers":

@@ -15,7 +15,7 @@ Coordinator -> node (message type: content):
   ``count.heldout``.
 * ``query.ab_stats``: ``config`` (:class:`~hermes_fed.federation.queries.AbQuery`) and, for
   an offline look, ``candidate`` / ``current`` adapters. Reply: cells ``ab.*``.
-* ``query.trigger`` and ``deploy``: the autopilot's readiness question and adapter + plan
+* ``query.trigger`` and ``train.deploy``: the autopilot's readiness question and adapter + plan
   delivery (:mod:`hermes_fed.federation.delivery`).
 
 Every reply's ``versions`` names the node's tenant (``tenant-id``), so the coordinator's
@@ -39,7 +39,9 @@ EVALUATE = "evaluate"
 QUERY_STATUS = "query.status"
 QUERY_AB_STATS = "query.ab_stats"
 QUERY_TRIGGER = "query.trigger"  # payloads and reply keys: .delivery
-DEPLOY = "deploy"  # payloads and reply keys: .delivery
+# Flower accepts only "<train|evaluate|query>[.<action>]": a bare "deploy" is refused when
+# the Message is built. Deploy changes the node's state, so it is no query.
+DEPLOY = "train.deploy"  # payloads and reply keys: .delivery
 
 # --- records -----------------------------------------------------------------------------
 ADAPTER = "adapter"
