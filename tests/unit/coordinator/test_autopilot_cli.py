@@ -99,3 +99,38 @@ def test_kill_9_mid_round_resumes_without_a_second_round_or_version(tmp_path: Pa
     published = [e[1] for e in summary if e[0] == "AdapterVersionPublished"]
     assert published == [(tmp_path / "held").read_text()]
     assert state.candidate == published[0] and state.phase is Phase.CANARY
+
+
+def test_the_autopilot_command_records_why_a_step_failed_and_stops_on_sigterm(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Prepare: a coordinator directory nobody serves from (no SuperLink, no nodes)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    child = subprocess.Popen([sys.executable, "-m", "hermes_fed.cli", "coordinator",
+                              "autopilot", "--dir", str(tmp_path), "--cadence-seconds", "0.2"],
+                             env=env, cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
+    try:
+        # Execute: its first step (delivering the base plan) fails; then SIGTERM. Its log
+        # lines say when it stepped (opening the SQLite log here while the child creates it
+        # could make the child's own open fail with "database is locked").
+        seen = b""
+        assert child.stderr is not None
+        while b"event=step" not in seen:
+            line = child.stderr.readline()
+            assert line, f"the autopilot exited: {seen.decode()}"
+            seen += line
+        child.send_signal(signal.SIGTERM)
+        _, rest = child.communicate(timeout=60)
+        err = seen + rest
+    finally:
+        if child.poll() is None:
+            os.kill(child.pid, signal.SIGKILL)
+    # Assert: a clean stop, and the failure is in the log with its reason
+    assert child.returncode == 0, err.decode()
+    assert "event=signal signal=SIGTERM" in err.decode() and "event=stop" in err.decode()
+    assert main(["coordinator", "status", "--dir", str(tmp_path), "--json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    failed = [d for d in body["decisions"] if d["kind"] == "failed"]
+    assert failed[0]["what"] == "deploy"
+    assert "no coordinator is serving" in failed[0]["reason"]
+    assert body["pending"] is None and body["plan"]["applied"] is None
