@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any, cast
@@ -56,6 +57,7 @@ from .state import FOLDED_TYPES, STREAM, Action, AutopilotState, Intent, fold
 logger = logging.getLogger(__name__)
 
 _NAMESPACE = uuid.UUID("6f1c2a9e-5b7d-4f0e-9a63-0d7c5e2b8a41")
+_ROUND_TYPES = ("RoundStarted", "RoundCompleted", "RoundFailed")
 _ORDER = {Stage.CANDIDATE: 0, Stage.CANARY: 1, Stage.AB: 2, Stage.PRODUCTION: 3}
 Crash = Callable[[str, Intent], None]
 """Test hook: called ``("intended", intent)`` after the intent is appended and
@@ -85,6 +87,7 @@ class Autopilot:
         self.notifier = notifier or Notifier(config.webhook_url)
         self.crash = crash
         self.failed = False  # the latest step's outcome was ok: false
+        self.round_poll_seconds = 1.0
         self.abtests = ABTestLog(self.store)
         self.promotions = PromotionLog(self.store, config.promotion())
 
@@ -200,6 +203,7 @@ class Autopilot:
                     if v.position > intent.position and v.lineage.get("mode") != "init"]
 
         rounds = int(intent.params.get("rounds", 1))
+        self._wait_for_rounds_in_flight(intent)
         before = trained()
         if len(before) < rounds:
             parent = before[-1].version if before else intent.params.get("parent")
@@ -210,6 +214,29 @@ class Autopilot:
         return {"version": after[-1].version, "versions": [v.version for v in after],
                 "resumed_after_rounds": len(before),
                 "reason": f"{len(after)} round(s) published {after[-1].version}"}
+
+    def rounds_in_flight(self, after: int) -> list[str]:
+        """Round ids started after position ``after`` that neither completed nor failed."""
+        started: dict[str, None] = {}
+        for e in self.store.read(after=after, types=_ROUND_TYPES):
+            if e.type == "RoundStarted":
+                started[str(e.data["round_id"])] = None
+            else:
+                started.pop(str(e.data["round_id"]), None)
+        return list(started)
+
+    def _wait_for_rounds_in_flight(self, intent: Intent) -> None:
+        """A killed autopilot leaves its round run going in the ServerApp: wait for it to
+        finish (publishing its version) rather than start a second one (AR1)."""
+        deadline = time.monotonic() + self.config.node_timeout_seconds + 120.0
+        while (flying := self.rounds_in_flight(intent.position)) \
+                and time.monotonic() < deadline:
+            logger.info("cycle=%d step=%d action=train waiting_for=%s", intent.cycle,
+                        intent.step, ",".join(flying))
+            threading.Event().wait(self.round_poll_seconds)
+        if flying:
+            raise StepFailed(f"round(s) {', '.join(flying)} started after this step's intent "
+                             "never finished; check the SuperLink's runs")
 
     def _register(self, version: str, reason: str) -> None:
         if self.promotions.state().get(version) is None:

@@ -44,8 +44,13 @@ def _autopilot(args: argparse.Namespace) -> int:
     from coordinator.logs.registry import AdapterRegistry
     from hermes_fed.cli import daemon_logging, stop_on_signals
     from hermes_fed.clock import current_clock
+    from hermes_fed.errors import ConfigError
 
     config = _config(args)
+    if not config.base_model:
+        raise ConfigError("[autopilot] base_model is required by `coordinator autopilot` "
+                          "(the base-model dir the rounds train on; --base-model or the "
+                          "[autopilot] table)")
     root = Path(args.dir).resolve()
     daemon_logging(max(args.verbose, 1))
     metrics = AutopilotMetrics()

@@ -106,7 +106,8 @@ def test_the_autopilot_command_records_why_a_step_failed_and_stops_on_sigterm(
     # Prepare: a coordinator directory nobody serves from (no SuperLink, no nodes)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     child = subprocess.Popen([sys.executable, "-m", "hermes_fed.cli", "coordinator",
-                              "autopilot", "--dir", str(tmp_path), "--cadence-seconds", "0.2"],
+                              "autopilot", "--dir", str(tmp_path), "--cadence-seconds", "0.2",
+                              "--base-model", str(tmp_path / "model")],
                              env=env, cwd=REPO, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE)
     try:

@@ -10,6 +10,7 @@ trigger rolls it back to the base model.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -156,3 +157,53 @@ def test_a_failing_round_is_an_outcome_and_ends_the_cycle_failed(tmp_path: Path)
         assert state.cycles[-1]["outcome"] == "failed"
         assert "0 of 1 nodes replied" in state.cycles[-1]["reason"]
         assert state.cycle == 2 and state.phase is Phase.WAITING
+
+
+def test_ar1_a_round_still_running_after_a_crash_is_waited_for_not_run_again(
+        tmp_path: Path) -> None:
+    from hermes_fed.events import new_event
+    from hermes_fed.events.coordinator import RoundCompleted, RoundStarted
+
+    # Prepare: the autopilot died right after its train intent; the round run it had
+    # submitted is still going in the ServerApp (RoundStarted, no outcome yet)
+    clock = SimClock()
+    with AdapterRegistry.open(tmp_path) as registry:
+        nodes = _nodes(registry)
+
+        def die_at_train(point: str, intent: Intent) -> None:
+            if intent.action is Action.TRAIN:
+                raise SimulatedCrash(point)
+
+        with pytest.raises(SimulatedCrash):
+            Autopilot(registry, nodes, CFG, clock, crash=die_at_train).run_until_idle()
+        registry.store.append([new_event(RoundStarted(
+            round_id="round-9-1", round=1, mode="frozen-a", parent_version=None,
+            node_ids=["1"], config={}), stream_id="round-9-1")])
+        resumed = Autopilot(registry, nodes, CFG, clock)
+        resumed.round_poll_seconds = 0.01
+        waiting = threading.Event()
+        real = resumed.rounds_in_flight
+
+        def watched(after: int) -> list[str]:
+            flying = real(after)
+            if flying:
+                waiting.set()
+            return flying
+
+        resumed.rounds_in_flight = watched  # type: ignore[method-assign]
+        # Execute: resume in a thread; once it waits, the orphan round publishes and ends
+        lines: list[str] = []
+        worker = threading.Thread(target=lambda: lines.append(resumed.step()))
+        worker.start()
+        assert waiting.wait(60)
+        version = nodes.run_rounds(None, 1)[0]
+        nodes.calls.clear()
+        registry.store.append([new_event(RoundCompleted(
+            round_id="round-9-1", round=1, version=version, report={}),
+            stream_id="round-9-1")])
+        worker.join(60)
+        # Assert: the orphan's version is the candidate; no second round was run
+        assert lines == ["cycle 1 step 2 train: ok"]
+        assert not any(c.startswith("run_rounds") for c in nodes.calls)
+        assert resumed.state().candidate == version
+        assert [v.version for v in registry.versions()] == [version]
