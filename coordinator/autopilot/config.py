@@ -48,6 +48,9 @@ class AutopilotConfig:
         "help": "share of users on the candidate during the online A/B (its traffic split)"})
     canary_days: float = field(default=1.0, metadata={
         "help": "days on canary without a guardrail breach before the online A/B"})
+    canary_max_days: float = field(default=7.0, metadata={
+        "help": "a canary that saw fewer than canary_min_samples candidate sessions goes on "
+                "to the A/B after this many days (its sequential test then guards)"})
     canary_alpha: float = field(default=0.05, metadata={
         "help": "canary guardrail: one-sided level at which a tenant counts as harmed"})
     canary_max_drop: float = field(default=0.05, metadata={
@@ -100,6 +103,10 @@ class AutopilotConfig:
         if not (isinstance(self.canary_days, int | float) and math.isfinite(self.canary_days)
                 and self.canary_days >= 0):
             raise ConfigError(f"[autopilot] canary_days must be >= 0, got {self.canary_days!r}")
+        if not (isinstance(self.canary_max_days, int | float)
+                and self.canary_max_days >= self.canary_days):
+            raise ConfigError(f"[autopilot] canary_max_days must be >= canary_days "
+                              f"({self.canary_days!r}), got {self.canary_max_days!r}")
         for name in ("canary_alpha", "canary_max_drop", "quality_max_drop"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and 0.0 < value < 1.0):

@@ -217,7 +217,9 @@ def _waiting(state: AutopilotState, seen: Readiness | None, config: AutopilotCon
                     f"train ({', '.join(sorted(saying))}) >= min_nodes {config.min_nodes}",
                     numbers)
     if since is not None and age >= config.stale_days and seen.reports:
-        return Step(Action.TRAIN, params, f"stale: last training {age:.1f} days ago >= "
+        what = ("last training" if state.last_trained_at is not None
+                else "no training since the autopilot started")
+        return Step(Action.TRAIN, params, f"stale: {what} {age:.1f} days ago >= "
                     f"stale_days {config.stale_days:g}; training with the "
                     f"{len(seen.reports)} node(s) that answered", numbers)
     reason = (f"{len(saying)} of {len(seen.reports)} nodes say train (< min_nodes "
@@ -241,14 +243,24 @@ def _canary(state: AutopilotState, config: AutopilotConfig, now: datetime) -> De
               if look is not None and state.last_look_at is not None else -1.0)
     if looked >= config.canary_days:
         assert look is not None
-        return Step(Action.PROMOTE, {"version": candidate, "stage": "ab",
-                                     "ab_test_id": state.ab_test_id or ab_test_id(candidate)},
-                    f"canary clean for {looked:.2f} days >= canary_days "
-                    f"{config.canary_days:g}",
-                    {"days": looked, "n_control": look.get("n_control"),
-                     "n_treatment": look.get("n_treatment"), "drop": look.get("drop")})
-    if days >= config.canary_days or _due(now, state.last_look_at or state.phase_since,
-                                          config.look_interval_seconds):
+        seen = int(look.get("n_treatment") or 0)
+        numbers = {"days": looked, "n_control": look.get("n_control"), "n_treatment": seen,
+                   "drop": look.get("drop")}
+        params = {"version": candidate, "stage": "ab",
+                  "ab_test_id": state.ab_test_id or ab_test_id(candidate)}
+        if seen >= config.canary_min_samples:
+            return Step(Action.PROMOTE, params,
+                        f"canary clean for {looked:.2f} days >= canary_days "
+                        f"{config.canary_days:g} over {seen} candidate sessions", numbers)
+        if looked >= config.canary_max_days:
+            return Step(Action.PROMOTE, params,
+                        f"canary saw {seen} candidate sessions in {looked:.2f} days "
+                        f"(< canary_min_samples {config.canary_min_samples}), none harmful; "
+                        f"after canary_max_days {config.canary_max_days:g} the A/B's "
+                        "sequential test takes over", numbers)
+    ended = days >= config.canary_days and looked < config.canary_days
+    if ended or _due(now, state.last_look_at or state.phase_since,
+                     config.look_interval_seconds):
         return Step(Action.CANARY_LOOK, {"version": candidate,
                                          "test_id": canary_test_id(candidate)},
                     f"canary look due ({days:.2f} of {config.canary_days:g} days)")

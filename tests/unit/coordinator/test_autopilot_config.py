@@ -33,6 +33,7 @@ def test_a_toml_table_and_flags_on_top(tmp_path: Path) -> None:
     ("[autopilot]\ncadence_seconds = -1\n", "cadence_seconds must be a number > 0"),
     ("[autopilot]\nmin_nodes = \"two\"\n", "min-nodes must be int, got 'two'"),
     ("[autopilot]\nwebhook_url = \"ftp://x\"\n", "webhook_url must be an http(s) URL"),
+    ("[autopilot]\ncanary_days = 2\ncanary_max_days = 1\n", "canary_max_days must be >= canary_days"),
     ("autopilot = 3\n", "[autopilot] must be a table"),
     ("[autopilot\n", "not valid TOML"),
 ])

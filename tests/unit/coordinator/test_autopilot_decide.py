@@ -210,7 +210,8 @@ def test_staleness_forces_training(days: float, trains: bool) -> None:
     assert isinstance(decision, Step) is trains
     if trains:
         assert isinstance(decision, Step) and decision.action is Action.TRAIN
-        assert decision.reason.startswith("stale: last training 14.0 days ago")
+        assert decision.reason.startswith(
+            "stale: no training since the autopilot started 14.0 days ago")
 
 
 def test_a_failed_training_ends_the_cycle() -> None:
@@ -345,3 +346,17 @@ def test_canary_guard_names_a_harmed_tenant_and_the_pooled_drop() -> None:
     assert guard["drop"] == pytest.approx((0.6 - 0.55) / 0.6)
     clean = canary_guard([TenantArms("acme", _arms(500, 0.6, 0.1), _arms(50, 0.6, 0.1))], CFG)
     assert not clean["breached"] and clean["reasons"] == []
+
+
+def test_a_canary_too_small_to_judge_goes_on_until_canary_max_days() -> None:
+    # Prepare: a clean look covering canary_days, but 5 candidate sessions (< 20)
+    cfg = AutopilotConfig(**{**CFG.to_dict(), "canary_max_days": 3.0})
+    log = _in_canary().later(days=1).did("canary_look", {"breached": False, "n_treatment": 5})
+    # Execute / Assert: it keeps looking ...
+    more = decide(log.state(), None, cfg, log.at + timedelta(hours=1))
+    assert isinstance(more, Step) and more.action is Action.CANARY_LOOK
+    # ... and after canary_max_days it moves on, saying why
+    log.later(days=2).did("canary_look", {"breached": False, "n_treatment": 9})
+    decision = decide(log.state(), None, cfg, log.at)
+    assert isinstance(decision, Step) and decision.params["stage"] == "ab"
+    assert decision.reason.startswith("canary saw 9 candidate sessions in 3.00 days")
