@@ -307,6 +307,11 @@ def decide(state: AutopilotState, seen: Readiness | None, config: AutopilotConfi
                         f"{state.candidate} rolled back; every node serves {back}")
     if state.phase is Phase.TRAINING:
         return EndCycle("failed", None, state.train_failed or "training did not complete")
+    held = state.registry.get(state.candidate) if state.candidate else None
+    if held is not None and held.stage is Stage.ROLLED_BACK:
+        return EndCycle("rolled_back", state.candidate,
+                        f"{state.candidate} was rolled back outside the autopilot: "
+                        f"{held.reason}"[:2000])
     watch = _production_watch(state, config, now)
     if watch is not None:
         return watch

@@ -77,6 +77,9 @@ class ServingFederation:
         finally:
             request.unlink(missing_ok=True)
             reply_path(request).unlink(missing_ok=True)
+            # the settings file now names this call: a later bare `flwr run` must not
+            # repeat it (round run and the next call write their own settings first)
+            Path(self._serving()["config"]).write_text("{}\n")
 
     def poll_triggers(self, now: datetime) -> Readiness:
         value: Readiness = self._call("poll_triggers", {"now": now.isoformat()})

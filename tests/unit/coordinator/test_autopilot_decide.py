@@ -360,3 +360,14 @@ def test_a_canary_too_small_to_judge_goes_on_until_canary_max_days() -> None:
     decision = decide(log.state(), None, cfg, log.at)
     assert isinstance(decision, Step) and decision.params["stage"] == "ab"
     assert decision.reason.startswith("canary saw 9 candidate sessions in 3.00 days")
+
+
+def test_a_candidate_an_operator_rolled_back_ends_the_cycle() -> None:
+    log = _in_canary()
+    log.rolled_back(V1, None)  # `hermes-fed model rollback` by hand
+    first = decide(log.state(), None, CFG, log.at)
+    assert isinstance(first, Step) and first.action is Action.DEPLOY  # back to base first
+    log.deployed()
+    decision = decide(log.state(), None, CFG, log.at)
+    assert isinstance(decision, EndCycle) and decision.outcome == "rolled_back"
+    assert "rolled back outside the autopilot: test" in decision.reason
