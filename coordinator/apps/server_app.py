@@ -8,6 +8,8 @@ config, :mod:`coordinator.rounds.loop`), paired with the node's one ClientApp
 :class:`coordinator.rounds.dp.PrivacySettings` (``dp``, ``dp-clip``, ..., ``secagg``). The
 outcome is written to ``<coordinator-dir>/reports/run-<run id>.json`` (``status:
 completed`` or ``failed``), because ``flwr run`` exits 0 even when this app raises.
+A run whose settings name an ``autopilot-call`` does that one call of the coordinator's
+autopilot instead (:mod:`coordinator.autopilot.grid_federation`).
 """
 
 from __future__ import annotations
@@ -25,8 +27,12 @@ def main(grid: Grid, context: Context) -> None:
     from coordinator.autopilot.grid_federation import CALL_KEY, serve_call
     from coordinator.rounds.config import merged_run_config
     from coordinator.rounds.loop import run_rounds
+    from hermes_fed.errors import ConfigError
 
-    merged = merged_run_config(context.run_config)
+    try:
+        merged = merged_run_config(context.run_config)
+    except ConfigError:
+        merged = {}  # run_rounds reports the unreadable settings file in its run report
     if CALL_KEY in merged:
         serve_call(grid, merged)
         return
