@@ -80,5 +80,4 @@ class AutopilotMetrics:
         self.pending.set(1.0 if state.pending is not None else 0.0)
         self.not_acked.set(len(state.deploy_failed))
         for outcome in ("production", "rolled_back", "failed"):
-            self.cycles.labels(outcome=outcome).set(
-                sum(1 for c in state.cycles if c["outcome"] == outcome))
+            self.cycles.labels(outcome=outcome).set(state.ended.get(outcome, 0))

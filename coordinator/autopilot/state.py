@@ -129,6 +129,8 @@ class AutopilotState:
     last_quality: Mapping[str, Any] | None = None
     last_quality_at: datetime | None = None
     readiness: Mapping[str, Any] = field(default_factory=dict)
+    unanswered: tuple[str, ...] = ()  # "<tenant>: <why>" of nodes the last poll missed
+    ended: Mapping[str, int] = field(default_factory=dict)  # cycles by outcome, all time
     last_failed_at: datetime | None = None  # when the latest cycle ended failed
     last_wait: tuple[str, str] | None = None  # (reason, readiness key) of the latest wait
     registry: RegistryState = field(default_factory=RegistryState)
@@ -209,13 +211,15 @@ def fold_one(state: AutopilotState, entry: LogEntry) -> AutopilotState:
         if intent.action is Action.TRAIN:
             s = replace(s, phase=Phase.TRAINING, parent=intent.params.get("parent"),
                         train_failed=None,
-                        readiness=dict(intent.numbers.get("tenants", s.readiness)))
+                        readiness=dict(intent.numbers.get("tenants", s.readiness)),
+                        unanswered=tuple(intent.numbers.get("missing", s.unanswered)))
         return s
     if kind == COMPLETED:
         return _completed(state, entry)
     if kind == WAITED:
         readiness = dict(d["numbers"].get("tenants", state.readiness))
         return replace(state, readiness=readiness,
+                       unanswered=tuple(d["numbers"].get("missing", state.unanswered)),
                        last_wait=(str(d["reason"]), readiness_key(readiness)),
                        recent=state.noted(Note(at, int(d["cycle"]), "waited", "wait",
                                                str(d["reason"]), dict(d["numbers"]))))
@@ -227,6 +231,8 @@ def fold_one(state: AutopilotState, entry: LogEntry) -> AutopilotState:
                    phase_since=None, last_look=None, last_look_at=None, train_failed=None,
                    last_failed_at=at if d["outcome"] == "failed" else state.last_failed_at,
                    cycles=(*state.cycles, summary)[-RECENT:],
+                   ended={**state.ended, str(d["outcome"]): state.ended.get(
+                       str(d["outcome"]), 0) + 1},
                    recent=state.noted(Note(at, int(d["cycle"]), "cycle_ended",
                                            str(d["outcome"]), str(d["reason"]),
                                            {"version": d.get("version")})))

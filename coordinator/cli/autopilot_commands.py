@@ -107,6 +107,8 @@ def status_body(root: Path) -> dict[str, Any]:
                  "tenants": dict(state.node_plans),
                  "not_acknowledged": list(state.deploy_failed)},
         "readiness": {t: dict(r) for t, r in state.readiness.items()},
+        "unanswered": list(state.unanswered),
+        "cycles_ended": dict(state.ended),
         "decisions": [n.to_dict() for n in reversed(state.recent)],
         "cycles": [dict(c) for c in state.cycles],
     }
@@ -133,6 +135,8 @@ def _status(args: argparse.Namespace) -> int:
     for tenant, r in sorted(body["readiness"].items()):
         print(f"  {tenant:<20} {'train' if r.get('train') else 'wait':<6} rule={r.get('rule')}"
               f" new_scored={r.get('new_scored')} hq_rate={r.get('high_quality_rate')}")
+    for missing in body["unanswered"]:
+        print(f"  {missing} (no answer)")
     print("latest decisions:")
     for d in body["decisions"][:10]:
         print(f"  {d['at']} cycle {d['cycle']} {d['kind']:<11} {d['what']:<13} {d['reason']}")

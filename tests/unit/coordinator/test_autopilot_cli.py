@@ -27,7 +27,9 @@ def test_status_json_names_tenants_the_plan_and_the_reasons(
     # Prepare: one cycle into its canary
     clock = SimClock()
     with AdapterRegistry.open(tmp_path) as registry:
-        nodes = ScriptedNodes(registry, train={"acme": True, "globex": True})
+        nodes = ScriptedNodes(registry, train={"acme": True, "globex": True, "umbrella": True},
+                              tenants=("acme", "globex", "initech", "umbrella"),
+                              silent={"umbrella"})
         Autopilot(registry, nodes, CFG, clock).run_until_idle()
     # Execute
     assert main(["coordinator", "status", "--dir", str(tmp_path), "--json"]) == 0
@@ -36,6 +38,7 @@ def test_status_json_names_tenants_the_plan_and_the_reasons(
     assert body["phase"] == "canary" and body["cycle"] == 1
     assert set(body["readiness"]) == {"acme", "globex", "initech"}
     assert body["readiness"]["initech"]["train"] is False
+    assert body["unanswered"] == ["umbrella: no reply"]
     assert set(body["plan"]["tenants"]) == {"acme", "globex", "initech"}
     assert body["plan"]["wanted"]["test_id"] == f"canary-{body['candidate']}"
     assert body["plan"]["applied"] == body["plan"]["wanted"]
@@ -47,6 +50,7 @@ def test_status_json_names_tenants_the_plan_and_the_reasons(
     assert main(["coordinator", "status", "--dir", str(tmp_path)]) == 0
     text = capsys.readouterr().out
     assert "cycle 1: canary" in text and "acme" in text and "rule=volume" in text
+    assert "umbrella: no reply (no answer)" in text
 
 
 def test_status_of_a_directory_without_a_log_is_an_error(

@@ -99,9 +99,12 @@ def test_the_gauges_follow_the_state(tmp_path: Path) -> None:
     autopilot, registry = _run(tmp_path, "", beats=6)
     try:
         metrics = AutopilotMetrics()
-        metrics.update(autopilot.state())
+        state = autopilot.state()
+        metrics.update(state)
     finally:
         registry.close()
     text = generate_latest(metrics.registry).decode()
     assert 'hermes_fed_autopilot_cycles_ended{outcome="production"} 1.0' in text
     assert "hermes_fed_autopilot_cycle 2.0" in text
+    assert f'hermes_fed_autopilot_phase{{phase="{state.phase.value}"}} 1.0' in text
+    assert text.count("hermes_fed_autopilot_phase{") == 7  # one per phase, the others 0
