@@ -27,6 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, cast
 
 from coordinator.logs.abtest import ABTestLog
@@ -151,7 +152,7 @@ class Autopilot:
 
     def _begin(self, state: AutopilotState, decision: Step) -> str:
         step = state.step + 1
-        params = {**dict(decision.params), **self._bookkeeping(decision)}
+        params = {**dict(decision.params), **self._bookkeeping(state, decision)}
         record = cast(Any, AutopilotStepIntended)(
             cycle=state.cycle, step=step, action=decision.action.value, params=params,
             reason=decision.reason, numbers=dict(decision.numbers))
@@ -164,15 +165,30 @@ class Autopilot:
             self.crash("intended", intent)
         return self._finish(intent, state.stream_version + 1)
 
-    def _bookkeeping(self, decision: Step) -> dict[str, Any]:
+    def _bookkeeping(self, state: AutopilotState, decision: Step) -> dict[str, Any]:
         """What an executor must know of the log at intent time to resume idempotently."""
         if decision.action is Action.AB_LOOK:
             test = str(decision.params["ab_test_id"])
             return {"looks_before": len(self.abtests.get(test).looks)}
         if decision.action is Action.QUALITY_LOOK:
             version = str(decision.params["version"])
-            return {"looks_before": len(self.store.read_stream(f"{QUALITY_PREFIX}{version}"))}
+            since = self._quality_since(state, version)
+            return {"looks_before": len(self.store.read_stream(f"{QUALITY_PREFIX}{version}")),
+                    **({"since_us": to_micros(since)} if since is not None else {})}
         return {}
+
+    def _quality_since(self, state: AutopilotState, version: str) -> datetime | None:
+        """Since when to count ``version``'s sessions, on the injected clock (the nodes
+        date sessions by it too): the autopilot's last quality look of it, else when the
+        autopilot promoted it to production; None when an operator promoted it."""
+        last = state.last_quality
+        if last is not None and last.get("version") == version and state.last_quality_at:
+            return state.last_quality_at
+        promoted = [e.occurred_at for e in self.store.read_stream(STREAM)
+                    if e.type == "AutopilotStepCompleted" and e.data["action"] == "promote"
+                    and e.data["ok"] and e.data["result"].get("version") == version
+                    and e.data["result"].get("stage") == "production"]
+        return promoted[-1] if promoted else None
 
     def _finish(self, intent: Intent, seen: int) -> str:
         executor = getattr(self, f"_do_{intent.action.value}")
@@ -392,8 +408,9 @@ class Autopilot:
             raise StepFailed(f"{version} was never promoted to production")
         if len(self.store.read_stream(stream)) <= int(intent.params.get("looks_before", 0)):
             looks = self.store.read_stream(stream)
-            since = looks[-1].recorded_at if looks else promoted[-1].recorded_at
-            seen = self.federation.version_quality(version, to_micros(since))
+            since_us = intent.params.get("since_us") or to_micros(
+                looks[-1].recorded_at if looks else promoted[-1].recorded_at)
+            seen = self.federation.version_quality(version, int(since_us))
             total = seen.total
             self.promotions.record_quality(version, {
                 "n": total.n, "sum": total.sum, "sumsq": total.sumsq,

@@ -65,6 +65,7 @@ class ScriptedNodes:
     calls: list[str] = field(default_factory=list)
     deployed: list[tuple[str, str]] = field(default_factory=list)  # (tenant, plan test id)
     fail_rounds: bool = False
+    quality_since: list[int] = field(default_factory=list)  # since_us of each quality look
     hold: Path | None = None  # after publishing, touch this file and hang (a kill -9 test)
 
     def _answering(self) -> list[str]:
@@ -116,6 +117,7 @@ class ScriptedNodes:
 
     def version_quality(self, version: str, since_us: int) -> VersionStats:
         self.calls.append(f"version_quality:{version}")
+        self.quality_since.append(since_us)
         mean = self.quality.pop(0) if self.quality else 0.6
         return VersionStats(arm(300, mean, 0.1), len(self._answering()))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from coordinator.autopilot.config import AutopilotConfig
 from coordinator.autopilot.runner import Autopilot
 from coordinator.autopilot.state import Action, Intent, Phase
 from coordinator.logs.registry import AdapterRegistry
+from hermes_fed.events import from_micros
 from tests.unit.coordinator.autopilot_nodes import ScriptedNodes, SimClock, log_summary
 
 CFG = AutopilotConfig(min_nodes=2, canary_days=1, ab_duration_days=1, ab_min_samples=100,
@@ -98,6 +100,10 @@ def test_the_schedule_runs_whole_cycles_unattended(
     plans = [p for t, p in nodes.deployed if t == "acme"]
     assert plans == ["prod-base", f"canary-{v1}", f"ab-{v1}", f"prod-{v1}", f"canary-{v2}",
                      f"prod-{v1}", "prod-base"]
+    # production quality is counted on the injected clock, look after look (not wall time)
+    since = [from_micros(us) for us in nodes.quality_since]
+    assert since == sorted(since) and since[-1] < datetime(2026, 2, 1, tzinfo=UTC)
+    assert since[0] == datetime(2026, 1, 2, 6, tzinfo=UTC)  # when v1 was promoted
 
 
 def test_ar1_a_crash_after_every_intent_and_every_action_resumes_to_the_same_log(
