@@ -29,6 +29,8 @@ from hermes_fed.federation.settings import AGGREGATION_MODES, coerce_fields
 from hermes_fed.registry.promotion import PromotionConfig
 
 TABLE = "autopilot"
+AUTOPILOT_ROUND_KEYS = ("coordinator-dir", "base-model", "rounds", "mode", "parent-version",
+                        "ab-looks", "ab-only")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +80,10 @@ class AutopilotConfig:
     base_model: str = field(default="", metadata={
         "help": "base-model dir the rounds train on (needed to train over Flower)"})
     mode: str = field(default="frozen-a", metadata={"help": "the rounds' aggregation mode"})
+    round_config: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "the [autopilot.round_config] table: run-config keys of the cycle's rounds "
+                "(local-steps = 50, rank = 8, min-nodes = 2, dp = \"server\", ...), "
+                "checked as `round run` checks them"})
     webhook_url: str = field(default="", metadata={
         "help": "POST a JSON note here on every promotion and rollback; empty = none"})
 
@@ -119,9 +125,27 @@ class AutopilotConfig:
         if self.mode not in AGGREGATION_MODES:
             raise ConfigError(f"[autopilot] mode must be one of {AGGREGATION_MODES}, "
                               f"got {self.mode!r}")
+        self._check_round_config()
         if self.webhook_url and not self.webhook_url.startswith(("http://", "https://")):
             raise ConfigError(f"[autopilot] webhook_url must be an http(s) URL, "
                               f"got {self.webhook_url!r}")
+
+    def _check_round_config(self) -> None:
+        from coordinator.rounds.config import RoundsConfig, refuse_unknown_keys
+        from coordinator.rounds.dp import PrivacySettings
+
+        if not isinstance(self.round_config, dict):
+            raise ConfigError("[autopilot.round_config] must be a table, got "
+                              f"{type(self.round_config).__name__}")
+        own = sorted(set(self.round_config) & set(AUTOPILOT_ROUND_KEYS))
+        if own:
+            raise ConfigError(f"[autopilot.round_config] sets {', '.join(own)}, which the "
+                              "autopilot sets itself (base_model, mode, rounds_per_cycle)")
+        refuse_unknown_keys(self.round_config,
+                            RoundsConfig.known_keys() | PrivacySettings.known_keys())
+        run_config = {"coordinator-dir": "check", "base-model": "check", **self.round_config}
+        RoundsConfig.from_run_config(run_config, env={})
+        PrivacySettings.from_run_config(run_config, env={})
 
     def promotion(self) -> PromotionConfig:
         """The promotion stages' traffic fractions (the plan's shares are the same)."""

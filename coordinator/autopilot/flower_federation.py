@@ -94,6 +94,7 @@ class ServingFederation:
         with AdapterRegistry.open(self.root) as registry:
             before = {v.version for v in registry.versions()}
         run_config: dict[str, str | int | float] = {
+            **self.config.round_config,
             "coordinator-dir": str(self.root),
             "base-model": str(Path(self.config.base_model).resolve()),
             "rounds": rounds, "mode": self.config.mode, "ab-looks": 0}

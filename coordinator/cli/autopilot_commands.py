@@ -20,7 +20,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-_SKIP = frozenset({"webhook_url", "base_model", "mode"})
+_SKIP = frozenset({"webhook_url", "base_model", "mode", "round_config"})
 
 
 def _config(args: argparse.Namespace) -> Any:

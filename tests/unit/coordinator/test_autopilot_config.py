@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,16 @@ def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
 def test_the_dataclass_checks_itself() -> None:
     with pytest.raises(ConfigError, match="mode must be one of"):
         AutopilotConfig(mode="median")
+
+
+def test_the_rounds_settings_table_is_checked_as_round_run_checks_it(tmp_path: Path) -> None:
+    path = tmp_path / "a.toml"
+    path.write_text("[autopilot]\nmin_nodes = 2\n[autopilot.round_config]\n"
+                    "local-steps = 50\nrank = 8\nmin-nodes = 2\n")
+    assert load_config(path).round_config == {"local-steps": 50, "rank": 8, "min-nodes": 2}
+    for body, words in (("local-stepz = 5\n", "unknown run config key(s) 'local-stepz'"),
+                        ("min-nodes = 0\n", "min-nodes must be >= 1, got 0"),
+                        ("mode = \"exact\"\n", "sets mode, which the autopilot sets itself")):
+        path.write_text("[autopilot.round_config]\n" + body)
+        with pytest.raises(ConfigError, match=re.escape(words)):
+            load_config(path)
