@@ -8,6 +8,8 @@ config, :mod:`coordinator.rounds.loop`), paired with the node's one ClientApp
 :class:`coordinator.rounds.dp.PrivacySettings` (``dp``, ``dp-clip``, ..., ``secagg``). The
 outcome is written to ``<coordinator-dir>/reports/run-<run id>.json`` (``status:
 completed`` or ``failed``), because ``flwr run`` exits 0 even when this app raises.
+A run whose settings name an ``autopilot-call`` does that one call of the coordinator's
+autopilot instead (:mod:`coordinator.autopilot.grid_federation`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,18 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Run the configured rounds; raise on failure so the run ends ``finished:failed``."""
+    """Run the configured rounds (or one autopilot call, :mod:`coordinator.autopilot`);
+    raise on failure so the run ends ``finished:failed``."""
+    from coordinator.autopilot.grid_federation import CALL_KEY, serve_call
+    from coordinator.rounds.config import merged_run_config
     from coordinator.rounds.loop import run_rounds
+    from hermes_fed.errors import ConfigError
 
+    try:
+        merged = merged_run_config(context.run_config)
+    except ConfigError:
+        merged = {}  # run_rounds reports the unreadable settings file in its run report
+    if CALL_KEY in merged:
+        serve_call(grid, merged)
+        return
     run_rounds(grid, context.run_config, context.run_id)

@@ -193,6 +193,9 @@ def register(parser: argparse.ArgumentParser) -> None:
                                "`hermes-fed node keygen`)")
     p.add_argument("--dir", required=True, help="the directory `coordinator serve` uses")
     p.set_defaults(func=_register_node)
+    from coordinator.cli.autopilot_commands import register as register_autopilot
+
+    register_autopilot(sub)
 
 
 def register_round(parser: argparse.ArgumentParser) -> None:

@@ -77,6 +77,9 @@ class RoundsConfig:
                                                        "every node's held-out data"})
     ab_looks: int = field(default=1, metadata={"help": "1: look at open A/B tests after a round"})
     ab_only: int = field(default=0, metadata={"help": "1: no training, one A/B look per round"})
+    parent_version: str = field(default="", metadata={
+        "help": "start from this registry version (the autopilot's production); default: "
+                "the latest compatible one"})
 
     def __post_init__(self) -> None:
         if self.mode not in AGGREGATION_MODES:

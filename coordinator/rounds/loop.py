@@ -212,7 +212,8 @@ def run_rounds(grid: Grid, run_config: Mapping[str, Any], run_id: int) -> list[d
                 ab_looks(grid, registry, nodes, cfg, names)
                 status["status"] = "completed"
                 return bodies
-            parent = initial_adapter(cfg, registry)
+            parent = (registry.get(cfg.parent_version) if cfg.parent_version
+                      else initial_adapter(cfg, registry))
             for number in range(1, cfg.rounds + 1):
                 round_id = f"round-{run_id}-{number}"
                 if ledger is not None:

@@ -86,3 +86,47 @@ class ModelQualityReported(EventRecord):
     version: str
     round: int
     stats: dict[str, Any]
+
+
+# --- the autopilot (coordinator.autopilot; DESIGN.md §11) ---------------------------------
+@event_type("AutopilotStepIntended")
+class AutopilotStepIntended(EventRecord):
+    """The autopilot is about to do step ``step`` of cycle ``cycle``: written *before* the
+    step, so a crash leaves an intent without an outcome that the next run completes."""
+
+    cycle: int
+    step: int
+    action: str
+    params: dict[str, Any]
+    reason: str
+    numbers: dict[str, Any]
+
+
+@event_type("AutopilotStepCompleted")
+class AutopilotStepCompleted(EventRecord):
+    """What step ``step`` of cycle ``cycle`` did (``ok`` false: it failed, named in ``result``)."""
+
+    cycle: int
+    step: int
+    action: str
+    ok: bool
+    result: dict[str, Any]
+
+
+@event_type("AutopilotWaited")
+class AutopilotWaited(EventRecord):
+    """The autopilot decided not to act now (recorded when the reason or readiness changes)."""
+
+    cycle: int
+    reason: str
+    numbers: dict[str, Any]
+
+
+@event_type("AutopilotCycleEnded")
+class AutopilotCycleEnded(EventRecord):
+    """Cycle ``cycle`` is over: ``outcome`` is ``production``, ``rolled_back`` or ``failed``."""
+
+    cycle: int
+    outcome: str
+    version: str | None
+    reason: str
