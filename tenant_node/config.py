@@ -356,17 +356,22 @@ class NodeServing:
     gateway: GatewayConfig | None
 
 
-def node_serving(path: str | Path) -> NodeServing:
-    """The serving part of a node TOML: ``data_dir`` and ``[gateway]`` only, read with
-    :func:`load_node_config`'s rules (so no ingest token is needed, as for ``node join``)."""
-    path = Path(path)
+def _read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's document; a missing or malformed file is a ConfigError naming it."""
     try:
         with path.open("rb") as fh:
-            doc = tomllib.load(fh)
+            return tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def node_serving(path: str | Path) -> NodeServing:
+    """The serving part of a node TOML: ``data_dir`` and ``[gateway]`` only, read with
+    :func:`load_node_config`'s rules (so no ingest token is needed, as for ``node join``)."""
+    path = Path(path)
+    doc = _read_toml(path)
     base = path.resolve().parent
     data_dir = doc.get("data_dir") or "var"
     if not isinstance(data_dir, str):
@@ -380,11 +385,5 @@ def node_serving(path: str | Path) -> NodeServing:
 def load_node_config(path: str | Path) -> NodeConfig:
     """Read and validate a node TOML file."""
     path = Path(path)
-    try:
-        with path.open("rb") as fh:
-            doc = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    doc = _read_toml(path)
     return node_config_from_mapping(doc, path.resolve().parent)
