@@ -33,6 +33,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -116,35 +117,40 @@ def _coordinator_events(root: Path, types: tuple[str, ...]) -> list[Any]:
 @contextmanager
 def _stack(tmp: Path) -> Iterator[tuple[LocalFederation, list[Tenant], Path]]:
     """model serve, two nodes (store, key ring, node.toml, gateway, SuperNode), the
-    SuperLink, and the coordinator's ``serve.json``; everything stopped by PID on exit."""
+    SuperLink, and the coordinator's ``serve.json``; everything stopped by PID on exit.
+    The servers start side by side (each waited for by polling its health)."""
     from hermes_fed.store import Keyring
 
     with ExitStack() as stack:
-        served = model_serve(tmp)
-        stack.callback(served.stop)
-        served.start()
-        fed = LocalFederation(tmp / "federation", isolation="process")
-        stack.callback(fed.stop)
-        fed.start()
-        tenants = []
-        for name in TENANTS:
-            data = tmp / "data" / name
-            data.mkdir(parents=True)
-            keyring = Keyring.generate(name)
-            keyring.save(data / "keyring.json")
-            seeded = seed_tenant_store(tmp / "data", name, SEEDED, keyring=keyring)
-            node = Node(tmp / f"node-{name}", served.url,
-                        top={"tenant_id": name, "data_dir": str(data)})
-            with node.config_path.open("a") as fh:
-                fh.write(NODE_TRIGGER)
-            tenant = Tenant(name, node)
-            gateway = node.gateway()
-            stack.callback(gateway.stop)
-            tenant.gateway = gateway.start()
-            fed.add_node(NodeSpec(name, seeded.store_url, str(BASE_MODEL), {
-                "keyring": str(data / "keyring.json"), "quality-config": str(node.config_path),
-                "k-min": K_MIN}))
-            tenants.append(tenant)
+        # the pool ends (its servers started or failed) before the stack stops them
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            served = model_serve(tmp)
+            stack.callback(served.stop)
+            starting = [pool.submit(served.start)]
+            fed = LocalFederation(tmp / "federation", isolation="process")
+            stack.callback(fed.stop)
+            fed.start()
+            tenants = []
+            for name in TENANTS:
+                data = tmp / "data" / name
+                data.mkdir(parents=True)
+                keyring = Keyring.generate(name)
+                keyring.save(data / "keyring.json")
+                seeded = seed_tenant_store(tmp / "data", name, SEEDED, keyring=keyring)
+                node = Node(tmp / f"node-{name}", served.url,
+                            top={"tenant_id": name, "data_dir": str(data)})
+                with node.config_path.open("a") as fh:
+                    fh.write(NODE_TRIGGER)
+                tenant = Tenant(name, node, node.gateway())
+                assert tenant.gateway is not None
+                stack.callback(tenant.gateway.stop)
+                starting.append(pool.submit(tenant.gateway.start))
+                fed.add_node(NodeSpec(name, seeded.store_url, str(BASE_MODEL), {
+                    "keyring": str(data / "keyring.json"), "quality-config": str(node.config_path),
+                    "k-min": K_MIN}))
+                tenants.append(tenant)
+            for future in starting:
+                future.result()
         coordinator = tmp / "coordinator"
         coordinator.mkdir()
         # `coordinator serve` leaves serve.json for the commands; this federation stands in
