@@ -184,6 +184,7 @@ class Users:
                                  headers={"Authorization": f"Bearer {TOKEN}"})
         self.store = tenant.node.open_store()
         self.asked = 0
+        self.arms: dict[str, dict[str, str]] = {}  # test id -> user -> arm
 
     def close(self) -> None:
         self.http.close()
@@ -208,10 +209,12 @@ class Users:
         i = 0
         while min(seen.values()) < per_arm:
             assert i < cap, f"{self.tenant.name}: {seen} after {cap} users of {test_id}"
-            tid, arm, _ = self.ask(f"{self.tenant.name}-user-{i}", test_id)
+            user = f"{self.tenant.name}-user-{i}"
+            tid, arm, _ = self.ask(user, test_id)
             i += 1
             assert arm in seen, arm
             seen[arm] += 1
+            self.arms.setdefault(test_id, {})[user] = arm
             # every answer is accepted; control's are edited more (ratio 0.3-0.7, not
             # 0-0.2): a clear, low-variance difference the A/B's always-valid test (tuned
             # for small lifts over many users) can see with 31 users per arm
@@ -297,13 +300,18 @@ def test_the_autopilot_turns_a_whole_cycle_with_a_kill_and_every_gateway_serves_
             version = status["cycles_ended"] and status["production"]
             assert version, (status, lines)
             final_plan = f"prod-{version}"
-            # every user of each gateway (the test's and new ones) is on the new version
+            # every user of each gateway (the A/B's control and treatment users, newcomers) is
+            # on the new version
             served: dict[str, set[str]] = {}
             for u in users:
                 assert u.gateway is not None
                 assert _plan_of(u.gateway, final_plan) == final_plan, lines
-                served[u.tenant.name] = {
-                    u.ask(f"{u.tenant.name}-user-{i}", final_plan)[2] for i in range(12)}
+                arms = u.arms[f"ab-{version}"]
+                who = [*[user for user, arm in arms.items() if arm == "control"][:5],
+                       *[user for user, arm in arms.items() if arm == "treatment"][:5],
+                       *(f"{u.tenant.name}-newcomer-{i}" for i in range(4))]
+                assert len(who) == 14
+                served[u.tenant.name] = {u.ask(user, final_plan)[2] for user in who}
         finally:
             for u in users:
                 u.close()
