@@ -285,7 +285,8 @@ def _ab(state: AutopilotState, config: AutopilotConfig, now: datetime) -> Decisi
     if _due(now, state.last_look_at or state.phase_since, config.look_interval_seconds):
         return Step(Action.AB_LOOK, {"version": candidate, "ab_test_id": test},
                     "online A/B look due" + (f" (last: CONTINUE, {why})" if look else ""))
-    return Wait(f"A/B test {test}: CONTINUE; next look after "
+    seen = "CONTINUE" if look is not None else "no look yet"  # the A/B just started
+    return Wait(f"A/B test {test}: {seen}; next look after "
                 f"{config.look_interval_seconds:g} s")
 
 

@@ -286,8 +286,12 @@ def test_the_online_verdict_decides(verdict: str, action: Action) -> None:
 
 
 def test_an_online_continue_stays_and_looks_again_later() -> None:
-    log = _in_ab().later(hours=1).did("ab_look", {"verdict": "CONTINUE", "reasons": ["n"]})
-    assert isinstance(decide(log.state(), None, CFG, log.at), Wait)
+    started = _in_ab()
+    fresh = decide(started.state(), None, CFG, started.at)
+    assert isinstance(fresh, Wait) and "no look yet" in fresh.reason  # not "CONTINUE"
+    log = started.later(hours=1).did("ab_look", {"verdict": "CONTINUE", "reasons": ["n"]})
+    waiting = decide(log.state(), None, CFG, log.at)
+    assert isinstance(waiting, Wait) and "CONTINUE" in waiting.reason
     again = decide(log.state(), None, CFG, log.at + timedelta(hours=1))
     assert isinstance(again, Step) and again.action is Action.AB_LOOK
     assert log.state().phase is Phase.AB
