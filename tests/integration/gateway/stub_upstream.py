@@ -140,5 +140,6 @@ app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]),
 if __name__ == "__main__":
     import uvicorn
 
+    # A "slow" answer sleeps 30 s: on stop, do not wait for it (it held teardown 25 s).
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",
-                access_log=False)
+                access_log=False, timeout_graceful_shutdown=1)
