@@ -18,7 +18,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from flwr.app import Message, RecordDict
@@ -40,6 +40,9 @@ from hermes_fed.federation.reasons import explain
 from .decide import Readiness
 from .federation import DeployAck, OnlineStats, PairedStats, VersionStats
 
+if TYPE_CHECKING:
+    from coordinator.logs.registry import AdapterRegistry
+
 logger = logging.getLogger(__name__)
 
 CALL_KEY = "autopilot-call"
@@ -59,7 +62,7 @@ def _why(reply: Message | None) -> str:
 class GridNodes:
     """Every node connected to ``grid`` (module docstring); ``registry`` for adapters."""
 
-    def __init__(self, grid: Grid, registry: Any, *, timeout: float = 600.0,
+    def __init__(self, grid: Grid, registry: AdapterRegistry, *, timeout: float = 600.0,
                  interval: float = 0.2, min_nodes: int = 1, node_wait: float = 60.0,
                  names_file: Path | None = None) -> None:
         self.grid = grid

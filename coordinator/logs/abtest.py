@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from hermes_fed.abtest import (
     ArmStats,
@@ -46,6 +46,9 @@ from hermes_fed.clock import current_clock
 from hermes_fed.errors import ABTestError, ConcurrencyError, ConfigError
 from hermes_fed.events import new_event
 from hermes_fed.events.coordinator import ABTestConcluded, ABTestCreated, ABTestStatsReported
+
+if TYPE_CHECKING:
+    from hermes_fed.store import EventStore
 
 STREAM_PREFIX = "abtest-"
 _DAY_S = 86400.0
@@ -170,7 +173,7 @@ class LookOutcome:
 class ABTestLog:
     """A/B tests over the coordinator's event store (``coordinator.logs.registry`` opens it)."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: EventStore) -> None:
         self._store = store
 
     # -- reading ---------------------------------------------------------------------

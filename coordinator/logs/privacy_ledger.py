@@ -12,10 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from coordinator.rounds.dp import PrivacySettings
 from hermes_fed.privacy.dp import RdpAccountant
+
+if TYPE_CHECKING:
+    from hermes_fed.store import EventStore
 
 ROUND_COMPLETED = "RoundCompleted"
 
@@ -28,7 +31,7 @@ def round_dp(report: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
-def accountant_from_log(store: Any) -> RdpAccountant:
+def accountant_from_log(store: EventStore) -> RdpAccountant:
     """Replay every DP round of the coordinator's log into a fresh accountant (P1)."""
     accountant = RdpAccountant()
     for event in store.read():

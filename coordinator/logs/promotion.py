@@ -27,7 +27,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from hermes_fed.abtest import QualityGuardConfig, QualityTrend, quality_trend
 from hermes_fed.errors import IllegalTransitionError
@@ -46,6 +46,9 @@ from hermes_fed.registry.promotion import (
     replay,
     rollback,
 )
+
+if TYPE_CHECKING:
+    from hermes_fed.store import EventStore
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +75,7 @@ class HistoryEntry:
 class PromotionLog:
     """Promotion facts over the coordinator's event store."""
 
-    def __init__(self, store: Any, config: PromotionConfig | None = None) -> None:
+    def __init__(self, store: EventStore, config: PromotionConfig | None = None) -> None:
         self._store = store
         self.config = config or PromotionConfig()
 

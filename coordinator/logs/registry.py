@@ -16,11 +16,14 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from hermes_fed.errors import FederationError
+
+if TYPE_CHECKING:
+    from hermes_fed.store import EventStore
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +54,7 @@ def store_url(root: Path) -> str:
 class AdapterRegistry:
     """Publish and read global adapter versions (files + the coordinator's event log)."""
 
-    def __init__(self, root: Path, store: Any) -> None:
+    def __init__(self, root: Path, store: EventStore) -> None:
         self.root = root
         self._store = store
 
@@ -99,7 +102,7 @@ class AdapterRegistry:
         self.close()
 
     @property
-    def store(self) -> Any:
+    def store(self) -> EventStore:
         """The coordinator's event store (rounds are logged there too)."""
         return self._store
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
@@ -53,6 +53,9 @@ from hermes_fed.federation.cells import (
 from hermes_fed.federation.queries import AbQuery
 from hermes_fed.federation.reasons import explain
 from hermes_fed.registry.promotion import Stage
+
+if TYPE_CHECKING:
+    from coordinator.logs.registry import AdapterRegistry
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +123,7 @@ def _wants_offline(status: ABTestStatus, promotions: PromotionLog) -> bool:
             and not status.has_offline_look())
 
 
-def _offline_content(registry: Any, status: ABTestStatus) -> RecordDict:
+def _offline_content(registry: AdapterRegistry, status: ABTestStatus) -> RecordDict:
     spec = status.spec
     query = offline_query(status, registry.get(spec.treatment).lineage)
     content = RecordDict({wire.CONFIG: query.to_record(),
@@ -184,7 +187,7 @@ def _record_quality(promotions: PromotionLog, version: str, replies: Mapping[int
             "breached": bool(trend and trend.breached), "rolled_back": fact is not None}
 
 
-def look_at_open_tests(grid: Grid, registry: Any, nodes: Sequence[int], *, timeout: float,
+def look_at_open_tests(grid: Grid, registry: AdapterRegistry, nodes: Sequence[int], *, timeout: float,
                        interval: float, now: datetime | None = None,
                        guard: QualityGuardConfig | None = None,
                        names: TenantNames | None = None) -> list[LookOutcome]:
@@ -234,7 +237,7 @@ def look_at_open_tests(grid: Grid, registry: Any, nodes: Sequence[int], *, timeo
     return outcomes
 
 
-def ab_looks(grid: Grid, registry: Any, nodes: Sequence[int], cfg: Any,
+def ab_looks(grid: Grid, registry: AdapterRegistry, nodes: Sequence[int], cfg: Any,
              names: TenantNames | None = None) -> None:
     """``ab-only`` runs: ``rounds`` looks, no training (``coordinator.rounds.loop``)."""
     for _ in range(int(cfg.rounds)):
@@ -242,7 +245,7 @@ def ab_looks(grid: Grid, registry: Any, nodes: Sequence[int], cfg: Any,
                            interval=cfg.poll_interval, now=current_clock().now(), names=names)
 
 
-def look_after_round(grid: Grid, registry: Any, nodes: Sequence[int], cfg: Any,
+def look_after_round(grid: Grid, registry: AdapterRegistry, nodes: Sequence[int], cfg: Any,
                      names: TenantNames | None = None) -> None:
     """One look after a federated round; a failed look is logged and leaves the round be."""
     try:

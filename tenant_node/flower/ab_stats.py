@@ -32,7 +32,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -52,6 +52,9 @@ from hermes_fed.federation.node_settings import NodeSettings
 from hermes_fed.federation.queries import CONTROL_ARM, TREATMENT_ARM, AbQuery
 from tenant_node.flower.egress import ReplyPayload
 
+if TYPE_CHECKING:
+    from hermes_fed.store import SqlEventStore
+
 logger = logging.getLogger(__name__)
 
 CONTROL, TREATMENT, PAIRED, VERSION = AB_CONTROL, AB_TREATMENT, AB_PAIRED, AB_VERSION
@@ -65,7 +68,7 @@ def _arm_of(variant: object, query: AbQuery) -> str | None:
     return None
 
 
-def session_scores(store: Any, quality: Any = None) -> dict[str, float]:
+def session_scores(store: SqlEventStore, quality: Any = None) -> dict[str, float]:
     """Mean ``combined_score`` of each session's scored trajectories (quality read model)."""
     from hermes_fed.quality import read_model as rm
     from hermes_fed.quality.pipeline import quality_runner
@@ -92,7 +95,8 @@ class _Session:
     occurred_at: datetime
 
 
-def _read_sessions(store: Any, ab_test_id: str | None) -> tuple[list[_Session], dict[str, tuple[str, int]]]:
+def _read_sessions(store: SqlEventStore, ab_test_id: str | None
+                   ) -> tuple[list[_Session], dict[str, tuple[str, int]]]:
     """Readable ``SessionStarted`` events, and ``VariantAssigned`` of ``ab_test_id`` by user."""
     sessions: list[_Session] = []
     assigned: dict[str, tuple[str, int]] = {}
@@ -109,7 +113,7 @@ def _read_sessions(store: Any, ab_test_id: str | None) -> tuple[list[_Session], 
     return sessions, assigned
 
 
-def online_arm_stats(store: Any, query: AbQuery, quality: Any = None) -> dict[str, ArmStats]:
+def online_arm_stats(store: SqlEventStore, query: AbQuery, quality: Any = None) -> dict[str, ArmStats]:
     """Per-arm `ArmStats` of users' mean session quality (module docstring: ``online``)."""
     scores = session_scores(store, quality)
     sessions, assigned = _read_sessions(store, query.ab_test_id)
@@ -149,7 +153,7 @@ def online_arm_stats(store: Any, query: AbQuery, quality: Any = None) -> dict[st
     return out
 
 
-def version_stats(store: Any, query: AbQuery, quality: Any = None) -> ArmStats:
+def version_stats(store: SqlEventStore, query: AbQuery, quality: Any = None) -> ArmStats:
     """Session quality of ``query.version``'s sessions that started at or after ``since_us``."""
     from hermes_fed.events import to_micros
 
@@ -161,7 +165,8 @@ def version_stats(store: Any, query: AbQuery, quality: Any = None) -> ArmStats:
     return ArmStats.from_values(values)
 
 
-def heldout_trajectories(store: Any, heldout_fraction: float, split_seed: int) -> list[Mapping[str, Any]]:
+def heldout_trajectories(store: SqlEventStore, heldout_fraction: float,
+                         split_seed: int) -> list[Mapping[str, Any]]:
     """The node's held-out trajectories: the split ``plan_training`` keeps out of training,
     less those with broken tool use (a candidate that imitates the agent's failed calls
     better is not a better candidate; they never train either)."""
