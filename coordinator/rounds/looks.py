@@ -56,6 +56,7 @@ from hermes_fed.registry.promotion import Stage
 
 if TYPE_CHECKING:
     from coordinator.logs.registry import AdapterRegistry
+    from coordinator.rounds.config import RoundsConfig
 
 logger = logging.getLogger(__name__)
 
@@ -237,16 +238,16 @@ def look_at_open_tests(grid: Grid, registry: AdapterRegistry, nodes: Sequence[in
     return outcomes
 
 
-def ab_looks(grid: Grid, registry: AdapterRegistry, nodes: Sequence[int], cfg: Any,
-             names: TenantNames | None = None) -> None:
+def ab_looks(grid: Grid, registry: AdapterRegistry, nodes: Sequence[int],
+             cfg: RoundsConfig, names: TenantNames | None = None) -> None:
     """``ab-only`` runs: ``rounds`` looks, no training (``coordinator.rounds.loop``)."""
     for _ in range(int(cfg.rounds)):
         look_at_open_tests(grid, registry, nodes, timeout=cfg.round_timeout,
                            interval=cfg.poll_interval, now=current_clock().now(), names=names)
 
 
-def look_after_round(grid: Grid, registry: AdapterRegistry, nodes: Sequence[int], cfg: Any,
-                     names: TenantNames | None = None) -> None:
+def look_after_round(grid: Grid, registry: AdapterRegistry, nodes: Sequence[int],
+                     cfg: RoundsConfig, names: TenantNames | None = None) -> None:
     """One look after a federated round; a failed look is logged and leaves the round be."""
     try:
         look_at_open_tests(grid, registry, nodes, timeout=cfg.round_timeout,

@@ -53,6 +53,7 @@ from hermes_fed.federation.queries import CONTROL_ARM, TREATMENT_ARM, AbQuery
 from tenant_node.flower.egress import ReplyPayload
 
 if TYPE_CHECKING:
+    from hermes_fed.quality.config import QualityConfig
     from hermes_fed.store import SqlEventStore
 
 logger = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def _arm_of(variant: object, query: AbQuery) -> str | None:
     return None
 
 
-def session_scores(store: SqlEventStore, quality: Any = None) -> dict[str, float]:
+def session_scores(store: SqlEventStore, quality: QualityConfig | None = None) -> dict[str, float]:
     """Mean ``combined_score`` of each session's scored trajectories (quality read model)."""
     from hermes_fed.quality import read_model as rm
     from hermes_fed.quality.pipeline import quality_runner
@@ -113,7 +114,8 @@ def _read_sessions(store: SqlEventStore, ab_test_id: str | None
     return sessions, assigned
 
 
-def online_arm_stats(store: SqlEventStore, query: AbQuery, quality: Any = None) -> dict[str, ArmStats]:
+def online_arm_stats(store: SqlEventStore, query: AbQuery,
+                     quality: QualityConfig | None = None) -> dict[str, ArmStats]:
     """Per-arm `ArmStats` of users' mean session quality (module docstring: ``online``)."""
     scores = session_scores(store, quality)
     sessions, assigned = _read_sessions(store, query.ab_test_id)
@@ -153,7 +155,8 @@ def online_arm_stats(store: SqlEventStore, query: AbQuery, quality: Any = None) 
     return out
 
 
-def version_stats(store: SqlEventStore, query: AbQuery, quality: Any = None) -> ArmStats:
+def version_stats(store: SqlEventStore, query: AbQuery,
+                  quality: QualityConfig | None = None) -> ArmStats:
     """Session quality of ``query.version``'s sessions that started at or after ``since_us``."""
     from hermes_fed.events import to_micros
 
