@@ -26,16 +26,15 @@ from flwr.serverapp import Grid
 
 from coordinator.logs.abtest import arm_from_dict, arm_to_dict
 from coordinator.rounds.exchange import exchange, wait_for_nodes
-from coordinator.rounds.looks import BASE_VERSIONS, tenant_arms
+from coordinator.rounds.looks import BASE_VERSIONS, tenant_arms, tenant_cells, why_missing
 from coordinator.rounds.tenants import TenantNames
 from hermes_fed.abtest import ArmStats, TenantArms
 from hermes_fed.events import to_micros
 from hermes_fed.federation import delivery
 from hermes_fed.federation import messages as wire
-from hermes_fed.federation.cells import AB_PAIRED, AB_VERSION, arm_from_metrics
+from hermes_fed.federation.cells import AB_PAIRED, AB_VERSION
 from hermes_fed.federation.delivery import DeploySpec, TriggerQuery, TriggerReport
 from hermes_fed.federation.queries import AbQuery
-from hermes_fed.federation.reasons import explain
 
 from .decide import Readiness
 from .federation import DeployAck, OnlineStats, PairedStats, VersionStats
@@ -49,14 +48,6 @@ CALL_KEY = "autopilot-call"
 REQUEST_KEY = "autopilot-request"
 NAMES_FILE = "autopilot/tenants.json"
 CALLS = ("poll_triggers", "offline_look", "online_look", "version_quality", "deploy")
-
-
-def _why(reply: Message | None) -> str:
-    if reply is None:
-        return "no reply"
-    if reply.has_error():
-        return f"failed: {explain(reply.error.reason or '')}"
-    return "suppressed (fewer than k_min)"
 
 
 class GridNodes:
@@ -105,7 +96,7 @@ class GridNodes:
         for n in nodes:
             report = TriggerReport.from_reply(replies.get(n))
             if report is None:
-                missing.append(f"{self.names.name(n)}: {_why(replies.get(n))}")
+                missing.append(f"{self.names.name(n)}: {why_missing(replies.get(n))}")
             else:
                 reports.append(report if report.tenant else
                                TriggerReport(self.names.name(n), report.train, report.rule,
@@ -130,16 +121,8 @@ class GridNodes:
             return body
 
         replies = self._ask(wire.QUERY_AB_STATS, {n: content() for n in nodes})
-        paired: dict[str, ArmStats] = {}
-        missing = []
-        for n in nodes:
-            metrics = wire.reply_metrics(replies.get(n))
-            arm = arm_from_metrics(metrics, AB_PAIRED) if metrics else None
-            if arm is None:
-                missing.append(f"{self.names.name(n)}: {_why(replies.get(n))}")
-            else:
-                paired[self.names.name(n)] = arm
-        return PairedStats(paired, tuple(missing))
+        cells, missing = tenant_cells(replies, nodes, self.names, AB_PAIRED)
+        return PairedStats(dict(cells), tuple(missing))
 
     def online_look(self, query: AbQuery) -> OnlineStats:
         nodes = self._nodes()
@@ -153,15 +136,9 @@ class GridNodes:
         query = AbQuery("version", version=version, since_us=int(since_us))
         replies = self._ask(wire.QUERY_AB_STATS,
                             {n: RecordDict({wire.CONFIG: query.to_record()}) for n in nodes})
-        total, missing = ArmStats(), []
-        for n in nodes:
-            metrics = wire.reply_metrics(replies.get(n))
-            arm = arm_from_metrics(metrics, AB_VERSION) if metrics else None
-            if arm is None:
-                missing.append(f"{self.names.name(n)}: {_why(replies.get(n))}")
-            else:
-                total = total + arm
-        return VersionStats(total, len(nodes) - len(missing), tuple(missing))
+        cells, missing = tenant_cells(replies, nodes, self.names, AB_VERSION)
+        return VersionStats(sum((arm for _, arm in cells), ArmStats()), len(cells),
+                            tuple(missing))
 
     def deploy(self, spec: DeploySpec,
                tensors: Sequence[Mapping[str, np.ndarray]]) -> list[DeployAck]:
@@ -180,7 +157,7 @@ class GridNodes:
             applied = wire.reply_version(reply, delivery.APPLIED_PLAN)
             installed = wire.reply_metric(reply, delivery.DEPLOY_INSTALLED)
             acks.append(DeployAck(self.names.name(n), applied, int(installed or 0),
-                                  None if applied else _why(reply)))
+                                  None if applied else why_missing(reply)))
         return acks
 
 

@@ -92,12 +92,28 @@ def query_nodes(grid: Grid, requests: Sequence[tuple[str, int, RecordDict]], *,
     return replies
 
 
-def _why_missing(reply: Message | None) -> str:
+def why_missing(reply: Message | None) -> str:
+    """Why a node's reply holds no statistics: no reply, a failure (its reason), or k_min."""
     if reply is None:
         return "no reply"
     if reply.has_error():
         return f"failed: {explain(reply.error.reason or '')}"
     return "suppressed (fewer than k_min)"
+
+
+def tenant_cells(replies: Mapping[int, Message], nodes: Sequence[int], names: TenantNames,
+                 prefix: str) -> tuple[list[tuple[str, ArmStats]], list[str]]:
+    """Each node's cell ``prefix`` with its tenant's name; the others as ``"<tenant>: <why>"``."""
+    cells: list[tuple[str, ArmStats]] = []
+    missing: list[str] = []
+    for node in nodes:
+        metrics = wire.reply_metrics(replies.get(node))
+        arm = arm_from_metrics(metrics, prefix) if metrics else None
+        if arm is None:
+            missing.append(f"{names.name(node)}: {why_missing(replies.get(node))}")
+        else:
+            cells.append((names.name(node), arm))
+    return cells, missing
 
 
 def tenant_arms(replies: Mapping[int, Message], nodes: Sequence[int],
@@ -112,7 +128,7 @@ def tenant_arms(replies: Mapping[int, Message], nodes: Sequence[int],
         control = arm_from_metrics(metrics, AB_CONTROL) if metrics else None
         treatment = arm_from_metrics(metrics, AB_TREATMENT) if metrics else None
         if control is None or treatment is None:
-            missing.append(f"{names.name(node)}: {_why_missing(replies.get(node))}")
+            missing.append(f"{names.name(node)}: {why_missing(replies.get(node))}")
         else:
             arms.append(TenantArms(names.name(node), control, treatment))
     return arms, missing
@@ -143,15 +159,8 @@ def _record_offline(abtests: ABTestLog, status: ABTestStatus, replies: Mapping[i
                     names: TenantNames | None = None) -> LookOutcome:
     names = names if names is not None else TenantNames()
     names.learn_all(replies)
-    paired: dict[str, ArmStats] = {}
-    missing: list[str] = []
-    for n in nodes:
-        metrics = wire.reply_metrics(replies.get(n))
-        arm = arm_from_metrics(metrics, AB_PAIRED) if metrics else None
-        if arm is None:
-            missing.append(f"{names.name(n)}: {_why_missing(replies.get(n))}")
-        else:
-            paired[names.name(n)] = arm
+    cells, missing = tenant_cells(replies, nodes, names, AB_PAIRED)
+    paired = dict(cells)
     return abtests.record_offline_look(status.spec.ab_test_id, paired, suppressed=missing, now=now)
 
 
@@ -171,15 +180,8 @@ def _record_quality(promotions: PromotionLog, version: str, replies: Mapping[int
                     names: TenantNames | None = None) -> dict[str, Any]:
     names = names if names is not None else TenantNames()
     names.learn_all(replies)
-    total = ArmStats()
-    missing = []
-    for n in nodes:
-        metrics = wire.reply_metrics(replies.get(n))
-        arm = arm_from_metrics(metrics, AB_VERSION) if metrics else None
-        if arm is None:
-            missing.append(f"{names.name(n)}: {_why_missing(replies.get(n))}")
-        else:
-            total = total + arm
+    cells, missing = tenant_cells(replies, nodes, names, AB_VERSION)
+    total = sum((arm for _, arm in cells), ArmStats())
     stats = {**arm_to_dict(total), "mean": total.mean if total.n else None,
              "tenants": len(nodes) - len(missing), "suppressed_tenants": missing}
     look = promotions.record_quality(version, stats)
