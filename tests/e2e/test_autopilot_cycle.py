@@ -47,7 +47,7 @@ import pytest
 from coordinator.deploy.local_federation import LocalFederation, NodeSpec
 from hermes_fed.clock import CLOCK_ENV, OffsetClock
 from tests.integration.federation_data import seed_tenant_store
-from tests.integration.gateway.stack import BASE_MODEL, TOKEN, Node, Server, model_serve
+from tests.integration.gateway.stack import BASE_MODEL, TOKEN, Node, Server, model_serve, plan_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -160,15 +160,6 @@ def _stack(tmp: Path) -> Iterator[tuple[LocalFederation, list[Tenant], Path]]:
 
 
 # -- the users ----------------------------------------------------------------------------
-def _plan_of(gateway: Server, expected: str, timeout_s: float = 30.0) -> str | None:
-    deadline = time.monotonic() + timeout_s
-    plan = None
-    while time.monotonic() < deadline:
-        plan = httpx.get(gateway.url + "/health").json()["plan"]
-        if plan == expected:
-            break
-        time.sleep(0.05)  # a poll interval: the gateway looks at its log every 0.2 s
-    return plan
 
 
 class Users:
@@ -291,7 +282,7 @@ def test_the_autopilot_turns_a_whole_cycle_with_a_kill_and_every_gateway_serves_
                         per_arm = CANARY_PER_ARM if status["phase"] == "canary" else AB_PER_ARM
                         for u in users:
                             assert u.gateway is not None
-                            assert _plan_of(u.gateway, plan) == plan
+                            assert plan_of(u.gateway, plan) == plan
                         played[plan] = {u.tenant.name: u.play(plan, per_arm) for u in users}
                     clock.advance(timedelta(days=1.05))
             else:
@@ -305,7 +296,7 @@ def test_the_autopilot_turns_a_whole_cycle_with_a_kill_and_every_gateway_serves_
             served: dict[str, set[str]] = {}
             for u in users:
                 assert u.gateway is not None
-                assert _plan_of(u.gateway, final_plan) == final_plan, lines
+                assert plan_of(u.gateway, final_plan) == final_plan, lines
                 arms = u.arms[f"ab-{version}"]
                 who = [*[user for user, arm in arms.items() if arm == "control"][:5],
                        *[user for user, arm in arms.items() if arm == "treatment"][:5],

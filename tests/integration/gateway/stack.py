@@ -127,6 +127,19 @@ class Server:
             os.killpg(self.process.pid, sig)
 
 
+def plan_of(gateway: Server, expected: str | None, timeout_s: float = 30.0) -> str | None:
+    """The plan ``gateway`` serves (``/health``), once it is ``expected`` or ``timeout_s``
+    has passed (the gateway looks at its log every ``plan_poll_s``)."""
+    deadline = time.monotonic() + timeout_s
+    plan = None
+    while time.monotonic() < deadline:
+        plan = httpx.get(gateway.url + "/health").json()["plan"]
+        if plan == expected:
+            break
+        time.sleep(0.05)
+    return plan
+
+
 def model_serve(workdir: Path, *extra: str) -> Server:
     port = free_port()
     return Server([sys.executable, "-m", "hermes_fed.cli", "model", "serve", str(BASE_MODEL),

@@ -5,7 +5,6 @@ failed comes back on the last applied plan (DESIGN.md §10, issue 20 item 4)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from hermes_fed.federation import messages as wire
 from hermes_fed.serving.plan import PlanArm, TrafficPlan
 from tenant_node.flower.client_app import app
 
-from .stack import BASE_MODEL, TENANT, TOKEN, Node, Server, make_adapter
+from .stack import BASE_MODEL, TENANT, TOKEN, Node, Server, make_adapter, plan_of
 
 pytestmark = pytest.mark.slow
 VERSION = "v2-0123456789ab"
@@ -65,15 +64,6 @@ def _deploy(plan: TrafficPlan, adapters: dict[str, Any]) -> Message:
     return Message(content, dst_node_id=1, message_type=wire.DEPLOY)
 
 
-def _plan_of(gateway: Server, expected: str | None, timeout_s: float = 30.0) -> str | None:
-    deadline = time.monotonic() + timeout_s
-    plan = None
-    while time.monotonic() < deadline:
-        plan = httpx.get(gateway.url + "/health").json()["plan"]
-        if plan == expected:
-            break
-        time.sleep(0.05)  # a poll interval: the gateway looks at the log every 0.2 s
-    return plan
 
 
 def _served_version(node: Node, gateway: Server, user: str) -> str:
@@ -107,7 +97,7 @@ def test_a_deploy_routes_users_to_the_new_version_and_survives_a_restart(
     models = httpx.get(served_model.url + "/v1/models").json()["data"]
     roots = {m["id"]: m.get("root", "") for m in models}
     assert roots[VERSION].endswith(f"deploy-node/var/adapters/{VERSION}")
-    assert _plan_of(gateway, PLAN.test_id) == PLAN.test_id
+    assert plan_of(gateway, PLAN.test_id) == PLAN.test_id
     assert _served_version(node, gateway, "user-1") == VERSION
 
     # Execute: the gateway dies; a delivery fails meanwhile (its plan names a version the
