@@ -3,8 +3,10 @@
 ``coordinator autopilot --dir D [--config autopilot.toml] [--once]`` turns the wheel over
 the coordinator serving from ``D`` (``coordinator serve --dir D``): every
 ``cadence_seconds`` it steps until there is nothing to do (``--once``: one step, then
-exit). SIGTERM or SIGINT stop it between steps; a ``kill -9`` at any point is resumed from
-the log by the next start. Settings: the ``[autopilot]`` table, then the flags.
+exit; ``--until-idle``: one beat -- steps until there is nothing to do -- then exit, for
+a scheduler that owns the cadence, such as cron or the demo's simulated days). SIGTERM or
+SIGINT stop it between steps; a ``kill -9`` at any point is resumed from the log by the
+next start. Settings: the ``[autopilot]`` table, then the flags.
 
 ``coordinator status [--dir D] [--json]`` reads the log only: the cycle's phase, the
 plan (wanted, applied, per tenant), each tenant's readiness by name, and the latest
@@ -61,11 +63,13 @@ def _autopilot(args: argparse.Namespace) -> int:
     with AdapterRegistry.open(root) as registry:
         autopilot = Autopilot(registry, ServingFederation(root, config), config,
                               current_clock())
-        if args.once:
-            print(autopilot.step(), flush=True)
+        if args.once or args.until_idle:
+            lines = autopilot.run_until_idle() if args.until_idle else [autopilot.step()]
+            for line in lines:
+                print(line, flush=True)
             metrics.update(autopilot.state())
             autopilot.notifier.join()
-            return 0
+            return 1 if args.until_idle and autopilot.failed else 0
         stop = threading.Event()
         stop_on_signals(stop.set)
         log = logging.getLogger("coordinator.autopilot")
@@ -153,7 +157,11 @@ def register(sub: Any) -> None:
     p.add_argument("--dir", required=True, help="the directory `coordinator serve` uses")
     p.add_argument("--config", default=None,
                    help="TOML file with an [autopilot] table (flags override it)")
-    p.add_argument("--once", action="store_true", help="do one step and exit")
+    once = p.add_mutually_exclusive_group()
+    once.add_argument("--once", action="store_true", help="do one step and exit")
+    once.add_argument("--until-idle", action="store_true",
+                      help="one beat: step until the autopilot waits (or a step fails, exit "
+                           "1), print each step, exit")
     p.add_argument("--metrics-port", type=int, default=0,
                    help="serve Prometheus metrics on 127.0.0.1:PORT; default off")
     p.add_argument("--webhook-url", default="", help="POST promotions and rollbacks here")

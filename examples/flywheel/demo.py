@@ -1,41 +1,47 @@
-"""``hermes-fed demo``: the whole flywheel on 127.0.0.1 with embedded defaults.
+"""``hermes-fed demo``: the whole flywheel on 127.0.0.1, on the production path.
 
-Three tenant node daemons (``hermes-fed node serve``: gRPC ingest, redaction gate, SQLite
-log, quality projection) and a Flower federation (SuperLink + one SuperNode per tenant,
-the coordinator's ServerApp with its registry) run as real processes. Each round:
+Real processes, as a deployer runs them: per tenant a model server (``hermes-fed model
+serve`` of the base model), a node daemon (``node serve``: gRPC ingest, redaction, log,
+quality projection), the node's OpenAI-compatible gateway (``node gateway``, in front of
+the model server) and a Flower SuperNode; one SuperLink; the coordinator's autopilot
+(``hermes-fed coordinator autopilot --until-idle``, one beat per simulated day).
 
-1. usage: every tenant's simulated users run sessions against the current production
-   adapter (the tiny model really samples; tools really run); the session events go to
-   the tenant's node over gRPC, where they are redacted and appended;
-2. a federated round (``flwr run``): nodes score, select and train locally on their own
-   log; the coordinator aggregates and publishes a candidate version;
-3. the candidate is evaluated against production on every node's held-out split (paired
-   differences as sufficient statistics, through the egress guard), the decision is
-   recorded, and a shipped candidate is promoted canary -> ab -> production.
+The demo only moves the simulated clock and plays users; it decides nothing. Each
+simulated day:
 
-Everything the report shows comes from the coordinator's log and per-round aggregates; no
-trajectory leaves a node.
+1. the clock moves on a day and the autopilot takes its beat: it asks the nodes whether
+   they are ready (``query.trigger``), trains a federated round, scores the candidate on
+   held-out data, delivers it to the nodes' gateways as a canary, then an online A/B, then
+   production -- or rolls it back -- exactly as it would on the wall clock;
+2. every tenant's simulated users use the agent through the tenant's gateway (the official
+   ``openai`` client: a tool call, the tool's result, the final answer), and send feedback
+   to ``/v1/feedback``; the gateway routes each user by its traffic plan, redacts and
+   records every call;
+3. the report reads back what was recorded: the plan each gateway served, per tenant and
+   arm the users' task success (the simulator knows the right answers) and the sessions'
+   quality scores (the node's projection), and every autopilot decision with its reason.
+
+No trajectory leaves a node: the coordinator sees adapter tensors and aggregates only.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import sqlalchemy as sa
-
-from coordinator.deploy.local_federation import LocalFederation, NodeSpec, read_run_report
+from coordinator.deploy.local_federation import LocalFederation, NodeSpec
 from hermes_fed.clock import CLOCK_ENV, OffsetClock
-from hermes_fed.errors import ConfigError, FederationError
+from hermes_fed.errors import ConfigError, HermesFedError
 from hermes_fed.federation.processes import free_port
 from hermes_fed.federation.settings import RoundSettings
 from hermes_fed.training.learning_rate import LR_SCHEDULES
@@ -43,6 +49,7 @@ from hermes_fed.training.learning_rate import LR_SCHEDULES
 log = logging.getLogger(__name__)
 Say = Callable[[str], None]
 DEMO_K_MIN = 5
+MODEL_NAME = "hermes-fed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,15 +57,12 @@ class DemoConfig:
     """The demo's knobs; the defaults finish in under 10 minutes on 2 CPU cores."""
 
     directory: Path = field(metadata={"help": "where node logs, the coordinator and the report go"})
-    rounds: int = field(default=2, metadata={"help": "flywheel rounds after the cold start"})
+    days: int = field(default=14, metadata={"help": "simulated days of traffic"})
     mode: str = field(default="exact", metadata={"help": "aggregation: frozen-a | exact | fedavg"})
     sessions_scale: float = field(
-        default=6.0, metadata={"help": "multiplies each tenant's sessions per round (32, 32, 6)"}
-    )
-    users: int = field(
-        default=100,
-        metadata={"help": "distinct users per tenant (an online A/B needs >= 30 per arm per tenant)"},
-    )
+        default=6.0, metadata={"help": "multiplies each tenant's sessions per week (32, 32, 6); "
+                                       "a day has a seventh of them"})
+    users: int = field(default=100, metadata={"help": "distinct users per tenant"})
     golden_scale: int = field(
         default=12, metadata={"help": "multiplies each tenant's cold-start goldens per task type"}
     )
@@ -78,26 +82,30 @@ class DemoConfig:
     )
     warmup_steps: int = field(default=20, metadata={"help": "local warmup steps per round"})
     temperature: float = field(
-        default=0.3, metadata={"help": "the agent's sampling temperature while serving users"}
+        default=0.3, metadata={"help": "the agent's sampling temperature (sent with each call)"}
     )
-    ab_split: float = field(
-        default=0.5, metadata={"help": "share of users the candidate serves in its online A/B"}
-    )
+    canary_share: float = field(
+        default=0.1, metadata={"help": "share of each tenant's users on a canary"})
+    ab_share: float = field(
+        default=0.5, metadata={"help": "share of each tenant's users on the candidate in its "
+                                       "online A/B"})
+    ab_days: int = field(default=4, metadata={"help": "the online A/B's planned length in days"})
     seed: int = field(default=0, metadata={"help": "seeds users, tasks and training"})
     isolation: str = field(default="process", metadata={"help": "SuperNode ClientApp isolation"})
 
     def __post_init__(self) -> None:
-        if self.rounds < 1:
-            raise ConfigError(f"demo rounds must be >= 1, got {self.rounds!r}")
+        if self.days < 1:
+            raise ConfigError(f"demo days must be >= 1, got {self.days!r}")
         if self.mode not in ("frozen-a", "exact", "fedavg"):
             raise ConfigError(f"demo mode must be frozen-a, exact or fedavg, got {self.mode!r}")
         if not self.sessions_scale > 0:
             raise ConfigError(f"demo sessions_scale must be > 0, got {self.sessions_scale!r}")
-        if self.pretrain_steps < 0 or min(self.local_steps, self.golden_scale, self.rank, self.users) < 1:
+        if self.pretrain_steps < 0 or min(self.local_steps, self.golden_scale, self.rank, self.users,
+                                          self.ab_days) < 1:
             raise ConfigError(
-                "demo pretrain_steps must be >= 0 and local_steps, golden_scale, rank and users >= 1, "
-                f"got {self.pretrain_steps!r}, {self.local_steps!r}, {self.golden_scale!r}, "
-                f"{self.rank!r}, {self.users!r}"
+                "demo pretrain_steps must be >= 0 and local_steps, golden_scale, rank, users and "
+                f"ab_days >= 1, got {self.pretrain_steps!r}, {self.local_steps!r}, "
+                f"{self.golden_scale!r}, {self.rank!r}, {self.users!r}, {self.ab_days!r}"
             )
         if not self.temperature >= 0.0:
             raise ConfigError(f"demo temperature must be >= 0, got {self.temperature!r}")
@@ -106,8 +114,9 @@ class DemoConfig:
                               f"got {self.lr_schedule!r}")
         if self.warmup_steps < 0:
             raise ConfigError(f"demo warmup_steps must be >= 0, got {self.warmup_steps!r}")
-        if not 0.0 < self.ab_split < 1.0:
-            raise ConfigError(f"demo ab_split must be in (0, 1), got {self.ab_split!r}")
+        for name in ("canary_share", "ab_share"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ConfigError(f"demo {name} must be in (0, 1), got {getattr(self, name)!r}")
 
 
 # --- the base model -------------------------------------------------------------------
@@ -132,14 +141,37 @@ def prepare_base(cfg: DemoConfig, say: Say) -> Path:
     return base
 
 
-# --- tenant node daemons ----------------------------------------------------------------
+# --- one tenant's node: model server, node daemon, gateway ------------------------------
+def _cli(*argv: str) -> list[str]:
+    return [sys.executable, "-m", "hermes_fed.cli", *argv]
+
+
+def _child_env(clock_path: Path) -> dict[str, str]:
+    import os
+
+    return dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
+                **{CLOCK_ENV: str(clock_path)})
+
+
 @dataclass(slots=True)
-class NodeDaemon:
+class TenantNode:
+    """A tenant's processes, as its operator runs them: ``model serve`` of the base, ``node
+    serve`` (ingest, redaction, log, quality projection) and ``node gateway``."""
+
     tenant_id: str
     root: Path
-    address: str
-    token: str
-    process: subprocess.Popen[bytes] | None = None
+    base: Path
+    clock_path: Path
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    ingest: str = field(default_factory=lambda: f"127.0.0.1:{free_port()}")
+    model_port: int = field(default_factory=free_port)
+    gateway_port: int = field(default_factory=free_port)
+    children: list[Any] = field(default_factory=list)
+    daemon: subprocess.Popen[bytes] | None = None
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "node.toml"
 
     @property
     def store_url(self) -> str:
@@ -149,256 +181,365 @@ class NodeDaemon:
     def keyring(self) -> Path:
         return (self.root / "data" / "keyring.json").resolve()
 
-    def start(self) -> None:
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    def write_config(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / "node.toml").write_text(
-            f'tenant_id = "{self.tenant_id}"\ndata_dir = "data"\nlisten = "{self.address}"\n'
-            f'token = "{self.token}"\nmetrics_port = 0\n'
-            'projections = ["hermes_fed.quality.projection:QualityProjection"]\n'
-        )
+        self.config_path.write_text(
+            f'tenant_id = "{self.tenant_id}"\ndata_dir = "data"\nlisten = "{self.ingest}"\n'
+            f'token = "{self.token}"\nmetrics_port = 0\nprojection_interval_s = 0.5\n'
+            'projections = ["hermes_fed.quality.projection:QualityProjection"]\n\n'
+            # the node's own readiness rule: enough new scored sessions, some of them good,
+            # and not twice within a few days
+            "[quality.trigger]\nmin_new = 40\nhigh_quality_rate = 0.2\nmin_gap_days = 5\n\n"
+            f'[gateway]\nlisten = "127.0.0.1:{self.gateway_port}"\n'
+            f'upstream_url = "http://127.0.0.1:{self.model_port}"\nmodel_name = "{MODEL_NAME}"\n'
+            "plan_poll_s = 0.2\n")
+
+    def start_daemon(self) -> None:
         with (self.root / "node.log").open("ab") as out:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "hermes_fed.cli",
-                    "node",
-                    "serve",
-                    "--config",
-                    str(self.root / "node.toml"),
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+            self.daemon = subprocess.Popen(_cli("node", "serve", "--config", str(self.config_path)),
+                                           stdout=out, stderr=subprocess.STDOUT,
+                                           env=_child_env(self.clock_path))
+
+    def start_servers(self) -> None:
+        """``model serve`` then ``node gateway``, each waited for by polling its health."""
+        from hermes_fed.serving.child_process import ChildServer
+
+        env = _child_env(self.clock_path)
+        model = ChildServer(f"model-serve-{self.tenant_id}",
+                            _cli("model", "serve", str(self.base), "--port", str(self.model_port),
+                                 "--threads", "1"),
+                            env=env, health_url=f"http://127.0.0.1:{self.model_port}/health",
+                            log_path=self.root / "model-serve.log")
+        self.children.append(model)
+        model.start(timeout_s=180)
+        gateway = ChildServer(f"gateway-{self.tenant_id}",
+                              _cli("node", "gateway", "--config", str(self.config_path)),
+                              env=env, health_url=f"{self.gateway_url}/health",
+                              log_path=self.root / "gateway.log")
+        self.children.append(gateway)
+        gateway.start(timeout_s=180)
 
     def client(self) -> Any:
         from hermes_fed.client import IngestClient
 
-        client = IngestClient(self.address, tenant_id=self.tenant_id, token=self.token)
-        client.wait_until_serving(timeout_s=120)
+        client = IngestClient(self.ingest, tenant_id=self.tenant_id, token=self.token)
+        client.wait_until_serving(timeout_s=180)
         return client
 
+    def plan(self) -> str | None:
+        import httpx
+
+        plan = httpx.get(f"{self.gateway_url}/health", timeout=10).json().get("plan")
+        return str(plan) if plan is not None else None
+
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()  # SIGTERM: the daemon finishes in-flight batches
+        for child in reversed(self.children):
+            child.stop()
+        if self.daemon is not None and self.daemon.poll() is None:
+            self.daemon.terminate()  # SIGTERM: the daemon finishes in-flight batches
             try:
-                self.process.wait(timeout=30)
+                self.daemon.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                self.daemon.kill()
+                self.daemon.wait()
 
 
-def quality_of_round(node: NodeDaemon, round_index: int, tenant_id: str) -> dict[str, Any]:
-    """Mean combined quality and tier counts of this round's trajectories (an aggregate)."""
+# --- the coordinator's autopilot --------------------------------------------------------
+def autopilot_toml(cfg: DemoConfig, base: Path, n_nodes: int) -> str:
+    """The demo coordinator's ``[autopilot]`` table: stage shares and test lengths sized for
+    its few hundred users a day; the decision rules are the production ones."""
+    settings = RoundSettings(
+        rank=cfg.rank, alpha=2.0 * cfg.rank, lr=cfg.lr, local_steps=cfg.local_steps,
+        lr_schedule=cfg.lr_schedule, warmup_steps=cfg.warmup_steps, batch_size=8,
+        max_length=320,  # the longest golden (unit conversion) is ~265 tokens
+        seed=cfg.seed)
+    round_config = {**settings.to_mapping(), "min-nodes": n_nodes}
+    lines = [
+        "[autopilot]",
+        "min_nodes = 2",
+        f"canary_share = {cfg.canary_share!r}",
+        f"ab_share = {cfg.ab_share!r}",
+        "canary_days = 1",
+        # a canary at a tenth of a few dozen users a day has cells under k_min: after its
+        # day the A/B's sequential test guards
+        "canary_max_days = 1",
+        "canary_min_samples = 10",
+        "ab_min_samples = 60",
+        f"ab_duration_days = {cfg.ab_days}",
+        "look_interval_seconds = 172800",
+        "quality_interval_seconds = 604800",
+        "node_timeout_seconds = 900",
+        f"mode = {json.dumps(cfg.mode)}",
+        f"base_model = {json.dumps(str(base.resolve()))}",
+        "",
+        "[autopilot.round_config]",
+        *(f"{k} = {json.dumps(v)}" for k, v in round_config.items()
+          if k not in ("rounds", "mode")),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def beat(coordinator: Path, config: Path, clock_path: Path, log_path: Path) -> list[str]:
+    """One beat of the autopilot: ``coordinator autopilot --until-idle``; what it did."""
+    with log_path.open("ab") as out:
+        done = subprocess.run(_cli("coordinator", "autopilot", "--dir", str(coordinator),
+                                   "--config", str(config), "--until-idle"),
+                              stdout=subprocess.PIPE, stderr=out, env=_child_env(clock_path),
+                              timeout=1800)
+        out.write(done.stdout)
+    lines = [x for x in done.stdout.decode(errors="replace").splitlines()
+             if x and not x.startswith("ts=")]
+    if done.returncode not in (0, 1):
+        raise HermesFedError(f"the autopilot exited {done.returncode} (log {log_path}): "
+                             f"{lines[-3:]}")
+    return lines
+
+
+def decisions_since(coordinator: Path, after: int) -> tuple[list[dict[str, Any]], int]:
+    """The autopilot's decisions appended after log position ``after`` (and the last one)."""
+    from coordinator.autopilot.state import STREAM
+    from coordinator.logs.registry import AdapterRegistry
+
+    out: list[dict[str, Any]] = []
+    last = after
+    with AdapterRegistry.open_existing(coordinator) as registry:
+        for e in registry.store.read_stream(STREAM):
+            if e.position <= after:
+                continue
+            last = max(last, e.position)
+            data = dict(e.data)
+            entry: dict[str, Any] = {"at": e.occurred_at.isoformat(), "event": e.type,
+                                     "cycle": data.get("cycle")}
+            if e.type == "AutopilotStepIntended":
+                entry.update(action=data["action"], stage=data["params"].get("stage"),
+                             reason=data["reason"], numbers=data.get("numbers"))
+            elif e.type == "AutopilotStepCompleted":
+                result = data.get("result") or {}
+                entry.update(action=data["action"], ok=data["ok"],
+                             verdict=result.get("verdict"), reason=result.get("reason"),
+                             version=result.get("version"))
+            else:
+                entry.update({k: data.get(k) for k in ("reason", "outcome", "version")})
+            out.append(entry)
+    return out, last
+
+
+# --- reading back what the nodes recorded -----------------------------------------------
+def recorded(node: TenantNode, trajectory_ids: Sequence[str], timeout_s: float = 90.0
+             ) -> dict[str, dict[str, Any]]:
+    """Per trajectory id: the arm, test and version the gateway recorded, and the quality
+    score and tier the node's projection gave it (polled until scored, or ``timeout_s``)."""
+    import sqlalchemy as sa
+
     from hermes_fed.quality import read_model as rm
+    from tenant_node.config import load_node_config
+    from tenant_node.ingest.runtime import open_existing_node_store
 
+    wanted = set(trajectory_ids)
+    scores: dict[str, tuple[float | None, str | None]] = {}
     engine = sa.create_engine(node.store_url)
+    deadline = time.monotonic() + timeout_s
     try:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(rm.trajectories.c.combined_score, rm.trajectories.c.tier).where(
-                    rm.trajectories.c.session_id.like(f"session-{tenant_id}-{round_index}-%")
-                )
-            ).all()
+        while True:
+            with engine.connect() as conn:
+                rows = conn.execute(sa.select(rm.trajectories.c.trajectory_id,
+                                              rm.trajectories.c.combined_score,
+                                              rm.trajectories.c.tier).where(
+                    rm.trajectories.c.trajectory_id.in_(sorted(wanted)))).all()
+            scores = {str(t): (float(s) if s is not None else None, tier) for t, s, tier in rows}
+            if all(scores.get(t, (None, None))[0] is not None for t in wanted) \
+                    or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)  # a poll interval: the node's projection catches up on its own
     finally:
         engine.dispose()
-    scores = [float(s) for s, _ in rows if s is not None]
-    tiers: dict[str, int] = {}
-    for _, tier in rows:
-        if tier:
-            tiers[tier] = tiers.get(tier, 0) + 1
-    return {"n": len(scores), "mean": float(np.mean(scores)) if scores else None, "tiers": tiers}
+    store = open_existing_node_store(load_node_config(node.config_path))
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        for tid in wanted:
+            started = store.read_stream("session-" + tid.split("-")[1])[0].data
+            score, tier = scores.get(tid, (None, None))
+            out[tid] = {"arm": started.get("variant") or "production",
+                        "test_id": started.get("ab_test_id"),
+                        "version": str(started.get("model_version")),
+                        "score": score, "tier": tier}
+    finally:
+        store.close()
+    return out
 
 
-# --- the flywheel -----------------------------------------------------------------------
-def _sessions(tenant: Any, cfg: DemoConfig) -> int:
-    return max(2, round(float(tenant.sessions_per_round) * cfg.sessions_scale))
+def _mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def day_cells(sessions: Sequence[Any], seen: Mapping[str, Mapping[str, Any]]
+              ) -> dict[str, dict[str, Any]]:
+    """Per arm (``control``/``treatment``/``production``): the version served, sessions,
+    first-answer task success and the mean quality score of the sessions' first trajectory."""
+    cells: dict[str, dict[str, Any]] = {}
+    for s in sessions:
+        rec = seen[s.attempts[0].trajectory_id]
+        cell = cells.setdefault(rec["arm"], {"version": rec["version"], "sessions": 0,
+                                             "correct": 0, "scores": []})
+        cell["sessions"] += 1
+        cell["correct"] += int(s.correct)
+        if rec["score"] is not None:
+            cell["scores"].append(rec["score"])
+    for cell in cells.values():
+        scores = cell.pop("scores")
+        cell["success"] = cell["correct"] / cell["sessions"]
+        cell["quality"] = _mean(scores)
+        cell["scored"] = len(scores)
+    return cells
+
+
+# --- the demo ---------------------------------------------------------------------------
+def _sessions_per_day(tenant: Any, cfg: DemoConfig) -> int:
+    return max(1, round(float(tenant.sessions_per_round) * cfg.sessions_scale / 7.0))
 
 
 def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
     """Run the demo; returns the report body (also written as JSON and HTML)."""
-    from dataclasses import replace
-
+    from coordinator.autopilot.config import load_config
+    from coordinator.cli.autopilot_commands import status_body
     from coordinator.logs.registry import AdapterRegistry
     from examples.flywheel import cold_start_trajectories, default_tenants
-    from examples.flywheel.agent import AgentConfig, LocalAgent
-    from examples.flywheel.demo_ab import AbSettings, offline_look, online_look
     from examples.flywheel.demo_report import write_report
-    from examples.flywheel.sessions import outcome_counts, run_sessions
-    from hermes_fed.training.config import LoraTrainingConfig
+    from examples.flywheel.gateway_users import GatewayAgent, play_sessions, session_counts
 
     started = time.perf_counter()
     cfg.directory.mkdir(parents=True, exist_ok=True)
     base = prepare_base(cfg, say)
     tenants = tuple(replace(t, golden_per_type=t.golden_per_type * cfg.golden_scale, users=cfg.users)
                     for t in default_tenants())
-    lora = LoraTrainingConfig(r=cfg.rank, alpha=2.0 * cfg.rank, frozen_a=cfg.mode == "frozen-a",
-                              device="cpu")
-    ab = AbSettings(traffic_split=cfg.ab_split)
-    nodes = {
-        t.tenant_id: NodeDaemon(
-            t.tenant_id,
-            cfg.directory / "nodes" / t.tenant_id,
-            f"127.0.0.1:{free_port()}",
-            secrets.token_urlsafe(24),
-        )
-        for t in tenants
-    }
-    coordinator_dir = cfg.directory / "coordinator"
-    run_config = _run_config(cfg, coordinator_dir, base, len(tenants))
-    report: dict[str, Any] = {
-        "config": {k: str(v) for k, v in asdict(cfg).items()},
-        "base_model": str(base),
-        "rounds": [],
-        "tenants": [t.tenant_id for t in tenants],
-    }
-    # A round stands for a week of traffic: the coordinator and the nodes (which date the
-    # rounds they train in their logs) read one clock that the demo advances.
     clock = OffsetClock(cfg.directory / "clock.json")
     clock.path.unlink(missing_ok=True)
+    clock.advance(timedelta(0))
     clock_env = {CLOCK_ENV: str(clock.path)}
+    nodes = {t.tenant_id: TenantNode(t.tenant_id, cfg.directory / "nodes" / t.tenant_id, base,
+                                     clock.path) for t in tenants}
+    coordinator = cfg.directory / "coordinator"
+    coordinator.mkdir(parents=True, exist_ok=True)
+    autopilot_config = cfg.directory / "autopilot.toml"
+    autopilot_config.write_text(autopilot_toml(cfg, base, len(tenants)))
+    load_config(autopilot_config)  # a bad combination of shares fails here, before any process
+    beats_log = cfg.directory / "autopilot.log"
+    beats_log.unlink(missing_ok=True)
+    report: dict[str, Any] = {
+        "config": {k: str(v) for k, v in asdict(cfg).items()},
+        "autopilot_toml": autopilot_config.read_text(),
+        "base_model": str(base),
+        "tenants": [t.tenant_id for t in tenants],
+        "days": [],
+    }
     federation = LocalFederation(cfg.directory / "federation", isolation=cfg.isolation,
                                  capture=True, superlink_env=clock_env, node_env=clock_env)
+    agents: dict[str, GatewayAgent] = {}
     try:
         for node in nodes.values():
-            node.start()
+            node.write_config()
+            node.start_daemon()
+        with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
+            list(pool.map(lambda n: n.start_servers(), nodes.values()))
         clients = {tid: node.client() for tid, node in nodes.items()}
-        say(f"nodes serving: {', '.join(f'{t}@{n.address}' for t, n in nodes.items())}")
-
-        # Cold start: a handful of golden trajectories per task type, as accepted sessions.
+        say("nodes serving: " + ", ".join(
+            f"{t} (ingest {n.ingest}, gateway {n.gateway_url}, model serve :{n.model_port})"
+            for t, n in nodes.items()))
+        # Cold start: each tenant uploads a handful of golden trajectories per task type.
         for tenant in tenants:
             golden = cold_start_trajectories(tenant.task_types, tenant.golden_per_type, cfg.seed)
             for i, trajectory in enumerate(golden):
                 recorder = clients[tenant.tenant_id].session(f"golden-{i % 5}", "golden")
-                tid = _record_golden(recorder, trajectory)
+                tid = recorder.trajectory(
+                    task=trajectory["task"], task_type=trajectory["task_type"],
+                    messages=trajectory["messages"], tools=trajectory["tools"],
+                    final_response=trajectory["final_response"],
+                    trajectory_id=trajectory["trajectory_id"])
                 recorder.accepted(tid)
                 recorder.end()
             clients[tenant.tenant_id].flush()
+            clients[tenant.tenant_id].close()
             say(f"  {tenant.tenant_id}: cold start with {len(golden)} golden trajectories")
 
         federation.start()
         for tenant in tenants:
             node = nodes[tenant.tenant_id]
-            federation.add_node(
-                NodeSpec(
-                    tenant.tenant_id,
-                    node.store_url,
-                    str(base),
-                    # The demo's long-tail tenant has ~10 trajectories a round; k_min stays a real
-                    # guard (cells below it are refused) at a level this small data can pass.
-                    # The simulator's tasks come from templates: MinHash over character
-                    # shingles cannot tell "41 days after 2024-02-18" from "99 days after
-                    # 2025-02-19" at 0.8 and dropped two thirds of a node's goldens, so the
-                    # demo's nodes drop exact duplicates only.
-                    extra={"keyring": str(node.keyring), "k-min": DEMO_K_MIN,
-                           "dedupe-threshold": 1.0},
-                )
-            )
-        say(f"federation up: SuperLink + {len(tenants)} SuperNodes on 127.0.0.1 ({cfg.isolation} isolation)")
-
-        production: str | None = None
-        online: dict[str, Any] | None = None  # the test in its online phase, if any
-        for r in range(cfg.rounds + 1):
-            round_started = time.perf_counter()
-            if r:
-                clock.advance(timedelta(days=7))
-            entry: dict[str, Any] = {"round": r, "production": production, "tenants": {}}
-            # 1. usage against production (and, during an online A/B, the treatment by arm),
-            #    events to the nodes over gRPC
-            with AdapterRegistry.open(coordinator_dir) as registry:
-                adapter = registry.load(production) if production is not None else None
-                treatment = registry.load(online["treatment"]) if online is not None else None
-            serving = AgentConfig(temperature=cfg.temperature)
-            agent = LocalAgent(base, adapter, lora if adapter is not None else None, serving)
-            treatment_agent = (
-                LocalAgent(base, treatment, lora, serving) if treatment is not None else None
-            )
-            if online is not None:
-                entry["ab_test_id"] = online["ab_test_id"]
+            federation.add_node(NodeSpec(
+                tenant.tenant_id, node.store_url, str(base),
+                # The long-tail tenant has a few sessions a day; k_min stays a real guard
+                # (cells below it are refused) at a level this small data can pass. The
+                # simulator's tasks come from templates, which MinHash at 0.8 takes for
+                # near-duplicates: the demo's nodes drop exact duplicates only.
+                extra={"keyring": str(node.keyring), "k-min": DEMO_K_MIN,
+                       "dedupe-threshold": 1.0, "quality-config": str(node.config_path.resolve())}))
+        # `coordinator serve` leaves serve.json for the coordinator's commands; the local
+        # federation stands in for it here
+        (coordinator / "serve.json").write_text(json.dumps(
+            {"cli_home": str(federation.cli_home), "config": str(federation.config_path)}))
+        say(f"federation up: SuperLink + {len(tenants)} SuperNodes on 127.0.0.1 "
+            f"({cfg.isolation} isolation); the autopilot's config: {autopilot_config}")
+        agents = {t: GatewayAgent(n.gateway_url + "/v1", n.token, cfg.temperature)
+                  for t, n in nodes.items()}
+        position = 0
+        for day in range(1, cfg.days + 1):
+            day_started = time.perf_counter()
+            if day > 1:
+                clock.advance(timedelta(days=1))
+            # 1. the autopilot's beat
+            timings: dict[str, float] = {}
+            lines = beat(coordinator, autopilot_config, clock.path, beats_log)
+            decisions, position = decisions_since(coordinator, position)
+            status = status_body(coordinator)
+            applied = (status["plan"]["applied"] or {}).get("test_id")
+            for node in nodes.values():
+                _wait_for_plan(node, applied)
+            plans = {t: n.plan() for t, n in nodes.items()}
+            timings["autopilot"] = time.perf_counter() - day_started
+            # 2. the users of every tenant, side by side (one model server each)
+            with ThreadPoolExecutor(max_workers=len(tenants)) as pool:
+                played = dict(zip(
+                    [t.tenant_id for t in tenants],
+                    pool.map(lambda t, seed=cfg.seed * 1000 + day: play_sessions(
+                        agents[t.tenant_id], t, _sessions_per_day(t, cfg), seed=seed), tenants),
+                    strict=True))
+            timings["users"] = time.perf_counter() - day_started - timings["autopilot"]
+            # 3. what the nodes recorded
+            entry: dict[str, Any] = {
+                "day": day, "beat": lines, "decisions": decisions, "phase": status["phase"],
+                "production": status["production"], "plan": status["plan"]["applied"],
+                "gateway_plans": plans, "tenants": {}}
             for tenant in tenants:
-                routing = None
-                if online is not None and treatment_agent is not None:
-                    routing = _routing(clients[tenant.tenant_id], online, ab, agent, treatment_agent,
-                                       production or "base")
-                records = run_sessions(tenant, agent, _sessions(tenant, cfg), seed=r,
-                                       model_version=production or "base", routing=routing)
-                clients[tenant.tenant_id].append_stream([list(rec.events) for rec in records])
-                counts = outcome_counts(records)
+                sessions = played[tenant.tenant_id]
+                ids = [a.trajectory_id for s in sessions for a in s.attempts]
+                seen = recorded(nodes[tenant.tenant_id], ids)
                 entry["tenants"][tenant.tenant_id] = {
-                    "usage": counts,
-                    "task_success": counts["correct"] / max(1, counts["sessions"]),
+                    "usage": session_counts(sessions),
+                    "success": sum(s.correct for s in sessions) / max(1, len(sessions)),
+                    "arms": day_cells(sessions, seen),
+                    "tiers": _tiers(seen.values()),
                 }
-                if routing is not None:
-                    entry["tenants"][tenant.tenant_id]["arms"] = {
-                        arm: outcome_counts([rec for rec in records if rec.arm == arm])
-                        for arm in ("control", "treatment")
-                    }
-            _wait_for_projections(nodes, tenants, r)
-            for tenant in tenants:
-                entry["tenants"][tenant.tenant_id]["quality"] = quality_of_round(
-                    nodes[tenant.tenant_id], r, tenant.tenant_id
-                )
-            line = ", ".join(f"{t} success {v['task_success']:.0%}" for t, v in entry["tenants"].items())
-            versions = production or "base"
-            if online is not None:
-                versions += f" + {online['treatment']} for {cfg.ab_split:.0%} of users"
-            say(f"round {r}: usage with {versions}: {line}")
-            # 2. the online A/B's look at this round's traffic
-            if online is not None:
-                look = online_look(federation, coordinator_dir, run_config, online["ab_test_id"],
-                                   7.0 * (r - online["opened_round"]), say)
-                entry["online_ab"] = look
-                if look["promoted"]:
-                    production = online["treatment"]
-                if not look["open"]:
-                    online = None
-            if r == cfg.rounds:
-                entry["seconds"] = time.perf_counter() - round_started
-                report["rounds"].append(entry)
-                break
-            # 3. a federated round: local selection + LoRA on each node, aggregation
-            outcome = federation.run(run_config, timeout=900)
-            if not outcome.completed:
-                raise FederationError(f"round {r}: flwr run did not complete: {outcome}")
-            body = read_run_report(coordinator_dir, outcome.run_id)
-            (fed_round,) = body["rounds"]
-            entry["federated"] = fed_round
-            candidate = fed_round.get("version")
-            say(
-                f"round {r}: federated {cfg.mode} -> candidate {candidate} "
-                f"(residual {fed_round.get('residual')}, "
-                f"{sum(n.get('bytes_up', 0) for n in fed_round['nodes'])} bytes up)"
-            )
-            # 4. the candidate's offline A/B against production; SHIP -> live at the ab stage
-            if candidate is None:
-                entry["decision"] = {"promoted": False, "reason": "no candidate published"}
-            elif online is not None:
-                entry["decision"] = {
-                    "promoted": False,
-                    "verdict": "WAIT",
-                    "reason": f"A/B test {online['ab_test_id']} is still running",
-                }
-                say(f"  {candidate} waits: A/B test {online['ab_test_id']} is still running")
-            else:
-                decision = offline_look(federation, coordinator_dir, run_config, candidate,
-                                        production, ab, say, now=clock.now())
-                entry["decision"] = decision
-                if decision.get("online"):
-                    online = {"ab_test_id": decision["ab_test_id"], "treatment": candidate,
-                              "opened_round": r}
-            entry["seconds"] = time.perf_counter() - round_started
-            report["rounds"].append(entry)
-        report["wire"] = _wire_summary(federation, clients, nodes)
+            entry["seconds"] = time.perf_counter() - day_started
+            entry["timings"] = {**timings, "read_back": entry["seconds"] - sum(timings.values())}
+            report["days"].append(entry)
+            say(_day_line(entry))
+        report["wire"] = {"bytes_nodes_to_superlink": len(federation.relay.upstream_bytes())
+                          if federation.relay is not None else None}
     finally:
-        for client in locals().get("clients", {}).values():
-            client.close()
+        for agent in agents.values():
+            agent.close()
         federation.stop()
         for node in nodes.values():
             node.stop()
-    report["production"] = production
-    report["open_ab_test"] = online
+    status = status_body(coordinator)
+    report["status"] = {k: status[k] for k in ("cycle", "phase", "production", "cycles",
+                                               "cycles_ended")}
+    report["production"] = status["production"]
     report["seconds"] = time.perf_counter() - started
-    with AdapterRegistry.open(coordinator_dir) as registry:
+    with AdapterRegistry.open(coordinator) as registry:
         report["registry"] = [v.to_dict() for v in registry.versions()]
         report["coordinator_log_ok"] = registry.store.verify().ok
     paths = write_report(report, cfg.directory)
@@ -406,70 +547,32 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
     return report
 
 
-def _routing(client: Any, online: Mapping[str, Any], ab: Any, control: Any, treatment: Any,
-             control_version: str) -> Any:
-    """Users to arms by the node's keyed hash (``AssignVariant``, recorded on the node)."""
-    from examples.flywheel.sessions import ArmRouting
-    from hermes_fed.federation.queries import AbQuery
-
-    test_id, treatment_version = str(online["ab_test_id"]), str(online["treatment"])
-    # the arms the node's statistics expect for this test (names and weights)
-    query = AbQuery("online", test_id, control_version, treatment_version, ab.traffic_split)
-    arms = query.arm_weights()
-
-    def assign(user_ref: str) -> str:
-        return str(client.assign_variant(test_id, user_ref, arms).variant)
-
-    return ArmRouting(test_id, assign, {"control": control, "treatment": treatment},
-                      {"control": control_version, "treatment": treatment_version})
+def _wait_for_plan(node: TenantNode, plan: str | None, timeout_s: float = 60.0) -> None:
+    """The gateway looks for a new plan in its log every ``plan_poll_s``: poll its health
+    until it serves the plan the coordinator says is applied."""
+    if plan is None:
+        return
+    deadline = time.monotonic() + timeout_s
+    while node.plan() != plan and time.monotonic() < deadline:
+        time.sleep(0.1)  # a poll interval
 
 
-def _record_golden(recorder: Any, trajectory: Mapping[str, Any]) -> str:
-    tid: str = recorder.trajectory(
-        task=trajectory["task"],
-        task_type=trajectory["task_type"],
-        messages=trajectory["messages"],
-        tools=trajectory["tools"],
-        final_response=trajectory["final_response"],
-        trajectory_id=trajectory["trajectory_id"],
-    )
-    return tid
+def _tiers(records: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for rec in records:
+        if rec["tier"]:
+            out[rec["tier"]] = out.get(rec["tier"], 0) + 1
+    return out
 
 
-def _run_config(
-    cfg: DemoConfig, coordinator_dir: Path, base: Path, n_nodes: int
-) -> dict[str, str | int | float]:
-    settings = RoundSettings(
-        rank=cfg.rank, alpha=2.0 * cfg.rank, lr=cfg.lr, local_steps=cfg.local_steps,
-        lr_schedule=cfg.lr_schedule, warmup_steps=cfg.warmup_steps, batch_size=8,
-        max_length=320,  # the longest golden (unit conversion) is ~265 tokens
-        seed=cfg.seed)
-    return {
-        "coordinator-dir": str(coordinator_dir.resolve()),
-        "base-model": str(base.resolve()),
-        "mode": cfg.mode,
-        "rounds": 1,
-        "min-nodes": n_nodes,
-        "ab-looks": 0,
-        **settings.to_mapping(),
-    }
-
-
-def _wait_for_projections(
-    nodes: Mapping[str, NodeDaemon], tenants: Any, round_index: int, timeout: float = 60.0
-) -> None:
-    """The daemons catch their quality projections up in the background; poll until this
-    round's trajectories are scored (or give up and report what is there)."""
-    deadline = time.monotonic() + timeout
-    for tenant in tenants:
-        while time.monotonic() < deadline:
-            if quality_of_round(nodes[tenant.tenant_id], round_index, tenant.tenant_id)["n"] > 0:
-                break
-            time.sleep(0.2)
-
-
-def _wire_summary(
-    federation: LocalFederation, clients: Mapping[str, Any], nodes: Mapping[str, NodeDaemon]
-) -> dict[str, Any]:
-    relay = federation.relay
-    return {"bytes_nodes_to_superlink": len(relay.upstream_bytes()) if relay is not None else None}
+def _day_line(entry: Mapping[str, Any]) -> str:
+    acted = [f"{d['action']}{'(' + d['stage'] + ')' if d.get('stage') else ''}"
+             for d in entry["decisions"] if d["event"] == "AutopilotStepIntended"]
+    parts = []
+    for tenant, t in entry["tenants"].items():
+        arms = " ".join(f"{arm[0]}:{c['version']} {c['correct']}/{c['sessions']}"
+                        for arm, c in sorted(t["arms"].items()))
+        parts.append(f"{tenant} {arms}")
+    plan = (entry["plan"] or {}).get("test_id", "none")
+    return (f"day {entry['day']:>2} [{plan}] autopilot: {', '.join(acted) or 'waits'}; "
+            f"users: {'; '.join(parts)} ({entry['seconds']:.0f}s)")

@@ -10,8 +10,9 @@ from pathlib import Path
 from hermes_fed.cli import add_config_flags, config_values
 
 # flag -> DemoConfig field; defaults and help come from the config itself, so the two agree
-_FLAGS = ("rounds", "mode", "sessions_scale", "users", "golden_scale", "pretrain_steps", "base_model",
-          "local_steps", "rank", "lr", "lr_schedule", "warmup_steps", "temperature", "ab_split", "seed")
+_FLAGS = ("days", "mode", "sessions_scale", "users", "golden_scale", "pretrain_steps", "base_model",
+          "local_steps", "rank", "lr", "lr_schedule", "warmup_steps", "temperature", "canary_share",
+          "ab_share", "ab_days", "seed")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -19,6 +20,9 @@ def _run(args: argparse.Namespace) -> int:
 
     # presidio names every recognizer it loads at INFO; the demo prints its own progress.
     logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)
+    # the report reads the nodes' logs back; opening one says again what each node's own
+    # log already said about its redaction set-up
+    logging.getLogger("hermes_fed.privacy.detector").setLevel(logging.ERROR)
     # peft asks transformers a deprecated question on every adapter load (transformers 5.24)
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     from transformers.utils import logging as hf_logging

@@ -1,9 +1,11 @@
 # ruff: noqa: E501  (SVG markup reads better on one line per element)
 """The demo report: JSON and one self-contained HTML page with inline SVG plots.
 
-Plots: task success and session quality per tenant per round, tier histograms, an A/B
-forest plot (paired held-out effect per tenant with a 95% interval), bytes per round.
-Inline SVG keeps the page dependency-free and readable offline.
+First plot: usage task success by simulated day and arm (users the production version
+served vs users the candidate served, all tenants pooled) with 95% Wilson bands; then
+success and session quality per tenant by day, each day's quality tiers, and a table of
+every day: the plan the gateways served, each tenant's arms, and the autopilot's decisions
+with their reasons. Inline SVG keeps the page dependency-free and readable offline.
 """
 
 from __future__ import annotations
@@ -27,16 +29,34 @@ def _scale(lo: float, hi: float, a: float, b: float) -> Any:
 
 
 def line_chart(
-    title: str, series: Mapping[str, Sequence[float | None]], y_range: tuple[float, float], y_label: str
+    title: str, series: Mapping[str, Sequence[float | None]], y_range: tuple[float, float], y_label: str,
+    labels: Sequence[str] = (), bands: Mapping[str, Sequence[tuple[float, float] | None]] | None = None,
 ) -> str:
+    """One line per series over the x labels; ``bands`` shades an interval around a series."""
     n = max((len(v) for v in series.values()), default=1)
     x = _scale(0, max(1, n - 1), PAD + 10, W - 40)
     y = _scale(y_range[0], y_range[1], H - PAD, 20)
     parts = [_frame(title, y_range, y, y_label)]
-    for i in range(n):
+    every = max(1, n // 12)
+    for i in range(0, n, every):
+        label = labels[i] if i < len(labels) else str(i)
         parts.append(
-            f'<text x="{x(i):.1f}" y="{H - PAD + 16}" font-size="11" text-anchor="middle">round {i}</text>'
+            f'<text x="{x(i):.1f}" y="{H - PAD + 16}" font-size="11" text-anchor="middle">{html.escape(label)}</text>'
         )
+    for k, name in enumerate(series):
+        band = (bands or {}).get(name)
+        if band:
+            runs: list[list[tuple[int, tuple[float, float]]]] = [[]]
+            for i, b in enumerate(band):
+                if b is None:
+                    runs.append([])
+                else:
+                    runs[-1].append((i, b))
+            for run in (r for r in runs if r):
+                upper = [f"{x(i):.1f},{y(b[1]):.1f}" for i, b in run]
+                lower = [f"{x(i):.1f},{y(b[0]):.1f}" for i, b in reversed(run)]
+                parts.append(f'<polygon points="{" ".join(upper + lower)}" '
+                             f'fill="{COLOURS[k % len(COLOURS)]}" fill-opacity="0.15" stroke="none"/>')
     for k, (name, values) in enumerate(series.items()):
         colour = COLOURS[k % len(COLOURS)]
         points = [(x(i), y(v)) for i, v in enumerate(values) if v is not None]
@@ -99,138 +119,122 @@ def tier_chart(title: str, counts: Mapping[str, Mapping[str, int]]) -> str:
     return _svg(parts)
 
 
-def paired_interval(arm: Mapping[str, Any]) -> tuple[float, float, float] | None:
-    """Mean paired difference and a normal 95% interval from (n, sum, sumsq)."""
-    n = float(arm.get("n", 0))
-    if n < 2:
+def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """The Wilson score interval of a proportion (None without sessions)."""
+    if n <= 0:
         return None
-    mean = float(arm["sum"]) / n
-    var = max(0.0, (float(arm["sumsq"]) - n * mean * mean) / (n - 1))
-    half = 1.96 * math.sqrt(var / n)
-    return mean, mean - half, mean + half
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def forest_plot(title: str, rows: Sequence[tuple[str, tuple[float, float, float]]]) -> str:
-    if not rows:
-        return _svg(
-            [
-                f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle" font-size="12">'
-                "no A/B look had a cell above k_min</text>"
-            ]
-        )
-    lo = min(r[1][1] for r in [*rows, ("0", (0.0, 0.0, 0.0))])
-    hi = max(r[1][2] for r in [*rows, ("0", (0.0, 0.0, 0.0))])
-    x = _scale(lo, hi, PAD + 110, W - 20)
-    step = (H - PAD - 20) / max(1, len(rows))
-    parts = [
-        f'<text x="{W / 2}" y="14" font-size="13" text-anchor="middle" font-weight="bold">{html.escape(title)}</text>',
-        f'<line x1="{x(0):.1f}" x2="{x(0):.1f}" y1="20" y2="{H - PAD}" stroke="#999" stroke-dasharray="4"/>',
-        f'<text x="{(PAD + W) / 2:.1f}" y="{H - 12}" font-size="11" text-anchor="middle">'
-        "held-out log-likelihood, candidate minus current (nats/token)</text>",
-    ]
-    for i, (label, (mean, a, b)) in enumerate(rows):
-        cy = 30 + i * step + step / 2
-        parts += [
-            f'<text x="{PAD + 104}" y="{cy + 4:.1f}" font-size="11" text-anchor="end">{html.escape(label)}</text>',
-            f'<line x1="{x(a):.1f}" x2="{x(b):.1f}" y1="{cy:.1f}" y2="{cy:.1f}" stroke="#333" stroke-width="2"/>',
-            f'<rect x="{x(mean) - 4:.1f}" y="{cy - 4:.1f}" width="8" height="8" fill="#1f77b4"/>',
-        ]
-    return _svg(parts)
+ROLES = ("production", "candidate")
 
 
-def bytes_chart(title: str, per_round: Sequence[Mapping[str, float]]) -> str:
-    top = max([v for r in per_round for v in r.values()] + [1.0])
-    y = _scale(0, top, H - PAD, 20)
-    width = (W - PAD - 16) / max(1, len(per_round))
-    parts = [_frame(title, (0, top), y, "bytes per round")]
-    for i, row in enumerate(per_round):
-        for k, v in enumerate(row.values()):
-            bw = (width - 6) / max(1, len(row))
-            x0 = PAD + i * width + 3 + k * bw
-            parts.append(
-                f'<rect x="{x0:.1f}" y="{y(v):.1f}" width="{bw - 1:.1f}" height="{y(0) - y(v):.1f}" '
-                f'fill="{COLOURS[k % len(COLOURS)]}"/>'
-            )
-        parts.append(
-            f'<text x="{PAD + i * width + width / 2:.1f}" y="{H - PAD + 14}" font-size="10" '
-            f'text-anchor="middle">round {i}</text>'
-        )
-    names = list(per_round[0]) if per_round else []
-    for k, name in enumerate(names):
-        parts.append(
-            f'<text x="{W - 120}" y="{24 + 13 * k}" font-size="11" fill="{COLOURS[k % len(COLOURS)]}">'
-            f"{html.escape(name)}</text>"
-        )
-    return _svg(parts)
+def role(arm: str) -> str:
+    """Users the candidate served (a canary's or an A/B's treatment) vs the rest."""
+    return "candidate" if arm == "treatment" else "production"
 
 
-def _online_cell(r: Mapping[str, Any]) -> str:
-    """The round's online look and the arms' first-attempt success over all tenants."""
-    look = r.get("online_ab")
-    if not look:
-        return ""
-    rates = []
-    for arm in ("control", "treatment"):
-        counts = [t["arms"][arm] for t in r["tenants"].values() if "arms" in t]
-        n = sum(c["sessions"] for c in counts)
-        rates.append(f"{sum(c['correct'] for c in counts) / n:.0%}" if n else "-")
-    return f"{look['verdict']} -> {look.get('stage')} ({rates[0]} / {rates[1]})"
+def success_by_role(days: Sequence[Mapping[str, Any]]) -> dict[str, list[tuple[int, int]]]:
+    """Per role, per day: (correct, sessions) over every tenant."""
+    out: dict[str, list[tuple[int, int]]] = {r: [] for r in ROLES}
+    for day in days:
+        totals = {r: [0, 0] for r in ROLES}
+        for tenant in day["tenants"].values():
+            for arm, cell in tenant["arms"].items():
+                totals[role(arm)][0] += int(cell["correct"])
+                totals[role(arm)][1] += int(cell["sessions"])
+        for r in ROLES:
+            out[r].append((totals[r][0], totals[r][1]))
+    return out
+
+
+def _cells(tenant: Mapping[str, Any]) -> str:
+    return "<br>".join(
+        f"{html.escape(arm)} {html.escape(str(c['version']))}: {c['correct']}/{c['sessions']}"
+        + (f" q {c['quality']:+.2f}" if c.get("quality") is not None else "")
+        for arm, c in sorted(tenant["arms"].items()))
+
+
+def _decisions(day: Mapping[str, Any]) -> str:
+    out = []
+    for d in day["decisions"]:
+        if d["event"] == "AutopilotStepIntended":
+            what = d["action"] + (f" ({d['stage']})" if d.get("stage") else "")
+            out.append(f"<b>{html.escape(what)}</b>: {html.escape(str(d.get('reason', ''))[:400])}")
+        elif d["event"] == "AutopilotStepCompleted" and (d.get("verdict") or not d.get("ok")):
+            status = d.get("verdict") or ("failed" if not d.get("ok") else "ok")
+            out.append(f"&rarr; {html.escape(str(status))} {html.escape(str(d.get('reason') or '')[:300])}")
+        elif d["event"] in ("AutopilotCycleEnded", "AutopilotWaited"):
+            out.append(f"<i>{html.escape(d['event'][9:])}</i>: {html.escape(str(d.get('reason', ''))[:300])}")
+    return "<br>".join(out) or "waits"
 
 
 def render_html(report: Mapping[str, Any]) -> str:
     tenants: list[str] = list(report["tenants"])
-    rounds: list[Mapping[str, Any]] = list(report["rounds"])
-    success = {t: [r["tenants"][t]["task_success"] for r in rounds] for t in tenants}
-    quality = {t: [r["tenants"][t]["quality"]["mean"] for r in rounds] for t in tenants}
-    tiers = {f"{t[:6]} r{r['round']}": r["tenants"][t]["quality"]["tiers"] for r in rounds for t in tenants}
-    forest: list[tuple[str, tuple[float, float, float]]] = []
-    for r in rounds:
-        decision = r.get("decision") or {}
-        for tenant, cells in (decision.get("tenants") or {}).items():
-            interval = paired_interval(cells.get("paired", {}))
-            if interval is not None:
-                forest.append((f"r{r['round']} node {str(tenant)[-6:]}", interval))
-    traffic = [
-        {
-            "up": float(sum(n.get("bytes_up", 0) for n in r["federated"]["nodes"])),
-            "down": float(sum(n.get("bytes_down", 0) for n in r["federated"]["nodes"])),
-        }
-        for r in rounds
-        if r.get("federated")
-    ]
+    days: list[Mapping[str, Any]] = list(report["days"])
+    labels = [f"d{d['day']}" for d in days]
+    by_role = success_by_role(days)
+    success = {r: [c / n if n else None for c, n in by_role[r]] for r in ROLES}
+    bands = {r: [wilson(c, n) for c, n in by_role[r]] for r in ROLES}
+    per_tenant = {t: [d["tenants"][t]["success"] for d in days] for t in tenants}
+    quality: dict[str, list[float | None]] = {}
+    for t in tenants:
+        quality[t] = []
+        for d in days:
+            cells = [c for c in d["tenants"][t]["arms"].values() if c.get("quality") is not None]
+            n = sum(c["scored"] for c in cells)
+            quality[t].append(sum(c["quality"] * c["scored"] for c in cells) / n if n else None)
+    tiers = {f"d{d['day']}": {k: sum(d["tenants"][t]["tiers"].get(k, 0) for t in tenants)
+                             for k in TIERS} for d in days}
     rows = "".join(
-        f"<tr><td>{r['round']}</td><td>{html.escape(str(r.get('production') or 'base'))}</td>"
-        + "".join(f"<td>{r['tenants'][t]['task_success']:.0%}</td>" for t in tenants)
-        + f"<td>{html.escape(str((r.get('federated') or {}).get('version', '')))}</td>"
-        f"<td>{html.escape(str((r.get('decision') or {}).get('verdict', '')))}</td>"
-        f"<td>{html.escape(str((r.get('decision') or {}).get('stage', '')))}</td>"
-        f"<td>{html.escape(_online_cell(r))}</td>"
-        f"<td>{r.get('seconds', 0):.0f}s</td></tr>"
-        for r in rounds
-    )
-    head = "".join(f"<th>{html.escape(t)} success</th>" for t in tenants)
+        f"<tr><td>{d['day']}</td><td>{html.escape(str((d.get('plan') or {}).get('test_id', 'none')))}"
+        f"<br>{html.escape(_arms(d.get('plan')))}</td>"
+        + "".join(f"<td>{_cells(d['tenants'][t])}</td>" for t in tenants)
+        + f"<td>{_decisions(d)}</td><td>{d.get('seconds', 0):.0f}s</td></tr>"
+        for d in days)
+    head = "".join(f"<th>{html.escape(t)}: arm version correct/sessions, quality</th>" for t in tenants)
+    long_tail = min(tenants, key=lambda t: sum(d["tenants"][t]["usage"]["sessions"] for d in days)) \
+        if tenants and days else ""
     charts = [
-        line_chart("Task success per tenant (first attempt)", success, (0.0, 1.0), "share correct"),
-        line_chart(
-            "Session quality per tenant (mean combined score)", quality, (-1.0, 1.0), "combined score"
-        ),
-        tier_chart("Quality tiers of each round's trajectories", tiers),
-        forest_plot("Offline A/B: paired held-out effect per node", forest),
-        bytes_chart("Bytes on the wire per federated round (all nodes)", traffic),
+        line_chart("Usage task success by day and arm (all tenants, 95% Wilson band)", success,
+                   (0.0, 1.0), "share correct", labels, bands),
+        line_chart(f"Task success per tenant by day ({long_tail}: the long tail)", per_tenant,
+                   (0.0, 1.0), "share correct", labels),
+        line_chart("Session quality per tenant by day (mean combined score)", quality, (-1.0, 1.0),
+                   "combined score", labels),
+        tier_chart("Quality tiers of each day's trajectories (all tenants)", tiers),
     ]
+    status = report.get("status") or {}
+    ended = "; ".join(f"cycle {c.get('cycle')}: {c.get('outcome')} {c.get('version') or ''}"
+                      for c in status.get("cycles", []) if c.get("outcome"))
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>hermes-fed demo report</title>"
-        "<style>body{font-family:sans-serif;margin:24px;max-width:1120px}svg{margin:6px;border:1px solid #ddd}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}</style>"
-        "</head><body><h1>hermes-fed: the flywheel, end to end</h1>"
-        f"<p>{len(tenants)} tenant nodes, {len(rounds) - 1} federated rounds ({html.escape(str(report['config'].get('mode')))}), "
-        f"{report.get('seconds', 0):.0f} s in all. Production now: <b>{html.escape(str(report.get('production') or 'base'))}</b>. "
-        "Every figure here is an aggregate; no trajectory left a node.</p>"
-        f"<table><tr><th>round</th><th>serving</th>{head}<th>candidate</th><th>offline A/B</th><th>stage</th>"
-        f"<th>online A/B (success control / treatment)</th><th>time</th></tr>{rows}</table><div>{''.join(charts)}</div>"
+        "<style>body{font-family:sans-serif;margin:24px;max-width:1400px}svg{margin:6px;border:1px solid #ddd}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;font-size:12px;vertical-align:top}</style>"
+        "</head><body><h1>hermes-fed: the flywheel on the production path</h1>"
+        f"<p>{len(tenants)} tenant nodes, each with its gateway in front of its model server; "
+        f"{len(days)} simulated days turned by the coordinator's autopilot "
+        f"({html.escape(str(report['config'].get('mode')))} aggregation), {report.get('seconds', 0):.0f} s in all. "
+        f"Production now: <b>{html.escape(str(report.get('production') or 'base'))}</b>. "
+        f"Cycles: {html.escape(ended or 'none ended')}. "
+        "Every figure here is an aggregate or was read on the node that holds it; no trajectory left a node.</p>"
+        f"<div>{''.join(charts)}</div>"
+        f"<table><tr><th>day</th><th>plan (arms, shares)</th>{head}<th>autopilot decisions</th><th>time</th></tr>"
+        f"{rows}</table>"
+        f"<h2>The autopilot's settings</h2><pre>{html.escape(str(report.get('autopilot_toml', '')))}</pre>"
         f"<h2>Registry</h2><pre>{html.escape(json.dumps(report.get('registry', []), indent=1)[:20000])}</pre>"
         "</body></html>"
     )
+
+
+def _arms(plan: Mapping[str, Any] | None) -> str:
+    if not plan:
+        return ""
+    return ", ".join(f"{a.get('name')} {a.get('version')} {float(a.get('share', 0)):.0%}"
+                     for a in plan.get("arms", []))
 
 
 def write_report(report: Mapping[str, Any], directory: Path) -> tuple[Path, Path]:

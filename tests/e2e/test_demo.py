@@ -1,7 +1,9 @@
 """The README's main job, ``hermes-fed demo``, end to end through the real CLI, on small
-settings: 3 node daemons over gRPC, a Flower SuperLink with 3 SuperNodes on 127.0.0.1, one
-federated round, the offline A/B that lets the candidate go live, a round of traffic split
-by arm, the online A/B look and the report. The full defaults run in ``make demo``."""
+settings: per tenant a model server, a node daemon and its gateway; a Flower SuperLink with
+3 SuperNodes; the coordinator's autopilot taking one beat per simulated day; simulated
+users through the gateways with the official ``openai`` client. Three days: readiness, a
+round, the offline look and the canary on day 1, the A/B from day 2. The full defaults run
+in ``make demo``."""
 
 from __future__ import annotations
 
@@ -20,12 +22,12 @@ EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
 
 
 @pytest.mark.slow
-def test_demo_runs_the_whole_loop_and_writes_its_report(tmp_path: Path) -> None:
+def test_demo_turns_the_wheel_through_the_gateways_and_writes_its_report(tmp_path: Path) -> None:
     # Execute
     done = subprocess.run(
         [
-            sys.executable, "-m", "hermes_fed.cli", "demo", "--dir", str(tmp_path), "--rounds", "1",
-            "--sessions-scale", "2", "--users", "40", "--golden-scale", "12", "--local-steps", "10",
+            sys.executable, "-m", "hermes_fed.cli", "demo", "--dir", str(tmp_path), "--days", "3",
+            "--sessions-scale", "3", "--users", "40", "--local-steps", "10",
         ],
         capture_output=True, text=True, timeout=1200,
     )
@@ -34,40 +36,42 @@ def test_demo_runs_the_whole_loop_and_writes_its_report(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "federation up: SuperLink + 3 SuperNodes" in done.stdout
     report = json.loads((tmp_path / "report.json").read_text())
-    assert (tmp_path / "report.html").read_text().count("<svg") >= 3
+    assert (tmp_path / "report.html").read_text().count("<svg") == 4
     assert report["coordinator_log_ok"] is True
-    assert [r["round"] for r in report["rounds"]] == [0, 1]
-    first = report["rounds"][0]
-    assert set(first["tenants"]) == {"acme", "globex", "initech"}
-    for tenant in first["tenants"].values():
-        assert tenant["usage"]["sessions"] > 0
-        assert 0.0 <= tenant["task_success"] <= 1.0
-    candidate = first["federated"]["version"]
-    assert candidate in {v["version"] for v in report["registry"]}
-    assert all(n["bytes_up"] > 0 for n in first["federated"]["nodes"])
-    assert report["wire"]["bytes_nodes_to_superlink"] > 0
+    days = report["days"]
+    assert [d["day"] for d in days] == [1, 2, 3]
 
-    # Assert: the offline look shipped the candidate (held-out log-likelihood after 10 steps
-    # from the packaged base); it went live at the ab stage, and the next round's users were
-    # split between production and the candidate by each node's keyed hash
-    decision = first["decision"]
-    assert decision["verdict"] == "SHIP", decision
-    assert decision["stage"] == "ab" and decision["online"] is True
-    second = report["rounds"][1]
-    assert second["ab_test_id"] == decision["ab_test_id"]
-    for tenant in second["tenants"].values():
-        arms = tenant["arms"]
-        assert arms["control"]["sessions"] + arms["treatment"]["sessions"] == tenant["usage"]["sessions"]
-        assert arms["control"]["sessions"] > 0 and arms["treatment"]["sessions"] > 0
-    online = second["online_ab"]
-    assert online["ab_test_id"] == decision["ab_test_id"] and online["mode"] == "online"
-    assert online["verdict"] in {"SHIP", "ROLLBACK", "CONTINUE"}
-    assert online["stage"] == {"SHIP": "production", "ROLLBACK": "rolled_back",
-                               "CONTINUE": "ab"}[online["verdict"]]
-    assert (report["production"] == candidate) is (online["verdict"] == "SHIP")
+    # Assert: the autopilot did it all (the demo decides nothing): on day 1 it delivered the
+    # base's plan, trained because the nodes said so, looked offline and put the candidate on
+    # canary; on day 2 it moved it to the online A/B
+    def acted(day: dict[str, object]) -> list[tuple[str, str | None]]:
+        return [(d["action"], d.get("stage")) for d in day["decisions"]  # type: ignore[attr-defined]
+                if d["event"] == "AutopilotStepIntended"]
+
+    assert acted(days[0])[:3] == [("deploy", None), ("train", None), ("offline_look", None)]
+    train = next(d for d in days[0]["decisions"] if d.get("action") == "train")
+    assert "nodes say train" in train["reason"]
+    assert ("promote", "canary") in acted(days[0])
+    candidate = next(v["version"] for v in report["registry"] if v["lineage"].get("mode") != "init")
+    assert days[0]["plan"]["test_id"] == f"canary-{candidate}"
+    assert ("promote", "ab") in acted(days[1])
+    assert days[2]["plan"]["test_id"] == f"ab-{candidate}"
+    # every gateway served the plan the coordinator says it applied, that day
+    for day in days:
+        assert set(day["gateway_plans"].values()) == {day["plan"]["test_id"]}, day["gateway_plans"]
+
+    # Assert: users were routed by the gateways, by arm, and their sessions scored
+    for tenant in ("acme", "globex"):
+        cells = days[2]["tenants"][tenant]["arms"]
+        assert set(cells) == {"control", "treatment"}, cells
+        assert cells["treatment"]["version"] == candidate and cells["control"]["version"] == "base"
+        assert sum(c["sessions"] for c in cells.values()) == days[2]["tenants"][tenant]["usage"]["sessions"]
+        assert all(c["scored"] == c["sessions"] for c in cells.values()), cells
+        assert all(-1.0 <= c["quality"] <= 1.0 for c in cells.values()), cells
 
     # Assert: every node's log verifies, and even decrypted it holds no e-mail address (the
-    # simulated users plant some in most turns; redaction ran before anything was written)
+    # simulated users plant some in most turns; the gateway redacted before anything was
+    # written); the sessions name the test and arm the gateway chose
     for tenant in report["tenants"]:
         data = tmp_path / "nodes" / tenant / "data"
         ring = Keyring.from_file(data / "keyring.json")
@@ -75,10 +79,8 @@ def test_demo_runs_the_whole_loop_and_writes_its_report(tmp_path: Path) -> None:
             assert store.verify().ok
             events = list(store.read())
             text = "\n".join(canonical_json(dict(e.data)).decode() for e in events)
-        # the split users were assigned on the node and their sessions name the test and arm
-        assigned = {e.data["user_ref"]: e.data["variant"] for e in events if e.type == "VariantAssigned"}
         tagged = [e.data for e in events if e.type == "SessionStarted" and e.data.get("ab_test_id")]
-        assert tagged and all(d["ab_test_id"] == decision["ab_test_id"] for d in tagged)
-        assert all(assigned[d["user_ref"]] == d["variant"] for d in tagged)
+        assert {d["ab_test_id"] for d in tagged} <= {f"canary-{candidate}", f"ab-{candidate}"}
+        assert {d["variant"] for d in tagged} == {"control", "treatment"}
         assert "<EMAIL_ADDRESS_" in text
         assert EMAIL.findall(text) == []

@@ -139,3 +139,22 @@ def test_the_autopilot_command_records_why_a_step_failed_and_stops_on_sigterm(
     assert failed[0]["what"] == "deploy"
     assert "no coordinator is serving" in failed[0]["reason"]
     assert body["pending"] is None and body["plan"]["applied"] is None
+
+
+def test_until_idle_takes_one_beat_prints_its_steps_and_exits_1_on_a_failed_step(
+        tmp_path: Path) -> None:
+    # Prepare: a coordinator directory nobody serves from (no SuperLink, no nodes)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    argv = [sys.executable, "-m", "hermes_fed.cli", "coordinator", "autopilot", "--dir",
+            str(tmp_path), "--base-model", str(tmp_path / "model")]
+    # Execute: one beat; its first step (delivering the base plan) fails
+    beat = subprocess.run([*argv, "--until-idle"], env=env, cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    both = subprocess.run([*argv, "--until-idle", "--once"], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    # Assert: the beat stopped at the failed step (no tight retry loop), said so on stdout
+    # and in its exit status; --once and --until-idle are one or the other
+    assert beat.returncode == 1, beat.stderr
+    lines = beat.stdout.splitlines()
+    assert len(lines) == 1 and "deploy" in lines[0] and "failed" in lines[0], lines
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
