@@ -77,6 +77,11 @@ class LoraTrainingConfig:
     checkpoint_every: int = field(
         default=0, metadata={"help": "Steps between resumable checkpoints; 0 disables them."}
     )
+    surrogates: bool = field(
+        default=True, metadata={"help": "Render the log's placeholders (<PERSON_1>) as made-up "
+                                "values of their type, so training text is shaped like the raw "
+                                "requests the model serves (hermes_fed.privacy.surrogates)."}
+    )
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ConfigError:
@@ -121,6 +126,9 @@ class LoraTrainingConfig:
             raise bad("device", "must be 'auto', 'cpu' or 'cuda'")
         if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
             raise bad("checkpoint_every", "must be an integer >= 0")
+        for name in ("frozen_a", "preference_loss", "surrogates"):
+            if not isinstance(getattr(self, name), bool):
+                raise bad(name, "must be true or false")
 
     @property
     def scaling(self) -> float:

@@ -27,6 +27,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from hermes_fed.privacy.surrogates import with_surrogates
+
 ROLES = frozenset({"system", "user", "assistant", "tool"})
 
 
@@ -191,10 +193,17 @@ def _mask_weightless_turns(mask: list[int], weights: Sequence[Any],
 
 
 def tokenize_trajectory(
-    tokenizer: Any, trajectory: Mapping[str, Any], *, max_length: int, weight: float = 1.0, tier: str = ""
+    tokenizer: Any, trajectory: Mapping[str, Any], *, max_length: int, weight: float = 1.0, tier: str = "",
+    surrogates: bool = True,
 ) -> TokenizedExample:
-    """Render one trajectory with the chat template and return ids + assistant mask."""
-    messages, tools = to_chat(trajectory)
+    """Render one trajectory with the chat template and return ids + assistant mask.
+
+    With ``surrogates`` (``LoraTrainingConfig.surrogates``, on by default) the log's
+    placeholders (``<PERSON_1>``) are rendered as made-up values of their type
+    (:mod:`hermes_fed.privacy.surrogates`): the model trains and is evaluated on text shaped
+    like the raw requests it serves, and still on no real value.
+    """
+    messages, tools = to_chat(with_surrogates(trajectory) if surrogates else trajectory)
     if "generation" not in (tokenizer.chat_template or ""):
         raise ValueError(
             "the tokenizer's chat template has no {% generation %} marks, so "
@@ -224,13 +233,14 @@ def tokenize_trajectory(
 
 
 def build_dataset(
-    tokenizer: Any, examples: Iterable[TrainingExample], *, max_length: int
+    tokenizer: Any, examples: Iterable[TrainingExample], *, max_length: int, surrogates: bool = True
 ) -> list[TokenizedExample]:
     """Tokenize selected examples; examples left without assistant tokens are dropped."""
     out = []
     for example in examples:
         tokenized = tokenize_trajectory(
-            tokenizer, example.trajectory, max_length=max_length, weight=example.weight, tier=example.tier
+            tokenizer, example.trajectory, max_length=max_length, weight=example.weight, tier=example.tier,
+            surrogates=surrogates,
         )
         # The first token is never a target (nothing predicts it), so it cannot carry loss.
         if sum(tokenized.assistant_mask[1:]) > 0:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hermes_fed.privacy.surrogates import with_surrogates
 from hermes_fed.training import losses
 from hermes_fed.training.adapter import (
     build_peft_model,
@@ -89,8 +90,9 @@ def _mean_logliks(
     return out
 
 
-def _final_turn_prompt(tokenizer: Any, trajectory: Mapping[str, Any]) -> list[int]:
-    messages, tools = to_chat(trajectory)
+def _final_turn_prompt(tokenizer: Any, trajectory: Mapping[str, Any], surrogates: bool) -> list[int]:
+    # rendered as tokenize_trajectory renders it
+    messages, tools = to_chat(with_surrogates(trajectory) if surrogates else trajectory)
     last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
     ids = tokenizer.apply_chat_template(
         messages[:last], tools=tools or None, tokenize=True, add_generation_prompt=True, return_dict=True
@@ -161,7 +163,8 @@ def evaluate(
     device = resolve_device(config.device)
     trajectories = [h.trajectory if isinstance(h, TrainingExample) else h for h in heldout]
     base, tokenizer = load_base_model(base_model_dir, device)
-    tokenized = [tokenize_trajectory(tokenizer, t, max_length=config.max_length) for t in trajectories]
+    tokenized = [tokenize_trajectory(tokenizer, t, max_length=config.max_length,
+                                     surrogates=config.surrogates) for t in trajectories]
     kept = [i for i, e in enumerate(tokenized) if sum(e.assistant_mask[1:]) > 0]
     trajectories = [trajectories[i] for i in kept]
     tokenized = [tokenized[i] for i in kept]
@@ -171,7 +174,7 @@ def evaluate(
         for i, t in enumerate(trajectories)
         if max_new_tokens > 0 and str(t.get("task_type", "")) in verifiers
     ]
-    prompts = [_final_turn_prompt(tokenizer, trajectories[i]) for i in judged]
+    prompts = [_final_turn_prompt(tokenizer, trajectories[i], config.surrogates) for i in judged]
 
     def successes(model: Any) -> dict[int, bool]:
         texts = generate_final_turns(

@@ -154,7 +154,8 @@ class _Preference:
         device: str,
     ) -> None:
         def tok(t: Mapping[str, Any]) -> TokenizedExample:
-            return tokenize_trajectory(tokenizer, t, max_length=config.max_length)
+            return tokenize_trajectory(tokenizer, t, max_length=config.max_length,
+                                       surrogates=config.surrogates)
 
         self.chosen = [tok(p.chosen) for p in pairs]
         self.rejected = [tok(p.rejected) for p in pairs]
@@ -249,7 +250,8 @@ def train_adapter(
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     base, tokenizer = load_base_model(base_model_dir, device)
-    data = build_dataset(tokenizer, examples, max_length=config.max_length)
+    data = build_dataset(tokenizer, examples, max_length=config.max_length,
+                         surrogates=config.surrogates)
     if not examples:
         raise TrainingError("no training examples")
     if not data:  # every example was cut before its first assistant token (or has none)
