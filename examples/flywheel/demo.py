@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import secrets
 import subprocess
 import sys
@@ -57,7 +58,8 @@ class DemoConfig:
     """The demo's knobs; the defaults finish in under 10 minutes on 2 CPU cores."""
 
     directory: Path = field(metadata={"help": "where node logs, the coordinator and the report go"})
-    days: int = field(default=14, metadata={"help": "simulated days of traffic"})
+    days: int = field(default=11, metadata={
+        "help": "simulated days of traffic (two whole cycles at the defaults)"})
     mode: str = field(default="exact", metadata={"help": "aggregation: frozen-a | exact | fedavg"})
     sessions_scale: float = field(
         default=6.0, metadata={"help": "multiplies each tenant's sessions per week (32, 32, 6); "
@@ -319,9 +321,10 @@ def decisions_since(coordinator: Path, after: int) -> tuple[list[dict[str, Any]]
                              reason=data["reason"], numbers=data.get("numbers"))
             elif e.type == "AutopilotStepCompleted":
                 result = data.get("result") or {}
-                entry.update(action=data["action"], ok=data["ok"],
-                             verdict=result.get("verdict"), reason=result.get("reason"),
-                             version=result.get("version"))
+                why = "; ".join(str(r) for r in result.get("reasons") or ()) \
+                    or result.get("reason")
+                entry.update(action=data["action"], ok=data["ok"], verdict=result.get("verdict"),
+                             reason=why, version=result.get("version"))
             else:
                 entry.update({k: data.get(k) for k in ("reason", "outcome", "version")})
             out.append(entry)
@@ -449,15 +452,21 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
         say("nodes serving: " + ", ".join(
             f"{t} (ingest {n.ingest}, gateway {n.gateway_url}, model serve :{n.model_port})"
             for t, n in nodes.items()))
-        # Cold start: each tenant uploads a handful of golden trajectories per task type.
+        # Cold start: each tenant uploads golden trajectories per task type: sessions of its
+        # own users, on its own table, written as its users write (contact details and
+        # all; the node redacts them before anything is stored).
         for tenant in tenants:
-            golden = cold_start_trajectories(tenant.task_types, tenant.golden_per_type, cfg.seed)
-            for i, trajectory in enumerate(golden):
-                recorder = clients[tenant.tenant_id].session(f"golden-{i % 5}", "golden")
+            golden = cold_start_trajectories(tenant.task_types, tenant.golden_per_type, cfg.seed,
+                                             table=tenant.table)
+            rng = random.Random(f"golden-users/{tenant.tenant_id}/{cfg.seed}")
+            for trajectory in golden:
+                user_ref, text, _ = tenant.user_turn(trajectory["task"], rng)
+                recorder = clients[tenant.tenant_id].session(user_ref, "golden")
                 tid = recorder.trajectory(
-                    task=trajectory["task"], task_type=trajectory["task_type"],
-                    messages=trajectory["messages"], tools=trajectory["tools"],
-                    final_response=trajectory["final_response"],
+                    task=text, task_type=trajectory["task_type"],
+                    messages=[{**m, "content": text} if m["role"] == "user" else m
+                              for m in trajectory["messages"]],
+                    tools=trajectory["tools"], final_response=trajectory["final_response"],
                     trajectory_id=trajectory["trajectory_id"])
                 recorder.accepted(tid)
                 recorder.end()
