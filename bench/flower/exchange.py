@@ -9,8 +9,9 @@ with ``poll_s`` (``FAST_POLL_S`` by default; see
 hermes-fed app for one ``frozen-a`` round of ``--local-steps`` steps: each run is one
 ``flwr run`` and two exchanges (train, evaluate) with both nodes. Reported per setting:
 the ``flwr run`` wall time, each exchange's wall time as the ServerApp measured it, and
-the part of the train exchange not spent in the slowest node's handler (Flower's share);
-then the ratios default / fast of the medians.
+the part of the train exchange not spent in the slowest node's handler (Flower's share),
+and the CPU the idle federation burns polling (% of one core); then the ratios
+default / fast of the medians.
 
     .venv/bin/python bench/flower/exchange.py --runs 3 [--isolation subprocess]
 
@@ -41,8 +42,46 @@ def _median(values: list[float]) -> float:
     return round(statistics.median(values), 3)
 
 
+def _group_cpu_s(pgids: set[int]) -> float:
+    """CPU seconds (user + system) so far of every live process in the process groups."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) in pgids:  # pgrp; utime and stime are fields 14 and 15 of stat
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def _wait_warm(fed: Any, timeout: float = 300.0) -> None:
+    """Until every warm ClientApp worker has imported its stack (its start-up is not idle
+    polling), then 2 s more for the nodes to settle."""
+    deadline = time.monotonic() + timeout
+    while not all("warm_up_seconds=" in w.log_since_start() for w in fed.workers.values()):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the ClientApp workers did not warm up")
+        time.sleep(0.2)
+    time.sleep(2.0)
+
+
+def idle_cpu_pct(fed: Any, seconds: float) -> float:
+    """CPU the idle federation's processes (all of their process groups) use, in % of one
+    core: what polling costs when nothing is asked of the nodes."""
+    procs = [fed.superlink, *fed.nodes.values(), *fed.workers.values()]
+    pgids = {p.pid for p in procs}  # each is started in its own session (spawn)
+    before, started = _group_cpu_s(pgids), time.monotonic()
+    time.sleep(seconds)
+    return round(100 * (_group_cpu_s(pgids) - before) / (time.monotonic() - started), 1)
+
+
 def bench_setting(root: Path, model: Path, stores: list[Any], *, poll_s: float | None,
-                  isolation: str, runs: int, local_steps: int) -> dict[str, Any]:
+                  isolation: str, runs: int, local_steps: int,
+                  idle_s: float) -> dict[str, Any]:
     """``runs`` one-round runs on a fresh federation with ``poll_s``; their timings."""
     from coordinator.deploy.local_federation import LocalFederation, NodeSpec, read_run_report
 
@@ -53,6 +92,8 @@ def bench_setting(root: Path, model: Path, stores: list[Any], *, poll_s: float |
         for t in stores:
             fed.add_node(NodeSpec(t.tenant, t.store_url, str(model), {"heldout-fraction": 0.4}))
         up_s = time.monotonic() - started
+        _wait_warm(fed)
+        idle = idle_cpu_pct(fed, idle_s)
         for _ in range(runs):
             outcome = fed.run({"coordinator-dir": str(coordinator_dir), "base-model": str(model),
                                "mode": "frozen-a", "min-nodes": len(stores),
@@ -71,6 +112,7 @@ def bench_setting(root: Path, model: Path, stores: list[Any], *, poll_s: float |
     return {
         "poll_s": poll_s,
         "federation_start_s": round(up_s, 3),
+        "idle_cpu_pct_of_one_core": idle,
         "runs": rows,
         "median": {key: _median([r[key] for r in rows]) for key in rows[0]},
     }
@@ -85,6 +127,8 @@ def main() -> int:
     parser.add_argument("--poll-s", type=float, default=None,
                         help="the fast setting's interval; default FAST_POLL_S")
     parser.add_argument("--local-steps", type=int, default=1)
+    parser.add_argument("--idle-s", type=float, default=15.0,
+                        help="seconds the idle federation's CPU use is measured over")
     parser.add_argument("--trace", type=Path, default=None,
                         help="keep the processes' DEBUG logs (with timestamps) here")
     args = parser.parse_args()
@@ -107,7 +151,7 @@ def main() -> int:
         for label, poll_s in (("flower-default", None), ("fast", fast)):
             result = bench_setting(root / label, model, stores, poll_s=poll_s,
                                    isolation=args.isolation, runs=args.runs,
-                                   local_steps=args.local_steps)
+                                   local_steps=args.local_steps, idle_s=args.idle_s)
             out["settings"].append({"label": label, **result})
             if args.trace is not None:
                 shutil.copytree(root / label / "federation", args.trace / label,

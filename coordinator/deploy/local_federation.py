@@ -152,7 +152,8 @@ class LocalFederation:
             self.workers[spec.tenant_id] = spawn(
                 f"clientapp-{spec.tenant_id}",
                 [sys.executable, "-m", "tenant_node.flower.warm_clientapp",
-                 "--runtime-api-address", proc.address],
+                 "--runtime-api-address", proc.address,
+                 *(["--poll-interval", f"{self.poll_s:g}"] if self.poll_s is not None else [])],
                 env=flower_env(home, self.node_env), log_path=home / "clientapp.log",
                 port=proc.port, cwd=REPO_ROOT)
         return proc
