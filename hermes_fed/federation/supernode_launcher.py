@@ -9,7 +9,9 @@ pushes waits on average 1.5 s, up to 3 s, before a node even sees it.
 
 This module is a launcher, not a fork: it gives that one module a ``time`` whose
 ``sleep`` is capped at ``poll_s`` seconds (every other attribute is the real ``time``
-module; no other module is touched), then calls Flower's console-script entry point
+module) and a ``pull_objects`` that retries a message's not-yet-uploaded objects from
+``poll_s`` on rather than from 1 s (:mod:`hermes_fed.federation.object_retry`); no other
+module is touched. Then it calls Flower's console-script entry point
 ``flwr.supernode.cli.flower_supernode`` with the same command line. Run it as::
 
     HERMES_FED_SUPERNODE_POLL_S=0.2 python -m hermes_fed.federation.supernode_launcher \\
@@ -121,11 +123,20 @@ def apply(cap: float) -> bool:
     return True
 
 
+def apply_all(cap: float) -> bool:
+    """:func:`apply`, and the node's pulls of a message's objects retried from ``cap`` s
+    (:func:`hermes_fed.federation.object_retry.retry_early`); whether both applied."""
+    from hermes_fed.federation.object_retry import SUPERNODE_LOOP, retry_early
+
+    capped = apply(cap)
+    return retry_early(SUPERNODE_LOOP, cap) and capped
+
+
 def main(argv: list[str] | None = None) -> int:
     """Apply the configured cap, then run ``flower-supernode`` with ``argv``."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
     cap = poll_interval()
-    if cap is not None and apply(cap):
+    if cap is not None and apply_all(cap):
         logger.info("supernode poll interval capped at %.3f s (%s)", cap, POLL_ENV)
     from flwr.supernode.cli import flower_supernode
 

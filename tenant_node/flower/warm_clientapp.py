@@ -82,9 +82,10 @@ def pull_task_input(client: Any, retry_s: float) -> tuple[Any, Any, Any, Any]:
 
     The SuperNode creates the task as soon as a message's head arrives and pulls its
     objects from the SuperLink afterwards; an object asked for before it is there is
-    retried with backoff, which Flower starts at 1 s (``PULL_INITIAL_BACKOFF``), so most
-    tasks waited most of a second for objects that were ready in a few hundred ms (see
-    ``bench/flower/exchange.py``). Same steps and cap (``PULL_BACKOFF_CAP``) otherwise.
+    retried with backoff, which Flower starts at 1 s (``PULL_INITIAL_BACKOFF``) and
+    doubles, so tasks waited up to seconds for objects that were there a few hundred ms
+    later (see ``bench/flower/exchange.py --trace``). Here the retries are every
+    ``retry_s``: cheap, they go to this machine's SuperNode. Same steps otherwise.
     """
     from flwr.app import Message
     from flwr.common.serde import context_from_proto, fab_from_proto, run_from_proto
@@ -113,7 +114,7 @@ def pull_task_input(client: Any, retry_s: float) -> tuple[Any, Any, Any, Any]:
         tree, make_pull_object_fn_protobuf(client.PullObject, node, context.run_id),
         make_confirm_message_received_fn_protobuf(client.ConfirmMessageReceived, node,
                                                    context.run_id),
-        return_type=Message, initial_backoff=retry_s)
+        return_type=Message, initial_backoff=retry_s, backoff_cap=retry_s)
     message.metadata.__dict__["_message_id"] = tree.object_id
     return message, context, run, fab
 

@@ -1,4 +1,5 @@
-"""The SuperNode launcher: a shorter pull interval for Flower's own ``flower-supernode``.
+"""The SuperNode launcher (a shorter pull interval for Flower's own ``flower-supernode``)
+and early retries of message objects.
 
 The launcher caps the sleeps of one flwr 1.42 module; these tests fail when an upgraded
 Flower no longer has what the cap was read against (then the launcher would warn and run
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from hermes_fed.federation.object_retry import SERVERAPP_GRID, SUPERNODE_LOOP, retry_early
 from hermes_fed.federation.processes import flower_env, poll_env
 from hermes_fed.federation.supernode_launcher import (
     POLL_ENV,
@@ -102,3 +104,31 @@ def test_node_join_keeps_flowers_pace_unless_given_a_poll_interval_in_bounds(
     with pytest.raises(SystemExit):
         parser.parse_args([*join, "--poll-interval", "5"])
     assert "--poll-interval must be seconds between 0.01 and 3.0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module_name", [SUPERNODE_LOOP, SERVERAPP_GRID])
+def test_early_object_retries_fit_the_installed_flower_and_still_pull(
+        module_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Prepare: restore Flower's own pull_objects after the test
+    from flwr.supercore.inflatable.inflatable_utils import ObjectUnavailableError
+
+    module = importlib.import_module(module_name)
+    monkeypatch.setattr(module, "pull_objects", module.pull_objects)
+    asked: list[str] = []
+
+    def pull_object(object_id: str) -> bytes:  # the sender's upload lands after one ask
+        asked.append(object_id)
+        if len(asked) == 1:
+            raise ObjectUnavailableError(object_id)
+        return b"content"
+
+    # Execute
+    applied = retry_early(module_name, 0.05)
+    applied_again = retry_early(module_name, 0.2)
+    got = module.pull_objects(["obj"], pull_object_fn=pull_object)
+
+    # Assert: first retry after 0.2 s, never more than Flower's first wait (1 s) apart
+    assert applied and applied_again
+    assert module.pull_objects.keywords == {"initial_backoff": 0.2, "backoff_cap": 1.0}
+    assert got == {"obj": b"content"}
+    assert asked == ["obj", "obj"]
