@@ -72,6 +72,19 @@ def poll_interval(environ: dict[str, str] | os._Environ[str] | None = None) -> f
     return value
 
 
+def poll_seconds_arg(text: str) -> float:
+    """``--poll-interval`` of ``node join`` and ``coordinator serve``: the same bounds."""
+    import argparse
+
+    try:
+        value = poll_interval({POLL_ENV: text})
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace(POLL_ENV, "--poll-interval")) from None
+    if value is None:
+        raise argparse.ArgumentTypeError("--poll-interval needs a number of seconds")
+    return value
+
+
 class CappedSleepTime(types.ModuleType):
     """The ``time`` module, except that ``sleep(s)`` sleeps ``min(s, cap)``."""
 

@@ -108,19 +108,9 @@ def _keygen(args: argparse.Namespace) -> int:
     return 0
 
 
-def _poll_seconds(text: str) -> float:
-    from hermes_fed.federation.supernode_launcher import POLL_ENV, poll_interval
-
-    try:
-        value = poll_interval({POLL_ENV: text})
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc).replace(POLL_ENV, "--poll-interval")) from None
-    if value is None:
-        raise argparse.ArgumentTypeError("--poll-interval needs a number of seconds")
-    return value
-
-
 def register(subparsers: Any) -> None:
+    from hermes_fed.federation.supernode_launcher import poll_seconds_arg
+
     p = subparsers.add_parser(
         "keygen", help="make this node's key pair for node authentication (on the node)")
     p.add_argument("dir", help="directory for node.key (private, 0600) and node.pub")
@@ -140,7 +130,7 @@ def register(subparsers: Any) -> None:
     add_config_flags(p, NodeSettings, ("k_min", "heldout_fraction", "split_seed"))
     p.add_argument("--isolation", choices=("subprocess", "process"), default="subprocess",
                    help="ClientApp per message (subprocess) or a long-lived worker (process)")
-    p.add_argument("--poll-interval", type=_poll_seconds, default=None,
+    p.add_argument("--poll-interval", type=poll_seconds_arg, default=None,
                    help="seconds between the SuperNode's pulls from the coordinator (and its "
                         "task polls), 0.01-3; default Flower's own (3 s pulls): each idle "
                         "node then asks the coordinator 1/N times a second "

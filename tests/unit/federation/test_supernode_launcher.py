@@ -132,3 +132,22 @@ def test_early_object_retries_fit_the_installed_flower_and_still_pull(
     assert module.pull_objects.keywords == {"initial_backoff": 0.2, "backoff_cap": 1.0}
     assert got == {"obj": b"content"}
     assert asked == ["obj", "obj"]
+
+
+def test_coordinator_serve_keeps_flowers_pace_unless_given_a_poll_interval(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # Prepare
+    import argparse
+
+    from coordinator.cli.commands import register
+
+    parser = argparse.ArgumentParser()
+    register(parser)
+    serve = ["serve", "--dir", "/tmp/coordinator"]
+
+    # Execute / Assert
+    assert parser.parse_args(serve).poll_interval is None
+    assert parser.parse_args([*serve, "--poll-interval", "0.2"]).poll_interval == 0.2
+    with pytest.raises(SystemExit):
+        parser.parse_args([*serve, "--poll-interval", "0"])
+    assert "--poll-interval must be seconds between 0.01 and 3.0" in capsys.readouterr().err
