@@ -19,6 +19,11 @@ from flwr.serverapp import Grid, ServerApp
 
 app = ServerApp()
 
+REPLY_RETRY_S = 0.2
+"""First retry of a reply's object the SuperLink does not hold yet (Flower's: 1 s), see
+:mod:`hermes_fed.federation.object_retry`; replies are pulled every ``poll-interval``
+(0.2 s) already (:mod:`coordinator.rounds.exchange`)."""
+
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
@@ -28,6 +33,9 @@ def main(grid: Grid, context: Context) -> None:
     from coordinator.rounds.config import merged_run_config
     from coordinator.rounds.loop import run_rounds
     from hermes_fed.errors import ConfigError
+    from hermes_fed.federation.object_retry import SERVERAPP_GRID, retry_early
+
+    retry_early(SERVERAPP_GRID, REPLY_RETRY_S)
 
     try:
         merged = merged_run_config(context.run_config)

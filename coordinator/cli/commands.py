@@ -40,7 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
     certs = Path(args.certs).resolve() if args.certs else None
     link = start_superlink(root / "superlink", port=args.port,
                            env={CONFIG_ENV: str(config_path)}, certs=certs,
-                           node_auth=args.node_auth)
+                           node_auth=args.node_auth, poll_s=args.poll_interval)
     cli_home = root / "cli"
     write_connection(cli_home, CONNECTION, link.address, certs=certs)
     info = {"superlink": link.address, "pid": link.pid, "config": str(config_path),
@@ -173,6 +173,8 @@ def _report_from_dict(body: dict[str, Any]) -> Any:
 
 def register(parser: argparse.ArgumentParser) -> None:
     """The ``coordinator`` group."""
+    from hermes_fed.federation.supernode_launcher import poll_seconds_arg
+
     sub = parser.add_subparsers(dest="coordinator_command", metavar="SUBCOMMAND")
     p = sub.add_parser("serve", help="run the Flower SuperLink of the coordinator on 127.0.0.1")
     p.add_argument("--dir", required=True, help="coordinator directory (state, registry, reports)")
@@ -181,6 +183,10 @@ def register(parser: argparse.ArgumentParser) -> None:
                    help="serve TLS from this `hermes-fed certs init` directory; default none")
     p.add_argument("--node-auth", action="store_true",
                    help="accept only SuperNodes registered with `coordinator register-node`")
+    p.add_argument("--poll-interval", type=poll_seconds_arg, default=None,
+                   help="seconds between the SuperLink's polls for the next ServerApp to "
+                        "start (Flower's FLWR_SUPEREXEC_TASK_POLL_INTERVAL), 0.01-3; default "
+                        "Flower's 1 s")
     p.set_defaults(func=_serve)
     p = sub.add_parser("versions", help="list the registry's adapter versions and lineage")
     p.add_argument("--dir", required=True, help="coordinator directory")

@@ -26,6 +26,8 @@ from hermes_fed.federation.processes import LOOPBACK, FlowerProcess, flower_env,
 logger = logging.getLogger(__name__)
 
 CONNECTION = "hermes-local"
+FAST_POLL_S = 0.2
+"""How often a local federation's Flower processes poll (see ``LocalFederation``)."""
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -81,12 +83,21 @@ def read_run_report(coordinator_dir: Path, run_id: str) -> dict[str, Any]:
 
 
 class LocalFederation:
-    """Start/stop a SuperLink and SuperNodes under ``root`` (each with its own FLWR_HOME)."""
+    """Start/stop a SuperLink and SuperNodes under ``root`` (each with its own FLWR_HOME).
+
+    ``poll_s``: every Flower process of the federation polls every ``poll_s`` seconds
+    (SuperNodes through :mod:`hermes_fed.federation.supernode_launcher`, SuperExecs through
+    Flower's ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``) instead of Flower's fixed 3 s and 1 s,
+    which are most of an exchange's cost on loopback (``bench/flower/exchange.py``);
+    ``None`` keeps Flower's defaults.
+    """
 
     def __init__(self, root: Path, *, isolation: str = "subprocess", capture: bool = False,
                  node_env: Mapping[str, str] | None = None,
-                 superlink_env: Mapping[str, str] | None = None) -> None:
+                 superlink_env: Mapping[str, str] | None = None,
+                 poll_s: float | None = FAST_POLL_S) -> None:
         self.root = root
+        self.poll_s = poll_s
         self.isolation = isolation
         self.capture = capture
         self.node_env = dict(node_env or {})
@@ -115,7 +126,7 @@ class LocalFederation:
             self.config_path.write_text("{}\n")
         self.superlink = start_superlink(self.root / "superlink", persistent=False,
                                          env={CONFIG_ENV: str(self.config_path),
-                                              **self.superlink_env})
+                                              **self.superlink_env}, poll_s=self.poll_s)
         write_connection(self.cli_home, CONNECTION, self.superlink.address)
         if self.capture:
             self.relay = CaptureRelay(self.superlink.port).__enter__()
@@ -132,7 +143,8 @@ class LocalFederation:
     def add_node(self, spec: NodeSpec) -> FlowerProcess:
         proc = start_supernode(self.root / "nodes" / spec.tenant_id, self.fleet_address,
                                spec.node_config(), isolation=self.isolation,
-                               name=f"supernode-{spec.tenant_id}", env=self.node_env)
+                               name=f"supernode-{spec.tenant_id}", env=self.node_env,
+                               poll_s=self.poll_s)
         self.nodes[spec.tenant_id] = proc
         if self.isolation == "process":
             # no flower-superexec in this mode: our long-lived ClientApp worker takes tasks
@@ -140,7 +152,8 @@ class LocalFederation:
             self.workers[spec.tenant_id] = spawn(
                 f"clientapp-{spec.tenant_id}",
                 [sys.executable, "-m", "tenant_node.flower.warm_clientapp",
-                 "--runtime-api-address", proc.address],
+                 "--runtime-api-address", proc.address,
+                 *(["--poll-interval", f"{self.poll_s:g}"] if self.poll_s is not None else [])],
                 env=flower_env(home, self.node_env), log_path=home / "clientapp.log",
                 port=proc.port, cwd=REPO_ROOT)
         return proc

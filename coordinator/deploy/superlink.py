@@ -26,6 +26,7 @@ from hermes_fed.federation.processes import (
     FlowerProcess,
     flower_env,
     free_port,
+    poll_env,
     spawn,
     tls_files,
     wait_healthy,
@@ -37,7 +38,8 @@ IN_MEMORY_STATE = ":flwr-in-memory:"
 
 def start_superlink(home: Path, *, port: int | None = None, isolation: str = "subprocess",
                     env: Mapping[str, str] | None = None, certs: Path | None = None,
-                    node_auth: bool = False, persistent: bool = True) -> FlowerProcess:
+                    node_auth: bool = False, persistent: bool = True,
+                    poll_s: float | None = None) -> FlowerProcess:
     """``flower-superlink`` on 127.0.0.1; waits for health.
 
     ``persistent``: its state (runs, nodes, messages) in ``home/state.db``, surviving a
@@ -48,7 +50,8 @@ def start_superlink(home: Path, *, port: int | None = None, isolation: str = "su
     that fits a loaded CI's one "No heartbeat received from the task" (not reproduced).
     In memory there is no such lock. ``certs``: serve TLS from a
     ``certs init`` directory; ``node_auth``: accept only registered SuperNode keys
-    (needs ``certs``).
+    (needs ``certs``). ``poll_s``: its SuperExec asks for the next ServerApp task every
+    ``poll_s`` seconds instead of Flower's 1 s (:func:`~hermes_fed.federation.processes.poll_env`).
     """
     home.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
@@ -66,8 +69,8 @@ def start_superlink(home: Path, *, port: int | None = None, isolation: str = "su
             "--host", LOOPBACK, "--port", str(port),
             "--database", str(home / "state.db") if persistent else IN_MEMORY_STATE,
             "--isolation", isolation]
-    proc = spawn("superlink", argv, env=flower_env(home, env), log_path=home / "superlink.log",
-                 port=port, cwd=home)
+    proc = spawn("superlink", argv, env=flower_env(home, {**poll_env(poll_s), **(env or {})}),
+                 log_path=home / "superlink.log", port=port, cwd=home)
     try:
         wait_healthy(proc, ca_file=certs / "ca.pem" if certs is not None else None)
     except FederationError:

@@ -167,6 +167,28 @@ def wait_healthy(proc: FlowerProcess, timeout: float = 60.0, interval: float = 0
         time.sleep(interval)
 
 
+def poll_env(poll_s: float | None, *, supernode: bool = False) -> dict[str, str]:
+    """The environment that makes a Flower process poll every ``poll_s`` seconds.
+
+    Flower 1.42 polls at a fixed pace at each hop of a message: a SuperExec asks for a
+    new task every 1 s (the SuperLink's, which starts the ServerApp, and a SuperNode's,
+    which starts a ClientApp per message), and a SuperNode pulls messages every 3 s.
+    ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL`` is Flower's own knob for the first (read by
+    ``flwr.supercore.superexec.run_superexec``; 0.01 to 60 s); the second has none, and
+    ``supernode=True`` adds the variable :mod:`hermes_fed.federation.supernode_launcher`
+    reads. ``None``: no variables, Flower's defaults. The price of a short interval is a
+    request every ``poll_s`` per idle process (loopback HTTP, a few ms of CPU each).
+    """
+    if poll_s is None:
+        return {}
+    from hermes_fed.federation.supernode_launcher import POLL_ENV, poll_interval
+
+    value = f"{poll_s:g}"
+    poll_interval({POLL_ENV: value})  # the same bounds for both, checked here, not in Flower
+    return {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": value,
+            **({POLL_ENV: value} if supernode else {})}
+
+
 def tls_files(certs: Path) -> tuple[Path, Path, Path]:
     """``ca.pem``, ``server.pem``, ``server.key`` of the coordinator's ``certs init``
     directory, each read and checked (an empty or wrong file fails here, not in Flower)."""
@@ -204,7 +226,7 @@ def start_supernode(home: Path, superlink: str, node_config: Mapping[str, str | 
                     port: int | None = None, isolation: str = "subprocess",
                     name: str = "supernode", env: Mapping[str, str] | None = None,
                     ca_file: Path | None = None, auth_key: Path | None = None,
-                    ) -> FlowerProcess:
+                    poll_s: float | None = None) -> FlowerProcess:
     """``flower-supernode`` on 127.0.0.1 connecting to ``superlink`` (``127.0.0.1:P``).
 
     ``ca_file``: verify the SuperLink's TLS certificate against the coordinator's
@@ -213,6 +235,9 @@ def start_supernode(home: Path, superlink: str, node_config: Mapping[str, str | 
     SuperNode auth. Healthy is not accepted: :func:`wait_accepted` waits for the SuperLink
     to take the node (a node whose key is not registered exits, code 305, after it
     reported healthy).
+
+    ``poll_s``: the node polls every ``poll_s`` seconds instead of Flower's fixed pace, see
+    :func:`poll_env` (``None``: plain ``flower-supernode``, Flower's own 3 s pulls).
     """
     from hermes_fed.errors import ConfigError
     from hermes_fed.federation.node_keys import check_ca_certificate, check_private_key
@@ -232,11 +257,14 @@ def start_supernode(home: Path, superlink: str, node_config: Mapping[str, str | 
         raise FederationError(str(exc)) from None
     home.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    argv = [str(BIN / "flower-supernode"), *security, "--superlink", superlink,
+    command = ([str(BIN / "flower-supernode")] if poll_s is None
+               else [sys.executable, "-m", "hermes_fed.federation.supernode_launcher"])
+    argv = [*command, *security, "--superlink", superlink,
             "--host", LOOPBACK, "--port", str(port), "--isolation", isolation,
             "--node-config", node_config_arg(node_config)]
-    proc = spawn(name, argv, env=flower_env(home, env), log_path=home / f"{name}.log",
-                 port=port, cwd=home)
+    proc = spawn(name, argv, env=flower_env(home, {**poll_env(poll_s, supernode=True),
+                                                   **(env or {})}),
+                 log_path=home / f"{name}.log", port=port, cwd=home)
     try:
         wait_healthy(proc)
     except FederationError:

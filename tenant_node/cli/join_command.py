@@ -66,7 +66,7 @@ def _join(args: argparse.Namespace) -> int:
     auth_key = Path(args.auth_key).resolve() if args.auth_key else None
     node = start_supernode(home, args.superlink, config, port=args.port,
                            isolation=args.isolation, name=f"supernode-{config['tenant-id']}",
-                           ca_file=ca_file, auth_key=auth_key)
+                           ca_file=ca_file, auth_key=auth_key, poll_s=args.poll_interval)
     print(f"SuperNode for tenant {config['tenant-id']} started (pid {node.pid}, log "
           f"{node.log_path}); waiting for the coordinator at {args.superlink} to accept it",
           flush=True)
@@ -76,7 +76,9 @@ def _join(args: argparse.Namespace) -> int:
     if args.isolation == "process":
         worker = subprocess.Popen(  # our own argv, no shell
             [sys.executable, "-m", "tenant_node.flower.warm_clientapp", "--runtime-api-address",
-             node.address], env=flower_env(home), start_new_session=True)
+             node.address, *(["--poll-interval", f"{args.poll_interval:g}"]
+                             if args.poll_interval is not None else [])],
+            env=flower_env(home), start_new_session=True)
     print(f"joined {args.superlink}: the coordinator accepted tenant {config['tenant-id']} "
           f"as SuperNode {node_id}", flush=True)
     stop = threading.Event()
@@ -107,6 +109,8 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
+    from hermes_fed.federation.supernode_launcher import poll_seconds_arg
+
     p = subparsers.add_parser(
         "keygen", help="make this node's key pair for node authentication (on the node)")
     p.add_argument("dir", help="directory for node.key (private, 0600) and node.pub")
@@ -126,6 +130,11 @@ def register(subparsers: Any) -> None:
     add_config_flags(p, NodeSettings, ("k_min", "heldout_fraction", "split_seed"))
     p.add_argument("--isolation", choices=("subprocess", "process"), default="subprocess",
                    help="ClientApp per message (subprocess) or a long-lived worker (process)")
+    p.add_argument("--poll-interval", type=poll_seconds_arg, default=None,
+                   help="seconds between the SuperNode's pulls from the coordinator (and its "
+                        "task polls), 0.01-3; default Flower's own (3 s pulls): each idle "
+                        "node then asks the coordinator 1/N times a second "
+                        "(hermes_fed.federation.supernode_launcher)")
     p.add_argument("--home", default=None, help="Flower home of this SuperNode")
     p.add_argument("--port", type=int, default=None, help="SuperNode runtime port; default free")
     p.add_argument("--ca", default=None,

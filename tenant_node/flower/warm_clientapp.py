@@ -77,8 +77,54 @@ def task_heartbeat_fn(client: Any) -> Callable[[], bool]:
     return send
 
 
-def run_task(runtime_api_address: str, token: str) -> str:
-    """Run one ClientApp task in this process; returns Flower's sub-status."""
+def pull_task_input(client: Any, retry_s: float) -> tuple[Any, Any, Any, Any]:
+    """Flower's ``run_clientapp.pull_task_input`` with the first retry after ``retry_s``.
+
+    The SuperNode creates the task as soon as a message's head arrives and pulls its
+    objects from the SuperLink afterwards; an object asked for before it is there is
+    retried with backoff, which Flower starts at 1 s (``PULL_INITIAL_BACKOFF``) and
+    doubles, so tasks waited up to seconds for objects that were there a few hundred ms
+    later (see ``bench/flower/exchange.py --trace``). Here the retries are every
+    ``retry_s``: cheap, they go to this machine's SuperNode. Same steps otherwise.
+    """
+    from flwr.app import Message
+    from flwr.common.serde import context_from_proto, fab_from_proto, run_from_proto
+    from flwr.proto.node_pb2 import Node
+    from flwr.proto.runtime_pb2 import PullAppMessagesRequest, PullTaskInputRequest
+    from flwr.supercore.inflatable.inflatable_protobuf_utils import (
+        make_confirm_message_received_fn_protobuf,
+        make_pull_object_fn_protobuf,
+    )
+    from flwr.supercore.inflatable.inflatable_utils import pull_and_inflate_object_from_tree
+    from flwr.supercore.task_identity import TaskIdentity
+
+    res = client.PullTaskInput(PullTaskInputRequest())
+    TaskIdentity.task_id = res.task_id
+    TaskIdentity.run_id = res.run.run_id
+    TaskIdentity.node_id = res.context.node_id
+    context = context_from_proto(res.context)
+    run = run_from_proto(res.run)
+    fab = fab_from_proto(res.fab)
+    pulled = client.PullMessages(PullAppMessagesRequest())
+    if not pulled.messages_list:
+        raise RuntimeError("No messages received from Runtime API")
+    node = Node(node_id=context.node_id)
+    tree = pulled.message_object_trees[0]
+    message = pull_and_inflate_object_from_tree(
+        tree, make_pull_object_fn_protobuf(client.PullObject, node, context.run_id),
+        make_confirm_message_received_fn_protobuf(client.ConfirmMessageReceived, node,
+                                                   context.run_id),
+        return_type=Message, initial_backoff=retry_s, backoff_cap=retry_s)
+    message.metadata.__dict__["_message_id"] = tree.object_id
+    return message, context, run, fab
+
+
+def run_task(runtime_api_address: str, token: str, *, retry_s: float = 0.2) -> str:
+    """Run one ClientApp task in this process; returns Flower's sub-status.
+
+    ``retry_s``: first wait before asking again for message objects the SuperNode does not
+    hold yet (:func:`pull_task_input`).
+    """
     from flwr.app import Message
     from flwr.app.error import Error
     from flwr.cli.install import install_from_fab
@@ -92,11 +138,7 @@ def run_task(runtime_api_address: str, token: str) -> str:
     )
     from flwr.supercore.retry import make_simple_http_retry_invoker
     from flwr.supercore.runtime import RuntimeHttpClient
-    from flwr.supernode.runtime.run_clientapp import (
-        pull_task_input,
-        push_message,
-        push_task_output,
-    )
+    from flwr.supernode.runtime.run_clientapp import push_message, push_task_output
 
     client = RuntimeHttpClient.from_server_address(
         server_address=runtime_api_address, insecure=True, root_certificates=None,
@@ -109,7 +151,7 @@ def run_task(runtime_api_address: str, token: str) -> str:
     message = reply = context = None
     sub_status, details = SubStatus.FAILED, "ClientApp task failed"
     try:
-        message, context, run, fab = pull_task_input(client)
+        message, context, run, fab = pull_task_input(client, retry_s)
         install_from_fab(fab.content, skip_prompt=True)
         load = get_load_client_app_fn(default_app_ref="", app_path=None, multi_app=True)
         app = load(run.fab_id, run.fab_version, fab.hash_str)
@@ -161,7 +203,7 @@ def serve(runtime_api_address: str, *, poll_interval: float = 0.2,
             res: Any = client.AcquireTask(request)
             if res.HasField("task") and res.token:
                 started = time.perf_counter()
-                status = run_task(runtime_api_address, res.token)
+                status = run_task(runtime_api_address, res.token, retry_s=poll_interval)
                 logger.info("task_id=%d status=%s seconds=%.2f", res.task.task_id, status,
                             time.perf_counter() - started)
             else:
@@ -175,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runtime-api-address", required=True,
                         help="the SuperNode's 127.0.0.1:PORT")
     parser.add_argument("--poll-interval", type=float, default=0.2,
-                        help="seconds between AcquireTask polls; default 0.2")
+                        help="seconds between AcquireTask polls, and the first retry of a "
+                             "message object the SuperNode does not hold yet; default 0.2")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")

@@ -3,7 +3,7 @@
 test_federation_deployment runs its rounds on long-lived ClientApp workers (faster); this
 test keeps Flower's default path covered: each SuperNode's own ``flower-superexec`` starts
 a fresh ``flwr-clientapp`` per message. One frozen-a round must complete, publish a
-version and leak no canary.
+version and leak no canary, with the SuperNodes started through our poll-interval launcher.
 """
 
 from __future__ import annotations
@@ -41,6 +41,10 @@ def test_round_with_a_clientapp_process_per_message(tmp_path: Path) -> None:
         assert outcome.completed
         assert fed.relay is not None
         sent = fed.relay.upstream_bytes()
+        # the nodes ran Flower's SuperNode through our launcher, at the local federation's
+        # pace (hermes_fed.federation.supernode_launcher)
+        assert all("supernode poll interval capped at 0.200 s" in node.log_since_start()
+                   for node in fed.nodes.values())
     body = json.loads((coordinator_dir / "reports" / f"run-{outcome.run_id}.json").read_text())
     (report,) = body["rounds"]
     assert all(n["error"] is None for n in report["nodes"])
