@@ -64,7 +64,9 @@ class DemoConfig:
     sessions_scale: float = field(
         default=6.0, metadata={"help": "multiplies each tenant's sessions per week (32, 32, 6); "
                                        "a day has a seventh of them"})
-    users: int = field(default=100, metadata={"help": "distinct users per tenant"})
+    users: int = field(default=200, metadata={
+        "help": "distinct users per tenant (the A/B's unit: at 100, four days of traffic left "
+                "one large tenant's arms under the 30 users a tenant needs to be analysed)"})
     golden_scale: int = field(
         default=12, metadata={"help": "multiplies each tenant's cold-start goldens per task type"}
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
+import sys
 import warnings
 from pathlib import Path
 
@@ -28,6 +30,8 @@ def _run(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # a "Loading weights" bar per model load drowns the progress
+    # SIGTERM ends the demo as Ctrl-C does: its processes are stopped on the way out
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     values = config_values(args, _FLAGS)
     if values["base_model"] is not None:
         values["base_model"] = Path(values["base_model"]).resolve()
