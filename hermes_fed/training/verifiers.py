@@ -10,10 +10,15 @@ import ast
 import math
 import operator
 import re
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+# CPython 3.11's AST validator keeps its recursion depth in interpreter-wide state:
+# ast.parse from two threads at once can fail with "SystemError: AST constructor recursion
+# depth mismatch" (seen with the demo's users, one thread per tenant). Parsing is tiny here.
+_PARSE_LOCK = threading.Lock()
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _EXPRESSION = re.compile(r"-?\d+(?:\.\d+)?(?:\s*[-+*/]\s*\(?-?\d+(?:\.\d+)?\)?)+")
 _OPS: dict[type, Callable[[float, float], float]] = {
@@ -54,7 +59,9 @@ def safe_arithmetic(expression: str) -> float:
         raise ValueError(f"unsupported arithmetic node {type(node).__name__}")
 
     try:
-        return walk(ast.parse(expression.strip(), mode="eval"))
+        with _PARSE_LOCK:
+            tree = ast.parse(expression.strip(), mode="eval")
+        return walk(tree)
     except (SyntaxError, ZeroDivisionError) as exc:
         raise ValueError(f"cannot evaluate expression: {exc.__class__.__name__}") from exc
 

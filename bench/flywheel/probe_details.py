@@ -1,0 +1,62 @@
+"""Factor probe: a demo candidate on clean requests vs the same requests as users write them.
+
+The demo's users append contact details to their requests ("... Thanks, Amara Okafor.");
+this loads a candidate from a demo's coordinator directory and solves the same tasks of the
+two large tenants both ways, greedy and at the demo's temperature, in process (no gateway),
+beside the base model. Prints JSON: correct and tool-error counts per cell.
+
+    .venv/bin/python bench/flywheel/probe_details.py var/demo/coordinator [--tasks 120]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("coordinator_dir", help="a demo's coordinator directory")
+    p.add_argument("--version", default="", help="the candidate (default: the first trained)")
+    p.add_argument("--tasks", type=int, default=120, help="tasks per tenant")
+    p.add_argument("--rank", type=int, default=16, help="the candidate's LoRA rank")
+    args = p.parse_args()
+
+    from coordinator.logs.registry import AdapterRegistry
+    from examples.flywheel import default_tenants
+    from examples.flywheel.agent import AgentConfig, LocalAgent
+    from examples.flywheel.base import shipped_base
+    from hermes_fed.training.config import LoraTrainingConfig
+
+    with AdapterRegistry.open_existing(Path(args.coordinator_dir)) as registry:
+        trained = [v.version for v in registry.versions() if v.lineage.get("mode") != "init"]
+        version = args.version or trained[0]
+        adapter = registry.load(version)
+    lora = LoraTrainingConfig(r=args.rank, alpha=2.0 * args.rank)
+    out: dict[str, Any] = {"version": version, "tasks": args.tasks, "cells": {}}
+    for tenant in default_tenants()[:2]:
+        tasks = tenant.draw_tasks(args.tasks, 99)
+        rng = random.Random(1)
+        asks = {"clean": [(t, t.request) for t in tasks],
+                "with_details": [(t, tenant.user_turn(t.request, rng)[1]) for t in tasks]}
+        for temperature in (0.0, 0.3):
+            for name, state in (("base", None), ("candidate", adapter)):
+                agent = LocalAgent(shipped_base(), state, lora if state is not None else None,
+                                   AgentConfig(temperature=temperature))
+                for kind, pairs in asks.items():
+                    solved = agent.solve(pairs, 7)
+                    out["cells"][f"{tenant.tenant_id}/{name}/T{temperature}/{kind}"] = {
+                        "correct": sum(o.correct for o in solved),
+                        "tool_error": sum(o.tool_error for o in solved)}
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
