@@ -58,7 +58,7 @@ class DemoConfig:
     """The demo's knobs; the defaults finish in under 10 minutes on 2 CPU cores."""
 
     directory: Path = field(metadata={"help": "where node logs, the coordinator and the report go"})
-    days: int = field(default=11, metadata={
+    days: int = field(default=10, metadata={
         "help": "simulated days of traffic (two whole cycles at the defaults)"})
     mode: str = field(default="exact", metadata={"help": "aggregation: frozen-a | exact | fedavg"})
     sessions_scale: float = field(
@@ -93,7 +93,9 @@ class DemoConfig:
     ab_share: float = field(
         default=0.5, metadata={"help": "share of each tenant's users on the candidate in its "
                                        "online A/B"})
-    ab_days: int = field(default=4, metadata={"help": "the online A/B's planned length in days"})
+    ab_days: int = field(default=4, metadata={
+        "help": "the online A/B's planned length in days, counted from the offline look that "
+                "opens it (the canary's day included: 3 days of split traffic at 4)"})
     seed: int = field(default=0, metadata={"help": "seeds users, tasks and training"})
     isolation: str = field(default="process", metadata={"help": "SuperNode ClientApp isolation"})
 
@@ -274,7 +276,9 @@ def autopilot_toml(cfg: DemoConfig, base: Path, n_nodes: int) -> str:
         "canary_min_samples = 10",
         "ab_min_samples = 60",
         f"ab_duration_days = {cfg.ab_days}",
-        "look_interval_seconds = 172800",
+        # a look every simulated day: the demo's days are a day of clock plus the seconds
+        # the day's work took, so an interval of exactly a day would skip days by seconds
+        "look_interval_seconds = 77760",
         "quality_interval_seconds = 604800",
         "node_timeout_seconds = 900",
         f"mode = {json.dumps(cfg.mode)}",
