@@ -452,9 +452,10 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
         for node in nodes.values():
             node.write_config()
             node.start_daemon()
+        # the daemons create the logs; the gateways open them once they serve
+        clients = {tid: node.client() for tid, node in nodes.items()}
         with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
             list(pool.map(lambda n: n.start_servers(), nodes.values()))
-        clients = {tid: node.client() for tid, node in nodes.items()}
         say("nodes serving: " + ", ".join(
             f"{t} (ingest {n.ingest}, gateway {n.gateway_url}, model serve :{n.model_port})"
             for t, n in nodes.items()))

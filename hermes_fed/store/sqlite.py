@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
+
+from hermes_fed import errors
 
 from .backend import COLUMNS, LogState, ReadRow
 from .schema_ddl import sqlite_triggers
@@ -85,15 +88,21 @@ class SqliteBackend(SqlBackend):
             # pysqlite default would begin them lazily, too late to take the write lock).
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA busy_timeout=60000")  # first: the pragmas below may wait too
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute(f"PRAGMA synchronous={synchronous}")
-            cur.execute("PRAGMA busy_timeout=60000")
             cur.execute("PRAGMA secure_delete=ON")  # shredded subject keys are overwritten
             cur.close()
 
         @sa_event.listens_for(engine, "begin")
         def _begin(conn: sa.Connection) -> None:
             conn.exec_driver_sql("BEGIN")
+
+    def create(self) -> None:
+        _retry_locked(super().create)
+
+    def record_fingerprints(self, fingerprints: Mapping[str, str]) -> None:
+        _retry_locked(lambda: super(SqliteBackend, self).record_fingerprints(fingerprints))
 
     def _transaction(self, raw: Any) -> SqlTransaction:
         return SqliteTransaction(self, raw)
@@ -108,3 +117,22 @@ class SqliteBackend(SqlBackend):
         cur.execute(query, params)
         rows: list[ReadRow] = cur.fetchall()
         return rows
+
+
+def _retry_locked(step: Callable[[], None], timeout_s: float = 30.0) -> None:
+    """Run one of the opening steps; retry it while another process holds the lock.
+
+    Two processes opening a new log at once (a node daemon and its gateway) both begin
+    deferred transactions and both upgrade to write: SQLite answers the second "database
+    is locked" at once, since its busy handler cannot break that deadlock. The opening
+    steps are idempotent, so the loser tries again (for up to ``timeout_s``).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            step()
+            return
+        except errors.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
