@@ -60,18 +60,28 @@ def test_demo_turns_the_wheel_through_the_gateways_and_writes_its_report(tmp_pat
     for day in days:
         assert set(day["gateway_plans"].values()) == {day["plan"]["test_id"]}, day["gateway_plans"]
 
-    # Assert: users were routed by the gateways, by arm, and their sessions scored
-    for tenant in ("acme", "globex"):
-        cells = days[2]["tenants"][tenant]["arms"]
-        assert set(cells) == {"control", "treatment"}, cells
-        assert cells["treatment"]["version"] == candidate and cells["control"]["version"] == "base"
-        assert sum(c["sessions"] for c in cells.values()) == days[2]["tenants"][tenant]["usage"]["sessions"]
-        assert all(c["scored"] == c["sessions"] for c in cells.values()), cells
-        assert all(-1.0 <= c["quality"] <= 1.0 for c in cells.values()), cells
+    # Assert: users were routed by the gateways, by arm, and their sessions scored (a
+    # tenant's dozen sessions a day can all land in one arm: the arms are pooled over the
+    # A/B's days and the large tenants)
+    seen_arms: set[str] = set()
+    for day in days[1:]:
+        for tenant in ("acme", "globex"):
+            cells = day["tenants"][tenant]["arms"]
+            assert set(cells) <= {"control", "treatment"}, cells
+            seen_arms |= set(cells)
+            assert {c["version"] for a, c in cells.items() if a == "treatment"} <= {candidate}
+            assert {c["version"] for a, c in cells.items() if a == "control"} <= {"base"}
+            assert sum(c["sessions"] for c in cells.values()) == \
+                day["tenants"][tenant]["usage"]["sessions"]
+            assert all(c["scored"] == c["sessions"] for c in cells.values()), cells
+            assert all(-1.0 <= c["quality"] <= 1.0 for c in cells.values()), cells
+    assert seen_arms == {"control", "treatment"}
 
     # Assert: every node's log verifies, and even decrypted it holds no e-mail address (the
     # simulated users plant some in most turns; the gateway redacted before anything was
     # written); the sessions name the test and arm the gateway chose
+    variants: set[str] = set()
+    redacted: list[bool] = []
     for tenant in report["tenants"]:
         data = tmp_path / "nodes" / tenant / "data"
         ring = Keyring.from_file(data / "keyring.json")
@@ -81,6 +91,9 @@ def test_demo_turns_the_wheel_through_the_gateways_and_writes_its_report(tmp_pat
             text = "\n".join(canonical_json(dict(e.data)).decode() for e in events)
         tagged = [e.data for e in events if e.type == "SessionStarted" and e.data.get("ab_test_id")]
         assert {d["ab_test_id"] for d in tagged} <= {f"canary-{candidate}", f"ab-{candidate}"}
-        assert {d["variant"] for d in tagged} == {"control", "treatment"}
-        assert "<EMAIL_ADDRESS_" in text
+        assert {d["variant"] for d in tagged} <= {"control", "treatment"}
+        variants |= {d["variant"] for d in tagged}
+        redacted.append("<EMAIL_ADDRESS_" in text)
         assert EMAIL.findall(text) == []
+    assert variants == {"control", "treatment"}
+    assert any(redacted)  # the long tail's few sessions may plant no address at all
