@@ -214,7 +214,7 @@ class LocalAgent:
                 zip(tasks, starts, first, strict=True)):
             call = parse_tool_call(reply)
             if not isinstance(call, ToolCall):
-                outcomes[i] = self._finish(instance, user_text, messages, reply, None,
+                outcomes[i] = finish_attempt(instance, user_text, messages, reply, None,
                                            malformed=call is False, tool_error=False)
                 continue
             fam = family(instance.task_type)
@@ -234,16 +234,17 @@ class LocalAgent:
                  for i, h, _, _ in pending], self.config.max_answer_tokens, seed + 7919)
             for (i, history, call, tool_error), reply in zip(pending, finals, strict=True):
                 instance, user_text = tasks[i]
-                outcomes[i] = self._finish(instance, user_text, history, reply, call,
+                outcomes[i] = finish_attempt(instance, user_text, history, reply, call,
                                            malformed=False, tool_error=tool_error)
         return [o for o in outcomes if o is not None]
 
-    @staticmethod
-    def _finish(instance: TaskInstance, user_text: str, history: list[dict[str, Any]],
-                reply: str, call: ToolCall | None, *, malformed: bool,
-                tool_error: bool) -> AgentOutcome:
-        # A stray tool-call fragment in a final reply is kept as text: it is what the model said.
-        final = reply.replace("<tool_call>", "").replace("</tool_call>", "").strip()
-        messages = (*history, {"role": "assistant", "content": final})
-        correct = family(instance.task_type).verify(user_text, final)
-        return AgentOutcome(tuple(messages), final, call, malformed, tool_error, correct)
+
+def finish_attempt(instance: TaskInstance, user_text: str, history: Sequence[Mapping[str, Any]],
+                   reply: str, call: ToolCall | None, *, malformed: bool,
+                   tool_error: bool) -> AgentOutcome:
+    """The attempt ending in ``reply``: the final answer appended and checked."""
+    # A stray tool-call fragment in a final reply is kept as text: it is what the model said.
+    final = reply.replace("<tool_call>", "").replace("</tool_call>", "").strip()
+    messages = (*(dict(m) for m in history), {"role": "assistant", "content": final})
+    correct = family(instance.task_type).verify(user_text, final)
+    return AgentOutcome(tuple(messages), final, call, malformed, tool_error, correct)

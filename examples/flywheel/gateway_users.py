@@ -23,7 +23,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from examples.flywheel.agent import AgentOutcome, ToolCall
+from examples.flywheel.agent import AgentOutcome, ToolCall, finish_attempt
+from examples.flywheel.sessions import attempt_counts, broken
 from examples.flywheel.tasks import SYSTEM_PROMPT, TaskInstance, family
 from examples.flywheel.tenants import SimTenant
 from examples.flywheel.users import Feedback, UserModel
@@ -57,10 +58,6 @@ class GatewaySession:
 
 def _openai_tool(tool: Mapping[str, Any]) -> dict[str, Any]:
     return {"type": "function", "function": dict(tool)}
-
-
-def _broken(outcome: AgentOutcome) -> bool:
-    return outcome.tool_call is None or outcome.malformed_call or outcome.tool_error
 
 
 class GatewayAgent:
@@ -120,7 +117,7 @@ class GatewayAgent:
         calls = list(first.tool_calls or ())
         history = [{"role": m["role"], "content": m["content"]} for m in messages]
         if not calls:
-            return ServedAttempt(self._finish(task, user_text, history, first.content or "",
+            return ServedAttempt(finish_attempt(task, user_text, history, first.content or "",
                                               None, malformed=False, tool_error=False), tid)
         call = calls[0]
         try:
@@ -128,7 +125,7 @@ class GatewayAgent:
         except ValueError:
             arguments = None
         if not isinstance(arguments, dict):
-            return ServedAttempt(self._finish(task, user_text, history, first.content or "",
+            return ServedAttempt(finish_attempt(task, user_text, history, first.content or "",
                                               None, malformed=True, tool_error=False), tid)
         result = fam.run(arguments) if call.function.name == fam.tool_name else json.dumps(
             {"error": f"unknown tool {call.function.name[:40]!r}"})
@@ -145,17 +142,9 @@ class GatewayAgent:
             {"id": call.id, "name": call.function.name, "arguments": arguments}]},
             {"role": "tool", "tool_call_id": call.id, "name": call.function.name,
              "content": result}]
-        return ServedAttempt(self._finish(task, user_text, history, final.content or "",
+        return ServedAttempt(finish_attempt(task, user_text, history, final.content or "",
                                           ToolCall(call.function.name, arguments),
                                           malformed=False, tool_error=tool_error), tid)
-
-    @staticmethod
-    def _finish(task: TaskInstance, user_text: str, history: list[dict[str, Any]], reply: str,
-                call: ToolCall | None, *, malformed: bool, tool_error: bool) -> AgentOutcome:
-        final = reply.replace("<tool_call>", "").replace("</tool_call>", "").strip()
-        correct = family(task.task_type).verify(user_text, final)
-        return AgentOutcome((*history, {"role": "assistant", "content": final}), final, call,
-                            malformed, tool_error, correct)
 
     def send_feedback(self, trajectory_id: str, feedback: Feedback) -> None:
         """The user's reaction as ``/v1/feedback`` signals (a retry is sent as a request)."""
@@ -192,12 +181,12 @@ def play_sessions(agent: GatewayAgent, tenant: SimTenant, n: int, seed: int,
         session = f"{tenant.tenant_id}-{seed}-{i}"
         call_seed = (seed * 100_003 + i) % (2**31)
         attempts = [agent.attempt(task, text, user_ref, session, call_seed)]
-        feedback = [users.react(attempts[0].outcome.correct, _broken(attempts[0].outcome), rng)]
+        feedback = [users.react(attempts[0].outcome.correct, broken(attempts[0].outcome), rng)]
         agent.send_feedback(attempts[0].trajectory_id, feedback[0])
         if feedback[0].retry:
             attempts.append(agent.attempt(task, text, user_ref, session, call_seed + 104_729))
             feedback.append(users.react(attempts[1].outcome.correct,
-                                        _broken(attempts[1].outcome), rng, may_retry=False))
+                                        broken(attempts[1].outcome), rng, may_retry=False))
             agent.send_feedback(attempts[1].trajectory_id, feedback[1])
         out.append(GatewaySession(session, user_ref, task, tuple(attempts), tuple(feedback)))
     return out
@@ -205,12 +194,5 @@ def play_sessions(agent: GatewayAgent, tenant: SimTenant, n: int, seed: int,
 
 def session_counts(sessions: Sequence[GatewaySession]) -> dict[str, int]:
     """Counts of first attempts: correct, well-formed tool call, malformed, tool error."""
-    firsts = [s.attempts[0].outcome for s in sessions]
-    return {
-        "sessions": len(sessions),
-        "correct": sum(o.correct for o in firsts),
-        "tool_called": sum(o.tool_call is not None for o in firsts),
-        "malformed_call": sum(o.malformed_call for o in firsts),
-        "tool_error": sum(o.tool_error for o in firsts),
-        "retries": sum(len(s.attempts) > 1 for s in sessions),
-    }
+    return attempt_counts([s.attempts[0].outcome for s in sessions],
+                          sum(len(s.attempts) > 1 for s in sessions))

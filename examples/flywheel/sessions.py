@@ -169,12 +169,17 @@ def simulate_sessions(tenant: SimTenant, model_dir: str | Path,
 
 def outcome_counts(records: Sequence[SessionRecord]) -> dict[str, int]:
     """Counts of first attempts: correct, well-formed tool call, malformed call, tool error."""
-    firsts = [r.outcomes[0] for r in records]
+    return attempt_counts([r.outcomes[0] for r in records],
+                          sum(len(r.outcomes) > 1 for r in records))
+
+
+def attempt_counts(firsts: Sequence[AgentOutcome], retries: int) -> dict[str, int]:
+    """Counts of sessions' first attempts, and how many sessions were retried."""
     return {
-        "sessions": len(records),
+        "sessions": len(firsts),
         "correct": sum(o.correct for o in firsts),
         "tool_called": sum(o.tool_call is not None for o in firsts),
         "malformed_call": sum(o.malformed_call for o in firsts),
         "tool_error": sum(o.tool_error for o in firsts),
-        "retries": sum(len(r.outcomes) > 1 for r in records),
+        "retries": retries,
     }
