@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import sys
 import time
 from collections import Counter
@@ -96,16 +97,25 @@ class Evaluator:
     """Fixed held-out tasks per tenant: agent-loop success and golden log-likelihood."""
 
     def __init__(self, base: Path, tenants: tuple[SimTenant, ...], n: int,
-                 lora: LoraTrainingConfig) -> None:
-        self.base, self.lora = base, lora
+                 lora: LoraTrainingConfig, *, style: str = "clean",
+                 temperature: float = 0.0) -> None:
+        self.base, self.lora, self.temperature = base, lora, temperature
         self.tasks = {t.tenant_id: t.draw_tasks(n, seed=10**6) for t in tenants}
+        # "users": each request as the tenant's users write it (contact details appended to
+        # most), fixed per tenant, so every regime and round answers the same text
+        self.requests = {t.tenant_id: [x.request if style == "clean" else
+                                       t.user_turn(x.request, rng)[1]
+                                       for x in self.tasks[t.tenant_id]]
+                         for t in tenants
+                         for rng in (random.Random(f"eval-users/{t.tenant_id}"),)}
         self.golden = {tid: [golden_trajectory(x, trajectory_id_for(f"eval/{tid}", i))
                              for i, x in enumerate(tasks)] for tid, tasks in self.tasks.items()}
 
     def __call__(self, tenant_id: str, adapter: Adapter | None) -> dict[str, float]:
-        agent = LocalAgent(self.base, adapter, self.lora, AgentConfig(temperature=0.0))
+        agent = LocalAgent(self.base, adapter, self.lora,
+                           AgentConfig(temperature=self.temperature))
         tasks = self.tasks[tenant_id]
-        outcomes = agent.solve([(x, x.request) for x in tasks], seed=0)
+        outcomes = agent.solve(list(zip(tasks, self.requests[tenant_id], strict=True)), seed=0)
         result = evaluate(self.base, adapter, self.golden[tenant_id], config=self.lora,
                           verifiers=VerifierRegistry())
         metrics = result.metrics()
@@ -256,6 +266,35 @@ def summarise(runs: dict[int, dict[str, Any]], tenants: tuple[SimTenant, ...],
     return out
 
 
+def merge_reports(paths: list[Path], out: str) -> int:
+    """One summary over the seeds of several reports of the same configuration (seeds run
+    in separate processes): prints (and writes ``out``) the summary with each report's
+    configuration."""
+    reports = [json.loads(p.read_text()) for p in paths]
+    ignored = {"seeds", "out", "work_dir", "merge"}
+    configs = [{k: v for k, v in r["config"].items() if k not in ignored} for r in reports]
+    if any(c != configs[0] for c in configs[1:]):
+        raise SystemExit("--merge: the reports' configurations differ")
+    runs: dict[int, dict[str, Any]] = {}
+    for r in reports:
+        for seed, regimes in r["runs"].items():
+            if int(seed) in runs:
+                raise SystemExit(f"--merge: seed {seed} is in more than one report")
+            runs[int(seed)] = {k: {"rounds": v} for k, v in regimes.items()}
+    tenants = tuple(SimTenant(t["tenant_id"], t["task_mix"],
+                              sessions_per_round=t["sessions_per_round"])
+                    for t in reports[0]["tenants"])
+    merged = {"merged_from": [str(p) for p in paths], "config": configs[0],
+              "baseline": reports[0]["baseline"],
+              "summary": summarise(runs, tenants, reports[0]["baseline"]),
+              "seconds": sum(r["seconds"] for r in reports)}
+    text = json.dumps(merged, indent=2, default=float)
+    if out:
+        Path(out).write_text(text + "\n")
+    print(text)
+    return 0
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work-dir", default="var/bench-flywheel",
@@ -303,8 +342,19 @@ def main() -> int:
                         "start, usage, selection and training seeds); the held-out tasks are "
                         "the same for all")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--eval-style", default="clean", choices=("clean", "users"),
+                   help="held-out requests: clean, or as the tenant's users write them "
+                        "(contact details appended to most, as in the demo)")
+    p.add_argument("--eval-temperature", type=float, default=0.0,
+                   help="sampling temperature of the held-out evaluation (0: greedy; the "
+                        "demo serves at 0.3)")
+    p.add_argument("--merge", nargs="+", default=None, metavar="REPORT",
+                   help="summarise the seeds of these reports (same config) together; "
+                        "trains nothing")
     p.add_argument("--out", default="")
     args = p.parse_args()
+    if args.merge:
+        return merge_reports([Path(f) for f in args.merge], args.out)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     work = Path(args.work_dir)
@@ -334,7 +384,8 @@ def main() -> int:
                               lr_schedule=args.schedule, warmup_steps=args.warmup,
                               batch_size=args.batch_size, max_length=args.max_length,
                               device="cpu")
-    evaluator = Evaluator(base, tenants, args.eval_tasks, lora)
+    evaluator = Evaluator(base, tenants, args.eval_tasks, lora, style=args.eval_style,
+                          temperature=args.eval_temperature)
     baseline = {t.tenant_id: evaluator(t.tenant_id, None) for t in tenants}
     log(f"baseline {baseline}")
     runs: dict[int, dict[str, Any]] = {}

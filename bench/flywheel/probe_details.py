@@ -20,12 +20,22 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
+def _masked(text: str, planted: Any) -> str:
+    for value, kind in ((planted.email, "EMAIL_ADDRESS"), (planted.phone, "PHONE_NUMBER"),
+                        (planted.name, "PERSON")):
+        if value:
+            text = text.replace(value, f"<{kind}_1>")
+    return text
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("coordinator_dir", help="a demo's coordinator directory")
     p.add_argument("--version", default="", help="the candidate (default: the first trained)")
     p.add_argument("--tasks", type=int, default=120, help="tasks per tenant")
     p.add_argument("--rank", type=int, default=16, help="the candidate's LoRA rank")
+    p.add_argument("--temperatures", default="0.0,0.3", help="comma-separated")
+    p.add_argument("--no-base", action="store_true", help="skip the base model's cells")
     args = p.parse_args()
 
     from coordinator.logs.registry import AdapterRegistry
@@ -43,10 +53,17 @@ def main() -> int:
     for tenant in default_tenants()[:2]:
         tasks = tenant.draw_tasks(args.tasks, 99)
         rng = random.Random(1)
+        turns = [tenant.user_turn(t.request, rng) for t in tasks]
         asks = {"clean": [(t, t.request) for t in tasks],
-                "with_details": [(t, tenant.user_turn(t.request, rng)[1]) for t in tasks]}
-        for temperature in (0.0, 0.3):
-            for name, state in (("base", None), ("candidate", adapter)):
+                "with_details": [(t, text) for t, (_, text, _) in zip(tasks, turns, strict=True)],
+                # as a gateway that masks requests would send them: each planted value
+                # replaced by its placeholder
+                "with_placeholders": [(t, _masked(text, planted))
+                                      for t, (_, text, planted) in zip(tasks, turns, strict=True)]}
+        models = (("candidate", adapter),) if args.no_base else (("base", None),
+                                                                 ("candidate", adapter))
+        for temperature in (float(x) for x in args.temperatures.split(",")):
+            for name, state in models:
                 agent = LocalAgent(shipped_base(), state, lora if state is not None else None,
                                    AgentConfig(temperature=temperature))
                 for kind, pairs in asks.items():

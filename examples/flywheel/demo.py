@@ -76,6 +76,8 @@ class DemoConfig:
     )
     base_model: Path | None = field(default=None, metadata={"help": "use this HF model dir as the base"})
     local_steps: int = field(default=200, metadata={"help": "local LoRA steps per node per round"})
+    rounds_per_cycle: int = field(default=1, metadata={
+        "help": "federated rounds per autopilot cycle (each continues the last round's model)"})
     rank: int = field(default=16, metadata={"help": "LoRA rank (alpha = 2 x rank)"})
     lr: float = field(default=5e-3, metadata={"help": "local peak learning rate"})
     lr_schedule: str = field(
@@ -106,12 +108,13 @@ class DemoConfig:
             raise ConfigError(f"demo mode must be frozen-a, exact or fedavg, got {self.mode!r}")
         if not self.sessions_scale > 0:
             raise ConfigError(f"demo sessions_scale must be > 0, got {self.sessions_scale!r}")
-        if self.pretrain_steps < 0 or min(self.local_steps, self.golden_scale, self.rank, self.users,
-                                          self.ab_days) < 1:
+        if self.pretrain_steps < 0 or min(self.local_steps, self.rounds_per_cycle, self.golden_scale,
+                                          self.rank, self.users, self.ab_days) < 1:
             raise ConfigError(
-                "demo pretrain_steps must be >= 0 and local_steps, golden_scale, rank, users and "
-                f"ab_days >= 1, got {self.pretrain_steps!r}, {self.local_steps!r}, "
-                f"{self.golden_scale!r}, {self.rank!r}, {self.users!r}, {self.ab_days!r}"
+                "demo pretrain_steps must be >= 0 and local_steps, rounds_per_cycle, golden_scale, "
+                f"rank, users and ab_days >= 1, got {self.pretrain_steps!r}, {self.local_steps!r}, "
+                f"{self.rounds_per_cycle!r}, {self.golden_scale!r}, {self.rank!r}, {self.users!r}, "
+                f"{self.ab_days!r}"
             )
         if not self.temperature >= 0.0:
             raise ConfigError(f"demo temperature must be >= 0, got {self.temperature!r}")
@@ -267,6 +270,7 @@ def autopilot_toml(cfg: DemoConfig, base: Path, n_nodes: int) -> str:
     lines = [
         "[autopilot]",
         "min_nodes = 2",
+        f"rounds_per_cycle = {cfg.rounds_per_cycle}",
         f"canary_share = {cfg.canary_share!r}",
         f"ab_share = {cfg.ab_share!r}",
         "canary_days = 1",

@@ -21,6 +21,7 @@ from hermes_fed.errors import ConfigError
     ({"ab_share": 1.0}, "ab_share"),
     ({"canary_share": 0.0}, "canary_share"),
     ({"ab_days": 0}, "ab_days"),
+    ({"rounds_per_cycle": 0}, "rounds_per_cycle"),
     ({"temperature": -0.1}, "temperature"),
 ])
 def test_bad_demo_values_are_refused_by_name(values: dict[str, object], named: str) -> None:
@@ -31,7 +32,8 @@ def test_bad_demo_values_are_refused_by_name(values: dict[str, object], named: s
 def test_the_autopilot_trains_with_the_demos_schedule_and_stage_shares(tmp_path: Path) -> None:
     # Prepare
     cfg = DemoConfig(directory=tmp_path, local_steps=120, lr_schedule="linear", warmup_steps=12,
-                     canary_share=0.2, ab_share=0.4, ab_days=6, mode="fedavg")
+                     canary_share=0.2, ab_share=0.4, ab_days=6, mode="fedavg",
+                     rounds_per_cycle=2)
     path = tmp_path / "autopilot.toml"
     # Execute: the file the demo writes, read as `coordinator autopilot --config` reads it
     path.write_text(autopilot_toml(cfg, tmp_path / "model", 3))
@@ -45,6 +47,7 @@ def test_the_autopilot_trains_with_the_demos_schedule_and_stage_shares(tmp_path:
     assert (config.canary_share, config.ab_share, config.ab_duration_days) == (0.2, 0.4, 6)
     assert config.mode == "fedavg" and config.base_model == str((tmp_path / "model").resolve())
     assert config.round_config["min-nodes"] == 3
+    assert config.rounds_per_cycle == 2  # each cycle continues its own rounds
     # the decision rules are the production defaults: the demo sizes its test, not its rules
     defaults = AutopilotConfig()
     for rule in ("canary_alpha", "canary_max_drop", "quality_max_drop", "quality_window"):
