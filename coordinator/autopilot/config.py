@@ -7,6 +7,7 @@ Example ``autopilot.toml`` (every key optional; the defaults are the fields' bel
     min_nodes = 2                # train when at least 2 nodes' triggers say train
     stale_days = 14              # ... or when the last training is this old
     rounds_per_cycle = 1
+    continue_inconclusive = true # after an inconclusive A/B, train on from its candidate
     canary_share = 0.01          # production serves the rest
     ab_share = 0.09
     base_model = "/models/base"  # what the rounds train on (the nodes have the same)
@@ -44,6 +45,10 @@ class AutopilotConfig:
     stale_days: float = field(default=14.0, metadata={
         "help": "train anyway (with any node that answers) when the last training is older"})
     rounds_per_cycle: int = field(default=1, metadata={"help": "federated rounds per cycle"})
+    continue_inconclusive: bool = field(default=True, metadata={
+        "help": "after a candidate's online A/B ends inconclusive (not harmful, not worse, "
+                "not futile), the next cycle trains on from it instead of from production; "
+                "what is served is still decided against production"})
     canary_share: float = field(default=0.01, metadata={
         "help": "share of each node's users on the candidate during canary"})
     ab_share: float = field(default=0.09, metadata={
@@ -92,6 +97,9 @@ class AutopilotConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"[autopilot] {name} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.continue_inconclusive, bool):
+            raise ConfigError("[autopilot] continue_inconclusive must be true or false, got "
+                              f"{self.continue_inconclusive!r}")
         for name in ("canary_min_samples", "ab_min_samples"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

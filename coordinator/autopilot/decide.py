@@ -196,6 +196,26 @@ def _production_watch(state: AutopilotState, config: AutopilotConfig,
     return None
 
 
+def training_parent(state: AutopilotState, config: AutopilotConfig) -> tuple[str | None, str]:
+    """The version the next cycle trains from, and why when it is not production.
+
+    Production, unless the last cycle's candidate was rolled back as *inconclusive*
+    (:func:`coordinator.autopilot.state._carried`), production has not changed since it was
+    trained, and ``continue_inconclusive`` is on: then training goes on from that candidate,
+    as a federation's global model goes on from its last round. What users are served is
+    still decided only by the offline look, the canary and the A/B against production.
+    """
+    production = state.registry.production
+    carry = state.carry_forward
+    if not config.continue_inconclusive or carry is None:
+        return production, ""
+    version, trained_from = carry
+    if trained_from != production or state.registry.get(version) is None:
+        return production, ""
+    return version, (f"training on from {version}: its online A/B ended inconclusive "
+                     f"against production {production or BASE_VERSION}")
+
+
 def _waiting(state: AutopilotState, seen: Readiness | None, config: AutopilotConfig,
              now: datetime) -> Decision:
     if state.last_failed_at is not None and not _due(now, state.last_failed_at,
@@ -207,11 +227,13 @@ def _waiting(state: AutopilotState, seen: Readiness | None, config: AutopilotCon
         return Observe()
     numbers = seen.to_numbers()
     saying = [r.tenant for r in seen.reports if r.train]
-    parent = state.registry.production
+    parent, carried = training_parent(state, config)
     params = {"parent": parent, "rounds": config.rounds_per_cycle}
     since = state.last_trained_at or state.started_at
     age = _days(now, since)
     numbers["days_since_training"] = None if math.isinf(age) else age
+    if carried:
+        numbers["parent"] = carried
     if len(saying) >= config.min_nodes:
         return Step(Action.TRAIN, params, f"{len(saying)} of {len(seen.reports)} nodes say "
                     f"train ({', '.join(sorted(saying))}) >= min_nodes {config.min_nodes}",

@@ -136,6 +136,9 @@ class AutopilotState:
     registry: RegistryState = field(default_factory=RegistryState)
     recent: tuple[Note, ...] = ()
     cycles: tuple[Mapping[str, Any], ...] = ()
+    # (version, the production it was trained from) of the latest candidate whose online
+    # A/B ended inconclusive: the next cycle may train on from it (decide._waiting)
+    carry_forward: tuple[str, str | None] | None = None
     stream_version: int = 0
 
     def noted(self, note: Note) -> tuple[Note, ...]:
@@ -193,6 +196,27 @@ def _completed(state: AutopilotState, entry: LogEntry) -> AutopilotState:
     return s
 
 
+def _carried(state: AutopilotState, outcome: str) -> tuple[str, str | None] | None:
+    """What a cycle that ends now leaves for the next one to train on from.
+
+    A candidate rolled back because its online A/B was *inconclusive* at its planned end
+    (not harmful, not significantly worse, not futile, assignment sound) passed the offline
+    look and simply could not be told apart from production with the users the test had;
+    its training is not thrown away. Anything else -- production reached, a harm or
+    guardrail rollback, a canary breach -- starts the next cycle from production again. A
+    failed cycle (training failed) leaves what was there.
+    """
+    if outcome == "failed":
+        return state.carry_forward
+    look = state.last_look or {}
+    numbers = look.get("numbers") or {}
+    if (outcome == "rolled_back" and state.phase is Phase.ROLLED_BACK
+            and state.candidate is not None and look.get("verdict") == "ROLLBACK"
+            and numbers.get("rule") == "inconclusive"):
+        return (state.candidate, state.parent)
+    return None
+
+
 def fold_one(state: AutopilotState, entry: LogEntry) -> AutopilotState:
     """The state after one more event (AP1)."""
     kind, d, at = entry.type, entry.data, entry.occurred_at
@@ -227,6 +251,7 @@ def fold_one(state: AutopilotState, entry: LogEntry) -> AutopilotState:
     summary = {"cycle": int(d["cycle"]), "outcome": str(d["outcome"]),
                "version": d.get("version"), "reason": str(d["reason"]), "at": at.isoformat()}
     return replace(state, cycle=int(d["cycle"]) + 1, phase=Phase.WAITING, step=0,
+                   carry_forward=_carried(state, str(d["outcome"])),
                    pending=None, candidate=None, parent=None, ab_test_id=None,
                    phase_since=None, last_look=None, last_look_at=None, train_failed=None,
                    last_failed_at=at if d["outcome"] == "failed" else state.last_failed_at,

@@ -27,6 +27,10 @@ Called once per look (every round) with each tenant's cumulative arms. Rules, in
 7. At or past ``max_duration_days`` without a conclusion -> ROLLBACK (inconclusive).
 8. Otherwise CONTINUE.
 
+``Decision.numbers["rule"]`` names the rule that gave the verdict: ``srm``, ``harm``,
+``worse`` (rule 4), ``ship``, ``futility``, ``inconclusive`` (rule 7, or no tenant analysed
+by the planned end) or ``continue``.
+
 Defaults (>= 30 per arm per tenant, alpha 0.05, ship at >= +2% lift) come from the
 original product brief.
 """
@@ -296,9 +300,9 @@ def decide(
         state = msprt_update(state, est, se * se, tau=tau, alpha=cfg.alpha, scale=scale)
 
     reasons: list[str] = []
-    verdict = Verdict.CONTINUE
+    verdict, rule = Verdict.CONTINUE, "continue"
     if not srm.clean:
-        verdict = Verdict.ROLLBACK
+        verdict, rule = Verdict.ROLLBACK, "srm"
         where = list(srm.mismatched_tenants) + (["overall"] if srm.overall_mismatch else [])
         reasons.append(
             f"sample-ratio mismatch in {', '.join(where)} "
@@ -308,17 +312,20 @@ def decide(
         )
     if harmed:
         verdict = Verdict.ROLLBACK
+        rule = "srm" if rule == "srm" else "harm"
         reasons.append(
             f"guardrail: tenant(s) {', '.join(harmed)} significantly harmed "
             f"(Holm-adjusted always-valid p < {cfg.alpha})"
         )
     if verdict is Verdict.CONTINUE:
         total_per_arm = min(sum(a.control.n for a in ready), sum(a.treatment.n for a in ready))
-        verdict = _main_rule(cfg, state, meta, short, total_per_arm, elapsed_days, bar, scale, reasons)
+        verdict, rule = _main_rule(cfg, state, meta, short, total_per_arm, elapsed_days, bar, scale,
+                                   reasons)
 
     numbers = _numbers(
         cfg, verdict, elapsed_days, scale, welch, harm_p, harm_adj, srm, meta, state, thetas, short
     )
+    numbers["rule"] = rule
     return Decision(verdict, reasons, numbers, state)
 
 
@@ -332,7 +339,8 @@ def _main_rule(
     bar: float,
     scale: str,
     reasons: list[str],
-) -> Verdict:
+) -> tuple[Verdict, str]:
+    """The verdict of rules 3-8 and which rule gave it (``Decision.numbers["rule"]``)."""
     if short:
         reasons.append(
             f"fewer than {cfg.min_samples_per_arm} units per arm in tenant(s) {', '.join(short)}: "
@@ -342,33 +350,33 @@ def _main_rule(
         reasons.append(f"no tenant with {cfg.min_samples_per_arm} units per arm and a variance yet")
         if cfg.max_duration_days is not None and elapsed_days >= cfg.max_duration_days:
             reasons.append(f"inconclusive at planned end ({cfg.max_duration_days} days)")
-            return Verdict.ROLLBACK
-        return Verdict.CONTINUE
+            return Verdict.ROLLBACK, "inconclusive"
+        return Verdict.CONTINUE, "continue"
     if total_per_arm < cfg.min_total_per_arm:
         reasons.append(
             f"{total_per_arm} units in the smaller arm over all tenants, fewer than {cfg.min_total_per_arm}"
         )
-        return Verdict.CONTINUE
+        return Verdict.CONTINUE, "continue"
     est = state.last_estimate
     significant = state.p_value < cfg.alpha
     what = f"{scale} effect {est:+.4f} (always-valid p = {state.p_value:.3g})"
     if significant and est < 0.0:
         reasons.append(f"{what}: significantly worse")
-        return Verdict.ROLLBACK
+        return Verdict.ROLLBACK, "worse"
     if elapsed_days < cfg.min_duration_days:
         reasons.append(f"{what}; minimum duration {cfg.min_duration_days} days not reached")
-        return Verdict.CONTINUE
+        return Verdict.CONTINUE, "continue"
     if significant and est >= bar:
         reasons.append(f"{what}: significant and >= {bar}")
-        return Verdict.SHIP
+        return Verdict.SHIP, "ship"
     if state.ci_high < bar:
         reasons.append(f"{what}: confidence sequence upper bound {state.ci_high:.4f} < {bar}")
-        return Verdict.ROLLBACK
+        return Verdict.ROLLBACK, "futility"
     if cfg.max_duration_days is not None and elapsed_days >= cfg.max_duration_days:
         reasons.append(f"{what}: inconclusive at planned end ({cfg.max_duration_days} days)")
-        return Verdict.ROLLBACK
+        return Verdict.ROLLBACK, "inconclusive"
     reasons.append(f"{what}: not yet conclusive")
-    return Verdict.CONTINUE
+    return Verdict.CONTINUE, "continue"
 
 
 def _numbers(

@@ -261,3 +261,23 @@ def test_numbers_are_strict_json_even_for_degenerate_arms() -> None:
 def test_holm_matches_statsmodels(p: list[float]) -> None:
     expected = multipletests(p, method="holm")[1]
     assert holm_adjust(p) == pytest.approx(list(expected), rel=1e-12)
+
+
+def test_the_rule_that_decided_is_named_in_the_numbers() -> None:
+    # each verdict's rule, as the autopilot reads it (an inconclusive candidate is trained on)
+    cases = [
+        (decide(five(2000, 0.05), elapsed_days=7.0), Verdict.SHIP, "ship"),
+        (decide(five(2000, 0.05), elapsed_days=3.0), Verdict.CONTINUE, "continue"),
+        (decide(five(20000, 0.01), elapsed_days=8.0), Verdict.ROLLBACK, "futility"),
+        (decide([tenant(f"t{i}", 300, 0.6, -0.05) for i in range(10)], elapsed_days=1.0),
+         Verdict.ROLLBACK, "worse"),
+        (decide(five(60, 0.03), elapsed_days=14.0), Verdict.ROLLBACK, "inconclusive"),
+        (decide([tenant(f"t{i}", 29, 0.6, 0.2) for i in range(3)], elapsed_days=14.0),
+         Verdict.ROLLBACK, "inconclusive"),
+        (decide([*five(3000, 0.05)[:4], tenant("victim", 3000, 0.6, -0.1)], elapsed_days=10.0),
+         Verdict.ROLLBACK, "harm"),
+        (decide([*five(3000, 0.05)[:4], TenantArms("skewed", arm(3000, 0.6), arm(2400, 0.63))],
+                elapsed_days=10.0), Verdict.ROLLBACK, "srm"),
+    ]
+    for decision, verdict, rule in cases:
+        assert (decision.verdict, decision.numbers["rule"]) == (verdict, rule), decision.reasons

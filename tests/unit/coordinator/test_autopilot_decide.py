@@ -7,7 +7,7 @@ no store, clock or network.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -375,3 +375,71 @@ def test_a_candidate_an_operator_rolled_back_ends_the_cycle() -> None:
     decision = decide(log.state(), None, CFG, log.at)
     assert isinstance(decision, EndCycle) and decision.outcome == "rolled_back"
     assert "rolled back outside the autopilot: test" in decision.reason
+
+
+# --- what the next cycle trains from -----------------------------------------------------
+def _rolled_back_online(rule: str) -> Log:
+    """Cycle 1's candidate rolled back by its online A/B (the look's rule named), the base
+    plan delivered again and the cycle ended."""
+    log = _in_ab().later(days=4).did("ab_look", {"verdict": "ROLLBACK", "reasons": [rule],
+                                                  "numbers": {"rule": rule}})
+    log.rolled_back(V1, None)
+    log.did("rollback", {}, version=V1)
+    return log.deployed().ended("rolled_back", V1)
+
+
+def _next_training(log: Log, config: AutopilotConfig = CFG) -> Step:
+    decision = decide(log.state(), _readiness(acme=True, globex=True), config, log.at)
+    assert isinstance(decision, Step) and decision.action is Action.TRAIN, decision
+    return decision
+
+
+def test_after_an_inconclusive_ab_the_next_cycle_trains_on_from_its_candidate() -> None:
+    step = _next_training(_rolled_back_online("inconclusive"))
+    assert step.params == {"parent": V1, "rounds": 1}
+    assert f"training on from {V1}" in step.numbers["parent"]
+    # what users get is still decided against production: the plan is the base's
+    assert desired_plan(_rolled_back_online("inconclusive").state().registry).test_id == "prod-base"
+
+
+@pytest.mark.parametrize("rule", ["harm", "worse", "futility", "srm"])
+def test_after_any_other_online_rollback_the_next_cycle_trains_from_production(rule: str) -> None:
+    step = _next_training(_rolled_back_online(rule))
+    assert step.params == {"parent": None, "rounds": 1} and "parent" not in step.numbers
+
+
+def test_carrying_forward_can_be_switched_off() -> None:
+    off = AutopilotConfig(min_nodes=2, continue_inconclusive=False)
+    assert _next_training(_rolled_back_online("inconclusive"), off).params["parent"] is None
+
+
+def test_a_canary_or_offline_rollback_carries_nothing_forward() -> None:
+    log = _in_canary().later(hours=2).did("canary_look", {"breached": True, "reasons": ["x"]})
+    log.rolled_back(V1, None)
+    log.did("rollback", {}, version=V1)
+    log.deployed().ended("rolled_back", V1)
+    assert _next_training(log).params["parent"] is None
+
+
+def test_a_carried_candidate_is_dropped_once_production_changed() -> None:
+    # cycle 1 inconclusive (trained from the base); cycle 2 trains on from V1 and V2 reaches
+    # production; cycle 3 trains from V2, not from V1
+    log = _rolled_back_online("inconclusive")
+    log.did("train", {"version": V2}, parent=V1, rounds=1)
+    log.did("offline_look", {"verdict": "SHIP", "reasons": ["b"], "ab_test_id": f"ab-{V2}"})
+    log.promoted(V2, "candidate", 0.0).promoted(V2, "canary", 0.01)
+    log.did("promote", {}, version=V2, stage="canary").deployed()
+    log.later(days=1).did("canary_look", {"breached": False, "n_treatment": 40})
+    log.promoted(V2, "ab", 0.09)
+    log.did("promote", {}, version=V2, stage="ab", ab_test_id=f"ab-{V2}").deployed()
+    log.later(days=1).did("ab_look", {"verdict": "SHIP", "reasons": ["lift"],
+                                       "numbers": {"rule": "ship"}})
+    log.promoted(V2, "production", 1.0)
+    log.did("promote", {}, version=V2, stage="production").deployed().ended("production", V2)
+    log.did("quality_look", {"version": V2, "breached": False})
+    assert log.state().carry_forward is None
+    assert _next_training(log).params["parent"] == V2
+    # and a stale carry (trained from another production) is ignored by decide itself
+    stale = replace(log.state(), carry_forward=(V1, None))
+    decision = decide(stale, _readiness(acme=True, globex=True), CFG, log.at)
+    assert isinstance(decision, Step) and decision.params["parent"] == V2
