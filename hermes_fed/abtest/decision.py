@@ -13,7 +13,9 @@ Called once per look (every round) with each tenant's cumulative arms. Rules, in
    the guardrail is <= ``alpha`` under arbitrary dependence. FWER, not FDR, is the right
    target: one false alarm is a rollback.
 3. No tenant with ``min_samples_per_arm`` units in each arm, or fewer than
-   ``min_total_per_arm`` in an arm summed over the analysed tenants -> CONTINUE. A tenant
+   ``min_total_per_arm`` in an arm summed over the analysed tenants -> CONTINUE (ROLLBACK,
+   inconclusive, at or past ``max_duration_days``: a test does not outlive its planned end
+   for want of traffic). A tenant
    below the per-tenant floor is named in the reasons and left out of the estimate and
    the guardrail until it reaches the floor: it does not block the others. (It used to:
    one long-tail tenant that never reaches 30 users per arm then stopped every test of
@@ -356,6 +358,11 @@ def _main_rule(
         reasons.append(
             f"{total_per_arm} units in the smaller arm over all tenants, fewer than {cfg.min_total_per_arm}"
         )
+        if cfg.max_duration_days is not None and elapsed_days >= cfg.max_duration_days:
+            # as for the per-tenant floor: too little traffic must not keep a test open
+            # past its planned end
+            reasons.append(f"inconclusive at planned end ({cfg.max_duration_days} days)")
+            return Verdict.ROLLBACK, "inconclusive"
         return Verdict.CONTINUE, "continue"
     est = state.last_estimate
     significant = state.p_value < cfg.alpha

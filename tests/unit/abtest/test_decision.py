@@ -146,6 +146,16 @@ def test_too_few_units_overall_continues() -> None:
     assert decide(five(200, 0.05), elapsed_days=10.0, config=config).verdict is Verdict.SHIP
 
 
+def test_too_few_units_overall_at_the_planned_end_rolls_back_as_inconclusive() -> None:
+    # low traffic must not keep a test open past its planned end (it used to: CONTINUE forever)
+    config = DecisionConfig(min_total_per_arm=1000, max_duration_days=14.0)
+    end = decide(five(199, 0.05), elapsed_days=14.0, config=config)
+    assert (end.verdict, end.numbers["rule"]) == (Verdict.ROLLBACK, "inconclusive")
+    assert "fewer than 1000" in end.reasons[0] and "planned end" in end.reasons[-1]
+    no_end = DecisionConfig(min_total_per_arm=1000, max_duration_days=None)
+    assert decide(five(199, 0.05), elapsed_days=100.0, config=no_end).verdict is Verdict.CONTINUE
+
+
 def test_inconclusive_at_the_planned_end_rolls_back() -> None:
     tenants = five(60, 0.03)
     mid = decide(tenants, elapsed_days=10.0)
