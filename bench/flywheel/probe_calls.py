@@ -26,16 +26,14 @@ def main() -> int:
     p.add_argument("--rank", type=int, default=16, help="the version's LoRA rank")
     args = p.parse_args()
 
-    from coordinator.logs.registry import AdapterRegistry
+    from probe_details import load_version  # this script's folder
+
     from examples.flywheel import default_tenants
     from examples.flywheel.agent import AgentConfig, LocalAgent
     from examples.flywheel.base import shipped_base
     from hermes_fed.training.config import LoraTrainingConfig
 
-    with AdapterRegistry.open_existing(Path(args.coordinator_dir)) as registry:
-        trained = [v.version for v in registry.versions() if v.lineage.get("mode") != "init"]
-        version = args.version or trained[0]
-        adapter = registry.load(version)
+    version, adapter = load_version(args.coordinator_dir, args.version)
     agent = LocalAgent(shipped_base(), adapter, LoraTrainingConfig(r=args.rank, alpha=2.0 * args.rank),
                        AgentConfig(temperature=0.0))
     by_family: dict[str, list[int]] = {}

@@ -20,12 +20,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
-def _masked(text: str, planted: Any) -> str:
-    for value, kind in ((planted.email, "EMAIL_ADDRESS"), (planted.phone, "PHONE_NUMBER"),
-                        (planted.name, "PERSON")):
-        if value:
-            text = text.replace(value, f"<{kind}_1>")
-    return text
+def load_version(coordinator_dir: str, version: str) -> tuple[str, Any]:
+    """``(version, adapter)`` from a demo's coordinator registry; by default the first
+    trained version (not the init)."""
+    from coordinator.logs.registry import AdapterRegistry
+
+    with AdapterRegistry.open_existing(Path(coordinator_dir)) as registry:
+        trained = [v.version for v in registry.versions() if v.lineage.get("mode") != "init"]
+        chosen = version or trained[0]
+        return chosen, registry.load(chosen)
 
 
 def main() -> int:
@@ -38,16 +41,12 @@ def main() -> int:
     p.add_argument("--no-base", action="store_true", help="skip the base model's cells")
     args = p.parse_args()
 
-    from coordinator.logs.registry import AdapterRegistry
     from examples.flywheel import default_tenants
     from examples.flywheel.agent import AgentConfig, LocalAgent
     from examples.flywheel.base import shipped_base
     from hermes_fed.training.config import LoraTrainingConfig
 
-    with AdapterRegistry.open_existing(Path(args.coordinator_dir)) as registry:
-        trained = [v.version for v in registry.versions() if v.lineage.get("mode") != "init"]
-        version = args.version or trained[0]
-        adapter = registry.load(version)
+    version, adapter = load_version(args.coordinator_dir, args.version)
     lora = LoraTrainingConfig(r=args.rank, alpha=2.0 * args.rank)
     out: dict[str, Any] = {"version": version, "tasks": args.tasks, "cells": {}}
     for tenant in default_tenants()[:2]:
@@ -58,7 +57,7 @@ def main() -> int:
                 "with_details": [(t, text) for t, (_, text, _) in zip(tasks, turns, strict=True)],
                 # as a gateway that masks requests would send them: each planted value
                 # replaced by its placeholder
-                "with_placeholders": [(t, _masked(text, planted))
+                "with_placeholders": [(t, planted.masked(text))
                                       for t, (_, text, planted) in zip(tasks, turns, strict=True)]}
         models = (("candidate", adapter),) if args.no_base else (("base", None),
                                                                  ("candidate", adapter))

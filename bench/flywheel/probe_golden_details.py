@@ -32,10 +32,7 @@ def _as_users_write(golden: dict[str, Any], tenant: Any, rng: random.Random) -> 
     from hermes_fed.privacy.surrogates import with_surrogates
 
     _, text, planted = tenant.user_turn(golden["task"], rng)
-    for value, kind in ((planted.email, "EMAIL_ADDRESS"), (planted.phone, "PHONE_NUMBER"),
-                        (planted.name, "PERSON")):
-        if value:
-            text = text.replace(value, f"<{kind}_1>")
+    text = planted.masked(text)
     redacted = {**golden, "task": text,
                 "messages": [{**m, "content": text} if m["role"] == "user" else m
                              for m in golden["messages"]]}

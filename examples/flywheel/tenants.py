@@ -30,6 +30,15 @@ class PlantedPII:
     def values(self) -> tuple[str, ...]:
         return tuple(v for v in (self.email, self.phone, self.name) if v)
 
+    def masked(self, text: str) -> str:
+        """``text`` with each planted value replaced by a placeholder of its type, as the
+        node's redaction gate writes it (``<EMAIL_ADDRESS_1>``, ...)."""
+        for value, kind in ((self.email, "EMAIL_ADDRESS"), (self.phone, "PHONE_NUMBER"),
+                            (self.name, "PERSON")):
+            if value:
+                text = text.replace(value, f"<{kind}_1>")
+        return text
+
 
 @dataclass(frozen=True, slots=True)
 class SimTenant:

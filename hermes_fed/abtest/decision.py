@@ -343,6 +343,7 @@ def _main_rule(
     reasons: list[str],
 ) -> tuple[Verdict, str]:
     """The verdict of rules 3-8 and which rule gave it (``Decision.numbers["rule"]``)."""
+    at_end = cfg.max_duration_days is not None and elapsed_days >= cfg.max_duration_days
     if short:
         reasons.append(
             f"fewer than {cfg.min_samples_per_arm} units per arm in tenant(s) {', '.join(short)}: "
@@ -350,7 +351,7 @@ def _main_rule(
         )
     if meta is None:
         reasons.append(f"no tenant with {cfg.min_samples_per_arm} units per arm and a variance yet")
-        if cfg.max_duration_days is not None and elapsed_days >= cfg.max_duration_days:
+        if at_end:
             reasons.append(f"inconclusive at planned end ({cfg.max_duration_days} days)")
             return Verdict.ROLLBACK, "inconclusive"
         return Verdict.CONTINUE, "continue"
@@ -358,9 +359,7 @@ def _main_rule(
         reasons.append(
             f"{total_per_arm} units in the smaller arm over all tenants, fewer than {cfg.min_total_per_arm}"
         )
-        if cfg.max_duration_days is not None and elapsed_days >= cfg.max_duration_days:
-            # as for the per-tenant floor: too little traffic must not keep a test open
-            # past its planned end
+        if at_end:  # as for the per-tenant floor: low traffic does not keep a test open
             reasons.append(f"inconclusive at planned end ({cfg.max_duration_days} days)")
             return Verdict.ROLLBACK, "inconclusive"
         return Verdict.CONTINUE, "continue"
@@ -379,7 +378,7 @@ def _main_rule(
     if state.ci_high < bar:
         reasons.append(f"{what}: confidence sequence upper bound {state.ci_high:.4f} < {bar}")
         return Verdict.ROLLBACK, "futility"
-    if cfg.max_duration_days is not None and elapsed_days >= cfg.max_duration_days:
+    if at_end:
         reasons.append(f"{what}: inconclusive at planned end ({cfg.max_duration_days} days)")
         return Verdict.ROLLBACK, "inconclusive"
     reasons.append(f"{what}: not yet conclusive")
