@@ -200,6 +200,11 @@ class NodeConfig:
     max_batch_events: int = field(
         default=1000, metadata={"help": "most events in one AppendEvents batch; default 1000"})
     workers: int = field(default=8, metadata={"help": "gRPC handler threads; default 8"})
+    group_commit: bool = field(
+        default=True, metadata={"help": "append the batches of concurrent AppendEvents calls "
+                                        "in one transaction (one commit, one fsync; each batch "
+                                        "still all or nothing, a failed group retried batch by "
+                                        "batch); default true"})
     metrics_host: str = field(
         default="127.0.0.1", metadata={"help": "Prometheus HTTP address; default 127.0.0.1"})
     metrics_port: int = field(

@@ -1,11 +1,12 @@
 """Durable capture with group commit, and the in-memory session states.
 
 An answered call is released to its client only once its events are appended and
-committed (invariant 6: acknowledged = durable). One writer thread owns the appends: it
-takes every capture waiting when it wakes (up to ``max_batch``) and appends them in one
-transaction through the store, whose gate is the node's redactor, so one commit (one fsync
-on SQLite) covers many calls and raw text is redacted before anything is written. A batch
-that fails is retried call by call, so one bad capture fails alone.
+committed (invariant 6: acknowledged = durable). One writer thread owns the appends
+(:class:`hermes_fed.store.group_commit.GroupCommitter`): it takes every capture waiting when
+it wakes (up to ``max_batch``) and appends them in one transaction through the store, whose
+gate is the node's redactor, so one commit (one fsync on SQLite) covers many calls and raw
+text is redacted before anything is written. A group that fails is retried capture by
+capture, so one bad capture fails alone.
 
 Session states (:class:`hermes_fed.serving.assembly.SessionState`) live in an LRU cache on
 the event loop's thread; a session that is not there (evicted, or recorded before this
@@ -16,114 +17,52 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
 
 from hermes_fed.events import NewEvent
 from hermes_fed.serving.assembly import SessionState
 from hermes_fed.store import AppendResult, EventStore
+from hermes_fed.store.group_commit import GroupCommitter, GroupStats
 
 from .metrics import GatewayMetrics
 
 log = logging.getLogger(__name__)
-
-_Item = tuple[Sequence[NewEvent], Future[list[AppendResult]]]
 
 
 class CaptureWriter:
     """The single appender: group commits of waiting captures."""
 
     def __init__(self, store: EventStore, metrics: GatewayMetrics, max_batch: int = 512) -> None:
-        self._store = store
         self._metrics = metrics
-        self._max_batch = max_batch
-        self._queue: deque[_Item] = deque()
-        self._cond = threading.Condition()
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="capture-writer", daemon=True)
+        self._committer = GroupCommitter(
+            store, max_batches=max_batch, on_commit=self._committed,
+            on_queue=metrics.capture_queue.set, name="capture-writer")
+
+    def _committed(self, stats: GroupStats) -> None:
+        self._metrics.capture_batch.observe(stats.batches)
+        self._metrics.capture_commit.observe(stats.seconds)
 
     def start(self) -> None:
-        self._thread.start()
+        self._committer.start()
 
     def submit(self, events: Sequence[NewEvent]) -> Future[list[AppendResult]]:
-        future: Future[list[AppendResult]] = Future()
-        with self._cond:
-            if self._stopping:
-                raise RuntimeError("the capture writer is stopping")
-            self._queue.append((events, future))
-            self._metrics.capture_queue.set(len(self._queue))
-            self._cond.notify()
-        return future
+        return self._committer.submit(events)
 
     async def append(self, events: Sequence[NewEvent]) -> list[AppendResult]:
         """Append ``events`` durably (with whatever else is waiting); raises what the store
         raised for them."""
-        return await asyncio.wrap_future(self.submit(events))
+        future = self.submit(events)
+        try:
+            return await asyncio.wrap_future(future)
+        except Exception as exc:
+            log.error("event=capture_failed error=%s", type(exc).__name__)
+            raise
 
     def stop(self) -> None:
         """Finish every capture already submitted, then stop."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def _take(self) -> list[_Item]:
-        with self._cond:
-            while not self._queue and not self._stopping:
-                self._cond.wait()
-            batch: list[_Item] = []
-            while self._queue and len(batch) < self._max_batch:
-                batch.append(self._queue.popleft())
-            self._metrics.capture_queue.set(len(self._queue))
-            return batch
-
-    def _run(self) -> None:
-        while True:
-            batch = self._take()
-            if not batch:
-                return  # stopping, and nothing left
-            self._commit(batch)
-
-    def _commit(self, batch: list[_Item]) -> None:
-        started = time.perf_counter()
-        events: list[NewEvent] = []
-        seen: set[Any] = set()
-        spans: list[tuple[int, int]] = []
-        for item_events, _future in batch:
-            start = len(events)
-            for event in item_events:
-                # A SessionStarted of a session's racing first calls has one id: once.
-                if event.event_id not in seen:
-                    seen.add(event.event_id)
-                    events.append(event)
-            spans.append((start, len(events)))
-        try:
-            results = self._store.append(events)
-        except Exception as exc:
-            if len(batch) == 1:
-                self._fail(batch[0][1], exc)
-                return
-            log.warning("event=capture_batch_failed size=%d error=%s; retrying one by one",
-                        len(batch), type(exc).__name__)
-            for item in batch:
-                self._commit([item])
-            return
-        self._metrics.capture_batch.observe(len(batch))
-        self._metrics.capture_commit.observe(time.perf_counter() - started)
-        for (start, end), (_events, future) in zip(spans, batch, strict=True):
-            if not future.cancelled():
-                future.set_result(results[start:end])
-
-    @staticmethod
-    def _fail(future: Future[list[AppendResult]], exc: Exception) -> None:
-        log.error("event=capture_failed error=%s", type(exc).__name__)
-        if not future.cancelled():
-            future.set_exception(exc)
+        self._committer.stop()
 
 
 class SessionCache:

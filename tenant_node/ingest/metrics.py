@@ -38,6 +38,11 @@ class NodeMetrics:
             "hermes_node_append_seconds", "AppendEvents latency (validate+redact+append)",
             buckets=_LATENCY_BUCKETS, registry=r)
         self.log_head = Gauge("hermes_node_log_head", "Highest position in the log", registry=r)
+        self.group_batches = Histogram(
+            "hermes_node_group_commit_batches", "AppendEvents batches per group commit",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 512), registry=r)
+        self.append_queue = Gauge(
+            "hermes_node_append_queue", "Batches waiting for the group commit", registry=r)
         self.projection_lag = Gauge(
             "hermes_node_projection_lag", "Events the projections are behind the head",
             ["projection"], registry=r)

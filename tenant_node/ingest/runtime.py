@@ -176,6 +176,7 @@ class NodeRuntime:
         self.metrics = NodeMetrics()
         self.store: SqlEventStore | None = None
         self.server: grpc.Server | None = None
+        self.service: IngestService | None = None
         self.health = health.HealthServicer()
         self.port = 0
         self.metrics_port = 0
@@ -210,7 +211,9 @@ class NodeRuntime:
             self._pump.catch_up()
             self._pump.start()
         limits = IngestLimits(config.tenant_id, config.max_event_bytes, config.max_batch_events)
-        service = IngestService(store, limits, self.metrics, store.keyring.hmac_secret)
+        self.service = service = IngestService(store, limits, self.metrics,
+                                               store.keyring.hmac_secret,
+                                               group_commit=config.group_commit)
         max_message = min(config.max_event_bytes * config.max_batch_events + _ENVELOPE_SLACK,
                           2**31 - 1)
         interceptor = BearerTokenInterceptor(
@@ -255,6 +258,8 @@ class NodeRuntime:
         self.health.enter_graceful_shutdown()
         if self.server is not None:
             self.server.stop(self.config.shutdown_grace_s).wait()
+        if self.service is not None:
+            self.service.close()
         if self._pump is not None:
             self._pump.stop()
         if self._metrics_server is not None:

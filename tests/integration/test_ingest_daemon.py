@@ -11,6 +11,7 @@ import json
 import secrets
 import signal
 import threading
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -295,6 +296,57 @@ def test_metrics_count_ingested_rejected_and_redacted(node: NodeProcess) -> None
         assert value(f'hermes_node_events_rejected_total{{reason="{reason}"}}') >= 1, reason
     assert value('hermes_node_redactions_total{entity_type="EMAIL_ADDRESS"}') >= 1
     assert value("hermes_node_append_seconds_count") >= 1
+
+
+def _metric(node: NodeProcess, name: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{node.metrics_port}/metrics",
+                                  timeout=10).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + " "))
+
+
+def test_concurrent_clients_share_group_commits_and_lose_nothing(node: NodeProcess) -> None:
+    # Prepare: 8 clients append small batches at once, until the node has committed some
+    # group of more than one batch (or 30 s pass)
+    groups0 = _metric(node, "hermes_node_group_commit_batches_count")
+    batches0 = _metric(node, "hermes_node_group_commit_batches_sum")
+    acknowledged: list[uuid.UUID] = []
+    lock = threading.Lock()
+    grouped = threading.Event()
+    deadline = time.monotonic() + 30
+
+    def pump(k: int) -> None:
+        client = node.client()
+        for i in range(1000):
+            if grouped.is_set() or time.monotonic() > deadline:
+                break
+            batch = [NewEvent(stream_id=f"session-g{k}-{i}", type="SessionContinued",
+                              data={"trajectory_id": f"t-{k}-{i}-{j}"}) for j in range(5)]
+            ids = [r.event_id for r in client.append(batch)]
+            with lock:
+                acknowledged.extend(ids)
+        client.transport.close()
+
+    # Execute
+    threads = [threading.Thread(target=pump, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        groups = _metric(node, "hermes_node_group_commit_batches_count") - groups0
+        batches = _metric(node, "hermes_node_group_commit_batches_sum") - batches0
+        if batches > groups > 0:
+            grouped.set()
+        for t in threads:
+            t.join(0.2)
+
+    # Assert: fewer commits than batches, and every acknowledged event stored once
+    groups = _metric(node, "hermes_node_group_commit_batches_count") - groups0
+    batches = _metric(node, "hermes_node_group_commit_batches_sum") - batches0
+    assert batches > groups > 0
+    assert batches * 5 == len(acknowledged) == len(set(acknowledged))
+    with node.open_store() as store:
+        stored = {e.event_id for e in store.read() if e.stream_id.startswith("session-g")}
+    assert set(acknowledged) == stored
 
 
 def test_log_still_verifies(node: NodeProcess) -> None:
