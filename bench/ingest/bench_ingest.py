@@ -1,8 +1,9 @@
 """End-to-end ingest over gRPC with redaction on: trajectories/s, events/s, AppendEvents p50/p99,
 against the redaction-only ceiling measured in the same run.
 
-Starts ``hermes-fed node serve`` (SQLite, WAL, ``synchronous=FULL``, default redaction) as
-a subprocess on 127.0.0.1, then drives it with 1 and with 8 concurrent client *processes*
+Starts ``hermes-fed node serve`` (SQLite, WAL, ``synchronous=FULL``, default redaction and
+group commit; ``--group-commit both`` runs a node without it first, as the same run's
+baseline) as a subprocess on 127.0.0.1, then drives it with 1 and with 8 concurrent client *processes*
 (so the clients' own Python does not share the server's GIL). Each AppendEvents call
 carries ``--sessions-per-batch`` sessions of 5 events (SessionStarted, TrajectoryRecorded
 with PII in it, OutputAccepted, SessionContinued, SessionEnded).
@@ -214,28 +215,36 @@ def main() -> int:
     parser.add_argument("--clients", default="1,8")
     parser.add_argument("--in-process-seconds", type=float, default=4.0, help="per round")
     parser.add_argument("--out", default="", help="also write the JSON here")
+    parser.add_argument("--group-commit", choices=("on", "off", "both"), default="on",
+                        help="the node's group_commit setting; both: a node with it off, then "
+                             "one with it on, in the same run (default on, the node's default)")
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT / "tests"))
     from integration.ingest_node import NodeProcess
 
     token = "bench-token-0123456789"
-    with tempfile.TemporaryDirectory() as tmp:
-        node = NodeProcess(Path(tmp) / "node", f"sqlite:///{Path(tmp) / 'bench.db'}",
-                           tenant_id="bench", token=token, max_batch_events=1000,
-                           max_event_bytes=262144, workers=8)
-        node.start()
-        rounds = [in_process(args.in_process_seconds, args.sessions_per_batch, 1, 10_000)]
-        runs = []
-        try:
-            for k, n in enumerate(args.clients.split(",")):
-                assert node.process is not None
-                runs.append(run_clients(node.target, token, int(n), args.seconds,
-                                        args.sessions_per_batch, node.process.pid))
-                rounds.append(in_process(args.in_process_seconds, args.sessions_per_batch, 1,
-                                         20_000 * (k + 1)))
-        finally:
-            node.stop()
+    modes = {"on": [True], "off": [False], "both": [False, True]}[args.group_commit]
+    rounds = [in_process(args.in_process_seconds, args.sessions_per_batch, 1, 10_000)]
+    runs = []
+    k = 0
+    for group_commit in modes:
+        with tempfile.TemporaryDirectory() as tmp:
+            node = NodeProcess(Path(tmp) / "node", f"sqlite:///{Path(tmp) / 'bench.db'}",
+                               tenant_id="bench", token=token, max_batch_events=1000,
+                               max_event_bytes=262144, workers=8, group_commit=group_commit)
+            node.start()
+            try:
+                for n in args.clients.split(","):
+                    assert node.process is not None
+                    run = run_clients(node.target, token, int(n), args.seconds,
+                                      args.sessions_per_batch, node.process.pid)
+                    runs.append({**run, "group_commit": group_commit})
+                    k += 1
+                    rounds.append(in_process(args.in_process_seconds, args.sessions_per_batch,
+                                             1, 20_000 * k))
+            finally:
+                node.stop()
     local = {name: {"trajectories_per_s": statistics.median(r[0] for one in rounds for r in one[name]),
                     "trajectories_per_cpu_s": statistics.median(r[1] for one in rounds for r in one[name]),
                     "rounds": [round(r[0], 1) for one in rounds for r in one[name]],
@@ -253,9 +262,9 @@ def main() -> int:
     ratios["cpu_node_gate_vs_in_memory_redactor"] = \
         local["node_gate"]["trajectories_per_cpu_s"] / cpu_ceiling
     for run in runs:
-        ratios[f"grpc_{run['clients']}_clients_vs_redaction_ceiling"] = \
-            run["trajectories_per_s"] / ceiling
-        ratios[f"cpu_grpc_{run['clients']}_clients_server_vs_redaction_ceiling"] = \
+        name = f"grpc_{run['clients']}_clients" + ("" if run["group_commit"] else "_no_group_commit")
+        ratios[f"{name}_vs_redaction_ceiling"] = run["trajectories_per_s"] / ceiling
+        ratios[f"cpu_{name}_server_vs_redaction_ceiling"] = \
             run["trajectories_per_server_cpu_s"] / cpu_ceiling
     result = {
         "benchmark": "ingest_grpc_end_to_end",
