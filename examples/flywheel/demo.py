@@ -67,6 +67,9 @@ class DemoConfig:
     users: int = field(default=200, metadata={
         "help": "distinct users per tenant (the A/B's unit: at 100, four days of traffic left "
                 "one large tenant's arms under the 30 users a tenant needs to be analysed)"})
+    pii_rate: float = field(default=0.7, metadata={
+        "help": "share of the users' requests that carry their contact details (an e-mail, a "
+                "phone number or a name), which the nodes redact"})
     golden_scale: int = field(
         default=12, metadata={"help": "multiplies each tenant's cold-start goldens per task type"}
     )
@@ -116,6 +119,8 @@ class DemoConfig:
                 f"{self.rounds_per_cycle!r}, {self.golden_scale!r}, {self.rank!r}, {self.users!r}, "
                 f"{self.ab_days!r}"
             )
+        if not 0.0 <= self.pii_rate <= 1.0:
+            raise ConfigError(f"demo pii_rate must be in [0, 1], got {self.pii_rate!r}")
         if not self.temperature >= 0.0:
             raise ConfigError(f"demo temperature must be >= 0, got {self.temperature!r}")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -427,7 +432,8 @@ def run_demo(cfg: DemoConfig, say: Say = print) -> dict[str, Any]:
     started = time.perf_counter()
     cfg.directory.mkdir(parents=True, exist_ok=True)
     base = prepare_base(cfg, say)
-    tenants = tuple(replace(t, golden_per_type=t.golden_per_type * cfg.golden_scale, users=cfg.users)
+    tenants = tuple(replace(t, golden_per_type=t.golden_per_type * cfg.golden_scale, users=cfg.users,
+                            pii_rate=cfg.pii_rate)
                     for t in default_tenants())
     clock = OffsetClock(cfg.directory / "clock.json")
     clock.path.unlink(missing_ok=True)

@@ -23,6 +23,8 @@ from hermes_fed.errors import ConfigError
     ({"ab_days": 0}, "ab_days"),
     ({"rounds_per_cycle": 0}, "rounds_per_cycle"),
     ({"temperature": -0.1}, "temperature"),
+    ({"pii_rate": 1.5}, "pii_rate"),
+    ({"pii_rate": -0.1}, "pii_rate"),
 ])
 def test_bad_demo_values_are_refused_by_name(values: dict[str, object], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
