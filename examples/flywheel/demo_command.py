@@ -12,8 +12,8 @@ from pathlib import Path
 from hermes_fed.cli import add_config_flags, config_values
 
 # flag -> DemoConfig field; defaults and help come from the config itself, so the two agree
-_FLAGS = ("days", "mode", "sessions_scale", "users", "pii_rate", "golden_scale", "pretrain_steps", "base_model",
-          "local_steps", "rounds_per_cycle", "rank", "lr", "lr_schedule", "warmup_steps",
+_FLAGS = ("days", "mode", "sessions_scale", "users", "pii_rate", "golden_scale", "pretrain_steps",
+          "base_model", "local_steps", "rounds_per_cycle", "rank", "lr", "lr_schedule", "warmup_steps",
           "temperature", "canary_share", "ab_share", "ab_days", "seed")
 
 

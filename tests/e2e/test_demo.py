@@ -27,7 +27,7 @@ def test_demo_turns_the_wheel_through_the_gateways_and_writes_its_report(tmp_pat
     done = subprocess.run(
         [
             sys.executable, "-m", "hermes_fed.cli", "demo", "--dir", str(tmp_path), "--days", "3",
-            "--sessions-scale", "3", "--users", "40", "--local-steps", "10",
+            "--sessions-scale", "3", "--users", "40", "--local-steps", "10", "--pii-rate", "0.7",
         ],
         capture_output=True, text=True, timeout=1200,
     )
