@@ -31,6 +31,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from hermes_fed.events import NewEvent
+
 from .port import AppendResult, EventStore
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,7 @@ class GroupStats:
 
 @dataclass(slots=True)
 class _Pending:
-    events: Sequence[Any]
+    events: Sequence[NewEvent]
     expected: Mapping[str, int] | None
     future: Future[list[AppendResult]] = field(default_factory=Future)
 
@@ -94,15 +96,17 @@ class GroupCommitter:
         self._cond = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._started = False
 
     def start(self) -> None:
+        """Start the appender (also done by the first :meth:`submit`; idempotent)."""
         with self._cond:
-            if not self._started:
-                self._started = True
-                self._thread.start()
+            self._start_locked()
 
-    def submit(self, events: Sequence[Any],
+    def _start_locked(self) -> None:
+        if self._thread.ident is None:
+            self._thread.start()
+
+    def submit(self, events: Sequence[NewEvent],
                expected_versions: Mapping[str, int] | None = None) -> Future[list[AppendResult]]:
         """Queue ``events`` (one all-or-nothing batch); the future holds their results, in
         order, or the store's exception. Starts the appender on first use."""
@@ -110,15 +114,13 @@ class GroupCommitter:
         with self._cond:
             if self._stopping:
                 raise RuntimeError("the group committer is stopping")
-            if not self._started:
-                self._started = True
-                self._thread.start()
+            self._start_locked()
             self._queue.append(pending)
             self._queued()
             self._cond.notify()
         return pending.future
 
-    def append(self, events: Sequence[Any],
+    def append(self, events: Sequence[NewEvent],
                expected_versions: Mapping[str, int] | None = None) -> list[AppendResult]:
         """Append ``events`` durably with whatever else is waiting; blocks until committed
         and raises what the store raised for them."""
