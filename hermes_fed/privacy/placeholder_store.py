@@ -35,6 +35,7 @@ from hermes_fed.store import EventLog, Keyring
 from hermes_fed.store.port import Gate, GatedBatch, PlaceholderConflict, PlaceholderRow
 from hermes_fed.store.schema_ddl import redaction_placeholders as placeholders
 from hermes_fed.store.sql_backend import SqlBackend
+from hermes_fed.store.sqlite import create_tables
 
 from .placeholders import StagedPlaceholderIndex, StagedRow
 from .redactor import Redactor
@@ -62,7 +63,7 @@ class StorePlaceholderIndex(StagedPlaceholderIndex):
         self.keyring = keyring
         self.engine: sa.Engine | None = self.backend.engine if isinstance(self.backend, SqlBackend) else None
         if self.engine is not None:
-            metadata.create_all(self.engine)
+            create_tables(metadata, self.engine)
         self._memory_deny: dict[str, tuple[str, ...]] = {}
         self._deny_lock = threading.Lock()
 

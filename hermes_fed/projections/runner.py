@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from hermes_fed.events import StoredEvent
 from hermes_fed.store.sql import SqlEventStore
+from hermes_fed.store.sqlite import create_tables
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,8 @@ class ProjectionRunner:
         self.engine = engine or store.engine
         self.batch_size = batch_size
         self._handlers = dict(projection.handlers())
-        _checkpoints_md.create_all(self.engine)
-        projection.metadata.create_all(self.engine)
+        create_tables(_checkpoints_md, self.engine)
+        create_tables(projection.metadata, self.engine)
         with self.engine.connect() as conn:
             row = conn.execute(
                 sa.select(checkpoints.c.version).where(checkpoints.c.name == projection.name)

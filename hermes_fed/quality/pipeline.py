@@ -18,6 +18,7 @@ from hermes_fed.events import NewEvent, new_event
 from hermes_fed.events.session import TrajectoryRecorded
 from hermes_fed.projections import ProjectionRunner, checkpoints
 from hermes_fed.store import SqlEventStore
+from hermes_fed.store.sqlite import create_tables
 
 from . import read_model as rm
 from .config import QualityConfig
@@ -36,7 +37,7 @@ def quality_runner(store: SqlEventStore, config: QualityConfig | None = None) ->
     (:func:`rebuild_quality`) rather than event by event; then the runner catches up.
     """
     projection = QualityProjection(config)
-    checkpoints.metadata.create_all(store.engine)
+    create_tables(checkpoints.metadata, store.engine)
     with store.engine.connect() as conn:
         version = conn.execute(sa.select(checkpoints.c.version).where(
             checkpoints.c.name == projection.name)).scalar()

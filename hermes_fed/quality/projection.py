@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from hermes_fed.events import StoredEvent, canonical_json
 from hermes_fed.projections import Handler, Projection, checkpoints
 from hermes_fed.store import SqlEventStore
+from hermes_fed.store.sqlite import create_tables
 
 from . import read_model as rm
 from .config import QualityConfig
@@ -338,7 +339,7 @@ def rebuild_quality(store: SqlEventStore, config: QualityConfig | None = None,
     head = store.head()
     rows, count, last = fold_in_memory(store.read(types=EVENT_TYPES), projection.config)
     last = max(head, last)
-    checkpoints.metadata.create_all(engine)
+    create_tables(checkpoints.metadata, engine)
     with engine.begin() as conn:
         rm.metadata.drop_all(conn)
         # Tables first, secondary indexes after the bulk insert: one sorted build each

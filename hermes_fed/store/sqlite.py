@@ -132,7 +132,20 @@ def _retry_locked(step: Callable[[], None], timeout_s: float = 30.0) -> None:
         try:
             step()
             return
-        except errors.OperationalError as exc:
+        except (errors.OperationalError, sa.exc.OperationalError) as exc:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def create_tables(metadata: sa.MetaData, engine: sa.Engine) -> None:
+    """Create ``metadata``'s missing tables in ``engine``'s database (idempotent).
+
+    On SQLite, two processes creating them at once collide as the log's opening steps do
+    (:func:`_retry_locked`: ``create_all`` reads the schema, then writes): the loser tries
+    again. Other databases wait on their own locks.
+    """
+    if engine.dialect.name == "sqlite":
+        _retry_locked(lambda: metadata.create_all(engine))
+    else:
+        metadata.create_all(engine)

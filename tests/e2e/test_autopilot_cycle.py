@@ -46,6 +46,7 @@ import pytest
 
 from coordinator.deploy.local_federation import LocalFederation, NodeSpec
 from hermes_fed.clock import CLOCK_ENV, OffsetClock
+from hermes_fed.store.location import LogNotFoundError
 from tests.integration.federation_data import seed_tenant_store
 from tests.integration.gateway.stack import BASE_MODEL, TOKEN, Node, Server, model_serve, plan_of
 
@@ -232,10 +233,11 @@ def _kill9_during_round(proc: subprocess.Popen[bytes], coordinator: Path) -> boo
     the round it started is running in the ServerApp; False when the step ended first or
     was not a round."""
     while proc.poll() is None:
-        if not (coordinator / "coordinator.db").is_file():
+        try:
+            pending = _status(coordinator)["pending"]
+        except LogNotFoundError:
             time.sleep(0.2)  # a poll interval: the first step has not written the log yet
             continue
-        pending = _status(coordinator)["pending"]
         if pending is not None and pending["action"] == "train" \
                 and _coordinator_events(coordinator, ("RoundStarted",)):
             os.killpg(proc.pid, signal.SIGKILL)
