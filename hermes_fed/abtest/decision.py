@@ -21,8 +21,12 @@ Called once per look (every round) with each tenant's cumulative arms. Rules, in
    one long-tail tenant that never reaches 30 users per arm then stopped every test of
    every tenant forever, which the demo's small tenant showed. Its own guardrail cannot
    protect it at that size anyway: a significance test on 10 users has no power.)
-4. A look of the sequential test on the meta-analysed lift (DerSimonian–Laird random effects
-   by default; `meta`). Significantly negative -> ROLLBACK at once.
+4. A look of the sequential test on the meta-analysed lift (`meta`: DerSimonian–Laird random
+   effects from ``random_effects_min_tenants`` analysed tenants, the fixed effect below).
+   Lifts are relative (treatment/control - 1) only while every control mean is at least
+   ``relative_min_control`` and precise (Fieller's g <= ``relative_max_g``), else absolute
+   differences; a test on the absolute scale stays there. Significantly negative ->
+   ROLLBACK at once.
 5. Before ``min_duration_days`` -> CONTINUE (novelty effects, weekly cycles).
 6. Significantly positive and estimate >= ``min_lift`` -> SHIP. Confidence sequence entirely
    below ``min_lift`` -> ROLLBACK (futility: the lift cannot reach the bar).
@@ -43,6 +47,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
+from statistics import NormalDist
 from typing import Any
 
 from hermes_fed.abtest.arms import TenantArms
@@ -105,6 +110,15 @@ class DecisionConfig:
             "of 0.03 turned a 0.02 drop into a -50% 'lift')."
         },
     )
+    relative_max_g: float = field(
+        default=0.05,
+        metadata={
+            "help": "Lifts are relative only when every analysed tenant's control mean is also "
+            "precise: Fieller's g = (z * se / mean)^2 at most this (Fieller 1954; above ~0.05 the "
+            "delta-method variance of a ratio is far too wide or too narrow). A test that has "
+            "looked on the absolute scale stays on it."
+        },
+    )
     treatment_share: float = field(
         default=0.5,
         metadata={"help": "Configured share of test units assigned to treatment (for SRM)."},
@@ -131,6 +145,14 @@ class DecisionConfig:
     random_effects: bool = field(
         default=True,
         metadata={"help": "Test the DerSimonian-Laird estimate (True) or the fixed effect."},
+    )
+    random_effects_min_tenants: int = field(
+        default=3,
+        metadata={
+            "help": "Fewest analysed tenants for the random-effects estimate: with fewer, the "
+            "between-tenant variance rests on one degree of freedom, and the common (fixed) "
+            "effect is tested; each tenant is still guarded against harm (rule 2)."
+        },
     )
     use_cuped: bool = field(
         default=True,
@@ -172,6 +194,15 @@ class DecisionConfig:
             )
         if not (math.isfinite(self.mixture_sd) and self.mixture_sd > 0.0):
             raise ConfigError(f"DecisionConfig.mixture_sd must be > 0, got {self.mixture_sd!r}")
+        if not self.relative_max_g > 0.0:  # inf: never on precision (NaN fails)
+            raise ConfigError(
+                f"DecisionConfig.relative_max_g must be > 0 (inf: no check), got {self.relative_max_g!r}"
+            )
+        if isinstance(self.random_effects_min_tenants, bool) or self.random_effects_min_tenants < 1:
+            raise ConfigError(
+                "DecisionConfig.random_effects_min_tenants must be an int >= 1, "
+                f"got {self.random_effects_min_tenants!r}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +261,32 @@ def _srm_row(r: SRMResult) -> dict[str, Any]:
     }
 
 
+def _scale(cfg: DecisionConfig, state: SequentialState, ready: Sequence[TenantArms]) -> str:
+    """``relative`` when every tenant's lift is a well-estimated ratio, else ``absolute``.
+
+    A relative lift divides by the control mean; its delta-method variance holds only when
+    that mean is far from zero relative to its own error (Fieller's g small). The demo's
+    first A/Bs had control means of 0.11-0.20 on [-1, 1] from ~100-300 users (g ~ 0.1-0.4):
+    a +0.22 difference with z ~ 4 became a lift of 1.3 +- 0.9, which no test can tell from
+    zero. A test already on the absolute scale stays there: a switch restarts the sequential
+    test and throws its evidence away.
+    """
+    if state.looks and state.scale == "absolute":
+        return "absolute"
+    z2 = NormalDist().inv_cdf(1.0 - cfg.alpha / 2.0) ** 2
+    for a in ready:
+        mean = a.control.mean
+        if mean < cfg.relative_min_control:
+            return "absolute"
+        if z2 * a.control.mean_variance / (mean * mean) > cfg.relative_max_g:  # Fieller's g
+            return "absolute"
+    return "relative"
+
+
+def _use_random(cfg: DecisionConfig, meta: MetaResult) -> bool:
+    return cfg.random_effects and meta.k >= cfg.random_effects_min_tenants
+
+
 def _sequential_p(estimate: float, variance: float, tau: float) -> float:
     if variance <= 0.0:
         return 0.0 if estimate != 0.0 else 1.0
@@ -286,7 +343,7 @@ def decide(
     ready = [a for a in analysed if min(a.control.n, a.treatment.n) >= cfg.min_samples_per_arm]
     short = [a.tenant_id for a in analysed if min(a.control.n, a.treatment.n) < cfg.min_samples_per_arm]
     welch = [welch_test(a, alpha=cfg.alpha) for a in ready]
-    scale = "relative" if all(w.control_mean >= cfg.relative_min_control for w in welch) else "absolute"
+    scale = _scale(cfg, state, ready)
     bar = cfg.min_lift if scale == "relative" else cfg.min_absolute_effect
 
     tau = cfg.mixture_sd
@@ -298,7 +355,7 @@ def decide(
     effects = [TenantEffect(w.tenant_id, *_effect(w, scale)) for w in welch if _effect(w, scale)[1] > 0.0]
     if effects:
         meta = combine_effects(effects, alpha=cfg.alpha)
-        est, se = (meta.random, meta.random_se) if cfg.random_effects else (meta.fixed, meta.fixed_se)
+        est, se = (meta.random, meta.random_se) if _use_random(cfg, meta) else (meta.fixed, meta.fixed_se)
         state = msprt_update(state, est, se * se, tau=tau, alpha=cfg.alpha, scale=scale)
 
     reasons: list[str] = []
@@ -409,7 +466,7 @@ def _numbers(
     meta_row: dict[str, Any] | None = None
     if meta is not None:
         meta_row = {k: getattr(meta, k) for k in MetaResult.__slots__}
-        meta_row["estimate_used"] = "random" if cfg.random_effects else "fixed"
+        meta_row["estimate_used"] = "random" if _use_random(cfg, meta) else "fixed"
     return dict(
         _json_safe(
             {

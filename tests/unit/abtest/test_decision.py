@@ -57,6 +57,10 @@ def strict_json(numbers: dict[str, object]) -> None:
         ({"mixture_sd": 0.0}, "mixture_sd"),
         ({"min_absolute_effect": -1.0}, "min_absolute_effect"),
         ({"relative_min_control": 0.0}, "relative_min_control"),
+        ({"relative_max_g": 0.0}, "relative_max_g"),
+        ({"relative_max_g": math.nan}, "relative_max_g"),
+        ({"random_effects_min_tenants": 0}, "random_effects_min_tenants"),
+        ({"random_effects_min_tenants": True}, "random_effects_min_tenants"),
     ],
 )
 def test_bad_config_is_refused_naming_the_field_and_value(kwargs: dict[str, float], field: str) -> None:
@@ -213,6 +217,48 @@ def test_control_means_near_zero_use_absolute_differences(control: float, scale:
     assert decision.numbers["scale"] == scale
     expected = -0.01 if scale == "absolute" else -0.01 / control
     assert decision.numbers["meta"]["random"] == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize(("n", "scale"), [(100, "absolute"), (400, "absolute"), (2000, "relative")])
+def test_an_imprecise_control_mean_uses_absolute_differences(n: int, scale: str) -> None:
+    # Prepare: control 0.15 with sd 0.6 (the demo's first A/Bs): Fieller's g is 0.61 at 100
+    # users, 0.15 at 400, 0.03 at 2000; a ratio over the first two is not a usable lift
+    tenants = [TenantArms(f"t{i}", arm(n, 0.15, 0.6), arm(n, 0.35, 0.6)) for i in range(3)]
+    # Execute
+    decision = decide(tenants, elapsed_days=10.0)
+    # Assert
+    assert decision.numbers["scale"] == scale
+    expected = 0.2 if scale == "absolute" else 0.2 / 0.15
+    assert decision.numbers["meta"]["random"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_test_on_the_absolute_scale_stays_there() -> None:
+    # Prepare: the first look is imprecise (absolute); by the second the means are precise
+    first = decide([TenantArms(f"t{i}", arm(100, 0.15, 0.6), arm(100, 0.35, 0.6)) for i in range(3)],
+                   elapsed_days=1.0)  # fmt: skip
+    later = [TenantArms(f"t{i}", arm(5000, 0.15, 0.6), arm(5000, 0.35, 0.6)) for i in range(3)]
+    # Execute
+    kept = decide(later, elapsed_days=2.0, sequential=first.sequential)
+    fresh = decide(later, elapsed_days=2.0)
+    # Assert: the running test keeps its scale (and its looks); a new one would be relative
+    assert first.numbers["scale"] == "absolute"
+    assert kept.numbers["scale"] == "absolute" and kept.sequential.looks == 2
+    assert fresh.numbers["scale"] == "relative" and fresh.sequential.looks == 1
+
+
+@pytest.mark.parametrize(("k", "used"), [(1, "fixed"), (2, "fixed"), (3, "random"), (5, "random")])
+def test_random_effects_need_three_tenants(k: int, used: str) -> None:
+    # Prepare: heterogeneous tenants (+0.1 and +0.3 alternating), so the two estimates differ
+    tenants = [TenantArms(f"t{i}", arm(400, 0.15, 0.6), arm(400, 0.25 + 0.2 * (i % 2), 0.6))
+               for i in range(k)]  # fmt: skip
+    # Execute
+    decision = decide(tenants, elapsed_days=10.0)
+    # Assert: the sequential test looked at the estimate the decision names
+    meta = decision.numbers["meta"]
+    assert meta["estimate_used"] == used
+    assert decision.sequential.last_estimate == pytest.approx(meta[used])
+    legacy = decide(tenants, elapsed_days=10.0, config=DecisionConfig(random_effects_min_tenants=1))
+    assert legacy.numbers["meta"]["estimate_used"] == "random"
 
 
 def test_cuped_is_applied_when_covariates_are_reported() -> None:

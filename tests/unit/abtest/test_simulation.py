@@ -156,3 +156,66 @@ def test_srm_detected_when_the_split_is_off() -> None:
         assert d.reasons[0].startswith("sample-ratio mismatch in ")
         assert not d.numbers["srm"]["clean"]
     assert all(r.mismatched_tenants == ("tenant-2",) for r in final)
+
+
+def _ship_rate(sim: Simulation, runs: int, config: DecisionConfig, rounds: int) -> float:
+    ships = 0
+    for run in range(runs):
+        state: SequentialState | None = None
+        for look in range(rounds):
+            decision = decide(sim.arms(run, look), elapsed_days=float(look + 1), config=config,
+                              sequential=state)  # fmt: skip
+            state = decision.sequential
+            if decision.verdict is not Verdict.CONTINUE:
+                break
+        ships += decision.verdict is Verdict.SHIP
+    return ships / runs
+
+
+# The demo's A/B: two large tenants, ~137 users a day each, 30% on the candidate, looked at
+# once a day for 4 days (the minimum duration too), control quality ~0.15 with sd ~0.2.
+DEMO_PLAN = {"treatment_share": 0.3, "min_duration_days": 4.0, "max_duration_days": 4.0,
+             "min_total_per_arm": 60}  # fmt: skip
+# The rule before Fieller's g and the fixed effect for two tenants
+LEGACY = {"relative_max_g": math.inf, "random_effects_min_tenants": 1}
+
+
+def _demo_sim(seed: int, runs: int, lifts: list[float]) -> Simulation:
+    return simulate(seed, sims=runs, rounds=4, units_per_round=[137, 137], control_means=[0.15, 0.15],
+                    lifts=lifts, kappa=2.0, treatment_share=0.3)  # fmt: skip
+
+
+def test_low_imprecise_baselines_keep_alpha() -> None:
+    # Prepare: no effect; the demo's plan
+    runs = 1000
+    sim = _demo_sim(31, runs, [0.0, 0.0])
+    # Execute
+    rate = _ship_rate(sim, runs, DecisionConfig(**DEMO_PLAN), rounds=4)
+    # Assert
+    print(f"no effect, demo plan, {runs} runs: SHIP {rate:.3f}")
+    assert rate <= 0.05 + 2 * _mc_sd(0.05, runs)
+
+
+def test_low_imprecise_baselines_detect_what_the_ratio_could_not() -> None:
+    # Prepare: the candidate raises both tenants' mean quality 0.15 -> 0.225 (a third of a
+    # user's sd: the size of the demo's effects)
+    runs = 400
+    sim = _demo_sim(32, runs, [0.5, 0.5])
+    # Execute
+    now = _ship_rate(sim, runs, DecisionConfig(**DEMO_PLAN), rounds=4)
+    legacy = _ship_rate(sim, runs, DecisionConfig(**DEMO_PLAN, **LEGACY), rounds=4)  # type: ignore[arg-type]
+    # Assert: the relative lift over an imprecise mean shipped under a fifth of them
+    print(f"+0.075 on 0.15, demo plan, {runs} runs: SHIP {now:.2f} (ratio and random effects {legacy:.2f})")
+    assert now >= 0.85
+    assert legacy <= 0.3
+
+
+def test_low_imprecise_baselines_one_tenant_harmed_is_not_shipped() -> None:
+    # Prepare: one tenant gains as much as the other loses (the fixed effect is ~0)
+    runs = 400
+    sim = _demo_sim(33, runs, [0.5, -0.5])
+    # Execute
+    rate = _ship_rate(sim, runs, DecisionConfig(**DEMO_PLAN), rounds=4)
+    # Assert
+    print(f"+50%/-50%, demo plan, {runs} runs: SHIP {rate:.3f}")
+    assert rate <= 0.05 + 2 * _mc_sd(0.05, runs)
