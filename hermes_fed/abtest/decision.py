@@ -140,7 +140,17 @@ class DecisionConfig:
     )
     mixture_sd: float = field(
         default=0.05,
-        metadata={"help": "mSPRT mixing sd tau, on the lift's scale (5% relative lift)."},
+        metadata={"help": "mSPRT mixing sd tau for relative lifts (5% relative lift)."},
+    )
+    mixture_sd_absolute: float = field(
+        default=0.1,
+        metadata={
+            "help": "mSPRT mixing sd tau for absolute differences of the [-1, 1] quality score. "
+            "They are tested when control means are low or imprecise, i.e. at a few hundred "
+            "users, where only effects of ~0.1 (a third of a user's sd) can be resolved; at 0.05 "
+            "the demo's +0.16 at 50 users an arm shipped 74% of the time, at 0.1 84%; a +0.01 "
+            "at ~2,800 an arm in each of 5 tenants 92% and 89% (the level holds for any tau)."
+        },
     )
     random_effects: bool = field(
         default=True,
@@ -194,6 +204,10 @@ class DecisionConfig:
             )
         if not (math.isfinite(self.mixture_sd) and self.mixture_sd > 0.0):
             raise ConfigError(f"DecisionConfig.mixture_sd must be > 0, got {self.mixture_sd!r}")
+        if not (math.isfinite(self.mixture_sd_absolute) and self.mixture_sd_absolute > 0.0):
+            raise ConfigError(
+                f"DecisionConfig.mixture_sd_absolute must be > 0, got {self.mixture_sd_absolute!r}"
+            )
         if not self.relative_max_g > 0.0:  # inf: never on precision (NaN fails)
             raise ConfigError(
                 f"DecisionConfig.relative_max_g must be > 0 (inf: no check), got {self.relative_max_g!r}"
@@ -346,7 +360,7 @@ def decide(
     scale = _scale(cfg, state, ready)
     bar = cfg.min_lift if scale == "relative" else cfg.min_absolute_effect
 
-    tau = cfg.mixture_sd
+    tau = cfg.mixture_sd if scale == "relative" else cfg.mixture_sd_absolute
     harm_p = [_sequential_p(*_effect(w, scale), tau) if _effect(w, scale)[0] < 0 else 1.0 for w in welch]
     harm_adj = holm_adjust(harm_p) if welch else []
     harmed = [w.tenant_id for w, p in zip(welch, harm_adj, strict=True) if p < cfg.alpha]

@@ -58,6 +58,8 @@ def strict_json(numbers: dict[str, object]) -> None:
         ({"min_absolute_effect": -1.0}, "min_absolute_effect"),
         ({"relative_min_control": 0.0}, "relative_min_control"),
         ({"relative_max_g": 0.0}, "relative_max_g"),
+        ({"mixture_sd_absolute": 0.0}, "mixture_sd_absolute"),
+        ({"mixture_sd_absolute": math.inf}, "mixture_sd_absolute"),
         ({"relative_max_g": math.nan}, "relative_max_g"),
         ({"random_effects_min_tenants": 0}, "random_effects_min_tenants"),
         ({"random_effects_min_tenants": True}, "random_effects_min_tenants"),
@@ -244,6 +246,24 @@ def test_a_test_on_the_absolute_scale_stays_there() -> None:
     assert first.numbers["scale"] == "absolute"
     assert kept.numbers["scale"] == "absolute" and kept.sequential.looks == 2
     assert fresh.numbers["scale"] == "relative" and fresh.sequential.looks == 1
+
+
+@pytest.mark.parametrize(("n", "treated", "scale"), [(100, 0.3, "absolute"), (5000, 0.17, "relative")])
+def test_each_scale_mixes_over_its_own_tau(n: int, treated: float, scale: str) -> None:
+    # Prepare: effects the test can see at each size (z ~ 3)
+    tenants = [TenantArms(f"t{i}", arm(n, 0.15, 0.6), arm(n, treated, 0.6)) for i in range(3)]
+    # Execute: the same looks with each tau changed in turn
+    base = decide(tenants, elapsed_days=10.0)
+    other_abs = decide(tenants, elapsed_days=10.0, config=DecisionConfig(mixture_sd_absolute=0.3))
+    other_rel = decide(tenants, elapsed_days=10.0, config=DecisionConfig(mixture_sd=0.3))
+    # Assert: only the tau of the scale in use moves the always-valid p
+    assert base.numbers["scale"] == scale
+    p = base.sequential.p_value
+    assert p < 1.0
+    if scale == "absolute":
+        assert other_abs.sequential.p_value != pytest.approx(p) and other_rel.sequential.p_value == p
+    else:
+        assert other_rel.sequential.p_value != pytest.approx(p) and other_abs.sequential.p_value == p
 
 
 @pytest.mark.parametrize(("k", "used"), [(1, "fixed"), (2, "fixed"), (3, "random"), (5, "random")])

@@ -176,8 +176,8 @@ def _ship_rate(sim: Simulation, runs: int, config: DecisionConfig, rounds: int) 
 # once a day for 4 days (the minimum duration too), control quality ~0.15 with sd ~0.2.
 DEMO_PLAN = {"treatment_share": 0.3, "min_duration_days": 4.0, "max_duration_days": 4.0,
              "min_total_per_arm": 60}  # fmt: skip
-# The rule before Fieller's g and the fixed effect for two tenants
-LEGACY = {"relative_max_g": math.inf, "random_effects_min_tenants": 1}
+# The rule before Fieller's g, the fixed effect for two tenants and a tau per scale
+LEGACY = {"relative_max_g": math.inf, "random_effects_min_tenants": 1, "mixture_sd_absolute": 0.05}
 
 
 def _demo_sim(seed: int, runs: int, lifts: list[float]) -> Simulation:
