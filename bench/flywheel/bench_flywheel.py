@@ -344,7 +344,10 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--eval-style", default="clean", choices=("clean", "users"),
                    help="held-out requests: clean, or as the tenant's users write them "
-                        "(contact details appended to most, as in the demo)")
+                        "(contact details appended to --pii-rate of them, as in the demo)")
+    p.add_argument("--pii-rate", type=float, default=0.3,
+                   help="share of the users' requests (in usage and in --eval-style users) "
+                        "that carry their contact details (the demo's default, 0.3)")
     p.add_argument("--eval-temperature", type=float, default=0.0,
                    help="sampling temperature of the held-out evaluation (0: greedy; the "
                         "demo serves at 0.3)")
@@ -378,7 +381,8 @@ def main() -> int:
                 args.seed, copy_friendly=args.tokenizer == "copy", copy_steps=args.copy_steps,
                 copy_echo=args.copy_echo)
     log(f"base {base} {pretrain_info}")
-    tenants = tuple(replace(t, golden_per_type=t.golden_per_type * args.golden_scale)
+    tenants = tuple(replace(t, golden_per_type=t.golden_per_type * args.golden_scale,
+                            pii_rate=args.pii_rate)
                     for t in default_tenants())
     lora = LoraTrainingConfig(r=args.rank, alpha=2.0 * args.rank, lr=args.lr,
                               lr_schedule=args.schedule, warmup_steps=args.warmup,
