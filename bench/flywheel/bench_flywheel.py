@@ -7,7 +7,14 @@ One run, same tenants, seeds, cold start and compute budget for every regime:
   the aggregator combines the adapters (weights = examples), everyone uses the result;
 - ``local``: each tenant alone, ``--steps`` steps per round from its own previous adapter;
 - ``centralized``: one adapter trained on the pooled selections of all tenants with
-  ``--steps * tenants`` steps per round (the upper bound a federation cannot use).
+  ``--steps * tenants`` steps per round (the upper bound a federation cannot use);
+- ``personal-<mode>``: federated as above, but each tenant serves its own round update (the
+  ``--steps`` it trained from the last global adapter on its own selection) instead of the
+  aggregate, and the next round trains from the aggregate again: personalisation by local
+  adaptation of the global model, at the same compute (Yu et al. 2020, "Salvaging federated
+  learning by local adaptation");
+- ``finetune-<mode>``: federated as above, and each tenant serves the aggregate after
+  ``--personal-steps`` more steps on its own selection (more compute than the others).
 
 A round is the flywheel: usage with the current model (real sampling, simulated users
 with noisy feedback) -> session events -> redaction gate -> implicit scores -> tiers ->
@@ -145,7 +152,11 @@ def train(base: Path, examples: list, lora: LoraTrainingConfig, steps: int, seed
 def run_regime(name: str, args: argparse.Namespace, base: Path, tenants: tuple[SimTenant, ...],
                evaluator: Evaluator, baseline: dict[str, dict[str, float]],
                run_seed: int) -> dict[str, Any]:
-    mode = name.split("-", 1)[1] if name.startswith("federated-") else None
+    kind, _, mode_name = name.partition("-")
+    if kind not in ("federated", "personal", "finetune", "local", "centralized") or \
+            (kind in ("federated", "personal", "finetune")) != bool(mode_name):
+        raise SystemExit(f"unknown regime {name!r}")
+    mode = mode_name or None
     lora = replace(evaluator.lora, frozen_a=mode == "frozen-a")
     pools = {}
     for t in tenants:
@@ -155,7 +166,8 @@ def run_regime(name: str, args: argparse.Namespace, base: Path, tenants: tuple[S
     redactors = {t.tenant_id: Redactor(RedactionConfig(deny_terms=t.deny_terms()),
                                        tenant_secret=f"secret-{t.tenant_id}".encode() * 4)
                  for t in tenants}
-    models: dict[str, Adapter | None] = {t.tenant_id: None for t in tenants}
+    models: dict[str, Adapter | None] = {t.tenant_id: None for t in tenants}  # served
+    start: dict[str, Adapter | None] = dict(models)  # where each tenant's next round starts
     rounds = []
     for rnd in range(1, args.rounds + 1):
         started = time.perf_counter()
@@ -179,25 +191,38 @@ def run_regime(name: str, args: argparse.Namespace, base: Path, tenants: tuple[S
         if name == "centralized":
             pooled = [e for t in tenants for e in selections[t.tenant_id]]
             shared, n_ex, info = train(base, pooled, lora, args.steps * len(tenants), seed,
-                                       models[tenants[0].tenant_id])
+                                       start[tenants[0].tenant_id])
             models = {t.tenant_id: shared for t in tenants}
+            start = dict(models)
             train_info["pooled"] = {"examples": n_ex, **info}
         else:
             updates = []
             for t in tenants:
                 adapter, n_ex, info = train(base, selections[t.tenant_id], lora, args.steps,
-                                            seed, models[t.tenant_id])
+                                            seed, start[t.tenant_id])
                 train_info[t.tenant_id] = {"examples": n_ex, **info}
                 updates.append(ClientUpdate(t.tenant_id, n_ex, adapter))
             if mode is None:
                 models = {u.node_id: dict(u.tensors) for u in updates}
+                start = dict(models)
             else:
-                previous = models[tenants[0].tenant_id]
+                previous = start[tenants[0].tenant_id]
                 agg = make_aggregator(mode).aggregate(updates, scale=lora.scaling,
                                                       previous=previous)
-                models = {t.tenant_id: agg.tensors for t in tenants}
+                start = {t.tenant_id: agg.tensors for t in tenants}
                 train_info["aggregation"] = {
                     k: v for k, v in agg.report.to_dict().items() if not isinstance(v, list)}
+                if kind == "personal":
+                    models = {u.node_id: dict(u.tensors) for u in updates}
+                elif kind == "finetune":
+                    for t in tenants:
+                        adapter, _, info = train(base, selections[t.tenant_id], lora,
+                                                 args.personal_steps, seed + 50,
+                                                 agg.tensors)
+                        models[t.tenant_id] = adapter
+                        train_info[t.tenant_id]["personal"] = info
+                else:
+                    models = dict(start)
         evals = {t.tenant_id: evaluator(t.tenant_id, models[t.tenant_id]) for t in tenants}
         rounds.append({
             "round": rnd, "seconds": time.perf_counter() - started, "usage": usage,
@@ -335,7 +360,12 @@ def main() -> int:
                    help="usage sampling temperature (the demo serves at 0.3; at 0.7 usage "
                         "never produced a correct first attempt)")
     p.add_argument("--regimes", default="federated-fedavg,federated-exact,federated-frozen-a,"
-                   "local,centralized")
+                   "local,centralized",
+                   help="comma-separated: federated-<mode>, personal-<mode>, "
+                        "finetune-<mode> (mode: fedavg, exact, frozen-a), local, centralized")
+    p.add_argument("--personal-steps", type=int, default=50,
+                   help="finetune-<mode>: steps on the tenant's own selection after each "
+                        "aggregation")
     p.add_argument("--seed", type=int, default=0, help="seed of the base model's pre-training")
     p.add_argument("--seeds", default="0",
                    help="comma-separated run seeds: every regime runs once per seed (cold "
