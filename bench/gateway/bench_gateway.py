@@ -363,18 +363,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                 "{port}, {config}, {workdir} filled in)")
     parser.add_argument("--litellm-model", default="bench-model", help="its model name")
     parser.add_argument("--litellm-key", default="sk-hermes-bench", help="its master key")
+    parser.add_argument("--upstream-delay-ms", type=float, default=0.0,
+                        help="the stub waits this long before every answer (a model's time "
+                             "to answer; 0: at once, the default)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     load_before = os.getloadavg()
-    stub = stub_upstream(workdir).start()
+    stub = stub_upstream(workdir, args.upstream_delay_ms).start()
     servers = [stub]
     assert stub.process is not None
     contenders = [Contender("direct", stub.url + "/v1", "bench-model", pid=stub.process.pid)]
     nodes: dict[str, Node] = {}
-    for name, synchronous in (("gateway", "FULL"), ("gateway_sync_normal", "NORMAL")):
-        nodes[name] = Node(workdir / name, stub.url, top={"sqlite_synchronous": synchronous})
+    for name, synchronous, ahead in (("gateway", "FULL", True),
+                                     ("gateway_sync_normal", "NORMAL", True),
+                                     ("gateway_no_redact_ahead", "FULL", False)):
+        nodes[name] = Node(workdir / name, stub.url, top={"sqlite_synchronous": synchronous},
+                           redact_ahead=ahead)
         gateway = nodes[name].gateway().start()
         servers.append(gateway)
         assert gateway.process is not None

@@ -200,7 +200,9 @@ class Node:
         return open_node_store(load_node_config(self.config_path))
 
 
-def stub_upstream(workdir: Path) -> Server:
+def stub_upstream(workdir: Path, delay_ms: float = 0.0) -> Server:
+    """The stub upstream; ``delay_ms``: every answer waits that long first."""
     port = free_port()
+    env = dict(_env(), STUB_DELAY_MS=str(delay_ms)) if delay_ms else None
     return Server([sys.executable, "-m", "tests.integration.gateway.stub_upstream", str(port)],
-                  port, workdir / f"stub-{port}.log")
+                  port, workdir / f"stub-{port}.log", env=env)

@@ -7,12 +7,14 @@ A last user text starting ``MODE:`` misbehaves on purpose: ``MODE:slow`` answers
 ``MODE:500`` fails, ``MODE:garbage`` answers HTML, ``MODE:drop`` ends a stream midway
 without ``[DONE]``, ``MODE:badchunk`` streams a chunk that is not JSON, ``MODE:slowstream``
 streams one chunk a second for 30 s. ``/v1/load_lora_adapter`` refuses a loaded name, as
-vLLM does; a path containing ``unloadable`` fails to load.
+vLLM does; a path containing ``unloadable`` fails to load. ``STUB_DELAY_MS`` in the
+environment: every answer waits that long first (a model's time to answer, for benches).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 import uuid
@@ -52,8 +54,13 @@ def _chunk(cid: str, model: str, delta: dict[str, Any], finish: str | None = Non
         "model": model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}) + b"\n\n"
 
 
+DELAY_S = float(os.environ.get("STUB_DELAY_MS", "0")) / 1000.0
+
+
 async def chat(request: Request) -> Response:
     body = orjson.loads(await request.body())
+    if DELAY_S:
+        await asyncio.sleep(DELAY_S)
     mode = _last_user(body["messages"])
     model = body["model"]
     if mode.startswith("MODE:slow") and not mode.startswith("MODE:slowstream"):
