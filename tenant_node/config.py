@@ -120,10 +120,6 @@ class GatewayConfig:
                                       "log; default 1"})
     max_capture_batch: int = field(
         default=512, metadata={"help": "most calls captured in one group commit; default 512"})
-    redact_ahead: bool = field(
-        default=True, metadata={"help": "detect personal data in a call's new messages while "
-                                       "the upstream answers, so only the answer is detected "
-                                       "after it (the same findings either way); default true"})
     session_cache: int = field(
         default=20000, metadata={"help": "sessions kept in memory for assembly (others are "
                                         "rebuilt from the log); default 20000"})

@@ -335,6 +335,8 @@ def start_litellm(command: str, upstream: str, model: str, key: str, workdir: Pa
     (workdir / "bench_litellm_logger.py").write_text(LITELLM_LOGGER)
     argv = [p.format(upstream=upstream, port=port, config=config, workdir=workdir)
             for p in shlex.split(command)]
+    if os.sep in argv[0] and Path(argv[0]).exists():
+        argv[0] = str(Path(argv[0]).resolve())  # it starts in workdir (the logger's module)
     os.environ.update({"LITELLM_LOCAL_MODEL_COST_MAP": "True",
                        "HERMES_BENCH_LITELLM_CALLS": str(workdir / "litellm_calls.jsonl"),
                        "PYTHONPATH": str(workdir)})
@@ -376,11 +378,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     assert stub.process is not None
     contenders = [Contender("direct", stub.url + "/v1", "bench-model", pid=stub.process.pid)]
     nodes: dict[str, Node] = {}
-    for name, synchronous, ahead in (("gateway", "FULL", True),
-                                     ("gateway_sync_normal", "NORMAL", True),
-                                     ("gateway_no_redact_ahead", "FULL", False)):
-        nodes[name] = Node(workdir / name, stub.url, top={"sqlite_synchronous": synchronous},
-                           redact_ahead=ahead)
+    for name, synchronous in (("gateway", "FULL"), ("gateway_sync_normal", "NORMAL")):
+        nodes[name] = Node(workdir / name, stub.url, top={"sqlite_synchronous": synchronous})
         gateway = nodes[name].gateway().start()
         servers.append(gateway)
         assert gateway.process is not None

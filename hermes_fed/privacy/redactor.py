@@ -20,8 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import threading
-import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, TypeVar, cast
@@ -49,12 +47,7 @@ log = logging.getLogger(__name__)
 REPORT_KEY = "redaction"
 _CLEAN_MEMO_MAX_LEN = 64
 _CLEAN_MEMO_SIZE = 8192
-_AHEAD_MAX = 4096  # texts detected ahead and not yet redacted (a bound on held raw text)
-_AHEAD_TTL_S = 300.0  # a text nobody forgot (a caller that vanished) is dropped after this
 REPORT_VERSION = 1
-
-#: A text detected ahead: (text, with NER, the session's extra recognizers).
-AheadKey = tuple[str, bool, tuple[Fast, ...]]
 
 
 class _EventLike(Protocol):
@@ -120,12 +113,6 @@ class Redactor:
         self._skip = frozenset(self.config.skip_keys)
         self._session_deny: dict[str, tuple[tuple[str, ...], Fast | None]] = {}
         self._clean: dict[tuple[str, bool], None] = {}
-        # detect_ahead: findings of texts a later redaction will meet, with a count of the
-        # callers holding each (raw text stays in memory only until they forget it)
-        self._ahead: dict[AheadKey, tuple[list[Finding], int, float]] = {}
-        self._ahead_lock = threading.Lock()
-        self._ahead_purged = time.monotonic()
-        self.ahead_hits = 0
 
     # --- public API -------------------------------------------------------------------
     @property
@@ -191,78 +178,6 @@ class Redactor:
         return out
 
     __call__ = redact_new_events
-
-    def detect_ahead(self, value: Any) -> list[AheadKey]:
-        """Run the detector now over the strings of ``value`` so that a later redaction of
-        the same strings reuses the findings (the gateway does this for a call's new
-        messages while the model answers, so only the answer is detected on the response
-        path). Findings are what :meth:`redact_new_events` would find for a session without
-        session deny terms; a session with them looks its texts up under its own
-        recognizers, misses and detects again, so a finding is never reused where it could
-        differ. Numbering, context rules and replacement all stay in the gate.
-
-        Returns the keys to hand to :meth:`forget_ahead` once the redaction is done: raw
-        text is held in memory (never on disk) until then, at most ``_AHEAD_MAX`` texts at
-        once (beyond that a text is simply detected again by the gate) and none longer than
-        ``_AHEAD_TTL_S`` once another call comes (a caller that never forgot). Raises
-        ``RedactionError`` as the gate would; nothing is kept then."""
-        texts: list[str] = []
-        self._ahead_texts(value, texts, 0)
-        found = [(text, self.detector.find(text, (), ner=True)) for text in texts]
-        keys: list[AheadKey] = []
-        now = time.monotonic()
-        with self._ahead_lock:
-            if now - self._ahead_purged > _AHEAD_TTL_S / 10:
-                self._ahead_purged = now
-                for old in [k for k, v in self._ahead.items() if now - v[2] > _AHEAD_TTL_S]:
-                    del self._ahead[old]
-            for text, findings in found:
-                key: AheadKey = (text, True, ())
-                held = self._ahead.get(key)
-                if held is not None:
-                    self._ahead[key] = (held[0], held[1] + 1, now)
-                elif len(self._ahead) < _AHEAD_MAX:
-                    self._ahead[key] = (findings, 1, now)
-                else:
-                    continue
-                keys.append(key)
-        return keys
-
-    def forget_ahead(self, keys: Sequence[AheadKey]) -> None:
-        """Drop what :meth:`detect_ahead` returned ``keys`` for (each text once per key)."""
-        with self._ahead_lock:
-            for key in keys:
-                held = self._ahead.get(key)
-                if held is None:
-                    continue
-                if held[1] <= 1:
-                    del self._ahead[key]
-                else:
-                    self._ahead[key] = (held[0], held[1] - 1, held[2])
-
-    def _ahead_texts(self, value: Any, out: list[str], depth: int) -> None:
-        """The texts :meth:`_walk` would detect with NER in ``value`` (keys, which are
-        detected without it and are mostly in the clean memo, are left to the gate)."""
-        if isinstance(value, str):
-            if self.config.json_in_strings and value[:1] in "{[" and value[-1:] in "}]":
-                try:
-                    parsed = orjson.loads(value)
-                except orjson.JSONDecodeError:
-                    parsed = None
-                if isinstance(parsed, dict | list):
-                    self._ahead_texts(parsed, out, depth + 1)
-                    return
-            if len(value) > 1 and (value, True) not in self._clean:
-                out.append(value)
-        elif isinstance(value, Mapping):
-            if depth >= self.config.max_depth:
-                out.append(_dumps(value))
-                return
-            for v in value.values():
-                self._ahead_texts(v, out, depth + 1)
-        elif isinstance(value, list | tuple):
-            for v in value:
-                self._ahead_texts(v, out, depth + 1)
 
     # --- internals --------------------------------------------------------------------
     def _report(self, tally: _Tally, session_deny: bool) -> dict[str, Any]:
@@ -335,11 +250,6 @@ class Redactor:
         enum-like values repeat in every event: ``content``, ``calculator``, ``object``)."""
         if len(text) <= 1:
             return []
-        if self._ahead:
-            held = self._ahead.get((text, ner, extra))
-            if held is not None:
-                self.ahead_hits += 1
-                return held[0]
         memo = not extra and len(text) <= _CLEAN_MEMO_MAX_LEN
         if memo and (text, ner) in self._clean:
             return []

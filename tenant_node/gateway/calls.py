@@ -5,10 +5,7 @@ else the conversation's opening turns) are identified; the plan routes the user 
 (sticky: the keyed hash of user and test id) and ``model`` is rewritten to the arm's
 versioned name; the session's state reserves the branch the call extends (the trajectory id
 every answer carries); the call goes upstream; its answer is captured (only the turns the
-branch lacks) and released once durable. While the upstream answers, the call's new
-messages already pass the redactor's detector on a worker thread (``redact_ahead``), so
-after the answer only the answer is detected before the commit. For ``stream: true`` the
-chunks are relayed as
+branch lacks) and released once durable. For ``stream: true`` the chunks are relayed as
 they come and the stream's end (the chunk with ``finish_reason``, the usage chunk and
 ``[DONE]``) is held back until the capture is durable. Nothing is captured for a call that
 fails or a stream the client leaves; an upstream failure on a known trajectory is recorded
@@ -18,12 +15,10 @@ as its ``ErrorReported``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import time
 from collections.abc import AsyncIterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +28,6 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from hermes_fed.privacy.redactor import AheadKey, Redactor
 from hermes_fed.serving.assembly import Reservation, SessionState, TurnDigester
 from hermes_fed.serving.capture import CallContext, call_events, feedback_event
 from hermes_fed.serving.conversion import from_openai_messages
@@ -97,7 +91,6 @@ class Call:
     tools_key: int
     retry_window_s: float
     started: float
-    ahead: Future[list[AheadKey]] | None = None  # the new messages' detection (redact_ahead)
 
     def upstream_body(self) -> dict[str, Any]:
         body = dict(self.request.body, model=self.decision.upstream_model)
@@ -112,13 +105,8 @@ class ChatCalls:
 
     def __init__(self, config: GatewayConfig, router: PlanRouter, upstream: Upstream,
                  writer: CaptureWriter, sessions: SessionCache, digester: TurnDigester,
-                 metrics: GatewayMetrics, redactor: Redactor | None = None,
-                 ahead_pool: ThreadPoolExecutor | None = None) -> None:
-        """``redactor`` (the store gate's) and ``ahead_pool``: detect each call's new
-        messages while the upstream answers; without them the gate detects everything."""
+                 metrics: GatewayMetrics) -> None:
         self.config = config
-        self.redactor = redactor
-        self.ahead_pool = ahead_pool
         self.router = router
         self.upstream = upstream
         self.writer = writer
@@ -174,53 +162,15 @@ class ChatCalls:
             return self._answered(error_response(exc), started, False)
         last_role = parsed.messages[-1]["role"]
         reservation = state.reserve(call.chains, last_role, time.time(), call.retry_window_s)
-        self._detect_ahead(call, state, reservation)
         if parsed.stream:
             return await self._open_stream(call, state, reservation)
-        try:
-            return self._answered(await self._complete(call, state, reservation), started, False)
-        finally:
-            self._forget_ahead(call)
+        return self._answered(await self._complete(call, state, reservation), started, False)
 
     def _answered(self, response: Response, started: float, stream: bool) -> Response:
         self.metrics.requests.labels("chat", str(response.status_code)).inc()
         if not stream:
             self.metrics.latency.labels("chat", "false").observe(time.perf_counter() - started)
         return response
-
-    # --- detection ahead ----------------------------------------------------------------
-    def _detect_ahead(self, call: Call, state: SessionState, reservation: Reservation) -> None:
-        """Start detecting what this call will record besides its answer: the turns its
-        trajectory lacks, and its tools where they will be recorded."""
-        if self.redactor is None or self.ahead_pool is None:
-            return
-        values: list[Any] = [call.request.messages[reservation.base:]]
-        if call.request.tools and (reservation.new or call.tools_key != state.branch_tools_key(
-                reservation.trajectory_id)):
-            values.append(call.request.tools)
-        call.ahead = self.ahead_pool.submit(self.redactor.detect_ahead, values)
-
-    async def _ahead_done(self, call: Call) -> None:
-        """Before the capture: a detection not yet started is dropped (the gate detects),
-        one under way is waited for (the gate would repeat it)."""
-        ahead = call.ahead
-        if ahead is None or ahead.done() or ahead.cancel():
-            return
-        with contextlib.suppress(Exception):  # the gate detects again and fails alike
-            await asyncio.wrap_future(ahead)
-
-    def _forget_ahead(self, call: Call) -> None:
-        """The call is over: its texts detected ahead are dropped (once detected)."""
-        ahead, call.ahead = call.ahead, None
-        if ahead is None or ahead.cancel() or self.redactor is None:
-            return
-        redactor = self.redactor
-
-        def forget(done: Future[list[AheadKey]]) -> None:
-            if not done.cancelled() and done.exception() is None:
-                redactor.forget_ahead(done.result())
-
-        ahead.add_done_callback(forget)
 
     # --- upstream -----------------------------------------------------------------------
     async def _forward(self, call: Call) -> bytes:
@@ -267,7 +217,6 @@ class ChatCalls:
         """Append the call's events durably and commit the session's state; raises a 503
         ``capture_failed`` (the answer is not released) when the store refuses them."""
         answered = time.perf_counter()
-        await self._ahead_done(call)
         turn = from_openai_messages([{**answer, "role": "assistant"}], "answer")[0]
         chains = [*call.chains, *self.digester.chain([turn], call.chains[-1] if call.chains else 0)]
         events = call_events(call.context, reservation, call.request.messages, turn,
@@ -310,7 +259,6 @@ class ChatCalls:
                 payloads = await stack.enter_async_context(self.upstream.stream(call.upstream_body()))
         except WireError as exc:
             await stack.aclose()
-            self._forget_ahead(call)
             state.release(reservation)
             if _upstream_fault(exc):
                 await self._upstream_failed(call, reservation, exc)
@@ -373,7 +321,6 @@ class ChatCalls:
                 state.release(reservation)  # the client left mid-stream: nothing captured
                 self.metrics.disconnects.inc()
                 status = "499"
-            self._forget_ahead(call)
             with anyio.CancelScope(shield=True):  # a cancelled stream still closes upstream
                 await stack.aclose()
             self.metrics.requests.labels("chat", status).inc()

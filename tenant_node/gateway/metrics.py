@@ -54,7 +54,3 @@ class GatewayMetrics:
                               registry=r)
         self.plan_pending = Gauge("hermes_gateway_plan_pending", "1 while a recorded plan "
                                   "cannot be applied yet (its adapters do not load)", registry=r)
-        self.redact_ahead_hits = Gauge("hermes_gateway_redact_ahead_hits", "Texts the "
-                                       "capture's redaction found already detected while the "
-                                       "upstream answered (redact_ahead), since start",
-                                       registry=r)

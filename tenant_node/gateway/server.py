@@ -45,7 +45,7 @@ class GatewayServer:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Any) -> AsyncIterator[None]:
-        from tenant_node.ingest.runtime import NodeGate, open_node_store
+        from tenant_node.ingest.runtime import open_node_store
 
         config, gw = self.config, self.config.gateway
         # Redactions are counted in the gateway's registry (hermes_node_redactions).
@@ -54,12 +54,6 @@ class GatewayServer:
             raise ConfigError("the gateway needs the node's key ring")
         secret = store.keyring.hmac_secret
         reader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="gateway-reader")
-        gate = store.gate
-        redactor = gate.redactor if gw.redact_ahead and isinstance(gate, NodeGate) else None
-        ahead_pool = None
-        if redactor is not None:
-            ahead_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-ahead")
-            self.metrics.redact_ahead_hits.set_function(lambda: redactor.ahead_hits)
         writer = CaptureWriter(store, self.metrics, gw.max_capture_batch)
         writer.start()
         upstream = Upstream(gw.upstream_url, gw.upstream_timeout_s, gw.resolved_upstream_key())
@@ -74,7 +68,7 @@ class GatewayServer:
             log.warning("event=plan_not_applied_at_start error=%s", exc)
         calls = ChatCalls(gw, router, upstream, writer,
                           SessionCache(store, gw.session_cache, reader), TurnDigester(secret),
-                          self.metrics, redactor, ahead_pool)
+                          self.metrics)
         assert self.gateway is not None
         self.gateway.calls = calls
         watcher = asyncio.create_task(router.watch(gw.plan_poll_s))
@@ -90,8 +84,6 @@ class GatewayServer:
             writer.stop()  # every submitted capture commits first
             await upstream.close()
             reader.shutdown(wait=True)
-            if ahead_pool is not None:
-                ahead_pool.shutdown(wait=True, cancel_futures=True)
             head = store.head()
             store.close()
             log.info("event=gateway_stopped tenant=%s head=%d", config.tenant_id, head)

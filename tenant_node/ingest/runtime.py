@@ -37,39 +37,33 @@ log = logging.getLogger(__name__)
 _ENVELOPE_SLACK = 64 * 1024
 
 
-class NodeGate:
-    """The node's redaction gate plus counting what it redacted. On a durable (staged) index
-    the batch's new placeholder rows travel with it into the append's transaction.
-    ``redactor`` is exposed for detection ahead of a write (the gateway's)."""
-
-    def __init__(self, redactor: Any, staged: Gate | None, metrics: NodeMetrics) -> None:
-        self.redactor = redactor
-        self._staged = staged
-        self._metrics = metrics
-
-    def __call__(self, events: Sequence[NewEvent]) -> Sequence[NewEvent] | GatedBatch:
-        if self._staged is not None:
-            batch = self._staged(events)
-            assert isinstance(batch, GatedBatch)
-            self._metrics.count_redactions(batch.events)
-            return batch
-        redacted = self.redactor.redact_new_events(events)
-        self._metrics.count_redactions(redacted)
-        return list(redacted)
-
-
 def build_gate(
     config: NodeConfig, secret: bytes, metrics: NodeMetrics, placeholder_index: Any = None
-) -> NodeGate:
-    """The node's gate (:class:`NodeGate`) for ``config``'s redaction settings."""
+) -> Gate:
+    """The redaction gate plus counting what it redacted. On a durable (staged) index the
+    batch's new placeholder rows travel with it into the append's transaction."""
     from hermes_fed.privacy import RedactionConfig, Redactor
     from hermes_fed.privacy.placeholder_store import staged_gate
     from hermes_fed.privacy.placeholders import StagedPlaceholderIndex
 
     redactor = Redactor(RedactionConfig.from_mapping(config.redaction), secret, placeholder_index)
-    staged = staged_gate(redactor, placeholder_index) \
-        if isinstance(placeholder_index, StagedPlaceholderIndex) else None
-    return NodeGate(redactor, staged, metrics)
+    if isinstance(placeholder_index, StagedPlaceholderIndex):
+        staged = staged_gate(redactor, placeholder_index)
+
+        def gate(events: Sequence[NewEvent]) -> Sequence[NewEvent] | GatedBatch:
+            batch = staged(events)
+            assert isinstance(batch, GatedBatch)
+            metrics.count_redactions(batch.events)
+            return batch
+
+        return gate
+
+    def plain(events: Sequence[NewEvent]) -> Sequence[NewEvent] | GatedBatch:
+        redacted = redactor.redact_new_events(events)
+        metrics.count_redactions(redacted)
+        return redacted
+
+    return plain
 
 
 def open_node_store(config: NodeConfig, metrics: NodeMetrics | None = None) -> SqlEventStore:

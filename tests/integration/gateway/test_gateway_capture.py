@@ -252,11 +252,7 @@ def test_a_wrong_token_is_refused(gateway: Server) -> None:
 
 def test_metrics_count_requests_arms_and_captures(gateway: Server, client: openai.OpenAI) -> None:
     client.chat.completions.create(model="hermes-fed", messages=[{"role": "user", "content": "m"}])
-    client.chat.completions.create(model="hermes-fed", messages=[
-        {"role": "user", "content": f"metrics: mail {EMAIL} the invoice"}])
     text = httpx.get(gateway.url + "/metrics").text
-    # the new message was detected while the upstream answered, and the gate reused it
-    assert re.search(r"hermes_gateway_redact_ahead_hits [1-9]", text)
     assert re.search(r'hermes_gateway_requests_total\{endpoint="chat",status="200"\} [1-9]', text)
     assert re.search(r'hermes_gateway_arm_requests_total\{arm="base",test_id="none",'
                      r'version="base"\} [1-9]', text)
