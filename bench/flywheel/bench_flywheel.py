@@ -292,24 +292,35 @@ def summarise(runs: dict[int, dict[str, Any]], tenants: tuple[SimTenant, ...],
 
 
 def merge_reports(paths: list[Path], out: str) -> int:
-    """One summary over the seeds of several reports of the same configuration (seeds run
-    in separate processes): prints (and writes ``out``) the summary with each report's
-    configuration."""
+    """One summary over the seeds and regimes of several reports of the same configuration
+    (seeds or regimes run in separate processes): prints (and writes ``out``) the summary.
+    Every seed must have every regime; a (seed, regime) in two reports is refused."""
     reports = [json.loads(p.read_text()) for p in paths]
-    ignored = {"seeds", "out", "work_dir", "merge"}
+    ignored = {"seeds", "regimes", "out", "work_dir", "merge"}
     configs = [{k: v for k, v in r["config"].items() if k not in ignored} for r in reports]
     if any(c != configs[0] for c in configs[1:]):
         raise SystemExit("--merge: the reports' configurations differ")
     runs: dict[int, dict[str, Any]] = {}
     for r in reports:
         for seed, regimes in r["runs"].items():
-            if int(seed) in runs:
-                raise SystemExit(f"--merge: seed {seed} is in more than one report")
-            runs[int(seed)] = {k: {"rounds": v} for k, v in regimes.items()}
+            have = runs.setdefault(int(seed), {})
+            for regime, rounds in regimes.items():
+                if regime in have:
+                    raise SystemExit(f"--merge: seed {seed}, {regime} is in more than one "
+                                     "report")
+                have[regime] = {"rounds": rounds}
+    names = {frozenset(v) for v in runs.values()}
+    if len(names) != 1:
+        raise SystemExit("--merge: the seeds do not all have the same regimes: "
+                         + "; ".join(f"seed {s}: {','.join(sorted(v))}"
+                                     for s, v in sorted(runs.items())))
     tenants = tuple(SimTenant(t["tenant_id"], t["task_mix"],
                               sessions_per_round=t["sessions_per_round"])
                     for t in reports[0]["tenants"])
-    merged = {"merged_from": [str(p) for p in paths], "config": configs[0],
+    regimes = sorted(next(iter(names)))
+    merged = {"merged_from": [str(p) for p in paths],
+              "config": {**configs[0], "regimes": ",".join(regimes),
+                         "seeds": ",".join(str(s) for s in sorted(runs))},
               "baseline": reports[0]["baseline"],
               "summary": summarise(runs, tenants, reports[0]["baseline"]),
               "seconds": sum(r["seconds"] for r in reports)}
