@@ -12,9 +12,7 @@ One run, same tenants, seeds, cold start and compute budget for every regime:
   ``--steps`` it trained from the last global adapter on its own selection) instead of the
   aggregate, and the next round trains from the aggregate again: personalisation by local
   adaptation of the global model, at the same compute (Yu et al. 2020, "Salvaging federated
-  learning by local adaptation");
-- ``finetune-<mode>``: federated as above, and each tenant serves the aggregate after
-  ``--personal-steps`` more steps on its own selection (more compute than the others).
+  learning by local adaptation").
 
 A round is the flywheel: usage with the current model (real sampling, simulated users
 with noisy feedback) -> session events -> redaction gate -> implicit scores -> tiers ->
@@ -153,8 +151,8 @@ def run_regime(name: str, args: argparse.Namespace, base: Path, tenants: tuple[S
                evaluator: Evaluator, baseline: dict[str, dict[str, float]],
                run_seed: int) -> dict[str, Any]:
     kind, _, mode_name = name.partition("-")
-    if kind not in ("federated", "personal", "finetune", "local", "centralized") or \
-            (kind in ("federated", "personal", "finetune")) != bool(mode_name):
+    if kind not in ("federated", "personal", "local", "centralized") or \
+            (kind in ("federated", "personal")) != bool(mode_name):
         raise SystemExit(f"unknown regime {name!r}")
     mode = mode_name or None
     lora = replace(evaluator.lora, frozen_a=mode == "frozen-a")
@@ -212,17 +210,8 @@ def run_regime(name: str, args: argparse.Namespace, base: Path, tenants: tuple[S
                 start = {t.tenant_id: agg.tensors for t in tenants}
                 train_info["aggregation"] = {
                     k: v for k, v in agg.report.to_dict().items() if not isinstance(v, list)}
-                if kind == "personal":
-                    models = {u.node_id: dict(u.tensors) for u in updates}
-                elif kind == "finetune":
-                    for t in tenants:
-                        adapter, _, info = train(base, selections[t.tenant_id], lora,
-                                                 args.personal_steps, seed + 50,
-                                                 agg.tensors)
-                        models[t.tenant_id] = adapter
-                        train_info[t.tenant_id]["personal"] = info
-                else:
-                    models = dict(start)
+                models = {u.node_id: dict(u.tensors) for u in updates} \
+                    if kind == "personal" else dict(start)
         evals = {t.tenant_id: evaluator(t.tenant_id, models[t.tenant_id]) for t in tenants}
         rounds.append({
             "round": rnd, "seconds": time.perf_counter() - started, "usage": usage,
@@ -372,11 +361,8 @@ def main() -> int:
                         "never produced a correct first attempt)")
     p.add_argument("--regimes", default="federated-fedavg,federated-exact,federated-frozen-a,"
                    "local,centralized",
-                   help="comma-separated: federated-<mode>, personal-<mode>, "
-                        "finetune-<mode> (mode: fedavg, exact, frozen-a), local, centralized")
-    p.add_argument("--personal-steps", type=int, default=50,
-                   help="finetune-<mode>: steps on the tenant's own selection after each "
-                        "aggregation")
+                   help="comma-separated: federated-<mode>, personal-<mode> (mode: fedavg, "
+                        "exact, frozen-a), local, centralized")
     p.add_argument("--seed", type=int, default=0, help="seed of the base model's pre-training")
     p.add_argument("--seeds", default="0",
                    help="comma-separated run seeds: every regime runs once per seed (cold "
