@@ -21,6 +21,7 @@ and a postcode with its city (``10115 Berlin``, ``SW1A 1AA``, ``Springfield, IL 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from hermes_fed.privacy.name_recognizer import LOW, UP, words
@@ -109,6 +110,38 @@ TYPE_FIRST_LAST_NUMBER = re.compile(
     rf"(?<![\w\-]){_TYPE_FIRST}[ ]+(?:{_SEP}[ ]?)*{_NAME},?[ ]+(?:n\.?[º°o]?[ ]?|nº[ ]?)?"
     rf"{_NUM}(?![\w\-]|\.\d)"
 )
+#: Where a TYPE_FIRST_LAST_NUMBER match may start: its lookbehind, then up to the next space
+#: no more characters than the longest street type (the type is followed by a space).
+_TYPE_WORDS = frozenset(w.lower() for w in TYPE_FIRST)
+_TYPE_CANDIDATE = re.compile(
+    rf"(?<![\w\-])(?=([^ ]{{1,{max(map(len, TYPE_FIRST))}}})[ ])")
+
+
+def type_first_matches(text: str) -> Iterator[re.Match[str]]:
+    """Exactly ``TYPE_FIRST_LAST_NUMBER.finditer(text)``, a few times faster.
+
+    The pattern opens with a case-insensitive alternation of ~250 street types, which
+    ``re`` tries one by one at every word start. A match's type runs from its start to the
+    next space (``{type}[ ]+``), so only starts whose word up to that space is a type (in
+    lower case; any word with a non-ASCII character is tried, since case-insensitive
+    matching of those is ``re``'s to decide) can start a match; the pattern is tried at
+    those, left to right, from the end of the last match, as ``finditer`` does (its
+    lookbehind sees the text before the start).
+    """
+    end = 0
+    for candidate in _TYPE_CANDIDATE.finditer(text):
+        start = candidate.start()
+        if start < end:
+            continue
+        word = candidate.group(1)
+        if word.isascii() and word.lower() not in _TYPE_WORDS:
+            continue
+        m = TYPE_FIRST_LAST_NUMBER.match(text, start)
+        if m is not None:
+            yield m
+            end = m.end()
+
+
 COMPOUND_NAME = re.compile(
     rf"(?<![\w\-]){UP}[\w\-]*?{_COMPOUND}\.?[ ]+{_NUM}(?![\w\-]|\.\d)"
     rf"|(?<![\w\-]){UP}[\w\-]+[ ](?:{_SEP}[ ])?(?={UP}){_COMPOUND}\.?[ ]+{_NUM}"
@@ -163,9 +196,10 @@ class StreetAddressRecognizer(RuleRecognizer):
         if self.gate is not None and not self.gate.open(text, folded or ""):
             return []
         spans: list[tuple[int, int]] = []
-        for pattern in (NUMBER_FIRST, TYPE_FIRST_LAST_NUMBER, COMPOUND_NAME, FLAT_FIRST,
-                        NAME_NUMBER_POSTCODE):
-            for m in pattern.finditer(text):
+        for matches in (NUMBER_FIRST.finditer(text), type_first_matches(text),
+                        COMPOUND_NAME.finditer(text), FLAT_FIRST.finditer(text),
+                        NAME_NUMBER_POSTCODE.finditer(text)):
+            for m in matches:
                 start = m.start()
                 end = m.end()
                 if text[end - 1] == "." and len(text[:end - 1].rsplit(" ", 1)[-1]) > 4:

@@ -161,7 +161,11 @@ class Detector:
         if not kept:
             return []
         protected = [m.span() for m in PLACEHOLDER_RE.finditer(text)] if "<" in text else []
-        not_pii = not_pii_spans(text) if self.config.suppress_agent_false_positives else []
+        # The hard negatives veto only suppressible types: not scanned for when every match
+        # is of a type they never veto (an e-mail address alone, the common case).
+        suppressible = any(r.entity_type not in NEVER_SUPPRESSED for r in kept)
+        not_pii = not_pii_spans(text) \
+            if suppressible and self.config.suppress_agent_false_positives else []
         accepted = []
         for r in kept:
             if any(s < r.end and r.start < e for s, e in protected):

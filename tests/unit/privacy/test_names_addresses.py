@@ -181,3 +181,40 @@ def test_lexicon_folds_and_weighs() -> None:
     assert lex.first("Chioma") >= 8 and lex.english("Chioma") == 0
     assert lex.english("Please") > lex.first("Please")
     assert lex.surname("Okonkwo")
+
+
+def test_type_first_scan_matches_the_pattern_exactly() -> None:
+    """The candidate scan in front of TYPE_FIRST_LAST_NUMBER finds what the pattern's own
+    ``finditer`` finds, on text built to stress it: street types in every case, non-ASCII
+    letters that fold case unusually (``ſ``, the Kelvin sign, ``İ``), punctuation right
+    before a type, tabs instead of spaces, matches back to back."""
+    import random
+
+    from hermes_fed.privacy import address_recognizer as a
+
+    rng = random.Random(11)
+    types = sorted(a.TYPE_FIRST)
+    pieces = ["Mayor", "Roma", "de", "la", "del", "São", "Marszałkowska", "of", "5", "10/4",
+              "12b", "S/N", "s/n", "nº", "3º", "10115", "ſ", "\u212a", "İ", "ı", "ß", "(",
+              ",", ".", "/", "-", "#", "\t", "’"]
+    matched = 0
+    for _ in range(6000):
+        text = ""
+        for _ in range(rng.randint(1, 12)):
+            if rng.random() < 0.4:
+                word = rng.choice(types)
+                word = rng.choice([word, word.upper(), word.capitalize(),
+                                   word.replace("s", "ſ").replace("k", "\u212a")])
+            else:
+                word = rng.choice(pieces)
+            text += word + rng.choice([" ", " ", "", ", ", "  ", "-"])
+        expected = [m.span() for m in a.TYPE_FIRST_LAST_NUMBER.finditer(text)]
+        assert [m.span() for m in a.type_first_matches(text)] == expected, text
+        matched += len(expected)
+    assert matched > 100  # the text did exercise the pattern
+    # ``re`` folds the long s to "s": a word with a non-ASCII letter is left to it
+    for text, street in (("Paſeo Mayor 5", "Paſeo Mayor 5"), ("PASEO Mayor 5", "PASEO Mayor 5"),
+                         ("(calle Roma, 10)", "calle Roma, 10"), ("x-calle Roma 5", None),
+                         ("calle\tRoma 5", None)):
+        found = [m.group() for m in a.type_first_matches(text)]
+        assert found == ([street] if street else []), text
