@@ -18,8 +18,10 @@ R6. A ``user_ref`` (data or subject) that is an e-mail or a phone number is stor
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
+import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, TypeVar, cast
@@ -45,8 +47,8 @@ from hermes_fed.privacy.pseudonyms import pseudonymous_ref
 log = logging.getLogger(__name__)
 
 REPORT_KEY = "redaction"
-_CLEAN_MEMO_MAX_LEN = 64
-_CLEAN_MEMO_SIZE = 8192
+_MEMO_KEY_TEXT_MAX_LEN = 64  # longer texts are memoised by a keyed digest, not kept
+_MEMO_SIZE = 8192
 REPORT_VERSION = 1
 
 
@@ -112,7 +114,8 @@ class Redactor:
         self._secret = bytes(tenant_secret)
         self._skip = frozenset(self.config.skip_keys)
         self._session_deny: dict[str, tuple[tuple[str, ...], Fast | None]] = {}
-        self._clean: dict[tuple[str, bool], None] = {}
+        self._memo: dict[tuple[str | bytes, bool], tuple[Finding, ...]] = {}
+        self._memo_key = os.urandom(16)  # digests of this process only
 
     # --- public API -------------------------------------------------------------------
     @property
@@ -246,19 +249,29 @@ class Redactor:
         return self._replace(key, self._detect(key, extra, ner=False), session_key, tally)
 
     def _detect(self, text: str, extra: tuple[Fast, ...], *, ner: bool = True) -> list[Finding]:
-        """Detector findings, with a bounded memo of short texts that hold nothing (keys and
-        enum-like values repeat in every event: ``content``, ``calculator``, ``object``)."""
+        """Detector findings, memoised (bounded) for texts seen before without a session
+        deny list: findings are a function of the text and the configuration alone, and
+        texts repeat -- keys and enum-like values in every event (``content``,
+        ``calculator``), a call's first user turn as its trajectory's ``task``, its answer
+        as ``final_response``, an agent's system prompt and tool definitions in every
+        session. A text longer than a short key is remembered by its keyed BLAKE2b digest
+        (a per-process key), so the memo holds no raw text."""
         if len(text) <= 1:
             return []
-        memo = not extra and len(text) <= _CLEAN_MEMO_MAX_LEN
-        if memo and (text, ner) in self._clean:
-            return []
-        findings = self.detector.find(text, extra, ner=ner)
-        if memo and not findings:
-            if len(self._clean) >= _CLEAN_MEMO_SIZE:
-                self._clean.clear()  # cheap reset; refills with the hot keys at once
-            self._clean[(text, ner)] = None
-        return findings
+        if extra:
+            return self.detector.find(text, extra, ner=ner)
+        short = len(text) <= _MEMO_KEY_TEXT_MAX_LEN
+        key: tuple[str | bytes, bool] = (
+            text if short else hashlib.blake2b(text.encode("utf-8", "surrogatepass"),
+                                               digest_size=16, key=self._memo_key).digest(),
+            ner)
+        found = self._memo.get(key)
+        if found is None:
+            found = tuple(self.detector.find(text, extra, ner=ner))
+            if len(self._memo) >= _MEMO_SIZE:
+                self._memo.clear()  # cheap reset; refills with the hot texts at once
+            self._memo[key] = found
+        return list(found)
 
     def _text(self, text: str, key: str | None, session_key: str,
               extra: tuple[Fast, ...], tally: _Tally, depth: int) -> str:

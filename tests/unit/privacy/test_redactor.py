@@ -173,3 +173,42 @@ def test_tenant_secret_must_be_key_material() -> None:
 
     with pytest.raises(ConfigError, match="at least 16 bytes"):
         Redactor(RedactionConfig(), tenant_secret=b"short")
+
+
+def test_memoised_findings_never_hide_a_session_deny_list_and_keep_no_raw_text() -> None:
+    """Texts are detected once (a call's first user turn is also its ``task``, its answer
+    its ``final_response``), but a session deny list still applies to a text first seen
+    clean, a memoised text redacts exactly as before, and long texts are remembered by
+    digest only."""
+    index = InMemoryPlaceholderIndex()
+    r = Redactor(RedactionConfig(), tenant_secret=SECRET, placeholder_index=index)
+    long_text = ("Please ship order 4711 to the Wonka Industries warehouse, attention "
+                 "jane.roe@example.com, before Friday.")
+    first = r.redact_text(long_text, session_key="session-a")
+    again = r.redact_text(long_text, session_key="session-a")
+    elsewhere = r.redact_text(long_text, session_key="session-b")
+    r.redact_event("SessionStarted", {"user_ref": "u-1"}, {"deny_terms": ["Wonka Industries"]},
+                   session_key="session-c")
+    denied = r.redact_text(long_text, session_key="session-c")
+    assert first == again == ("Please ship order 4711 to the Wonka Industries warehouse, "
+                              "attention <EMAIL_ADDRESS_1>, before Friday.")
+    assert elsewhere == first  # numbering is per session: both sessions' first e-mail
+    assert denied == ("Please ship order 4711 to the <DENY_LIST_1> warehouse, attention "
+                      "<EMAIL_ADDRESS_1>, before Friday.")
+    memo_keys = [key for key, _ in r._memo]
+    assert memo_keys and all(isinstance(k, bytes) or len(k) <= 64 for k in memo_keys)
+    assert not any(isinstance(k, str) and "jane.roe" in k for k in memo_keys)
+
+
+def test_a_trajectorys_task_and_final_response_redact_like_its_messages(
+        redactor: Redactor) -> None:
+    user = "My e-mail is sam.hill@example.org and my card 4111 1111 1111 1111 was refused."
+    data, _ = redactor.redact_event(
+        "TrajectoryRecorded",
+        {"task": user, "messages": [{"role": "user", "content": user},
+                                    {"role": "assistant", "content": "Noted, sam.hill@example.org."}],
+         "final_response": "Noted, sam.hill@example.org."},
+        {}, session_key="session-memo")
+    assert data["task"] == data["messages"][0]["content"]
+    assert data["final_response"] == data["messages"][1]["content"]
+    assert "sam.hill" not in json.dumps(data) and "<EMAIL_ADDRESS_1>" in data["task"]
