@@ -123,6 +123,10 @@ class GatewayConfig:
     session_cache: int = field(
         default=20000, metadata={"help": "sessions kept in memory for assembly (others are "
                                         "rebuilt from the log); default 20000"})
+    redact_ahead: bool = field(
+        default=True, metadata={"help": "detect personal data in a call's new messages while "
+                                       "the upstream answers (nothing is written before the "
+                                       "answer's capture); default true"})
     default_task_type: str = field(
         default="chat", metadata={"help": "task_type of captured trajectories when the call "
                                          "has no X-Hermes-Task-Type; default 'chat'"})

@@ -182,6 +182,36 @@ class Redactor:
 
     __call__ = redact_new_events
 
+    def prewarm(self, value: Any, key: str | None = None, depth: int = 0) -> None:
+        """Detect the texts of ``value`` ahead of its redaction, as :meth:`_walk` will meet
+        them without a session deny list, so that redaction then finds their findings in
+        the memo. Mints nothing, writes nothing: the gateway calls it on a call's new
+        messages while the model is answering, taking their detection off the answer's
+        path. ``key`` and ``depth``: where ``value`` will sit in the event (a text's key
+        decides whether it is skipped, JSON in a string is walked)."""
+        if isinstance(value, str):
+            if key is not None and key in self._skip:
+                return
+            if self.config.json_in_strings and value[:1] in "{[" and value[-1:] in "}]":
+                try:
+                    parsed = orjson.loads(value)
+                except orjson.JSONDecodeError:
+                    parsed = None
+                if isinstance(parsed, dict | list):
+                    self.prewarm(parsed, key, depth + 1)
+                    return
+            self._detect(value, ())
+        elif isinstance(value, Mapping):
+            if depth >= self.config.max_depth:
+                self._detect(_dumps(value), ())
+                return
+            for k, v in value.items():
+                self._detect(str(k), (), ner=False)
+                self.prewarm(v, str(k), depth + 1)
+        elif isinstance(value, list | tuple):
+            for v in value:
+                self.prewarm(v, key, depth + 1)
+
     # --- internals --------------------------------------------------------------------
     def _report(self, tally: _Tally, session_deny: bool) -> dict[str, Any]:
         ran = list(self.detector.recognizer_names)

@@ -43,7 +43,7 @@ from hermes_fed.serving.wire import (
 )
 from tenant_node.config import GatewayConfig
 
-from .capture import CaptureWriter, SessionCache
+from .capture import CaptureWriter, RedactAhead, SessionCache
 from .metrics import GatewayMetrics
 from .routing import Decision, PlanRouter
 from .upstream import Upstream, UpstreamError
@@ -105,7 +105,7 @@ class ChatCalls:
 
     def __init__(self, config: GatewayConfig, router: PlanRouter, upstream: Upstream,
                  writer: CaptureWriter, sessions: SessionCache, digester: TurnDigester,
-                 metrics: GatewayMetrics) -> None:
+                 metrics: GatewayMetrics, ahead: RedactAhead | None = None) -> None:
         self.config = config
         self.router = router
         self.upstream = upstream
@@ -113,6 +113,7 @@ class ChatCalls:
         self.sessions = sessions
         self.digester = digester
         self.metrics = metrics
+        self.ahead = ahead
 
     # --- identify and route -------------------------------------------------------------
     def prepare(self, request: Request, parsed: ChatRequest) -> Call:
@@ -162,6 +163,9 @@ class ChatCalls:
             return self._answered(error_response(exc), started, False)
         last_role = parsed.messages[-1]["role"]
         reservation = state.reserve(call.chains, last_role, time.time(), call.retry_window_s)
+        if self.ahead is not None:
+            self.ahead.submit(parsed.messages[reservation.base:],
+                              parsed.tools if reservation.new else None)
         if parsed.stream:
             return await self._open_stream(call, state, reservation)
         return self._answered(await self._complete(call, state, reservation), started, False)

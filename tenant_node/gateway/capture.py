@@ -20,6 +20,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 from hermes_fed.events import NewEvent
 from hermes_fed.serving.assembly import SessionState
@@ -63,6 +64,46 @@ class CaptureWriter:
     def stop(self) -> None:
         """Finish every capture already submitted, then stop."""
         self._committer.stop()
+
+
+class RedactAhead:
+    """Detection of a call's new messages while the upstream answers.
+
+    The capture redacts a call's new messages and its answer on the writer thread, after
+    the answer came and before it is released (invariant 6 and 7: nothing raw is written,
+    nothing unwritten is acknowledged). The request's part need not wait for the answer:
+    as the call goes upstream, one worker thread runs the gate's detection over its new
+    messages (and a new trajectory's tools), whose findings the redactor memoises; the
+    capture then finds them there. Nothing is minted or written ahead, and a session deny
+    list is applied at capture as always (the memo serves texts without one). At most
+    ``max_pending`` calls wait for the worker: past that a busy gateway skips it (the
+    capture detects them itself)."""
+
+    def __init__(self, gate: Any, pool: ThreadPoolExecutor, max_pending: int = 16) -> None:
+        self._prewarm = gate.prewarm
+        self._pool = pool
+        self._max_pending = max_pending
+        self._submitted = 0  # written by the event loop's thread only
+        self._done = 0  # written by the worker only
+
+    def submit(self, messages: Sequence[Any], tools: Sequence[Any] | None) -> None:
+        if self._submitted - self._done >= self._max_pending:
+            return
+        try:
+            self._pool.submit(self._run, list(messages), list(tools) if tools else None)
+        except RuntimeError:  # shutting down
+            return
+        self._submitted += 1
+
+    def _run(self, messages: list[Any], tools: list[Any] | None) -> None:
+        try:
+            self._prewarm(messages, "messages", 1)
+            if tools:
+                self._prewarm(tools, "tools", 1)
+        except Exception as exc:  # the capture detects them itself, and raises if it must
+            log.debug("event=redact_ahead_failed error=%s", type(exc).__name__)
+        finally:
+            self._done += 1
 
 
 class SessionCache:

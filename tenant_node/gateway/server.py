@@ -25,7 +25,7 @@ from tenant_node.ingest.metrics import NodeMetrics
 
 from .app import GatewayApp
 from .calls import ChatCalls
-from .capture import CaptureWriter, SessionCache
+from .capture import CaptureWriter, RedactAhead, SessionCache
 from .metrics import GatewayMetrics
 from .routing import PlanRouter
 from .upstream import Upstream
@@ -45,7 +45,7 @@ class GatewayServer:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Any) -> AsyncIterator[None]:
-        from tenant_node.ingest.runtime import open_node_store
+        from tenant_node.ingest.runtime import NodeGate, open_node_store
 
         config, gw = self.config, self.config.gateway
         # Redactions are counted in the gateway's registry (hermes_node_redactions).
@@ -66,9 +66,12 @@ class GatewayServer:
             await router.refresh()
         except Exception as exc:  # the upstream may start after the gateway
             log.warning("event=plan_not_applied_at_start error=%s", exc)
+        ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gateway-redact-ahead") \
+            if gw.redact_ahead and isinstance(store.gate, NodeGate) else None
         calls = ChatCalls(gw, router, upstream, writer,
                           SessionCache(store, gw.session_cache, reader), TurnDigester(secret),
-                          self.metrics)
+                          self.metrics,
+                          RedactAhead(store.gate, ahead) if ahead is not None else None)
         assert self.gateway is not None
         self.gateway.calls = calls
         watcher = asyncio.create_task(router.watch(gw.plan_poll_s))
@@ -84,6 +87,8 @@ class GatewayServer:
             writer.stop()  # every submitted capture commits first
             await upstream.close()
             reader.shutdown(wait=True)
+            if ahead is not None:
+                ahead.shutdown(wait=True, cancel_futures=True)
             head = store.head()
             store.close()
             log.info("event=gateway_stopped tenant=%s head=%d", config.tenant_id, head)

@@ -25,7 +25,7 @@ from sqlalchemy import exc as sa_exc
 from hermes_fed.errors import ConfigError, OperationalError
 from hermes_fed.events import NewEvent
 from hermes_fed.store import Keyring, SqlEventStore, open_store
-from hermes_fed.store.port import Gate, GatedBatch
+from hermes_fed.store.port import GatedBatch
 from tenant_node.config import NodeConfig
 from tenant_node.ingest.auth import BearerTokenInterceptor
 from tenant_node.ingest.metrics import NodeMetrics
@@ -37,33 +37,43 @@ log = logging.getLogger(__name__)
 _ENVELOPE_SLACK = 64 * 1024
 
 
+class NodeGate:
+    """The node's redaction gate (a store :data:`Gate`), counting what it redacted. On a
+    durable (staged) index the batch's new placeholder rows travel with it into the append's
+    transaction. :meth:`prewarm` detects texts ahead of the append that will carry them."""
+
+    def __init__(self, redactor: Any, placeholder_index: Any, metrics: NodeMetrics) -> None:
+        from hermes_fed.privacy.placeholder_store import staged_gate
+        from hermes_fed.privacy.placeholders import StagedPlaceholderIndex
+
+        self.redactor = redactor
+        self._metrics = metrics
+        self._staged = staged_gate(redactor, placeholder_index) \
+            if isinstance(placeholder_index, StagedPlaceholderIndex) else None
+
+    def __call__(self, events: Sequence[NewEvent]) -> Sequence[NewEvent] | GatedBatch:
+        if self._staged is not None:
+            batch = self._staged(events)
+            assert isinstance(batch, GatedBatch)
+            self._metrics.count_redactions(batch.events)
+            return batch
+        redacted = self.redactor.redact_new_events(events)
+        self._metrics.count_redactions(redacted)
+        return list(redacted)
+
+    def prewarm(self, value: Any, key: str | None = None, depth: int = 0) -> None:
+        """See :meth:`hermes_fed.privacy.Redactor.prewarm`."""
+        self.redactor.prewarm(value, key, depth)
+
+
 def build_gate(
     config: NodeConfig, secret: bytes, metrics: NodeMetrics, placeholder_index: Any = None
-) -> Gate:
-    """The redaction gate plus counting what it redacted. On a durable (staged) index the
-    batch's new placeholder rows travel with it into the append's transaction."""
+) -> NodeGate:
+    """The node's redaction gate on ``placeholder_index`` (see :class:`NodeGate`)."""
     from hermes_fed.privacy import RedactionConfig, Redactor
-    from hermes_fed.privacy.placeholder_store import staged_gate
-    from hermes_fed.privacy.placeholders import StagedPlaceholderIndex
 
     redactor = Redactor(RedactionConfig.from_mapping(config.redaction), secret, placeholder_index)
-    if isinstance(placeholder_index, StagedPlaceholderIndex):
-        staged = staged_gate(redactor, placeholder_index)
-
-        def gate(events: Sequence[NewEvent]) -> Sequence[NewEvent] | GatedBatch:
-            batch = staged(events)
-            assert isinstance(batch, GatedBatch)
-            metrics.count_redactions(batch.events)
-            return batch
-
-        return gate
-
-    def plain(events: Sequence[NewEvent]) -> Sequence[NewEvent] | GatedBatch:
-        redacted = redactor.redact_new_events(events)
-        metrics.count_redactions(redacted)
-        return redacted
-
-    return plain
+    return NodeGate(redactor, placeholder_index, metrics)
 
 
 def open_node_store(config: NodeConfig, metrics: NodeMetrics | None = None) -> SqlEventStore:

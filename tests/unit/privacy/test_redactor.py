@@ -212,3 +212,29 @@ def test_a_trajectorys_task_and_final_response_redact_like_its_messages(
     assert data["task"] == data["messages"][0]["content"]
     assert data["final_response"] == data["messages"][1]["content"]
     assert "sam.hill" not in json.dumps(data) and "<EMAIL_ADDRESS_1>" in data["task"]
+
+
+def test_prewarm_detects_ahead_mints_nothing_and_redaction_then_reuses_it() -> None:
+    index = InMemoryPlaceholderIndex()
+    r = Redactor(RedactionConfig(), tenant_secret=SECRET, placeholder_index=index)
+    calls: list[str] = []
+    find = r.detector.find
+
+    def counting(text: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(text)
+        return find(text, *args, **kwargs)
+
+    r.detector.find = counting  # type: ignore[method-assign]
+    user = "Send the invoice to lee.chan@example.net, order 4711, Calle Mayor 5, 28013 Madrid."
+    tool_result = '{"customer": "lee.chan@example.net", "status": "shipped"}'
+    messages = [{"role": "user", "content": user},
+                {"role": "tool", "tool_call_id": "call_1", "content": tool_result}]
+    r.prewarm(messages, "messages", 1)
+    ahead = len(calls)
+    assert user in calls and "lee.chan@example.net" in calls  # JSON in a string is walked
+    assert index.deny_terms("session-p") == () and not index._numbers  # nothing minted
+    data, _ = r.redact_event("TrajectoryRecorded", {"messages": messages, "task": user}, {},
+                             session_key="session-p")
+    assert calls[ahead:] == ["messages", "task"]  # only the event's own keys were new
+    assert "lee.chan" not in json.dumps(data)
+    assert data["messages"][0]["content"].startswith("Send the invoice to <EMAIL_ADDRESS_1>")
