@@ -15,6 +15,7 @@ credentials > structured PII > NER > deny list), so a JWT inside a bearer header
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -67,7 +68,10 @@ class Finding:
 
 
 class Detector:
-    """Builds the recognizer set once (well under a second) and finds entities in texts."""
+    """Builds the recognizer set once (well under a second) and finds entities in texts.
+
+    Safe to call from several threads: the pattern recognizers keep no state between
+    texts, and calls into a NER model are serialised."""
 
     def __init__(self, config: RedactionConfig) -> None:
         nlp_engine, self.ner_source = build_nlp_engine(
@@ -98,6 +102,7 @@ class Detector:
             for r in self.fast:
                 r.gate = None
         self.ner: list[Any] = self._ner_recognizers(wanted)
+        self._ner_lock = threading.Lock()
         registry = RecognizerRegistry(recognizers=[*self.fast, *self.ner],
                                       supported_languages=["en"])
         self.engine = AnalyzerEngine(registry=registry, nlp_engine=nlp_engine,
@@ -143,10 +148,11 @@ class Detector:
             for recognizer in (*self.fast, *extra):
                 raw.extend(recognizer.find(text, folded))
             if self.ner and ner:
-                artifacts = self.engine.nlp_engine.process_text(text, "en")
-                for recognizer in self.ner:
-                    raw.extend(recognizer.analyze(text, recognizer.supported_entities,
-                                                  artifacts))
+                with self._ner_lock:  # one NER call at a time (the gateway detects ahead)
+                    artifacts = self.engine.nlp_engine.process_text(text, "en")
+                    for recognizer in self.ner:
+                        raw.extend(recognizer.analyze(text, recognizer.supported_entities,
+                                                      artifacts))
         except Exception as exc:  # a recognizer bug must not let raw text through
             raise RedactionError(f"recognizer failed ({type(exc).__name__}); "
                                  "the event is not written") from exc

@@ -238,3 +238,22 @@ def test_prewarm_detects_ahead_mints_nothing_and_redaction_then_reuses_it() -> N
     assert calls[ahead:] == ["messages", "task"]  # only the event's own keys were new
     assert "lee.chan" not in json.dumps(data)
     assert data["messages"][0]["content"].startswith("Send the invoice to <EMAIL_ADDRESS_1>")
+
+
+def test_detection_from_several_threads_finds_what_one_thread_finds() -> None:
+    """The gateway detects a call's messages on a worker while its writer redacts others:
+    the detector must give every thread the findings it gives one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    r = Redactor(RedactionConfig(), tenant_secret=SECRET)
+    texts = [
+        f"Ticket {i}: Maria Fernández (maria.f{i}@example.com, +34 612 345 {i % 1000:03d}) "
+        f"moved to Calle Mayor {i % 90 + 1}, 28013 Madrid; card 4111 1111 1111 1111, "
+        f"server 10.0.{i % 256}.7, order 2024-05-{i % 28 + 1:02d}"
+        for i in range(240)
+    ]
+    alone = [r.detector.find(t) for t in texts]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        together = list(pool.map(r.detector.find, texts * 3))
+    assert together == alone * 3
+    assert all(len(f) >= 4 for f in alone)  # every text held findings of several types
