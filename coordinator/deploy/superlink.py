@@ -32,6 +32,8 @@ from hermes_fed.federation.processes import (
     wait_healthy,
 )
 
+from .app_stage import staged_app
+
 COMPLETED = "finished:completed"
 IN_MEMORY_STATE = ":flwr-in-memory:"
 
@@ -148,7 +150,10 @@ def run_app(app_dir: Path, flwr_home: Path, connection: str, *,
     FederationError
         When the run could not be started, or did not reach ``finished:completed``.
     """
-    args = ["run", str(app_dir), connection, "--stream"]
+    # Flower walks every file under the app directory to build the FAB (a checkout's
+    # virtualenvs included): it builds from a clean copy instead (app_stage).
+    app = staged_app(app_dir, flwr_home / "staged-apps")
+    args = ["run", str(app), connection, "--stream"]
     for key, value in (run_config or {}).items():
         rendered = f'"{value}"' if isinstance(value, str) else str(value)
         args += ["--run-config", f"{key}={rendered}"]
