@@ -152,7 +152,10 @@ def run_app(app_dir: Path, flwr_home: Path, connection: str, *,
     """
     # Flower walks every file under the app directory to build the FAB (a checkout's
     # virtualenvs included): it builds from a clean copy instead (app_stage).
-    app = staged_app(app_dir, flwr_home / "staged-apps")
+    try:
+        app = staged_app(app_dir, flwr_home / "staged-apps")
+    except OSError as exc:
+        raise FederationError(f"cannot stage the Flower App at {app_dir}: {exc}") from exc
     args = ["run", str(app), connection, "--stream"]
     for key, value in (run_config or {}).items():
         rendered = f'"{value}"' if isinstance(value, str) else str(value)

@@ -7,9 +7,12 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
 from flwr.cli.build import build_fab_from_disk
 
 from coordinator.deploy.app_stage import staged_app
+from coordinator.deploy.superlink import run_app
+from hermes_fed.errors import FederationError
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -61,3 +64,10 @@ def test_a_stage_is_reused_until_a_file_changes(tmp_path: Path) -> None:
     assert second != first
     assert (second / "coordinator/apps/server_app.py").read_text() == "app = 'changed'\n"
     assert build_fab_from_disk(second) == build_fab_from_disk(app)
+
+
+def test_a_directory_without_pyproject_is_refused_before_flower_runs(tmp_path: Path) -> None:
+    (tmp_path / "app").mkdir()
+    with pytest.raises(FederationError, match=r"no pyproject\.toml"):
+        run_app(tmp_path / "app", tmp_path / "flwr-home", "local")
+    assert not (tmp_path / "flwr-home" / "staged-apps").exists()
