@@ -192,14 +192,10 @@ class Redactor:
         if isinstance(value, str):
             if key is not None and key in self._skip:
                 return
-            if self.config.json_in_strings and value[:1] in "{[" and value[-1:] in "}]":
-                try:
-                    parsed = orjson.loads(value)
-                except orjson.JSONDecodeError:
-                    parsed = None
-                if isinstance(parsed, dict | list):
-                    self.prewarm(parsed, key, depth + 1)
-                    return
+            parsed = self._embedded_json(value)
+            if parsed is not None:
+                self.prewarm(parsed, key, depth + 1)
+                return
             self._detect(value, ())
         elif isinstance(value, Mapping):
             if depth >= self.config.max_depth:
@@ -263,15 +259,22 @@ class Redactor:
 
     def _string(self, value: str, key: str | None, session_key: str,
                 extra: tuple[Fast, ...], tally: _Tally, depth: int) -> str:
-        if self.config.json_in_strings and value[:1] in "{[" and value[-1:] in "}]":
-            try:
-                parsed = orjson.loads(value)
-            except orjson.JSONDecodeError:
-                parsed = None
-            if isinstance(parsed, dict | list):
-                redacted = self._walk(parsed, key, session_key, extra, tally, depth + 1)
-                return value if redacted == parsed else _dumps(redacted)  # R2, R3
+        parsed = self._embedded_json(value)
+        if parsed is not None:
+            redacted = self._walk(parsed, key, session_key, extra, tally, depth + 1)
+            return value if redacted == parsed else _dumps(redacted)  # R2, R3
         return self._text(value, key, session_key, extra, tally, depth)
+
+    def _embedded_json(self, value: str) -> dict[str, Any] | list[Any] | None:
+        """The object or array a string holds as JSON (walked, not scanned as text), if
+        ``json_in_strings`` is on."""
+        if not (self.config.json_in_strings and value[:1] in "{[" and value[-1:] in "}]"):
+            return None
+        try:
+            parsed = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return None
+        return parsed if isinstance(parsed, dict | list) else None
 
     def _key(self, key: str, session_key: str, extra: tuple[Fast, ...], tally: _Tally) -> str:
         """Dict keys: pattern recognizers and deny lists only; a NER model's guess must not

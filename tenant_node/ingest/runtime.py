@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from concurrent import futures
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -32,6 +32,9 @@ from tenant_node.ingest.metrics import NodeMetrics
 from tenant_node.ingest.service import SERVICE, IngestService
 from tenant_node.ingest.validation import IngestLimits
 
+if TYPE_CHECKING:
+    from hermes_fed.privacy import Redactor
+
 log = logging.getLogger(__name__)
 
 _ENVELOPE_SLACK = 64 * 1024
@@ -42,7 +45,7 @@ class NodeGate:
     durable (staged) index the batch's new placeholder rows travel with it into the append's
     transaction. :meth:`prewarm` detects texts ahead of the append that will carry them."""
 
-    def __init__(self, redactor: Any, placeholder_index: Any, metrics: NodeMetrics) -> None:
+    def __init__(self, redactor: Redactor, placeholder_index: Any, metrics: NodeMetrics) -> None:
         from hermes_fed.privacy.placeholder_store import staged_gate
         from hermes_fed.privacy.placeholders import StagedPlaceholderIndex
 
@@ -59,7 +62,7 @@ class NodeGate:
             return batch
         redacted = self.redactor.redact_new_events(events)
         self._metrics.count_redactions(redacted)
-        return list(redacted)
+        return redacted
 
     def prewarm(self, value: Any, key: str | None = None, depth: int = 0) -> None:
         """See :meth:`hermes_fed.privacy.Redactor.prewarm`."""
