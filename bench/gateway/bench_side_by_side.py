@@ -10,6 +10,8 @@ next one each round; the first gateway named is the baseline of the paired diffe
         --gateway old=/tmp/wt-old --gateway new=. --rounds 1500
     .venv/bin/python bench/gateway/bench_side_by_side.py --upstream-delay-ms 20 \\
         --gateway off=.,redact_ahead=false --gateway on=.,redact_ahead=true
+    .venv/bin/python bench/gateway/bench_side_by_side.py \\
+        --gateway full=. --gateway normal=.,sqlite_synchronous=NORMAL
 
 Each gateway runs ``python -m hermes_fed.cli node gateway`` with its working directory
 *and* ``PYTHONPATH`` in its tree: ``-m`` puts the working directory first on ``sys.path``,
@@ -65,6 +67,10 @@ def parse_gateway(spec: str) -> tuple[str, Path, dict[str, Any]]:
 
 def start_gateway(workdir: Path, upstream: str, tree: Path, settings: dict[str, Any],
                   synchronous: str) -> Server:
+    """``settings`` are ``[gateway]`` keys, but ``sqlite_synchronous`` (the node's store
+    setting) overrides ``--synchronous`` for this gateway."""
+    settings = dict(settings)
+    synchronous = settings.pop("sqlite_synchronous", synchronous)
     node = Node(workdir, upstream, top={"sqlite_synchronous": synchronous}, **settings)
     server = node.gateway()
     server.env = dict(_env(), PYTHONPATH=str(tree))
@@ -89,7 +95,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--upstream-delay-ms", type=float, default=0.0,
                         help="the stub waits this long before every answer (0)")
     parser.add_argument("--synchronous", default="FULL", choices=("FULL", "NORMAL"),
-                        help="the gateways' sqlite_synchronous (FULL)")
+                        help="the gateways' sqlite_synchronous (FULL), unless a gateway's own "
+                             "settings name one")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
     if len(args.gateway) < 2 or len({g[0] for g in args.gateway}) != len(args.gateway):
