@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePath
 from typing import Any
 
-from hermes_fed.errors import ConfigError
+from hermes_fed.errors import ConfigError, HermesFedError
 from hermes_fed.serving.assembly import TurnDigester
 from tenant_node.config import NodeConfig
 from tenant_node.ingest.metrics import NodeMetrics
@@ -125,6 +125,10 @@ class GatewayServer:
         if self._stop_requested:
             return
         self._server.run()
+        if not self._server.started and not self._stop_requested:
+            # uvicorn logged the start-up's traceback and returned: not a clean exit
+            raise HermesFedError("the gateway did not start (its start-up failed: the "
+                                 "error is logged above)")
 
     def request_stop(self) -> None:
         self._stop_requested = True

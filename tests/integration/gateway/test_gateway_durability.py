@@ -105,3 +105,19 @@ def test_a_restarted_gateway_extends_sessions_where_they_stood(workdir: Path, st
     assert [e.type for e in events] == ["SessionStarted", "TrajectoryRecorded", "TrajectoryExtended"]
     assert [m["content"] for m in events[2].data["messages"]] == ["second question",
                                                                   "echo: second question"]
+
+
+def test_a_gateway_that_cannot_start_exits_1_and_says_why(workdir: Path, stub: Server) -> None:
+    # Prepare: a node whose PostgreSQL log is unreachable (nothing listens there)
+    node = Node(workdir / "unstartable", stub.url,
+                store_url="postgresql+psycopg://nobody@127.0.0.1:1/none")
+
+    # Execute: the start-up fails inside uvicorn's lifespan
+    gateway = node.gateway()
+    with pytest.raises(RuntimeError) as failed:
+        gateway.start()
+
+    # Assert: a failed command (a supervisor sees it), with the reason on stderr
+    assert "['node', 'gateway'] exited 1" in str(failed.value)
+    assert "hermes-fed: error: the gateway did not start" in gateway.log()
+    assert "Connection refused" in gateway.log()
