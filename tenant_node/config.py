@@ -75,6 +75,9 @@ class TlsConfig:
 UPSTREAM_KEY_ENV = "HERMES_FED_UPSTREAM_API_KEY"
 
 
+CAPTURE_SYNC = ("commit", "behind")
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """The ``[gateway]`` table: ``hermes-fed node gateway`` (tenant_node/gateway)."""
@@ -127,6 +130,16 @@ class GatewayConfig:
         default=True, metadata={"help": "detect personal data in a call's new messages while "
                                        "the upstream answers (nothing is written before the "
                                        "answer's capture); default true"})
+    capture_sync: str = field(
+        default="commit", metadata={"help": "when a SQLite log's capture reaches the disk: "
+                                           "'commit' (within the commit, as the node's "
+                                           "sqlite_synchronous says: FULL by default, an "
+                                           "fsync before the answer is released) or "
+                                           "'behind' (the commit writes to the OS, which "
+                                           "a killed gateway cannot lose, and the answer is "
+                                           "released; a thread fsyncs the WAL right "
+                                           "after, so a power cut can lose only the calls "
+                                           "answered during that fsync); default 'commit'"})
     default_task_type: str = field(
         default="chat", metadata={"help": "task_type of captured trajectories when the call "
                                          "has no X-Hermes-Task-Type; default 'chat'"})
@@ -159,6 +172,9 @@ class GatewayConfig:
                 raise ConfigError(f"gateway.{name} must not be empty")
         if self.token and len(self.token) < 16:
             raise ConfigError("gateway.token must be at least 16 characters")
+        if self.capture_sync not in CAPTURE_SYNC:
+            raise ConfigError(f"gateway.capture_sync must be one of {', '.join(CAPTURE_SYNC)}, "
+                              f"got {self.capture_sync!r}")
 
     @property
     def host(self) -> str:

@@ -26,6 +26,7 @@ from hermes_fed.events import NewEvent
 from hermes_fed.serving.assembly import SessionState
 from hermes_fed.store import AppendResult, EventStore
 from hermes_fed.store.group_commit import GroupCommitter, GroupStats
+from hermes_fed.store.wal_sync import WalSyncer
 
 from .metrics import GatewayMetrics
 
@@ -33,19 +34,27 @@ log = logging.getLogger(__name__)
 
 
 class CaptureWriter:
-    """The single appender: group commits of waiting captures."""
+    """The single appender: group commits of waiting captures. With ``syncer`` (the
+    gateway's ``capture_sync = "behind"``, a SQLite log at ``synchronous=NORMAL``) each
+    committed group is handed to it for the WAL fsync before its callers are released."""
 
-    def __init__(self, store: EventStore, metrics: GatewayMetrics, max_batch: int = 512) -> None:
+    def __init__(self, store: EventStore, metrics: GatewayMetrics, max_batch: int = 512,
+                 syncer: WalSyncer | None = None) -> None:
         self._metrics = metrics
+        self._syncer = syncer
         self._committer = GroupCommitter(
             store, max_batches=max_batch, on_commit=self._committed,
             on_queue=metrics.capture_queue.set, name="capture-writer")
 
     def _committed(self, stats: GroupStats) -> None:
+        if self._syncer is not None:
+            self._syncer.request()  # first: the fsync starts while the callers are released
         self._metrics.capture_batch.observe(stats.batches)
         self._metrics.capture_commit.observe(stats.seconds)
 
     def start(self) -> None:
+        if self._syncer is not None:
+            self._syncer.start()
         self._committer.start()
 
     def submit(self, events: Sequence[NewEvent]) -> Future[list[AppendResult]]:
@@ -62,8 +71,10 @@ class CaptureWriter:
             raise
 
     def stop(self) -> None:
-        """Finish every capture already submitted, then stop."""
+        """Finish every capture already submitted (and its fsync), then stop."""
         self._committer.stop()
+        if self._syncer is not None:
+            self._syncer.stop()
 
 
 class RedactAhead:

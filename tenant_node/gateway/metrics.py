@@ -34,6 +34,13 @@ class GatewayMetrics:
                                         registry=r)
         self.capture_batch = Histogram("hermes_gateway_capture_batch_calls", "Captures per group "
                                        "commit", buckets=_BATCH, registry=r)
+        self.capture_sync_lag = Histogram("hermes_gateway_capture_sync_lag_seconds", "With "
+                                          "capture_sync = behind: from a group's commit to "
+                                          "the WAL fsync covering it (its power-cut window)",
+                                          buckets=_LATENCY, registry=r)
+        self.capture_unsynced = Gauge("hermes_gateway_capture_unsynced_commits", "With "
+                                      "capture_sync = behind: group commits answered and not "
+                                      "yet covered by a WAL fsync", registry=r)
         self.capture_queue = Gauge("hermes_gateway_capture_queue", "Captures waiting for the "
                                    "writer", registry=r)
         self.capture_failures = Counter("hermes_gateway_capture_failures", "Answered calls "

@@ -15,11 +15,13 @@ import logging
 import ssl
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path, PurePath
 from typing import Any
 
 from hermes_fed.errors import ConfigError, HermesFedError
 from hermes_fed.serving.assembly import TurnDigester
+from hermes_fed.store.wal_sync import WalSyncer
 from tenant_node.config import NodeConfig
 from tenant_node.ingest.metrics import NodeMetrics
 
@@ -37,6 +39,11 @@ class GatewayServer:
     """One running gateway of one tenant node."""
 
     def __init__(self, config: NodeConfig) -> None:
+        if config.gateway.capture_sync == "behind" \
+                and not config.resolved_store_url.startswith("sqlite:"):
+            raise ConfigError("gateway.capture_sync = 'behind' is for a SQLite log (it "
+                              "fsyncs the WAL); a PostgreSQL server decides its own "
+                              "durability (synchronous_commit)")
         self.config = config
         self.metrics = GatewayMetrics()
         self.gateway: GatewayApp | None = None
@@ -48,13 +55,21 @@ class GatewayServer:
         from tenant_node.ingest.runtime import NodeGate, open_node_store
 
         config, gw = self.config, self.config.gateway
+        behind = gw.capture_sync == "behind"
         # Redactions are counted in the gateway's registry (hermes_node_redactions).
-        store = open_node_store(config, NodeMetrics(self.metrics.registry))
+        # Sync-behind: the gateway's commits write the WAL (synchronous=NORMAL) and its
+        # syncer fsyncs it right after; the node's other processes keep their setting.
+        store = open_node_store(replace(config, sqlite_synchronous="NORMAL") if behind
+                                else config, NodeMetrics(self.metrics.registry))
         if store.keyring is None:
             raise ConfigError("the gateway needs the node's key ring")
         secret = store.keyring.hmac_secret
         reader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="gateway-reader")
-        writer = CaptureWriter(store, self.metrics, gw.max_capture_batch)
+        syncer = WalSyncer(store.engine.url.database or "",
+                           self.metrics.capture_sync_lag.observe) if behind else None
+        if syncer is not None:
+            self.metrics.capture_unsynced.set_function(lambda: syncer.pending)
+        writer = CaptureWriter(store, self.metrics, gw.max_capture_batch, syncer)
         writer.start()
         upstream = Upstream(gw.upstream_url, gw.upstream_timeout_s, gw.resolved_upstream_key())
         adapters = PurePath(gw.upstream_adapters_dir) if gw.upstream_adapters_dir \
@@ -75,9 +90,10 @@ class GatewayServer:
         assert self.gateway is not None
         self.gateway.calls = calls
         watcher = asyncio.create_task(router.watch(gw.plan_poll_s))
-        log.info("event=gateway_started tenant=%s listen=%s upstream=%s tls=%s plan=%s head=%d",
-                 config.tenant_id, gw.listen, gw.upstream_url, config.tls.enabled,
-                 router.plan.test_id if router.plan else None, store.head())
+        log.info("event=gateway_started tenant=%s listen=%s upstream=%s tls=%s plan=%s head=%d "
+                 "capture_sync=%s", config.tenant_id, gw.listen, gw.upstream_url,
+                 config.tls.enabled, router.plan.test_id if router.plan else None, store.head(),
+                 gw.capture_sync)
         try:
             yield
         finally:

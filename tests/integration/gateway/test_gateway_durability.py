@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -22,9 +23,13 @@ from .stack import TOKEN, Node, Server
 pytestmark = pytest.mark.slow
 
 
-def test_kill_9_after_answers_loses_no_captured_call(workdir: Path, stub: Server) -> None:
+@pytest.mark.parametrize("capture_sync", ["commit", "behind"])
+def test_kill_9_after_answers_loses_no_captured_call(workdir: Path, stub: Server,
+                                                    capture_sync: str) -> None:
     # Prepare: 12 client threads calling as fast as they can, each call a new session
-    node = Node(workdir / "durable-node", stub.url)
+    # (behind: the commit writes the WAL, the fsync follows the answer; a killed process
+    # loses nothing the OS holds)
+    node = Node(workdir / f"durable-node-{capture_sync}", stub.url, capture_sync=capture_sync)
     gateway = node.gateway().start()
     answered: list[tuple[str, str, str]] = []  # (trajectory id, user text, answer)
     lock = threading.Lock()
@@ -107,17 +112,67 @@ def test_a_restarted_gateway_extends_sessions_where_they_stood(workdir: Path, st
                                                                   "echo: second question"]
 
 
-def test_a_gateway_that_cannot_start_exits_1_and_says_why(workdir: Path, stub: Server) -> None:
-    # Prepare: a node whose PostgreSQL log is unreachable (nothing listens there)
-    node = Node(workdir / "unstartable", stub.url,
-                store_url="postgresql+psycopg://nobody@127.0.0.1:1/none")
+def _metric(text: str, name: str) -> float:
+    values = [float(line.split()[1]) for line in text.splitlines() if line.startswith(name + " ")]
+    assert values, f"{name} not exported"
+    return values[0]
 
-    # Execute: the start-up fails inside uvicorn's lifespan
+
+def test_behind_fsyncs_every_group_commit_after_its_answer(workdir: Path, stub: Server) -> None:
+    # Prepare: a gateway whose capture syncs behind
+    node = Node(workdir / "behind-node", stub.url, capture_sync="behind")
+    gateway = node.gateway().start()
+    try:
+        client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=TOKEN, max_retries=0)
+
+        # Execute: 20 calls, one at a time, then the metrics
+        for i in range(20):
+            client.chat.completions.create(model="hermes-fed", user="behind",
+                                           messages=[{"role": "user", "content": f"call {i}"}])
+        metrics = ""
+        for _ in range(500):  # the last fsync may still be under way: poll the gauge
+            metrics = httpx.get(gateway.url + "/metrics").text
+            if _metric(metrics, "hermes_gateway_capture_unsynced_commits") == 0:
+                break
+        log_text = gateway.log()
+    finally:
+        gateway.stop()
+
+    # Assert: every commit covered by an fsync (some may share one), each window measured,
+    # and the gateway said which mode it runs in
+    commits = _metric(metrics, "hermes_gateway_capture_batch_calls_count")
+    syncs = _metric(metrics, "hermes_gateway_capture_sync_lag_seconds_count")
+    assert _metric(metrics, "hermes_gateway_capture_unsynced_commits") == 0
+    assert commits >= 20 and 1 <= syncs <= commits
+    assert _metric(metrics, "hermes_gateway_capture_sync_lag_seconds_sum") > 0
+    assert "capture_sync=behind" in log_text
+    store = node.open_store()
+    try:
+        assert store.verify().ok
+        assert len(assemble_trajectories(store.read())) == 20
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(("store_url", "capture_sync", "message"), [
+    # refused before anything opens
+    ("postgresql+psycopg://postgres@127.0.0.1:5432/test", "behind",
+     "hermes-fed: error: gateway.capture_sync = 'behind' is for a SQLite log"),
+    # the start-up itself fails (no database there): uvicorn logs it, the command fails
+    ("postgresql+psycopg://nobody@127.0.0.1:1/none", "commit",
+     "hermes-fed: error: the gateway did not start"),
+])
+def test_a_gateway_that_cannot_start_exits_1_and_says_why(
+        workdir: Path, stub: Server, store_url: str, capture_sync: str, message: str) -> None:
+    # Prepare
+    node = Node(workdir / f"unstartable-{capture_sync}", stub.url, store_url=store_url,
+                capture_sync=capture_sync)
+
+    # Execute
     gateway = node.gateway()
     with pytest.raises(RuntimeError) as failed:
         gateway.start()
 
     # Assert: a failed command (a supervisor sees it), with the reason on stderr
     assert "['node', 'gateway'] exited 1" in str(failed.value)
-    assert "hermes-fed: error: the gateway did not start" in gateway.log()
-    assert "Connection refused" in gateway.log()
+    assert message in gateway.log()

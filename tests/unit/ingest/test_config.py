@@ -64,6 +64,8 @@ def test_relative_paths_resolve_against_the_file(tmp_path: Path) -> None:
         ({"tls": {"cert_file": "missing.crt", "key_file": "missing.key"}}, "no such file"),
         ({"tls": {"bogus": 1}}, "tls: unknown keys"),
         ({"colour": "blue"}, "unknown keys ['colour']"),
+        ({"gateway": {"capture_sync": "later"}}, "gateway.capture_sync must be one of commit, "
+                                                "behind"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(
