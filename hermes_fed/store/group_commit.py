@@ -18,6 +18,11 @@ What is never grouped, so that grouping changes no outcome:
   store's idempotency answers it as a duplicate exactly as it would have alone.
 
 Batches keep their submission order: a group is a prefix of the queue.
+
+A caller that knows it is alone (the gateway with one call in flight) may append on its
+own thread with :meth:`GroupCommitter.append_if_idle` when nothing is queued or being
+committed: there is nobody to group with, and the hand-off to the appender thread and
+back is saved; the appender waits for it, so one append still runs at a time.
 """
 
 from __future__ import annotations
@@ -95,6 +100,7 @@ class GroupCommitter:
         self._queue: deque[_Pending] = deque()
         self._cond = threading.Condition()
         self._stopping = False
+        self._busy = False  # a group (or a caller's own append) is being committed
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
@@ -128,6 +134,25 @@ class GroupCommitter:
             return []
         return self.submit(events, expected_versions).result()
 
+    def append_if_idle(self, events: Sequence[NewEvent]) -> list[AppendResult] | None:
+        """Append ``events`` on the caller's thread if nothing is queued or being committed
+        (None otherwise: submit them); blocks until committed, raises what the store
+        raised. The appender waits meanwhile, so appends never overlap."""
+        with self._cond:
+            if self._queue or self._busy or self._stopping:
+                return None
+            self._busy = True
+        try:
+            started = time.perf_counter()
+            results = self._store.append(events)
+            if self._on_commit is not None:
+                self._on_commit(GroupStats(1, len(events), time.perf_counter() - started))
+            return results
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
     def stop(self) -> None:
         """Commit every batch already submitted, then stop (idempotent)."""
         with self._cond:
@@ -144,7 +169,7 @@ class GroupCommitter:
     def _take(self) -> list[_Pending]:
         """The next group: a prefix of the queue (empty once stopping and drained)."""
         with self._cond:
-            while not self._queue and not self._stopping:
+            while (not self._queue and not self._stopping) or self._busy:
                 self._cond.wait()
             group: list[_Pending] = []
             ids: set[Any] = set()
@@ -159,6 +184,7 @@ class GroupCommitter:
                 ids |= head_ids
                 events += len(head.events)
             self._queued()
+            self._busy = bool(group)
             return group
 
     def _run(self) -> None:
@@ -173,6 +199,10 @@ class GroupCommitter:
                 for pending in group:
                     if not pending.future.done():
                         pending.future.set_exception(exc)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
 
     def _commit(self, group: list[_Pending]) -> None:
         started = time.perf_counter()

@@ -114,6 +114,7 @@ class ChatCalls:
         self.digester = digester
         self.metrics = metrics
         self.ahead = ahead
+        self.answering = 0  # calls between going upstream and being captured (or failing)
 
     # --- identify and route -------------------------------------------------------------
     def prepare(self, request: Request, parsed: ChatRequest) -> Call:
@@ -200,6 +201,14 @@ class ChatCalls:
 
     async def _complete(self, call: Call, state: SessionState,
                         reservation: Reservation) -> Response:
+        self.answering += 1
+        try:
+            return await self._complete_counted(call, state, reservation)
+        finally:
+            self.answering -= 1
+
+    async def _complete_counted(self, call: Call, state: SessionState,
+                                reservation: Reservation) -> Response:
         try:
             completion = parse_completion(await self._forward(call))
         except WireError as exc:
@@ -227,9 +236,11 @@ class ChatCalls:
                              call.request.tools, chains, call.tools_key,
                              state.branch_tools_key(reservation.trajectory_id))
 
+        alone = self.answering <= 1  # no other call could share this one's commit
+
         async def durable() -> None:
             try:
-                await self.writer.append(events)
+                await self.writer.append(events, alone)
             except BaseException:
                 state.release(reservation)
                 raise
@@ -278,6 +289,7 @@ class ChatCalls:
         held: list[bytes] = []
         capturing = finished = False
         status = "200"
+        self.answering += 1
         try:
             done = False
             async for payload in payloads:
@@ -321,6 +333,7 @@ class ChatCalls:
             yield sse(exc.body())  # the OpenAI client raises on an error event
             yield SSE_DONE
         finally:
+            self.answering -= 1
             if not finished and not capturing and status == "200":
                 state.release(reservation)  # the client left mid-stream: nothing captured
                 self.metrics.disconnects.inc()

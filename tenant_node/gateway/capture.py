@@ -60,9 +60,23 @@ class CaptureWriter:
     def submit(self, events: Sequence[NewEvent]) -> Future[list[AppendResult]]:
         return self._committer.submit(events)
 
-    async def append(self, events: Sequence[NewEvent]) -> list[AppendResult]:
+    async def append(self, events: Sequence[NewEvent], alone: bool = False) -> list[AppendResult]:
         """Append ``events`` durably (with whatever else is waiting); raises what the store
-        raised for them."""
+        raised for them.
+
+        ``alone``: the caller is the only call in flight. Then, if the writer is idle too,
+        the append runs right here on the event loop's thread: nothing could join its
+        group, and the two thread hand-offs (~0.2 ms a call on 2 cores) are saved; the
+        loop is held meanwhile, as the GIL would hold it while the writer redacts."""
+        if alone:
+            try:
+                results = self._committer.append_if_idle(events)
+            except Exception as exc:
+                log.error("event=capture_failed error=%s", type(exc).__name__)
+                raise
+            if results is not None:
+                self._metrics.capture_inline.inc()
+                return results
         future = self.submit(events)
         try:
             return await asyncio.wrap_future(future)

@@ -41,6 +41,9 @@ class GatewayMetrics:
         self.capture_unsynced = Gauge("hermes_gateway_capture_unsynced_commits", "With "
                                       "capture_sync = behind: group commits answered and not "
                                       "yet covered by a WAL fsync", registry=r)
+        self.capture_inline = Counter("hermes_gateway_capture_inline", "Captures of a lone "
+                                      "call committed on the event loop's thread (no group to "
+                                      "join)", registry=r)
         self.capture_queue = Gauge("hermes_gateway_capture_queue", "Captures waiting for the "
                                    "writer", registry=r)
         self.capture_failures = Counter("hermes_gateway_capture_failures", "Answered calls "

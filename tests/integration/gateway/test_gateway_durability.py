@@ -176,3 +176,48 @@ def test_a_gateway_that_cannot_start_exits_1_and_says_why(
     # Assert: a failed command (a supervisor sees it), with the reason on stderr
     assert "['node', 'gateway'] exited 1" in str(failed.value)
     assert message in gateway.log()
+
+
+def test_a_lone_call_commits_inline_and_concurrent_calls_share_group_commits(
+        workdir: Path, stub: Server) -> None:
+    # Prepare
+    node = Node(workdir / "inline-node", stub.url)
+    gateway = node.gateway().start()
+    try:
+        client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=TOKEN, max_retries=0)
+
+        # Execute: 10 calls one at a time, then 8 agents calling at once, 20 calls each
+        for i in range(10):
+            client.chat.completions.create(model="hermes-fed", user="lone",
+                                           messages=[{"role": "user", "content": f"lone {i}"}])
+        lone = httpx.get(gateway.url + "/metrics").text
+
+        def agent(worker: int) -> None:
+            own = openai.OpenAI(base_url=gateway.url + "/v1", api_key=TOKEN, max_retries=0)
+            for i in range(20):
+                own.chat.completions.create(
+                    model="hermes-fed", user=f"crowd-{worker}",
+                    messages=[{"role": "user", "content": f"crowd {worker} {i}"}])
+
+        threads = [threading.Thread(target=agent, args=(w,)) for w in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        crowd = httpx.get(gateway.url + "/metrics").text
+    finally:
+        gateway.stop()
+
+    # Assert: alone, every capture committed on the loop's thread; in a crowd most went to
+    # the writer, which grouped them; every call is in the log either way
+    assert _metric(lone, "hermes_gateway_capture_inline_total") == 10
+    inline = _metric(crowd, "hermes_gateway_capture_inline_total") - 10
+    commits = _metric(crowd, "hermes_gateway_capture_batch_calls_count") - 10
+    grouped_calls = _metric(crowd, "hermes_gateway_capture_batch_calls_sum") - 10
+    assert inline < 80, f"{inline} of 160 concurrent captures committed inline"
+    assert grouped_calls == 160 and commits < 160  # some commits carried several calls
+    store = node.open_store()
+    try:
+        assert len(assemble_trajectories(store.read())) == 170
+    finally:
+        store.close()

@@ -156,3 +156,61 @@ def test_concurrent_callers_lose_nothing_and_stop_drains_the_queue(make_store: M
     assert len(results) == 80 and len(set(positions)) == 160 == row_count(store)
     with pytest.raises(RuntimeError, match="stopping"):
         committer.submit(accepted("session-late"))
+
+
+def test_an_idle_committer_lets_a_lone_caller_append_on_its_own_thread(
+    make_store: MakeStore,
+) -> None:
+    # Prepare: an idle committer (its thread started by a first, finished append)
+    store = make_store()
+    stats: list[GroupStats] = []
+    committer = GroupCommitter(store, on_commit=stats.append)
+    committer.append(accepted("session-first"))
+
+    # Execute
+    results = committer.append_if_idle(accepted("session-alone", 3))
+    committer.stop()
+
+    # Assert: committed right away, counted as a group of one, nothing else appended
+    assert results is not None and [r.stream_version for r in results] == [1, 2, 3]
+    assert [(s.batches, s.events) for s in stats] == [(1, 1), (1, 3)]
+    assert row_count(store) == 4
+
+
+def test_a_busy_committer_refuses_an_own_thread_append_and_waits_for_one(
+    make_store: MakeStore,
+) -> None:
+    # Prepare: the appender is held inside a group's append
+    store = make_store()
+    held = HeldStore(store)
+    committer = GroupCommitter(held)  # type: ignore[arg-type]
+    first = committer.submit(accepted("session-first"))
+    assert held.entered.wait(30)
+
+    # Execute / Assert: while it commits, a lone caller is told to submit instead
+    assert committer.append_if_idle(accepted("session-refused")) is None
+    held.release.set()
+    first.result(timeout=30)
+
+    # ... and while a caller appends on its own thread, a batch submitted meanwhile waits
+    # for it and is committed after it (one append at a time, in order)
+    gate = threading.Event()
+    later: list[Any] = []
+
+    class Slow:
+        def append(self, events: Sequence[NewEvent],
+                   expected_versions: Mapping[str, int] | None = None) -> list[AppendResult]:
+            if not later:
+                later.append(committer.submit(accepted("session-later")))
+                assert not gate.wait(0.2)  # the appender does not start it meanwhile
+                assert not later[0].done()
+            result: list[AppendResult] = held.append(events, expected_versions)
+            return result
+
+    committer._store = Slow()  # type: ignore[assignment]
+    own = committer.append_if_idle(accepted("session-own", 2))
+    assert own is not None and len(own) == 2
+    assert len(later[0].result(timeout=30)) == 1
+    committer.stop()
+    assert held.appends[-3:] == [1, 2, 1]
+    assert row_count(store) == 1 + 2 + 1
