@@ -19,6 +19,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import Future
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -91,6 +92,7 @@ class Call:
     tools_key: int
     retry_window_s: float
     started: float
+    ahead: Future[None] | None = None  # its new messages' detection, under way
 
     def upstream_body(self) -> dict[str, Any]:
         body = dict(self.request.body, model=self.decision.upstream_model)
@@ -165,8 +167,8 @@ class ChatCalls:
         last_role = parsed.messages[-1]["role"]
         reservation = state.reserve(call.chains, last_role, time.time(), call.retry_window_s)
         if self.ahead is not None:
-            self.ahead.submit(parsed.messages[reservation.base:],
-                              parsed.tools if reservation.new else None)
+            call.ahead = self.ahead.submit(parsed.messages[reservation.base:],
+                                           parsed.tools if reservation.new else None)
         if parsed.stream:
             return await self._open_stream(call, state, reservation)
         return self._answered(await self._complete(call, state, reservation), started, False)
@@ -237,6 +239,9 @@ class ChatCalls:
                              state.branch_tools_key(reservation.trajectory_id))
 
         alone = self.answering <= 1  # no other call could share this one's commit
+        # The capture redacts the call's new messages too: never while the worker still
+        # detects them (the same text twice, under one GIL).
+        await RedactAhead.settle(call.ahead, alone)
 
         async def durable() -> None:
             try:

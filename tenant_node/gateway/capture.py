@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -94,31 +95,52 @@ class CaptureWriter:
 class RedactAhead:
     """Detection of a call's new messages while the upstream answers.
 
-    The capture redacts a call's new messages and its answer on the writer thread, after
-    the answer came and before it is released (invariant 6 and 7: nothing raw is written,
-    nothing unwritten is acknowledged). The request's part need not wait for the answer:
-    as the call goes upstream, one worker thread runs the gate's detection over its new
-    messages (and a new trajectory's tools), whose findings the redactor memoises; the
-    capture then finds them there. Nothing is minted or written ahead, and a session deny
-    list is applied at capture as always (the memo serves texts without one). At most
-    ``max_pending`` calls wait for the worker: past that a busy gateway skips it (the
-    capture detects them itself)."""
+    The capture redacts a call's new messages and its answer after the answer came and
+    before it is released (invariant 6 and 7: nothing raw is written, nothing unwritten is
+    acknowledged). The request's part need not wait for the answer: as the call goes
+    upstream, one worker thread runs the gate's detection over its new messages (and a new
+    trajectory's tools), whose findings the redactor memoises; the capture then finds them
+    there. Nothing is minted or written ahead, and a session deny list is applied at
+    capture as always (the memo serves texts without one). At most ``max_pending`` calls
+    wait for the worker: past that a busy gateway skips it (the capture detects them
+    itself). :meth:`settle` is the capture's side: a detection not started yet is dropped
+    (the capture does it), one under way is waited for rather than done twice."""
 
     def __init__(self, gate: Any, pool: ThreadPoolExecutor, max_pending: int = 16) -> None:
         self._prewarm = gate.prewarm
         self._pool = pool
         self._max_pending = max_pending
-        self._submitted = 0  # written by the event loop's thread only
-        self._done = 0  # written by the worker only
+        self._pending = 0
+        self._lock = threading.Lock()
 
-    def submit(self, messages: Sequence[Any], tools: Sequence[Any] | None) -> None:
-        if self._submitted - self._done >= self._max_pending:
-            return
+    def submit(self, messages: Sequence[Any], tools: Sequence[Any] | None) -> Future[None] | None:
+        """Start detecting ``messages`` (and ``tools``); None when skipped."""
+        with self._lock:
+            if self._pending >= self._max_pending:
+                return None
+            self._pending += 1
         try:
-            self._pool.submit(self._run, list(messages), list(tools) if tools else None)
+            future = self._pool.submit(self._run, list(messages), list(tools) if tools else None)
         except RuntimeError:  # shutting down
+            self._finished()
+            return None
+        future.add_done_callback(self._finished)  # run, or cancelled by settle
+        return future
+
+    def _finished(self, _future: object = None) -> None:
+        with self._lock:
+            self._pending -= 1
+
+    @staticmethod
+    async def settle(future: Future[None] | None, block: bool) -> None:
+        """Before a capture: drop ``future``'s detection if it has not started, else wait
+        for it to end (``block``: on this thread, which is about to be held anyway)."""
+        if future is None or future.cancel() or future.done():
             return
-        self._submitted += 1
+        if block:
+            future.result()
+        else:
+            await asyncio.wrap_future(future)
 
     def _run(self, messages: list[Any], tools: list[Any] | None) -> None:
         try:
@@ -127,8 +149,6 @@ class RedactAhead:
                 self._prewarm(tools, "tools", 1)
         except Exception as exc:  # the capture detects them itself, and raises if it must
             log.debug("event=redact_ahead_failed error=%s", type(exc).__name__)
-        finally:
-            self._done += 1
 
 
 class SessionCache:
