@@ -20,6 +20,7 @@ P4. A durable index never lets an event be stored with a number it does not hold
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 import threading
@@ -275,8 +276,10 @@ class PlaceholderMinter:
 
     def digest(self, session_key: str, entity_type: str, value: str) -> bytes:
         msg = "\x1f".join((session_key, entity_type, normalise(entity_type, value)))
-        # hmac.digest: the one-shot C path, the same value as hmac.new(...).digest()
-        return hmac.digest(self._secret, msg.encode("utf-8"), "sha256")
+        # hmac.new, not the one-shot hmac.digest: that releases the GIL around its
+        # microsecond of work, and with another thread holding it (the gateway's event
+        # loop under load) waits the switch interval, 5 ms, to get it back
+        return hmac.new(self._secret, msg.encode("utf-8"), hashlib.sha256).digest()
 
     def placeholder(self, session_key: str, entity_type: str, value: str) -> str:
         number = self._index.number_for(

@@ -196,8 +196,11 @@ class Keyring:
         """A stable pseudonymous id for a subject (HMAC, so the user_ref is not stored)."""
         found = self._subject_ids.get(user_ref)
         if found is None:
-            # hmac.digest: the one-shot C path (same value as hmac.new(...).hexdigest())
-            found = hmac.digest(self.hmac_secret, b"subject:" + user_ref.encode(), "sha256").hex()[:32]
+            # hmac.new, not hmac.digest: the one-shot path releases the GIL around its
+            # microsecond of work, and a thread beside that holds it (the gateway's event
+            # loop, a gRPC worker) makes it wait the switch interval (5 ms) to get it back
+            found = hmac.new(self.hmac_secret, b"subject:" + user_ref.encode(),
+                             hashlib.sha256).hexdigest()[:32]
             if len(self._subject_ids) >= 100_000:  # bounded: a long-lived daemon sees many users
                 self._subject_ids.clear()
             self._subject_ids[user_ref] = found
