@@ -15,7 +15,8 @@ Everything runs as real processes on 127.0.0.1 in front of the same fast local u
 - **requests/s** with ``--threads`` client threads for ``--seconds`` (non-streaming,
   persistent ``http.client`` connections), the server's CPU per request, and for the
   gateway a check that every answered call is in the log (``captured``): capture is on and
-  durable (SQLite, synchronous=FULL; an answer is released only after its group commit);
+  durable (SQLite, synchronous=FULL; an answer is released only after its group commit;
+  the same with ``capture_sync = "behind"`` and with ``synchronous=NORMAL`` beside it);
 - **capture alone** (in-process, no HTTP): calls/s through the gateway's ``CaptureWriter``
   (redaction gate + append + commit) with 1 submitting thread (a commit per call) and with
   ``--threads`` (group commits), the ceiling the HTTP layer sits on.
@@ -383,8 +384,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     assert stub.process is not None
     contenders = [Contender("direct", stub.url + "/v1", "bench-model", pid=stub.process.pid)]
     nodes: dict[str, Node] = {}
-    for name, synchronous in (("gateway", "FULL"), ("gateway_sync_normal", "NORMAL")):
-        nodes[name] = Node(workdir / name, stub.url, top={"sqlite_synchronous": synchronous})
+    for name, synchronous, sync_mode in (("gateway", "FULL", "commit"),
+                                         ("gateway_capture_behind", "FULL", "behind"),
+                                         ("gateway_sync_normal", "NORMAL", "commit")):
+        nodes[name] = Node(workdir / name, stub.url, top={"sqlite_synchronous": synchronous},
+                           capture_sync=sync_mode)
         gateway = nodes[name].gateway().start()
         servers.append(gateway)
         assert gateway.process is not None
@@ -445,7 +449,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "loadavg_after": os.getloadavg()},
         "config": {k: v for k, v in vars(args).items() if k != "out"} | {
             "contenders": [c.name for c in contenders], "turns_per_conversation": TURNS,
-            "store": "sqlite synchronous=FULL", "redaction": "node default"},
+            "store": "sqlite synchronous=FULL (gateway_capture_behind: [gateway] "
+                     "capture_sync = 'behind'; gateway_sync_normal: synchronous=NORMAL)",
+            "redaction": "node default"},
         "latency": lat,
         "throughput": rates,
         "capture_in_process": capture,
