@@ -30,6 +30,11 @@ class OperationalError(DatabaseError):
     """The database could not do the operation (unreachable, locked, disk full)."""
 
 
+class LogBusyError(OperationalError):
+    """Another writer holds the log's write lock and the append was asked not to wait
+    (:func:`hermes_fed.store.sqlite.without_waiting`); nothing was written."""
+
+
 class ProgrammingError(DatabaseError):
     """The database refused a statement as written (unknown table, bad syntax, a PL/pgSQL
     ``RAISE``), or the backend cannot run statements at all (the in-memory log)."""

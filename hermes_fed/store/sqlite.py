@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -30,10 +31,31 @@ _INSERT = f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * l
 SYNCHRONOUS = ("FULL", "NORMAL", "EXTRA")
 
 
+_NO_WAIT = threading.local()
+_BUSY_TIMEOUT_MS = 60_000
+
+
+@contextlib.contextmanager
+def without_waiting() -> Iterator[None]:
+    """Appends made by this thread inside the block do not wait for the write lock: one
+    that finds it held raises :class:`~hermes_fed.errors.LogBusyError` at once, nothing
+    written (the gateway's event loop appends a lone call's capture itself, and must never
+    sit out another process's long transaction; it hands the capture to its writer)."""
+    previous = getattr(_NO_WAIT, "on", False)
+    _NO_WAIT.on = True
+    try:
+        yield
+    finally:
+        _NO_WAIT.on = previous
+
+
 class SqliteTransaction(SqlTransaction):
     def lock(self, event_ids: Sequence[bytes], stream_ids: Sequence[str]) -> LogState:
         cur, tenant = self.cur, self.backend.tenant_id
-        cur.execute("BEGIN IMMEDIATE")
+        if getattr(_NO_WAIT, "on", False):
+            self._begin_without_waiting()
+        else:
+            cur.execute("BEGIN IMMEDIATE")
         found = self.backend.select_in(
             cur,
             "SELECT event_id, position, stream_version FROM events WHERE event_id IN ({})",
@@ -55,6 +77,17 @@ class SqliteTransaction(SqlTransaction):
             dict(current),
             None if head is None else (head[0], bytes(head[1])),
         )
+
+    def _begin_without_waiting(self) -> None:
+        self.cur.execute("PRAGMA busy_timeout=0")
+        try:
+            self.cur.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            raise errors.LogBusyError("another writer holds the log's write lock") from None
+        finally:
+            self.cur.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
 
     def insert(self, rows: Sequence[tuple[Any, ...]]) -> None:
         self.cur.executemany(_INSERT, rows)
@@ -88,7 +121,7 @@ class SqliteBackend(SqlBackend):
             # pysqlite default would begin them lazily, too late to take the write lock).
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA busy_timeout=60000")  # first: the pragmas below may wait too
+            cur.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")  # first: the pragmas wait too
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute(f"PRAGMA synchronous={synchronous}")
             cur.execute("PRAGMA secure_delete=ON")  # shredded subject keys are overwritten

@@ -44,6 +44,10 @@ class GatewayMetrics:
         self.capture_inline = Counter("hermes_gateway_capture_inline", "Captures of a lone "
                                       "call committed on the event loop's thread (no group to "
                                       "join)", registry=r)
+        self.capture_inline_busy = Counter("hermes_gateway_capture_inline_busy", "Lone "
+                                           "captures handed to the writer because another "
+                                           "process held the log's write lock",
+                                           registry=r)
         self.capture_queue = Gauge("hermes_gateway_capture_queue", "Captures waiting for the "
                                    "writer", registry=r)
         self.capture_failures = Counter("hermes_gateway_capture_failures", "Answered calls "

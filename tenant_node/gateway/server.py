@@ -69,7 +69,8 @@ class GatewayServer:
                            self.metrics.capture_sync_lag.observe) if behind else None
         if syncer is not None:
             self.metrics.capture_unsynced.set_function(lambda: syncer.pending)
-        writer = CaptureWriter(store, self.metrics, gw.max_capture_batch, syncer)
+        writer = CaptureWriter(store, self.metrics, gw.max_capture_batch, syncer,
+                               inline=store.dialect == "sqlite")
         writer.start()
         upstream = Upstream(gw.upstream_url, gw.upstream_timeout_s, gw.resolved_upstream_key())
         adapters = PurePath(gw.upstream_adapters_dir) if gw.upstream_adapters_dir \

@@ -8,6 +8,7 @@ sessions from the log and extends them where they stood.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -219,5 +220,56 @@ def test_a_lone_call_commits_inline_and_concurrent_calls_share_group_commits(
     store = node.open_store()
     try:
         assert len(assemble_trajectories(store.read())) == 170
+    finally:
+        store.close()
+
+
+def test_a_lone_capture_never_holds_the_event_loop_on_another_writers_lock(
+        workdir: Path, stub: Server) -> None:
+    # Prepare: a gateway, one answered call (the log exists), then another process's
+    # connection takes the log's write lock (as the daemon's projections do)
+    node = Node(workdir / "locked-node", stub.url)
+    gateway = node.gateway().start()
+    try:
+        client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=TOKEN, max_retries=0)
+        client.chat.completions.create(model="hermes-fed", user="locked",
+                                       messages=[{"role": "user", "content": "first"}])
+        holder = sqlite3.connect(node.workdir / "var" / "events.db", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        answered: list[str] = []
+
+        def call() -> None:
+            done = client.chat.completions.create(
+                model="hermes-fed", user="locked",
+                messages=[{"role": "user", "content": "while the log is locked"}])
+            answered.append(done.choices[0].message.content or "")
+
+        # Execute: a lone call while the lock is held
+        caller = threading.Thread(target=call)
+        caller.start()
+        metrics = ""
+        for _ in range(500):  # poll until the capture has gone to the writer
+            metrics = httpx.get(gateway.url + "/metrics").text
+            if _metric(metrics, "hermes_gateway_capture_inline_busy_total") >= 1:
+                break
+        health = httpx.get(gateway.url + "/health", timeout=5)  # the loop still serves
+        waiting = not answered
+        holder.execute("ROLLBACK")
+        holder.close()
+        caller.join(60)
+        after = httpx.get(gateway.url + "/metrics").text
+    finally:
+        gateway.stop()
+
+    # Assert: handed to the writer at once, the gateway answered /health meanwhile, and the
+    # call was answered (and captured) once the lock was free
+    assert _metric(metrics, "hermes_gateway_capture_inline_busy_total") == 1
+    assert health.status_code == 200 and waiting
+    assert answered == ["echo: while the log is locked"]
+    assert _metric(after, "hermes_gateway_capture_inline_total") == 1  # the first call
+    store = node.open_store()
+    try:
+        assert len(assemble_trajectories(store.read())) == 2  # two conversations
+        assert store.verify().ok
     finally:
         store.close()
