@@ -143,11 +143,7 @@ class GroupCommitter:
                 return None
             self._busy = True
         try:
-            started = time.perf_counter()
-            results = self._store.append(events)
-            if self._on_commit is not None:
-                self._on_commit(GroupStats(1, len(events), time.perf_counter() - started))
-            return results
+            return self._append(events, None, 1)
         finally:
             with self._cond:
                 self._busy = False
@@ -204,11 +200,20 @@ class GroupCommitter:
                     self._busy = False
                     self._cond.notify_all()
 
-    def _commit(self, group: list[_Pending]) -> None:
+    def _append(self, events: Sequence[NewEvent], expected: Mapping[str, int] | None,
+                batches: int) -> list[AppendResult]:
+        """One append through the store, reported to ``on_commit`` once committed."""
         started = time.perf_counter()
+        results = self._store.append(events, expected)
+        if self._on_commit is not None:
+            self._on_commit(GroupStats(batches, len(events), time.perf_counter() - started))
+        return results
+
+    def _commit(self, group: list[_Pending]) -> None:
         events = [e for pending in group for e in pending.events]
         try:
-            results = self._store.append(events, group[0].expected if len(group) == 1 else None)
+            results = self._append(events, group[0].expected if len(group) == 1 else None,
+                                   len(group))
         except Exception as exc:
             if len(group) == 1:
                 if not group[0].future.cancelled():
@@ -220,8 +225,6 @@ class GroupCommitter:
             for pending in group:
                 self._commit([pending])
             return
-        if self._on_commit is not None:
-            self._on_commit(GroupStats(len(group), len(events), time.perf_counter() - started))
         start = 0
         for pending in group:
             end = start + len(pending.events)

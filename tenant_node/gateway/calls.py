@@ -240,8 +240,9 @@ class ChatCalls:
 
         alone = self.answering <= 1  # no other call could share this one's commit
         # The capture redacts the call's new messages too: never while the worker still
-        # detects them (the same text twice, under one GIL).
-        await RedactAhead.settle(call.ahead, alone)
+        # detects them (the same text twice, under one GIL). Waited for on this thread
+        # only when the capture will hold it anyway (an inline commit).
+        await RedactAhead.settle(call.ahead, alone and self.writer.inline)
 
         async def durable() -> None:
             try:

@@ -75,25 +75,32 @@ class CaptureWriter:
         would hold it while the writer redacts. It never waits for the write lock: if
         another process holds it (the daemon's projections, an import), the capture goes
         to the writer, which does wait, and the loop serves on."""
-        if alone and self._inline:
-            try:
-                with without_waiting():
-                    results = self._committer.append_if_idle(events)
-            except LogBusyError:
-                results = None
-                self._metrics.capture_inline_busy.inc()
-            except Exception as exc:
-                log.error("event=capture_failed error=%s", type(exc).__name__)
-                raise
-            if results is not None:
-                self._metrics.capture_inline.inc()
-                return results
-        future = self.submit(events)
         try:
-            return await asyncio.wrap_future(future)
+            results = self._append_inline(events) if alone and self._inline else None
+            if results is None:
+                results = await asyncio.wrap_future(self.submit(events))
+            return results
         except Exception as exc:
             log.error("event=capture_failed error=%s", type(exc).__name__)
             raise
+
+    @property
+    def inline(self) -> bool:
+        """Whether a lone call's capture may commit on the caller's thread (SQLite)."""
+        return self._inline
+
+    def _append_inline(self, events: Sequence[NewEvent]) -> list[AppendResult] | None:
+        """The append on this thread, or None: the writer is busy, or another process
+        holds the log's write lock."""
+        try:
+            with without_waiting():
+                results = self._committer.append_if_idle(events)
+        except LogBusyError:
+            self._metrics.capture_inline_busy.inc()
+            return None
+        if results is not None:
+            self._metrics.capture_inline.inc()
+        return results
 
     def stop(self) -> None:
         """Finish every capture already submitted (and its fsync), then stop."""
