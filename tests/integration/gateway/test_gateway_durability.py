@@ -24,6 +24,26 @@ from .stack import TOKEN, Node, Server
 pytestmark = pytest.mark.slow
 
 
+def _client(gateway: Server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gateway.url + "/v1", api_key=TOKEN, max_retries=0)
+
+
+def _verified_trajectories(node: Node) -> dict[str, Any]:
+    """The trajectories in the node's log, once its hash chain verified."""
+    store = node.open_store()
+    try:
+        assert store.verify().ok
+        return assemble_trajectories(store.read())
+    finally:
+        store.close()
+
+
+def _metric(text: str, name: str) -> float:
+    values = [float(line.split()[1]) for line in text.splitlines() if line.startswith(name + " ")]
+    assert values, f"{name} not exported"
+    return values[0]
+
+
 @pytest.mark.parametrize("capture_sync", ["commit", "behind"])
 def test_kill_9_after_answers_loses_no_captured_call(workdir: Path, stub: Server,
                                                     capture_sync: str) -> None:
@@ -66,12 +86,7 @@ def test_kill_9_after_answers_loses_no_captured_call(workdir: Path, stub: Server
         received = list(answered)
 
     # Assert: every answer a client received is in the log, whole
-    store = node.open_store()
-    try:
-        assert store.verify().ok
-        trajectories = assemble_trajectories(store.read())
-    finally:
-        store.close()
+    trajectories = _verified_trajectories(node)
     missing = [r for r in received if r[0] not in trajectories]
     assert not missing, f"{len(missing)} of {len(received)} answered calls lost"
     for tid, text, answer in received:
@@ -83,7 +98,7 @@ def test_a_restarted_gateway_extends_sessions_where_they_stood(workdir: Path, st
     # Prepare: one answered call, then the gateway is killed
     node = Node(workdir / "restart-node", stub.url)
     gateway = node.gateway().start()
-    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=TOKEN, max_retries=0)
+    client = _client(gateway)
     messages: list[dict[str, Any]] = [{"role": "user", "content": "first question"}]
     first = client.chat.completions.with_raw_response.create(
         model="hermes-fed", user="restart", messages=messages)  # type: ignore[arg-type]
@@ -95,7 +110,7 @@ def test_a_restarted_gateway_extends_sessions_where_they_stood(workdir: Path, st
     # Execute: a new gateway process, the conversation goes on
     gateway = node.gateway().start()
     try:
-        client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=TOKEN, max_retries=0)
+        client = _client(gateway)
         second = client.chat.completions.with_raw_response.create(
             model="hermes-fed", user="restart", messages=messages)  # type: ignore[arg-type]
     finally:
@@ -113,18 +128,12 @@ def test_a_restarted_gateway_extends_sessions_where_they_stood(workdir: Path, st
                                                                   "echo: second question"]
 
 
-def _metric(text: str, name: str) -> float:
-    values = [float(line.split()[1]) for line in text.splitlines() if line.startswith(name + " ")]
-    assert values, f"{name} not exported"
-    return values[0]
-
-
 def test_behind_fsyncs_every_group_commit_after_its_answer(workdir: Path, stub: Server) -> None:
     # Prepare: a gateway whose capture syncs behind
     node = Node(workdir / "behind-node", stub.url, capture_sync="behind")
     gateway = node.gateway().start()
     try:
-        client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=TOKEN, max_retries=0)
+        client = _client(gateway)
 
         # Execute: 20 calls, one at a time, then the metrics
         for i in range(20):
@@ -147,12 +156,7 @@ def test_behind_fsyncs_every_group_commit_after_its_answer(workdir: Path, stub: 
     assert commits >= 20 and 1 <= syncs <= commits
     assert _metric(metrics, "hermes_gateway_capture_sync_lag_seconds_sum") > 0
     assert "capture_sync=behind" in log_text
-    store = node.open_store()
-    try:
-        assert store.verify().ok
-        assert len(assemble_trajectories(store.read())) == 20
-    finally:
-        store.close()
+    assert len(_verified_trajectories(node)) == 20
 
 
 @pytest.mark.parametrize(("store_url", "capture_sync", "message"), [
@@ -185,7 +189,7 @@ def test_a_lone_call_commits_inline_and_concurrent_calls_share_group_commits(
     node = Node(workdir / "inline-node", stub.url)
     gateway = node.gateway().start()
     try:
-        client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=TOKEN, max_retries=0)
+        client = _client(gateway)
 
         # Execute: 10 calls one at a time, then 8 agents calling at once, 20 calls each
         for i in range(10):
@@ -194,7 +198,7 @@ def test_a_lone_call_commits_inline_and_concurrent_calls_share_group_commits(
         lone = httpx.get(gateway.url + "/metrics").text
 
         def agent(worker: int) -> None:
-            own = openai.OpenAI(base_url=gateway.url + "/v1", api_key=TOKEN, max_retries=0)
+            own = _client(gateway)
             for i in range(20):
                 own.chat.completions.create(
                     model="hermes-fed", user=f"crowd-{worker}",
@@ -217,11 +221,7 @@ def test_a_lone_call_commits_inline_and_concurrent_calls_share_group_commits(
     grouped_calls = _metric(crowd, "hermes_gateway_capture_batch_calls_sum") - 10
     assert inline < 80, f"{inline} of 160 concurrent captures committed inline"
     assert grouped_calls == 160 and commits < 160  # some commits carried several calls
-    store = node.open_store()
-    try:
-        assert len(assemble_trajectories(store.read())) == 170
-    finally:
-        store.close()
+    assert len(_verified_trajectories(node)) == 170
 
 
 def test_a_lone_capture_never_holds_the_event_loop_on_another_writers_lock(
@@ -231,7 +231,7 @@ def test_a_lone_capture_never_holds_the_event_loop_on_another_writers_lock(
     node = Node(workdir / "locked-node", stub.url)
     gateway = node.gateway().start()
     try:
-        client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=TOKEN, max_retries=0)
+        client = _client(gateway)
         client.chat.completions.create(model="hermes-fed", user="locked",
                                        messages=[{"role": "user", "content": "first"}])
         holder = sqlite3.connect(node.workdir / "var" / "events.db", isolation_level=None)
@@ -267,9 +267,4 @@ def test_a_lone_capture_never_holds_the_event_loop_on_another_writers_lock(
     assert health.status_code == 200 and waiting
     assert answered == ["echo: while the log is locked"]
     assert _metric(after, "hermes_gateway_capture_inline_total") == 1  # the first call
-    store = node.open_store()
-    try:
-        assert len(assemble_trajectories(store.read())) == 2  # two conversations
-        assert store.verify().ok
-    finally:
-        store.close()
+    assert len(_verified_trajectories(node)) == 2  # two conversations

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from hermes_fed.privacy import RedactionConfig, Redactor
@@ -57,6 +57,15 @@ def test_a_detection_not_started_is_dropped_and_one_under_way_is_waited_for() ->
     assert ahead._pending == 0
 
 
-def test_settle_without_a_detection_returns_at_once() -> None:
+def test_settle_leaves_a_finished_detection_alone_and_takes_no_detection() -> None:
+    # Prepare: a detection that already ended, with its result
+    finished: Future[None] = Future()
+    finished.set_result(None)
+
+    # Execute: settled on this thread and awaited; and a call that had none
+    asyncio.run(RedactAhead.settle(finished, block=True))
+    asyncio.run(RedactAhead.settle(finished, block=False))
     asyncio.run(RedactAhead.settle(None, block=True))
-    asyncio.run(RedactAhead.settle(None, block=False))
+
+    # Assert: not cancelled after the fact, its result still there
+    assert finished.done() and not finished.cancelled() and finished.result() is None
