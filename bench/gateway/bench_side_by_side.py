@@ -141,6 +141,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "added_p50_ms": float(np.median(values) - np.median(direct)) * 1e3,
                 "added_p90_ms": float(np.percentile(values, 90)
                                       - np.percentile(direct, 90)) * 1e3,
+                "added_p99_ms": float(np.percentile(values, 99)
+                                      - np.percentile(direct, 99)) * 1e3,
+                "max_ms": float(values.max()) * 1e3,
                 "paired_median_added_ms": float(np.median(values - direct)) * 1e3,
                 "paired_median_vs_baseline_ms": float(np.median(values - baseline)) * 1e3,
                 "gateway_cpu_ms_per_call": None if before is None or cpu_after is None

@@ -31,8 +31,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,6 +145,20 @@ class GroupCommitter:
             self._busy = True
         try:
             return self._append(events, None, 1)
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold every append off while the block runs (a WAL checkpoint's tail): it starts
+        once the append under way, if any, has committed."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._busy)
+            self._busy = True
+        try:
+            yield
         finally:
             with self._cond:
                 self._busy = False

@@ -29,16 +29,19 @@ log = logging.getLogger(__name__)
 MEMORY = "memory://"
 
 
-def backend_for(url: str, tenant_id: str, *, schema: str | None = None, synchronous: str = "FULL") -> Backend:
+def backend_for(url: str, tenant_id: str, *, schema: str | None = None, synchronous: str = "FULL",
+                autocheckpoint: bool = True) -> Backend:
     """The backend of ``url``: ``sqlite:///path``, ``postgresql+psycopg://...`` (``schema``:
-    the tenant's PostgreSQL schema), ``memory://name`` (see ``memory.py``)."""
+    the tenant's PostgreSQL schema), ``memory://name`` (see ``memory.py``).
+    ``autocheckpoint=False``: SQLite commits leave the WAL's checkpoints to the caller
+    (:class:`~hermes_fed.store.wal_checkpoint.WalCheckpointer`); other databases ignore it."""
     if synchronous not in SYNCHRONOUS:
         raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, got {synchronous!r}")
     if url.startswith(MEMORY):
         return MemoryBackend(memory_log(url[len(MEMORY) :]), tenant_id)
     engine = sa.create_engine(url)
     if engine.dialect.name == "sqlite":
-        return SqliteBackend(engine, tenant_id, synchronous)
+        return SqliteBackend(engine, tenant_id, synchronous, autocheckpoint)
     if engine.dialect.name == "postgresql":
         return PostgresBackend(engine, tenant_id, schema)
     engine.dispose()
@@ -58,8 +61,10 @@ class SqlEventStore(EventLog):
         gate: Gate | None = None,
         catalog: Catalog = DEFAULT_CATALOG,
         synchronous: str = "FULL",
+        autocheckpoint: bool = True,
     ) -> None:
-        backend = backend_for(url, tenant_id, schema=schema, synchronous=synchronous)
+        backend = backend_for(url, tenant_id, schema=schema, synchronous=synchronous,
+                              autocheckpoint=autocheckpoint)
         try:
             super().__init__(backend, tenant_id, keyring=keyring, gate=gate, catalog=catalog)
         except BaseException:
@@ -95,17 +100,20 @@ def open_store(
     gate: Gate | None = None,
     catalog: Catalog = DEFAULT_CATALOG,
     synchronous: str = "FULL",
+    autocheckpoint: bool = True,
 ) -> SqlEventStore:
     """Open (creating if needed) the tenant's log at ``url``.
 
     ``sqlite:///path/tenant.db`` (the default, one file per tenant),
     ``postgresql+psycopg://user@host:5432/db`` (with ``schema`` to isolate a tenant), or
     ``memory://name`` (this process only; see ``hermes_fed.store.memory``).
+    ``autocheckpoint``: see :func:`backend_for`.
     """
     if keyring is None:
         log.warning("event store for tenant=%s opened WITHOUT encryption at rest (no key ring)", tenant_id)
     return SqlEventStore(
-        url, tenant_id, keyring=keyring, schema=schema, gate=gate, catalog=catalog, synchronous=synchronous
+        url, tenant_id, keyring=keyring, schema=schema, gate=gate, catalog=catalog, synchronous=synchronous,
+        autocheckpoint=autocheckpoint,
     )
 
 

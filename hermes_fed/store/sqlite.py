@@ -110,7 +110,10 @@ class SqliteBackend(SqlBackend):
     # stored value is the same BLOB.
     blob = bytearray
 
-    def __init__(self, engine: sa.Engine, tenant_id: str, synchronous: str = "FULL") -> None:
+    def __init__(self, engine: sa.Engine, tenant_id: str, synchronous: str = "FULL",
+                 autocheckpoint: bool = True) -> None:
+        """``autocheckpoint=False``: this engine's commits never checkpoint the WAL; the
+        caller runs a :class:`~hermes_fed.store.wal_checkpoint.WalCheckpointer` beside it."""
         if synchronous not in SYNCHRONOUS:
             raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, got {synchronous!r}")
         super().__init__(engine, tenant_id)
@@ -125,6 +128,8 @@ class SqliteBackend(SqlBackend):
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute(f"PRAGMA synchronous={synchronous}")
             cur.execute("PRAGMA secure_delete=ON")  # shredded subject keys are overwritten
+            if not autocheckpoint:
+                cur.execute("PRAGMA wal_autocheckpoint=0")
             cur.close()
 
         @sa_event.listens_for(engine, "begin")

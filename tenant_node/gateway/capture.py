@@ -29,6 +29,7 @@ from hermes_fed.serving.assembly import SessionState
 from hermes_fed.store import AppendResult, EventStore
 from hermes_fed.store.group_commit import GroupCommitter, GroupStats
 from hermes_fed.store.sqlite import without_waiting
+from hermes_fed.store.wal_checkpoint import WalCheckpointer
 from hermes_fed.store.wal_sync import WalSyncer
 
 from .metrics import GatewayMetrics
@@ -39,26 +40,41 @@ log = logging.getLogger(__name__)
 class CaptureWriter:
     """The single appender: group commits of waiting captures. With ``syncer`` (the
     gateway's ``capture_sync = "behind"``, a SQLite log at ``synchronous=NORMAL``) each
-    committed group is handed to it for the WAL fsync before its callers are released."""
+    committed group is handed to it for the WAL fsync before its callers are released.
+    With ``checkpoint_db`` (a SQLite log opened with ``autocheckpoint=False``) a
+    :class:`WalCheckpointer` checkpoints its WAL on a thread of its own, told of each
+    commit, holding the appends off for the checkpoint's short tail only."""
 
     def __init__(self, store: EventStore, metrics: GatewayMetrics, max_batch: int = 512,
-                 syncer: WalSyncer | None = None, inline: bool = False) -> None:
+                 syncer: WalSyncer | None = None, inline: bool = False,
+                 checkpoint_db: str | None = None, synchronous: str = "FULL") -> None:
         self._metrics = metrics
         self._syncer = syncer
         self._inline = inline
         self._committer = GroupCommitter(
             store, max_batches=max_batch, on_commit=self._committed,
             on_queue=metrics.capture_queue.set, name="capture-writer")
+        self._checkpointer = WalCheckpointer(
+            checkpoint_db, synchronous=synchronous, on_checkpoint=self._checkpointed,
+            hold_writers=self._committer.exclusive) if checkpoint_db else None
 
     def _committed(self, stats: GroupStats) -> None:
         if self._syncer is not None:
             self._syncer.request()  # first: the fsync starts while the callers are released
+        if self._checkpointer is not None:
+            self._checkpointer.request()
         self._metrics.capture_batch.observe(stats.batches)
         self._metrics.capture_commit.observe(stats.seconds)
+
+    def _checkpointed(self, seconds: float, frames: int) -> None:
+        self._metrics.wal_checkpoint.observe(seconds)
+        self._metrics.wal_checkpoint_frames.inc(max(0, frames))
 
     def start(self) -> None:
         if self._syncer is not None:
             self._syncer.start()
+        if self._checkpointer is not None:
+            self._checkpointer.start()
         self._committer.start()
 
     def submit(self, events: Sequence[NewEvent]) -> Future[list[AppendResult]]:
@@ -107,6 +123,8 @@ class CaptureWriter:
         self._committer.stop()
         if self._syncer is not None:
             self._syncer.stop()
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
 
 
 class RedactAhead:

@@ -48,6 +48,13 @@ class GatewayMetrics:
                                            "captures handed to the writer because another "
                                            "process held the log's write lock",
                                            registry=r)
+        self.wal_checkpoint = Histogram("hermes_gateway_wal_checkpoint_seconds", "One WAL "
+                                        "checkpoint on the gateway's checkpoint thread (a "
+                                        "SQLite log; never on a call's path)",
+                                        buckets=_LATENCY, registry=r)
+        self.wal_checkpoint_frames = Counter("hermes_gateway_wal_checkpoint_frames", "WAL "
+                                             "frames copied into the database by the "
+                                             "gateway's checkpoints", registry=r)
         self.capture_queue = Gauge("hermes_gateway_capture_queue", "Captures waiting for the "
                                    "writer", registry=r)
         self.capture_failures = Counter("hermes_gateway_capture_failures", "Answered calls "

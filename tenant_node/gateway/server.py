@@ -59,8 +59,11 @@ class GatewayServer:
         # Redactions are counted in the gateway's registry (hermes_node_redactions).
         # Sync-behind: the gateway's commits write the WAL (synchronous=NORMAL) and its
         # syncer fsyncs it right after; the node's other processes keep their setting.
+        # On SQLite no answer waits for a WAL checkpoint: the checkpointer's thread runs them.
+        sqlite = config.resolved_store_url.startswith("sqlite:///")
         store = open_node_store(replace(config, sqlite_synchronous="NORMAL") if behind
-                                else config, NodeMetrics(self.metrics.registry))
+                                else config, NodeMetrics(self.metrics.registry),
+                                autocheckpoint=not sqlite)
         if store.keyring is None:
             raise ConfigError("the gateway needs the node's key ring")
         secret = store.keyring.hmac_secret
@@ -70,7 +73,9 @@ class GatewayServer:
         if syncer is not None:
             self.metrics.capture_unsynced.set_function(lambda: syncer.pending)
         writer = CaptureWriter(store, self.metrics, gw.max_capture_batch, syncer,
-                               inline=store.dialect == "sqlite")
+                               inline=store.dialect == "sqlite",
+                               checkpoint_db=store.engine.url.database if sqlite else None,
+                               synchronous=config.sqlite_synchronous)
         writer.start()
         upstream = Upstream(gw.upstream_url, gw.upstream_timeout_s, gw.resolved_upstream_key())
         adapters = PurePath(gw.upstream_adapters_dir) if gw.upstream_adapters_dir \

@@ -79,8 +79,11 @@ def build_gate(
     return NodeGate(redactor, placeholder_index, metrics)
 
 
-def open_node_store(config: NodeConfig, metrics: NodeMetrics | None = None) -> SqlEventStore:
-    """Open the tenant's store behind the redaction gate (used by serve, import, export)."""
+def open_node_store(config: NodeConfig, metrics: NodeMetrics | None = None, *,
+                    autocheckpoint: bool = True) -> SqlEventStore:
+    """Open the tenant's store behind the redaction gate (used by serve, import, export).
+    ``autocheckpoint=False``: a SQLite log's commits leave WAL checkpoints to the caller's
+    :class:`~hermes_fed.store.wal_checkpoint.WalCheckpointer` (the gateway)."""
     keyring_path = config.resolved_keyring_path
     keyring_path.parent.mkdir(parents=True, exist_ok=True)
     keyring = Keyring.load_or_create(keyring_path, config.tenant_id)
@@ -90,7 +93,7 @@ def open_node_store(config: NodeConfig, metrics: NodeMetrics | None = None) -> S
     from hermes_fed.privacy.placeholder_store import StorePlaceholderIndex
 
     store = open_store(url, config.tenant_id, keyring=keyring, schema=config.store_schema,
-                       synchronous=config.sqlite_synchronous)
+                       synchronous=config.sqlite_synchronous, autocheckpoint=autocheckpoint)
     # Placeholder numbers live in the log so a session's <EMAIL_ADDRESS_1> stays the same
     # across daemon restarts and across processes (serve, import, train); a batch's new
     # numbers are written in its append's transaction.

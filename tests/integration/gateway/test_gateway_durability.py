@@ -159,6 +159,38 @@ def test_behind_fsyncs_every_group_commit_after_its_answer(workdir: Path, stub: 
     assert len(_verified_trajectories(node)) == 20
 
 
+def test_wal_checkpoints_run_on_their_own_thread_and_keep_the_wal_bounded(
+        workdir: Path, stub: Server) -> None:
+    # Prepare: a gateway on a SQLite log (its connections never checkpoint on a commit)
+    node = Node(workdir / "checkpoint-node", stub.url)
+    gateway = node.gateway().start()
+    wal = workdir / "checkpoint-node" / "var" / "events.db-wal"
+    try:
+        client = _client(gateway)
+
+        # Execute: 240 calls, each a new session (about 10 WAL pages each: past the
+        # checkpoint's 1,000), then the metrics once a checkpoint is counted
+        for i in range(240):
+            client.chat.completions.create(
+                model="hermes-fed", user=f"ckpt-{i}",
+                messages=[{"role": "user", "content": f"session {i}: " + "words " * 60}])
+        metrics = ""
+        for _ in range(500):  # the checkpoint thread may still be copying: poll the count
+            metrics = httpx.get(gateway.url + "/metrics").text
+            if _metric(metrics, "hermes_gateway_wal_checkpoint_seconds_count") >= 1:
+                break
+        wal_bytes = wal.stat().st_size
+    finally:
+        gateway.stop()
+
+    # Assert: the checkpoint thread copied the WAL, which stayed bounded (it grows without
+    # end when nothing checkpoints), and every call is in the log
+    assert _metric(metrics, "hermes_gateway_wal_checkpoint_seconds_count") >= 1
+    assert _metric(metrics, "hermes_gateway_wal_checkpoint_frames_total") >= 1000
+    assert wal_bytes < 2000 * 4120
+    assert len(_verified_trajectories(node)) == 240
+
+
 @pytest.mark.parametrize(("store_url", "capture_sync", "message"), [
     # refused before anything opens
     ("postgresql+psycopg://postgres@127.0.0.1:5432/test", "behind",

@@ -214,3 +214,26 @@ def test_a_busy_committer_refuses_an_own_thread_append_and_waits_for_one(
     committer.stop()
     assert held.appends[-3:] == [1, 2, 1]
     assert row_count(store) == 1 + 2 + 1
+
+
+def test_exclusive_holds_every_append_off_until_its_block_ends(make_store: MakeStore) -> None:
+    # Prepare: a committer that has appended once (its thread idle)
+    store = make_store()
+    committer = GroupCommitter(store)
+    committer.append(accepted("session-first"))
+
+    # Execute: inside exclusive(), a lone caller asks to append and a batch is submitted
+    with committer.exclusive():
+        refused = committer.append_if_idle(accepted("session-own"))
+        queued = committer.submit(accepted("session-queued", 2))
+        with pytest.raises(TimeoutError):  # the appender does not take it meanwhile
+            queued.result(timeout=0.3)
+        rows_inside = row_count(store)
+    results = queued.result(timeout=30)
+    committer.stop()
+
+    # Assert: nothing was appended while the block ran; the batch committed after it
+    assert refused is None
+    assert rows_inside == 1
+    assert [r.stream_version for r in results] == [1, 2]
+    assert row_count(store) == 3
