@@ -73,5 +73,8 @@ class GatewayMetrics:
                                    "left before their end (nothing captured)", registry=r)
         self.sessions = Gauge("hermes_gateway_sessions_cached", "Session states in memory",
                               registry=r)
+        self.gc_frozen = Gauge("hermes_gateway_gc_frozen_objects", "Objects built at "
+                               "start-up and left out of the garbage collector's passes",
+                               registry=r)
         self.plan_pending = Gauge("hermes_gateway_plan_pending", "1 while a recorded plan "
                                   "cannot be applied yet (its adapters do not load)", registry=r)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import ssl
 from collections.abc import AsyncIterator
@@ -100,6 +101,12 @@ class GatewayServer:
                  "capture_sync=%s", config.tenant_id, gw.listen, gw.upstream_url,
                  config.tls.enabled, router.plan.test_id if router.plan else None, store.head(),
                  gw.capture_sync)
+        # What start-up built (the recognizers, presidio, the name lexicon: ~170,000
+        # objects) lives as long as the process: frozen, it is left out of the collector's
+        # full passes, each of which otherwise held the event loop ~0.15 s here.
+        gc.collect()
+        gc.freeze()
+        self.metrics.gc_frozen.set(gc.get_freeze_count())
         try:
             yield
         finally:
@@ -113,6 +120,7 @@ class GatewayServer:
                 ahead.shutdown(wait=True, cancel_futures=True)
             head = store.head()
             store.close()
+            gc.unfreeze()  # for a process that goes on without this gateway
             log.info("event=gateway_stopped tenant=%s head=%d", config.tenant_id, head)
 
     def _health(self) -> dict[str, Any]:
