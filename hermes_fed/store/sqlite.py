@@ -32,7 +32,7 @@ SYNCHRONOUS = ("FULL", "NORMAL", "EXTRA")
 
 
 _NO_WAIT = threading.local()
-_BUSY_TIMEOUT_MS = 60_000
+BUSY_TIMEOUT_MS = 60_000
 
 
 @contextlib.contextmanager
@@ -87,7 +87,7 @@ class SqliteTransaction(SqlTransaction):
                 raise
             raise errors.LogBusyError("another writer holds the log's write lock") from None
         finally:
-            self.cur.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+            self.cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
     def insert(self, rows: Sequence[tuple[Any, ...]]) -> None:
         self.cur.executemany(_INSERT, rows)
@@ -124,7 +124,7 @@ class SqliteBackend(SqlBackend):
             # pysqlite default would begin them lazily, too late to take the write lock).
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
-            cur.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")  # first: the pragmas wait too
+            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")  # first: the pragmas wait too
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute(f"PRAGMA synchronous={synchronous}")
             cur.execute("PRAGMA secure_delete=ON")  # shredded subject keys are overwritten

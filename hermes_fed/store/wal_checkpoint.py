@@ -45,6 +45,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+from .sqlite import BUSY_TIMEOUT_MS, SYNCHRONOUS
+
 log = logging.getLogger(__name__)
 
 __all__ = ["WalCheckpointer"]
@@ -84,7 +86,7 @@ class WalCheckpointer:
                  ) -> None:
         if pages < 1:
             raise ValueError(f"pages must be at least 1, got {pages}")
-        if synchronous not in ("FULL", "NORMAL", "EXTRA"):
+        if synchronous not in SYNCHRONOUS:
             raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, got {synchronous!r}")
         self.db_path = Path(db_path)
         self.shm_path = Path(f"{db_path}-shm")
@@ -125,6 +127,11 @@ class WalCheckpointer:
     def waiting_frames(self) -> int | None:
         """Frames in the WAL not yet copied into the database; None if the WAL index
         cannot be read (no WAL yet, or not the documented layout)."""
+        index = self._index()
+        return None if index is None else max(0, index[0] - index[1])
+
+    def _index(self) -> tuple[int, int] | None:
+        """The WAL index's (mxFrame, nBackfill): frames in the WAL, frames copied."""
         try:
             st = os.stat(self.shm_path)
             if self._shm is None or self._shm_inode != (st.st_dev, st.st_ino):
@@ -140,7 +147,7 @@ class WalCheckpointer:
             return None
         (mx_frame,) = struct.unpack_from("=I", header, _MX_FRAME)
         (backfilled,) = struct.unpack_from("=I", header, _N_BACKFILL)
-        return max(0, int(mx_frame) - int(backfilled))
+        return int(mx_frame), int(backfilled)
 
     # --- the thread --------------------------------------------------------------------------
     def _run(self) -> None:
@@ -152,16 +159,18 @@ class WalCheckpointer:
                     return
                 since += self._commits
                 self._commits = 0
-            waiting = self.waiting_frames()
-            if waiting is None:
-                due = since * _FALLBACK_PAGES_PER_COMMIT >= self.pages
+            index = self._index()
+            if index is None:
+                due, copied_before = since * _FALLBACK_PAGES_PER_COMMIT >= self.pages, 0
             else:
-                due = waiting >= self.pages
+                due, copied_before = index[0] - index[1] >= self.pages, index[1]
             if due:
                 since = 0
-                self._checkpoint()
+                self._checkpoint(copied_before)
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self, copied_before: int) -> None:
+        """Checkpoint; ``copied_before``: the WAL's frames already copied (SQLite reports
+        a total, of which this checkpoint copied the rest)."""
         started = time.perf_counter()
         try:
             conn = self._connection()
@@ -171,7 +180,7 @@ class WalCheckpointer:
             # always overlap a commit never get there: the WAL would grow without end.
             copied = self._pragma(conn)
             with self._hold():
-                copied = max(copied, self._pragma(conn))
+                copied = max(copied, self._pragma(conn)) - copied_before
         except sqlite3.Error as exc:
             self.failures += 1
             self._close_conn()
@@ -180,7 +189,7 @@ class WalCheckpointer:
         self.checkpoints += 1
         if self._on_checkpoint is not None:
             try:
-                self._on_checkpoint(time.perf_counter() - started, copied)
+                self._on_checkpoint(time.perf_counter() - started, max(0, copied))
             except Exception:  # pragma: no cover - a metrics callback
                 log.exception("event=wal_checkpoint_callback_failed")
 
@@ -197,7 +206,7 @@ class WalCheckpointer:
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
             conn = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout=60000")
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             conn.execute("PRAGMA wal_autocheckpoint=0")  # it checkpoints only when asked
             self._conn = conn

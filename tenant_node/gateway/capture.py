@@ -68,7 +68,7 @@ class CaptureWriter:
 
     def _checkpointed(self, seconds: float, frames: int) -> None:
         self._metrics.wal_checkpoint.observe(seconds)
-        self._metrics.wal_checkpoint_frames.inc(max(0, frames))
+        self._metrics.wal_checkpoint_frames.inc(frames)
 
     def start(self) -> None:
         if self._syncer is not None:

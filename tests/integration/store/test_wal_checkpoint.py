@@ -7,6 +7,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,10 +33,10 @@ def _commit(conn: sqlite3.Connection, lock: threading.Lock, n: int) -> None:
         conn.execute("COMMIT")
 
 
-def _until(condition: object, timeout_s: float = 30.0) -> bool:
+def _until(condition: Callable[[], bool], timeout_s: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if callable(condition) and condition():
+        if condition():
             return True
         time.sleep(0.01)  # a poll interval
     return False
