@@ -46,6 +46,10 @@ class NodeMetrics:
         self.projection_lag = Gauge(
             "hermes_node_projection_lag", "Events the projections are behind the head",
             ["projection"], registry=r)
+        self.gc_frozen = Gauge(
+            "hermes_node_gc_frozen_objects",
+            "Objects built at start-up that the garbage collector's full passes skip",
+            registry=r)
 
     def count_redactions(self, events: Sequence[NewEvent]) -> None:
         """Count redacted spans from each event's ``metadata["redaction"]`` report (summed

@@ -296,6 +296,9 @@ def test_metrics_count_ingested_rejected_and_redacted(node: NodeProcess) -> None
         assert value(f'hermes_node_events_rejected_total{{reason="{reason}"}}') >= 1, reason
     assert value('hermes_node_redactions_total{entity_type="EMAIL_ADDRESS"}') >= 1
     assert value("hermes_node_append_seconds_count") >= 1
+    # What start-up built (presidio, the recognizers, the name lexicon) is out of the
+    # collector's full passes: tens of thousands of objects, not a handful.
+    assert value("hermes_node_gc_frozen_objects") > 50_000
 
 
 def _metric(node: NodeProcess, name: str) -> float:
