@@ -9,7 +9,10 @@ echo "== mypy --strict (every package: pyproject [tool.mypy] packages)"; .venv/b
 echo "== vLLM (CPU build) virtualenv for the tests that drive real vLLM"; ./scripts/vllm_venv.sh
 echo "== pytest"
 set +e
-.venv/bin/pytest -q -p no:cacheprovider "$@"
+# Two workers (HERMES_FED_TEST_WORKERS to change), each taking whole files, the files
+# with slow tests first (tests/conftest.py): a file's module fixtures run once.
+.venv/bin/pytest -q -p no:cacheprovider -n "${HERMES_FED_TEST_WORKERS:-2}" --dist loadfile \
+  --no-loadscope-reorder "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi

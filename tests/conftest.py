@@ -53,7 +53,13 @@ StoreSpec = tuple[str, str | None]  # (url, schema)
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A test marked ``sql`` does not run on the memory backend (it needs what only a
-    database does: triggers, other processes, kill -9, projections' tables)."""
+    database does: triggers, other processes, kill -9, projections' tables).
+
+    Then the files holding a ``slow`` test (real Flower federations, the e2e runs: one to
+    four minutes each) move to the front, whole and in their own order, so that the suite's
+    workers (``pytest-xdist``, ``--dist loadfile --no-loadscope-reorder`` in
+    ``scripts/test.sh``) start on them and finish on the short tests, instead of one worker
+    meeting a four-minute test when the rest is done."""
     keep, memory_only_sql = [], []
     for item in items:
         spec = getattr(item, "callspec", None)
@@ -61,7 +67,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         (memory_only_sql if on_memory and item.get_closest_marker("sql") else keep).append(item)
     if memory_only_sql:
         config.hook.pytest_deselected(items=memory_only_sql)
-        items[:] = keep
+    slow_files = {item.path for item in keep if item.get_closest_marker("slow")}
+    items[:] = sorted(keep, key=lambda item: item.path not in slow_files)  # stable
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "memory"])
