@@ -28,10 +28,8 @@ How many frames wait is read from the WAL index (the ``-shm`` file, whose layout
 SQLite's documented file format, https://www.sqlite.org/walformat.html): ``mxFrame`` of
 the index header minus ``nBackfill`` of the checkpoint information, looked at every
 ``_CHECK_EVERY`` commits. A read that fails falls back to one checkpoint every ``pages`` /
-8 commits. The gateway and the node's daemon (``node serve`` with group commit; its
-projections' commits are announced too) each run one; other processes on the same log (an
-import, ``node train``) keep SQLite's automatic checkpoints; SQLite runs one checkpoint at
-a time.
+8 commits. Other processes on the same log (the node's daemon, an import) keep SQLite's
+automatic checkpoints; SQLite runs one checkpoint at a time.
 """
 
 from __future__ import annotations
@@ -109,14 +107,12 @@ class WalCheckpointer:
     def start(self) -> None:
         self._thread.start()
 
-    def request(self, commits: int = 1) -> None:
-        """``commits`` commits just returned: checkpoint if the WAL is due. Never blocks on
-        the disk; the thread is woken once every ``_CHECK_EVERY`` commits to read the WAL
-        index."""
+    def request(self) -> None:
+        """A commit just returned: checkpoint if the WAL is due. Never blocks on the disk;
+        the thread is woken once every ``_CHECK_EVERY`` commits to read the WAL index."""
         with self._cond:
-            before = self._commits
-            self._commits += commits
-            if self._commits // _CHECK_EVERY > before // _CHECK_EVERY:
+            self._commits += 1
+            if self._commits % _CHECK_EVERY == 0:
                 self._cond.notify()
 
     def stop(self) -> None:

@@ -46,13 +46,6 @@ class NodeMetrics:
         self.projection_lag = Gauge(
             "hermes_node_projection_lag", "Events the projections are behind the head",
             ["projection"], registry=r)
-        self.wal_checkpoint = Histogram(
-            "hermes_node_wal_checkpoint_seconds",
-            "WAL checkpoints run by the checkpoint thread (SQLite), off the appends' path",
-            buckets=_LATENCY_BUCKETS, registry=r)
-        self.wal_checkpoint_frames = Counter(
-            "hermes_node_wal_checkpoint_frames", "WAL frames the checkpoint thread copied",
-            registry=r)
         self.gc_frozen = Gauge(
             "hermes_node_gc_frozen_objects",
             "Objects built at start-up that the garbage collector's full passes skip",

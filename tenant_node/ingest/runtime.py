@@ -9,15 +9,13 @@ appends complete or roll back whole), projections catch up one last time, the st
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import importlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent import futures
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +27,6 @@ from hermes_fed.errors import ConfigError, OperationalError
 from hermes_fed.events import NewEvent
 from hermes_fed.store import Keyring, SqlEventStore, open_store
 from hermes_fed.store.port import GatedBatch
-from hermes_fed.store.wal_checkpoint import WalCheckpointer
 from tenant_node.config import NodeConfig
 from tenant_node.ingest.auth import BearerTokenInterceptor
 from tenant_node.ingest.metrics import NodeMetrics
@@ -147,8 +144,7 @@ class ProjectionPump(threading.Thread):
     """Keeps registered projections caught up behind the log (read models lag, never lead)."""
 
     def __init__(self, store: SqlEventStore, targets: Sequence[str], interval_s: float,
-                 metrics: NodeMetrics, config: NodeConfig | None = None,
-                 on_write: Callable[[int], None] | None = None) -> None:
+                 metrics: NodeMetrics, config: NodeConfig | None = None) -> None:
         super().__init__(name="projections", daemon=True)
         from hermes_fed.projections import ProjectionRunner
 
@@ -156,16 +152,13 @@ class ProjectionPump(threading.Thread):
         self._store = store
         self._interval = interval_s
         self._metrics = metrics
-        self._on_write = on_write  # told of the commits of a pass that moved a projection
         self.stopping = threading.Event()
 
     def catch_up(self) -> None:
         head = self._store.head()
         for runner in self._runners:
             try:
-                read = runner.catch_up()
-                if read and self._on_write is not None:  # one commit per batch it applied
-                    self._on_write(-(-read // runner.batch_size))
+                runner.catch_up()
                 lag = head - runner.checkpoint()
             except (OperationalError, sa_exc.OperationalError) as exc:
                 # Transient (a writer holds the SQLite lock past busy_timeout, PostgreSQL
@@ -206,7 +199,6 @@ class NodeRuntime:
         self.metrics_port = 0
         self._metrics_server: Any = None
         self._pump: ProjectionPump | None = None
-        self._checkpointer: WalCheckpointer | None = None
         self._stop = threading.Event()
 
     def _credentials_bound(self, server: grpc.Server) -> int:
@@ -223,34 +215,22 @@ class NodeRuntime:
     def start(self) -> int:
         """Open the store, start metrics, projections and the gRPC server; returns the port."""
         config = self.config
-        # On SQLite with group commit no acknowledgement waits for a WAL checkpoint: the
-        # store's connections never checkpoint on a commit (SQLite's own does, in the
-        # commit that crosses 1,000 pages, 20-30 ms on this VM); a thread copies the WAL,
-        # holding the group commit off only for its last pages (WalCheckpointer), and is
-        # told of every commit: the group commit's and the projections'.
-        sqlite = config.group_commit and config.resolved_store_url.startswith("sqlite:///")
-        self.store = store = open_node_store(config, self.metrics, autocheckpoint=not sqlite)
+        self.store = store = open_node_store(config, self.metrics)
         if store.keyring is None:
             raise ConfigError("the node needs a key ring")
-        if sqlite and store.engine.url.database:
-            self._checkpointer = WalCheckpointer(
-                store.engine.url.database, synchronous=config.sqlite_synchronous,
-                on_checkpoint=self._checkpointed, hold_writers=self._hold_appends)
-            self._checkpointer.start()
         self.metrics.log_head.set(store.head())
         if config.metrics_port:
             self._metrics_server = self.metrics.serve(config.metrics_host, config.metrics_port)
             self.metrics_port = int(self._metrics_server.server_port)
         if config.projections:
             self._pump = ProjectionPump(store, config.projections, config.projection_interval_s,
-                                        self.metrics, config, on_write=self._committed)
+                                        self.metrics, config)
             self._pump.catch_up()
             self._pump.start()
         limits = IngestLimits(config.tenant_id, config.max_event_bytes, config.max_batch_events)
         self.service = service = IngestService(store, limits, self.metrics,
                                                store.keyring.hmac_secret,
-                                               group_commit=config.group_commit,
-                                               on_commit=self._committed)
+                                               group_commit=config.group_commit)
         max_message = min(config.max_event_bytes * config.max_batch_events + _ENVELOPE_SLACK,
                           2**31 - 1)
         interceptor = BearerTokenInterceptor(
@@ -287,20 +267,6 @@ class NodeRuntime:
             self.metrics_port, store.head(), len(config.projections))
         return self.port
 
-    def _committed(self, commits: int = 1) -> None:
-        if self._checkpointer is not None:
-            self._checkpointer.request(commits)
-
-    def _checkpointed(self, seconds: float, frames: int) -> None:
-        self.metrics.wal_checkpoint.observe(seconds)
-        self.metrics.wal_checkpoint_frames.inc(frames)
-
-    def _hold_appends(self) -> AbstractContextManager[object]:
-        """The checkpoint's tail: no batch is appended meanwhile (before the service
-        exists, at the projections' first catch-up, nothing to hold)."""
-        service = self.service
-        return service.exclusive() if service is not None else contextlib.nullcontext()
-
     def request_stop(self) -> None:
         """Ask :meth:`wait` to return (safe from a signal handler)."""
         self._stop.set()
@@ -319,8 +285,6 @@ class NodeRuntime:
             self.service.close()
         if self._pump is not None:
             self._pump.stop()
-        if self._checkpointer is not None:
-            self._checkpointer.stop()  # the store's last connection checkpoints on close
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
         head = self.store.head() if self.store is not None else 0

@@ -7,13 +7,11 @@ Handlers receive raw request bytes so that a request which does not parse is ans
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterable, Iterator, Sequence
 
 import grpc
 from sqlalchemy import exc as sa_exc
@@ -97,7 +95,7 @@ class IngestService:
 
     def __init__(
         self, store: EventStore, limits: IngestLimits, metrics: NodeMetrics, secret: bytes,
-        *, group_commit: bool = True, on_commit: Callable[[], None] | None = None,
+        *, group_commit: bool = True,
     ) -> None:
         self.store = store
         self.limits = limits
@@ -108,7 +106,7 @@ class IngestService:
         # once per group. None: every batch is its own append, on the handler's thread.
         self._committer: GroupCommitter | None = GroupCommitter(
             store, max_events=max(limits.max_batch_events, 1000),
-            on_commit=lambda stats: self._committed(stats.batches),
+            on_commit=lambda stats: metrics.group_batches.observe(stats.batches),
             on_queue=metrics.append_queue.set, name="ingest-append",
         ) if group_commit else None
         # Appends run concurrently: the store serialises the write itself (its lock, then
@@ -120,19 +118,6 @@ class IngestService:
         # only orders AssignVariant's read-then-append and the head gauge.
         self._append_lock = threading.Lock()
         self._head = 0
-        self._on_commit = on_commit
-
-    def _committed(self, batches: int) -> None:
-        self.metrics.group_batches.observe(batches)
-        if self._on_commit is not None:
-            self._on_commit()
-
-    def exclusive(self) -> AbstractContextManager[object]:
-        """A block in which no batch is appended (the group commit waits); without group
-        commit, no hold at all."""
-        if self._committer is None:
-            return contextlib.nullcontext()
-        return self._committer.exclusive()
 
     # --- helpers ---------------------------------------------------------------------------
     def _append(

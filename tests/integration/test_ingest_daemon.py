@@ -352,48 +352,6 @@ def test_concurrent_clients_share_group_commits_and_lose_nothing(node: NodeProce
     assert set(acknowledged) == stored
 
 
-def test_wal_checkpoints_run_beside_the_appends_and_keep_the_wal_bounded(tmp_path: Path) -> None:
-    # Prepare: a SQLite node with group commit (the default) and a projection kept caught
-    # up: neither the appends' nor the projection's commits checkpoint the WAL themselves
-    db = tmp_path / "acme.db"
-    node = NodeProcess(tmp_path / "node", f"sqlite:///{db}",
-                       projections=["hermes_fed.quality.projection:QualityProjection"],
-                       projection_interval_s=0.05)
-    node.start()
-    try:
-        client = node.client()
-
-        # Execute: 250 batches of a session each (several WAL pages each: past the
-        # checkpoint's 1,000), then the metrics once a checkpoint is counted
-        for i in range(250):
-            session = client.session(f"user-w{i}", "m1")
-            tid = session.trajectory(task=f"task {i}", messages=[
-                {"role": "user", "content": f"question {i}: " + "words " * 300},
-                {"role": "assistant", "content": "answer " * 300}])
-            session.accepted(tid)
-            client.flush()
-        client.transport.close()
-        checkpoints = 0.0
-        for _ in range(500):  # the checkpoint thread may still be copying: poll the count
-            checkpoints = _metric(node, "hermes_node_wal_checkpoint_seconds_count")
-            if checkpoints >= 1:
-                break
-            time.sleep(0.02)  # a poll interval
-        frames = _metric(node, "hermes_node_wal_checkpoint_frames_total")
-        wal_bytes = (tmp_path / "acme.db-wal").stat().st_size
-    finally:
-        assert node.stop() == 0
-
-    # Assert: the thread copied the WAL, which stayed bounded (it grows without end when
-    # nothing checkpoints), and every session is in the log, which verifies
-    assert checkpoints >= 1 and frames >= 1000
-    assert wal_bytes < 2000 * 4120
-    with node.open_store() as store:
-        assert store.verify().ok
-        recorded = [e for e in store.read() if e.type == "TrajectoryRecorded"]
-    assert len(recorded) == 250
-
-
 def test_log_still_verifies(node: NodeProcess) -> None:
     # Execute
     with node.open_store() as store:

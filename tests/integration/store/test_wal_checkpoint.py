@@ -117,33 +117,6 @@ def test_without_a_readable_wal_index_it_checkpoints_by_commit_count(tmp_path: P
     conn.close()
 
 
-def test_commits_announced_together_count_as_many(tmp_path: Path) -> None:
-    # Prepare: 300 commits of a page each, nothing checkpointed (a projection's catch-up:
-    # one commit per batch it applied, announced once the pass is done)
-    db = tmp_path / "log.db"
-    conn = _open(db)
-    lock = threading.Lock()
-    for n in range(300):
-        _commit(conn, lock, n)
-    checkpointer = WalCheckpointer(db, pages=256)
-    checkpointer.start()
-    try:
-        # Execute: fewer than the look's 8, then the pass's 300 at once
-        checkpointer.request(3)
-        waiting_before = checkpointer.waiting_frames()
-        checkpointer.request(300)
-
-        # Assert: the 3 woke nothing; the 300 woke the thread, which found the WAL due
-        assert checkpointer.checkpoints == 0 and waiting_before is not None
-        assert waiting_before >= 300
-        assert _until(lambda: checkpointer.checkpoints == 1)
-        assert _until(lambda: checkpointer.waiting_frames() == 0)
-    finally:
-        checkpointer.stop()
-    assert checkpointer.failures == 0
-    conn.close()
-
-
 def test_a_failed_checkpoint_is_counted_and_the_thread_goes_on(tmp_path: Path) -> None:
     # Prepare: a "database" that is not one: every checkpoint fails
     bogus = tmp_path / "not-a-db"
