@@ -2,7 +2,8 @@
 
 Two node logs side by side in one process, the same captures into both through the
 gateway's :class:`~tenant_node.gateway.capture.CaptureWriter` (redaction, append, commit,
-one at a time as a lone caller's would be), alternating which goes first:
+one at a time as a lone caller's would be; with ``--threads N``, N at once, as N
+concurrent calls' would be, sharing group commits), alternating which goes first:
 
 * ``autocheckpoint``: the store as every other process opens it; the commit that takes the
   WAL past 1,000 pages copies it into the database before it returns;
@@ -11,6 +12,7 @@ one at a time as a lone caller's would be), alternating which goes first:
 
     .venv/bin/python -m bench.gateway.bench_checkpoint --captures 3000
     .venv/bin/python -m bench.gateway.bench_checkpoint --synchronous NORMAL
+    .venv/bin/python -m bench.gateway.bench_checkpoint --captures 500 --threads 8
 
 Prints one JSON document (per-capture latency quantiles, checkpoints, the WAL's size at
 the end); asserts nothing.
@@ -73,13 +75,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from hermes_fed.serving.capture import CallContext, call_events
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--captures", type=int, default=3000, help="captures into each (3000)")
+    parser.add_argument("--captures", type=int, default=3000,
+                        help="rounds into each (3000); a round is --threads captures")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="captures submitted at once in a round, as concurrent calls (1)")
     parser.add_argument("--synchronous", default="FULL", choices=("FULL", "NORMAL"),
                         help="the logs' sqlite_synchronous (FULL)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
-    if args.captures < 100:
-        parser.error("--captures: at least 100 (a checkpoint comes every ~80)")
+    if args.captures * args.threads < 100:
+        parser.error("--captures x --threads: at least 100 (a checkpoint comes every ~80)")
+    if args.threads < 1:
+        parser.error("--threads: at least 1")
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-checkpoint-"))
     contenders = {name: _contender(workdir, name, args.synchronous, background)
@@ -92,20 +99,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     gc.freeze()
     try:
         for i in range(args.captures):
-            turns = [{"role": "system", "content": SYSTEM},
-                     {"role": "user", "content": user_text(i, 0)}]
-            answer = {"role": "assistant", "content": f"echo: {user_text(i, 0)}"}
-            chains = digester.chain([*turns, answer])
             names = list(contenders) if i % 2 == 0 else list(reversed(contenders))
             for name in names:
-                state = SessionState(f"session-{i:032x}")
-                reservation = state.reserve(chains[:-1], "user", time.time(), 60.0)
-                context = CallContext(state.stream_id, f"bench-user-{i}", "base", None, None,
-                                      "chat")
-                events = call_events(context, reservation, turns, answer, [], chains, 0, None)
+                batch = []
+                for k in range(args.threads):
+                    n = i * args.threads + k
+                    turns = [{"role": "system", "content": SYSTEM},
+                             {"role": "user", "content": user_text(n, 0)}]
+                    answer = {"role": "assistant", "content": f"echo: {user_text(n, 0)}"}
+                    chains = digester.chain([*turns, answer])
+                    state = SessionState(f"session-{n:032x}")
+                    reservation = state.reserve(chains[:-1], "user", time.time(), 60.0)
+                    context = CallContext(state.stream_id, f"bench-user-{n}", "base", None,
+                                          None, "chat")
+                    batch.append(call_events(context, reservation, turns, answer, [], chains,
+                                             0, None))
+                samples = contenders[name]["samples"]
                 started = time.perf_counter()
-                contenders[name]["writer"].submit(events).result()
-                contenders[name]["samples"].append(time.perf_counter() - started)
+                futures = [contenders[name]["writer"].submit(events) for events in batch]
+                for future in futures:  # each capture's time: from submit to its commit
+                    future.add_done_callback(
+                        lambda _f, t0=started, out=samples: out.append(time.perf_counter() - t0))
+                for future in futures:
+                    future.result()
         out: dict[str, Any] = {}
         for name, c in contenders.items():
             c["writer"].stop()
@@ -126,7 +142,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     result = {"bench": "gateway/bench_checkpoint",
-              "config": {"captures": args.captures, "synchronous": args.synchronous},
+              "config": {"captures": args.captures, "threads": args.threads,
+                         "synchronous": args.synchronous},
               "contenders": out}
     text = json.dumps(result, indent=2)
     print(text)
