@@ -114,12 +114,16 @@ def seed_tenant_store(root: Path, tenant: str, n: int, *, seed: int = 0,
 
 @contextmanager
 def running_federation(root: Path, tiny_model: Path, tenants: list[TenantData],
-                       **options: Any) -> Iterator[Any]:
+                       isolation: str = "process", **options: Any) -> Iterator[Any]:
     """A ``LocalFederation`` under ``root`` with one SuperNode per tenant (held-out 0.4),
-    stopped (by PID) on exit; ``options`` go to ``LocalFederation``."""
+    stopped (by PID) on exit; ``options`` go to ``LocalFederation``. The SuperNodes run
+    ``--isolation process`` with a long-lived ClientApp worker each
+    (``tenant_node.flower.warm_clientapp``): a fresh ``flwr-clientapp`` per message costs
+    each node 10+ s of start-up and imports a message on 2 cores (test_federation_subprocess
+    covers that path)."""
     from coordinator.deploy.local_federation import LocalFederation, NodeSpec
 
-    fed = LocalFederation(root, capture=True, **options)
+    fed = LocalFederation(root, capture=True, isolation=isolation, **options)
     try:
         fed.start()
         for t in tenants:

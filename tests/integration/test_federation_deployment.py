@@ -47,7 +47,7 @@ def tenants(tmp_path_factory: pytest.TempPathFactory) -> list[TenantData]:
 def federation(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
                tenants: list[TenantData]) -> Iterator[LocalFederation]:
     root = tmp_path_factory.mktemp("federation")
-    with running_federation(root, tiny_model, tenants, isolation="process") as fed:
+    with running_federation(root, tiny_model, tenants) as fed:
         yield fed
 
 

@@ -5,10 +5,9 @@ test); every byte the nodes send goes through the capture relay and is scanned f
 canaries in every privacy mode (invariant 8). Later tests add nodes with fewer than
 k_min examples: they drop out of SecAgg+ at the masked-vector stage (a real dropout, the
 node refuses to contribute), first within the reconstruction threshold, then below it.
-Each exchange costs seconds, so each mode runs one short round, and the SuperNodes run
-with ``--isolation process`` and a long-lived ClientApp worker each, as in the federation
-test: a fresh ``flwr-clientapp`` per message put 13-16 s of start-up and imports into each
-node's 0.6-1.2 s of training (test_federation_subprocess covers that path).
+Each exchange costs seconds, so each mode runs one short round, on SuperNodes with a
+long-lived ClientApp worker each (``running_federation``): a fresh ``flwr-clientapp`` per
+message put 13-16 s of start-up and imports into each node's 0.6-1.2 s of training.
 """
 
 from __future__ import annotations
@@ -55,8 +54,7 @@ def tenants(data_root: Path) -> list[TenantData]:
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path,
                tenants: list[TenantData]) -> Iterator[LocalFederation]:
-    with running_federation(tmp_path_factory.mktemp("federation"), tiny_model, tenants,
-                            isolation="process") as fed:
+    with running_federation(tmp_path_factory.mktemp("federation"), tiny_model, tenants) as fed:
         yield fed
 
 
