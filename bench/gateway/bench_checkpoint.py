@@ -83,10 +83,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="the logs' sqlite_synchronous (FULL)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
-    if args.captures * args.threads < 100:
-        parser.error("--captures x --threads: at least 100 (a checkpoint comes every ~80)")
     if args.threads < 1:
         parser.error("--threads: at least 1")
+    if args.captures * args.threads < 100:
+        parser.error("--captures x --threads: at least 100 (a checkpoint comes every ~80)")
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-checkpoint-"))
     contenders = {name: _contender(workdir, name, args.synchronous, background)
@@ -99,15 +99,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     gc.freeze()
     try:
         for i in range(args.captures):
+            calls = []  # (n, turns, answer, chains): the same calls into both logs
+            for n in range(i * args.threads, (i + 1) * args.threads):
+                turns = [{"role": "system", "content": SYSTEM},
+                         {"role": "user", "content": user_text(n, 0)}]
+                answer = {"role": "assistant", "content": f"echo: {user_text(n, 0)}"}
+                calls.append((n, turns, answer, digester.chain([*turns, answer])))
             names = list(contenders) if i % 2 == 0 else list(reversed(contenders))
             for name in names:
                 batch = []
-                for k in range(args.threads):
-                    n = i * args.threads + k
-                    turns = [{"role": "system", "content": SYSTEM},
-                             {"role": "user", "content": user_text(n, 0)}]
-                    answer = {"role": "assistant", "content": f"echo: {user_text(n, 0)}"}
-                    chains = digester.chain([*turns, answer])
+                for n, turns, answer, chains in calls:
                     state = SessionState(f"session-{n:032x}")
                     reservation = state.reserve(chains[:-1], "user", time.time(), 60.0)
                     context = CallContext(state.stream_id, f"bench-user-{n}", "base", None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Iterator
@@ -61,14 +62,13 @@ def server() -> Iterator[tuple[str, Behaviour]]:
                 "choices": [{"index": 0, "finish_reason": "stop",
                              "message": {"role": "assistant", "content": behaviour.content}}],
             }).encode()
-            try:
+            # the client may have given up first (the timeout test): nothing to answer
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 self.send_response(behaviour.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client gave up first (the timeout test): nothing to answer
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01},
