@@ -140,6 +140,11 @@ class GatewayConfig:
                                            "released; a thread fsyncs the WAL right "
                                            "after, so a power cut can lose only the calls "
                                            "answered during that fsync); default 'commit'"})
+    capture_process: bool = field(
+        default=True, metadata={"help": "redact and append the captures of concurrent calls "
+                                       "in a child process, on a second core (a lone call "
+                                       "is captured in the gateway: no hand-off); each "
+                                       "answer still waits for its commit; default true"})
     default_task_type: str = field(
         default="chat", metadata={"help": "task_type of captured trajectories when the call "
                                          "has no X-Hermes-Task-Type; default 'chat'"})

@@ -13,10 +13,12 @@ Everything runs as real processes on 127.0.0.1 in front of the same fast local u
   trajectory on calls 2 and 3), a user per conversation, an email address in every user
   turn (so redaction has something to do);
 - **requests/s** with ``--threads`` client threads for ``--seconds`` (non-streaming,
-  persistent ``http.client`` connections), the server's CPU per request, and for the
-  gateway a check that every answered call is in the log (``captured``): capture is on and
-  durable (SQLite, synchronous=FULL; an answer is released only after its group commit;
-  the same with ``capture_sync = "behind"`` and with ``synchronous=NORMAL`` beside it);
+  persistent ``http.client`` connections), ``--throughput-runs`` times per contender in
+  alternating order (ABC CBA), the server's CPU per request (with its capture process),
+  and for the gateway a check that every answered call is in the log (``captured``):
+  capture is on and durable (SQLite, synchronous=FULL; an answer is released only after
+  its group commit; the same with ``capture_sync = "behind"``, with
+  ``synchronous=NORMAL`` and with ``capture_process = false`` beside it);
 - **capture alone** (in-process, no HTTP): calls/s through the gateway's ``CaptureWriter``
   (redaction gate + append + commit) with 1 submitting thread (a commit per call) and with
   ``--threads`` (group commits), the ceiling the HTTP layer sits on.
@@ -55,7 +57,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.integration.gateway.stack import TOKEN, Node, Server, free_port, stub_upstream  # noqa: E402
+from tests.integration.gateway.stack import (  # noqa: E402
+    TOKEN,
+    Node,
+    Server,
+    capture_process_of,
+    free_port,
+    stub_upstream,
+)
 
 SYSTEM = "You are a support agent. Answer briefly and politely."
 TURNS = 3
@@ -194,13 +203,16 @@ def latency(contenders: list[Contender], rounds: int, warmup: int) -> dict[str, 
 
 
 def process_cpu_s(pid: int | None) -> float | None:
+    """CPU seconds of ``pid`` and its live child processes (the gateway's capture process)."""
     if pid is None:
         return None
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(process_cpu_s(int(child)) or 0.0 for child in children)
 
 
 def throughput(contender: Contender, threads: int, seconds: float, offset: int) -> dict[str, Any]:
@@ -364,6 +376,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--warmup", type=int, default=30, help="warm-up rounds (30)")
     parser.add_argument("--threads", type=int, default=8, help="client threads for req/s (8)")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per req/s run (10)")
+    parser.add_argument("--throughput-runs", type=int, default=2,
+                        help="req/s runs per contender, alternating the order (2)")
     parser.add_argument("--capture-calls", type=int, default=4000,
                         help="calls of the in-process capture run (4000)")
     parser.add_argument("--litellm", help="a running LiteLLM proxy's base URL (ending in /v1)")
@@ -384,16 +398,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     assert stub.process is not None
     contenders = [Contender("direct", stub.url + "/v1", "bench-model", pid=stub.process.pid)]
     nodes: dict[str, Node] = {}
-    for name, synchronous, sync_mode in (("gateway", "FULL", "commit"),
-                                         ("gateway_capture_behind", "FULL", "behind"),
-                                         ("gateway_sync_normal", "NORMAL", "commit")):
+    for name, synchronous, sync_mode, process in (
+            ("gateway", "FULL", "commit", True),
+            ("gateway_capture_behind", "FULL", "behind", True),
+            ("gateway_sync_normal", "NORMAL", "commit", True),
+            ("gateway_no_capture_process", "FULL", "commit", False)):
         nodes[name] = Node(workdir / name, stub.url, top={"sqlite_synchronous": synchronous},
-                           capture_sync=sync_mode)
+                           capture_sync=sync_mode, capture_process=process)
         gateway = nodes[name].gateway().start()
         servers.append(gateway)
         assert gateway.process is not None
         contenders.append(Contender(name, gateway.url + "/v1", "hermes-fed", TOKEN,
                                     gateway.process.pid))
+        if process:
+            capture_process_of(gateway)
     try:
         if args.litellm_start:
             litellm, contender = start_litellm(args.litellm_start, stub.url, args.litellm_model,
@@ -404,17 +422,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             contenders.append(Contender("litellm", args.litellm, args.litellm_model,
                                         args.litellm_key))
         lat = latency(contenders, args.rounds, args.warmup)
-        rates = {}
-        for offset, contender in enumerate(contenders):
-            node = nodes.get(contender.name)
-            before = count_captured(node) if node is not None else 0
-            rates[contender.name] = throughput(contender, args.threads, args.seconds,
-                                               (offset + 1) * 10_000_000)
-            if node is not None:
-                captured = count_captured(node) - before
-                rates[contender.name]["captured"] = captured
-                rates[contender.name]["every_answered_call_captured"] = \
-                    captured >= rates[contender.name]["requests"]
+        runs: dict[str, list[dict[str, Any]]] = {c.name: [] for c in contenders}
+        # Each contender's req/s runs --throughput-runs times, in order then in reverse
+        # (ABC CBA ...): drift on a shared machine hits all alike.
+        for run in range(args.throughput_runs):
+            order = list(enumerate(contenders))
+            for offset, contender in order if run % 2 == 0 else order[::-1]:
+                node = nodes.get(contender.name)
+                before = count_captured(node) if node is not None else 0
+                rate = throughput(contender, args.threads, args.seconds,
+                                  (run * len(contenders) + offset + 1) * 10_000_000)
+                if node is not None:
+                    captured = count_captured(node) - before
+                    rate["captured"] = captured
+                    rate["every_answered_call_captured"] = captured >= rate["requests"]
+                runs[contender.name].append(rate)
+        rates = {name: {"requests_per_s": float(np.mean([r["requests_per_s"] for r in rs])),
+                        "server_cpu_ms_per_request": float(np.mean(
+                            [r["server_cpu_ms_per_request"] or np.nan for r in rs])),
+                        "every_answered_call_captured": all(
+                            r.get("every_answered_call_captured", True) for r in rs),
+                        "runs": rs}
+                 for name, rs in runs.items()}
         import httpx
 
         metrics = {name: httpx.get(servers[1 + i].url + "/metrics").text
@@ -450,7 +479,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "config": {k: v for k, v in vars(args).items() if k != "out"} | {
             "contenders": [c.name for c in contenders], "turns_per_conversation": TURNS,
             "store": "sqlite synchronous=FULL (gateway_capture_behind: [gateway] "
-                     "capture_sync = 'behind'; gateway_sync_normal: synchronous=NORMAL)",
+                     "capture_sync = 'behind'; gateway_sync_normal: synchronous=NORMAL; "
+                     "gateway_no_capture_process: capture_process = false)",
             "redaction": "node default"},
         "latency": lat,
         "throughput": rates,

@@ -30,6 +30,8 @@ def main() -> None:
     parser.add_argument("--model", default="bench-model", help="the model name agents send")
     parser.add_argument("--synchronous", default="FULL", choices=("FULL", "NORMAL"),
                         help="SQLite durability of the capture (FULL)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a [gateway] setting, as TOML (capture_process=false)")
     parser.add_argument("--token", default=os.environ.get("BENCH_KEY_GATEWAY",
                                                            "gateway-token-0123456789"))
     args = parser.parse_args()
@@ -38,7 +40,8 @@ def main() -> None:
         f'tenant_id = "bench"\ntoken = "{args.token}"\nmetrics_port = 0\n'
         f'sqlite_synchronous = "{args.synchronous}"\n[gateway]\n'
         f'listen = "127.0.0.1:{args.port}"\nupstream_url = "{args.upstream}"\n'
-        f'base_model = "{args.model}"\nmodel_name = "{args.model}"\n')
+        f'base_model = "{args.model}"\nmodel_name = "{args.model}"\n'
+        + "".join(f"{setting}\n" for setting in args.set))
     print(f"gateway node in {workdir}; bearer token {args.token}", file=sys.stderr)
     from hermes_fed.cli import main as cli
 

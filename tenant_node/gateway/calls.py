@@ -166,7 +166,9 @@ class ChatCalls:
             return self._answered(error_response(exc), started, False)
         last_role = parsed.messages[-1]["role"]
         reservation = state.reserve(call.chains, last_role, time.time(), call.retry_window_s)
-        if self.ahead is not None:
+        # With other calls in flight and a capture process running, this capture will
+        # likely go to that process: detecting ahead here would only cost this one's GIL.
+        if self.ahead is not None and not (self.answering and self.writer.process_ready):
             call.ahead = self.ahead.submit(parsed.messages[reservation.base:],
                                            parsed.tools if reservation.new else None)
         if parsed.stream:
@@ -239,10 +241,14 @@ class ChatCalls:
                              state.branch_tools_key(reservation.trajectory_id))
 
         alone = self.answering <= 1  # no other call could share this one's commit
-        # The capture redacts the call's new messages too: never while the worker still
-        # detects them (the same text twice, under one GIL). Waited for on this thread
-        # only when the capture will hold it anyway (an inline commit).
-        await RedactAhead.settle(call.ahead, alone and self.writer.inline)
+        if not alone and self.writer.process_ready:
+            if call.ahead is not None:
+                call.ahead.cancel()  # the capture process detects them itself
+        else:
+            # The capture redacts the call's new messages too: never while the worker
+            # still detects them (the same text twice, under one GIL). Waited for on this
+            # thread only when the capture will hold it anyway (an inline commit).
+            await RedactAhead.settle(call.ahead, alone and self.writer.inline)
 
         async def durable() -> None:
             try:

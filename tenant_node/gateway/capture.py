@@ -21,7 +21,8 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from hermes_fed.errors import LogBusyError
 from hermes_fed.events import NewEvent
@@ -31,10 +32,41 @@ from hermes_fed.store.group_commit import GroupCommitter, GroupStats
 from hermes_fed.store.sqlite import without_waiting
 from hermes_fed.store.wal_checkpoint import WalCheckpointer
 from hermes_fed.store.wal_sync import WalSyncer
+from tenant_node.config import NodeConfig
+from tenant_node.ingest.metrics import NodeMetrics
 
+from .capture_process import CaptureProcess, CaptureProcessGone
 from .metrics import GatewayMetrics
 
+if TYPE_CHECKING:
+    from hermes_fed.store.sql import SqlEventStore
+
 log = logging.getLogger(__name__)
+
+
+def build_writer(config: NodeConfig, metrics: GatewayMetrics,
+                 node_metrics: NodeMetrics) -> tuple[SqlEventStore, CaptureWriter]:
+    """The node's log behind its redaction gate and a capture writer on it, as the
+    gateway's settings say (the gateway's own, and its capture process's). Not started.
+
+    Sync-behind: the writer's commits write the WAL (synchronous=NORMAL) and its syncer
+    fsyncs it right after; the node's other processes keep their setting. On SQLite no
+    commit waits for a WAL checkpoint: the writer's checkpoint thread runs them."""
+    from tenant_node.ingest.runtime import open_node_store
+
+    behind = config.gateway.capture_sync == "behind"
+    sqlite = config.resolved_store_url.startswith("sqlite:///")
+    store = open_node_store(replace(config, sqlite_synchronous="NORMAL") if behind else config,
+                            node_metrics, autocheckpoint=not sqlite)
+    syncer = WalSyncer(store.engine.url.database or "",
+                       metrics.capture_sync_lag.observe) if behind else None
+    if syncer is not None:
+        metrics.capture_unsynced.set_function(lambda: syncer.pending)
+    writer = CaptureWriter(store, metrics, config.gateway.max_capture_batch, syncer,
+                           inline=store.dialect == "sqlite",
+                           checkpoint_db=store.engine.url.database if sqlite else None,
+                           synchronous=config.sqlite_synchronous)
+    return store, writer
 
 
 class CaptureWriter:
@@ -43,7 +75,9 @@ class CaptureWriter:
     committed group is handed to it for the WAL fsync before its callers are released.
     With ``checkpoint_db`` (a SQLite log opened with ``autocheckpoint=False``) a
     :class:`WalCheckpointer` checkpoints its WAL on a thread of its own, told of each
-    commit, holding the appends off for the checkpoint's short tail only."""
+    commit, holding the appends off for the checkpoint's short tail only. With a
+    :class:`~tenant_node.gateway.capture_process.CaptureProcess` attached, a capture that is
+    not a lone call's goes to it (the gateway's second core) while it runs."""
 
     def __init__(self, store: EventStore, metrics: GatewayMetrics, max_batch: int = 512,
                  syncer: WalSyncer | None = None, inline: bool = False,
@@ -57,6 +91,23 @@ class CaptureWriter:
         self._checkpointer = WalCheckpointer(
             checkpoint_db, synchronous=synchronous, on_checkpoint=self._checkpointed,
             hold_writers=self._committer.exclusive) if checkpoint_db else None
+        self._process: CaptureProcess | None = None
+
+    def attach(self, process: CaptureProcess) -> None:
+        """Send busy periods' captures to ``process`` (started by the caller)."""
+        self._process = process
+
+    def process_health(self) -> dict[str, Any]:
+        """The capture process's state and pid (``off`` when there is none)."""
+        process = self._process
+        if process is None:
+            return {"state": "off", "pid": None}
+        return {"state": process.state, "pid": process.pid}
+
+    @property
+    def process_ready(self) -> bool:
+        """Whether a capture process takes captures now."""
+        return self._process is not None and self._process.ready
 
     def _committed(self, stats: GroupStats) -> None:
         if self._syncer is not None:
@@ -82,7 +133,7 @@ class CaptureWriter:
 
     async def append(self, events: Sequence[NewEvent], alone: bool = False) -> list[AppendResult]:
         """Append ``events`` durably (with whatever else is waiting); raises what the store
-        raised for them.
+        raised for them. Unless ``alone``, the capture process appends them while it runs.
 
         ``alone``: the caller is the only call in flight. Then, on a log in a local SQLite
         file (``inline``) and with the writer idle too, the append runs right here on the
@@ -92,13 +143,35 @@ class CaptureWriter:
         another process holds it (the daemon's projections, an import), the capture goes
         to the writer, which does wait, and the loop serves on."""
         try:
-            results = self._append_inline(events) if alone and self._inline else None
+            if alone:
+                results = self._append_inline(events) if self._inline else None
+            else:
+                results = await self._append_in_process(events)
             if results is None:
                 results = await asyncio.wrap_future(self.submit(events))
             return results
         except Exception as exc:
             log.error("event=capture_failed error=%s", type(exc).__name__)
             raise
+
+    async def _append_in_process(self, events: Sequence[NewEvent]) -> list[AppendResult] | None:
+        """The append by the capture process, or None: there is none running (the writer
+        appends them; a capture the process had committed before it ended is a duplicate
+        there, nothing is stored twice). A gone process is started again after a pause."""
+        process = self._process
+        if process is None:
+            return None
+        if not process.ready:
+            if process.restart_due():
+                process.start(asyncio.get_running_loop())
+                self._metrics.capture_process_starts.inc()
+            return None
+        try:
+            results = await process.append(events)
+        except CaptureProcessGone:
+            return None
+        self._metrics.capture_process_calls.inc()
+        return results
 
     @property
     def inline(self) -> bool:
@@ -119,7 +192,10 @@ class CaptureWriter:
         return results
 
     def stop(self) -> None:
-        """Finish every capture already submitted (and its fsync), then stop."""
+        """Finish every capture already submitted (and its fsync), then stop; the capture
+        process first."""
+        if self._process is not None:
+            self._process.stop()
         self._committer.stop()
         if self._syncer is not None:
             self._syncer.stop()

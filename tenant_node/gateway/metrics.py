@@ -57,6 +57,17 @@ class GatewayMetrics:
                                              "gateway's checkpoints", registry=r)
         self.capture_queue = Gauge("hermes_gateway_capture_queue", "Captures waiting for the "
                                    "writer", registry=r)
+        self.capture_process_up = Gauge("hermes_gateway_capture_process_up", "1 while the "
+                                        "capture process takes captures (busy periods' "
+                                        "redaction and appends on a second core)", registry=r)
+        self.capture_process_calls = Counter("hermes_gateway_capture_process_calls", "Captures "
+                                             "committed by the capture process", registry=r)
+        self.capture_process_starts = Counter("hermes_gateway_capture_process_starts",
+                                              "Capture processes started (the first, and "
+                                              "one after each that ended)", registry=r)
+        self.capture_process_queue = Gauge("hermes_gateway_capture_process_queue", "Captures "
+                                           "waiting for the capture process's writer",
+                                           registry=r)
         self.capture_failures = Counter("hermes_gateway_capture_failures", "Answered calls "
                                         "whose capture failed (the client got an error)",
                                         registry=r)

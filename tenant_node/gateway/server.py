@@ -16,19 +16,18 @@ import logging
 import ssl
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path, PurePath
 from typing import Any
 
 from hermes_fed.errors import ConfigError, HermesFedError
 from hermes_fed.serving.assembly import TurnDigester
-from hermes_fed.store.wal_sync import WalSyncer
 from tenant_node.config import NodeConfig
 from tenant_node.ingest.metrics import NodeMetrics
 
 from .app import GatewayApp
 from .calls import ChatCalls
-from .capture import CaptureWriter, RedactAhead, SessionCache
+from .capture import RedactAhead, SessionCache, build_writer
+from .capture_process import CaptureProcess
 from .metrics import GatewayMetrics
 from .routing import PlanRouter
 from .upstream import Upstream
@@ -53,31 +52,25 @@ class GatewayServer:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app: Any) -> AsyncIterator[None]:
-        from tenant_node.ingest.runtime import NodeGate, open_node_store
+        from tenant_node.ingest.runtime import NodeGate
 
         config, gw = self.config, self.config.gateway
-        behind = gw.capture_sync == "behind"
         # Redactions are counted in the gateway's registry (hermes_node_redactions).
-        # Sync-behind: the gateway's commits write the WAL (synchronous=NORMAL) and its
-        # syncer fsyncs it right after; the node's other processes keep their setting.
-        # On SQLite no answer waits for a WAL checkpoint: the checkpointer's thread runs them.
-        sqlite = config.resolved_store_url.startswith("sqlite:///")
-        store = open_node_store(replace(config, sqlite_synchronous="NORMAL") if behind
-                                else config, NodeMetrics(self.metrics.registry),
-                                autocheckpoint=not sqlite)
+        node_metrics = NodeMetrics(self.metrics.registry)
+        store, writer = build_writer(config, self.metrics, node_metrics)
         if store.keyring is None:
             raise ConfigError("the gateway needs the node's key ring")
         secret = store.keyring.hmac_secret
         reader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="gateway-reader")
-        syncer = WalSyncer(store.engine.url.database or "",
-                           self.metrics.capture_sync_lag.observe) if behind else None
-        if syncer is not None:
-            self.metrics.capture_unsynced.set_function(lambda: syncer.pending)
-        writer = CaptureWriter(store, self.metrics, gw.max_capture_batch, syncer,
-                               inline=store.dialect == "sqlite",
-                               checkpoint_db=store.engine.url.database if sqlite else None,
-                               synchronous=config.sqlite_synchronous)
         writer.start()
+        if gw.capture_process:
+            # Spawned now, it loads while the gateway does; until it reports ready the
+            # gateway captures every call itself.
+            process = CaptureProcess(config, {"gateway": self.metrics, "node": node_metrics},
+                                     self.metrics.capture_process_up.set)
+            process.start(asyncio.get_running_loop())
+            self.metrics.capture_process_starts.inc()
+            writer.attach(process)
         upstream = Upstream(gw.upstream_url, gw.upstream_timeout_s, gw.resolved_upstream_key())
         adapters = PurePath(gw.upstream_adapters_dir) if gw.upstream_adapters_dir \
             else Path(config.resolved_adapters_dir).resolve()
@@ -98,9 +91,10 @@ class GatewayServer:
         self.gateway.calls = calls
         watcher = asyncio.create_task(router.watch(gw.plan_poll_s))
         log.info("event=gateway_started tenant=%s listen=%s upstream=%s tls=%s plan=%s head=%d "
-                 "capture_sync=%s", config.tenant_id, gw.listen, gw.upstream_url,
-                 config.tls.enabled, router.plan.test_id if router.plan else None, store.head(),
-                 gw.capture_sync)
+                 "capture_sync=%s capture_process=%s", config.tenant_id, gw.listen,
+                 gw.upstream_url, config.tls.enabled,
+                 router.plan.test_id if router.plan else None, store.head(), gw.capture_sync,
+                 gw.capture_process)
         # What start-up built (the recognizers, presidio, the name lexicon: ~170,000
         # objects) lives as long as the process: frozen, it is left out of the collector's
         # full passes, each of which otherwise held the event loop ~0.15 s here.
@@ -129,7 +123,8 @@ class GatewayServer:
             return {"plan": None}
         router = calls.router
         return {"plan": router.plan.test_id if router.plan else None,
-                "plan_version": router.plan_version, "plan_pending": router.pending}
+                "plan_version": router.plan_version, "plan_pending": router.pending,
+                "capture_process": calls.writer.process_health()}
 
     def build(self) -> Any:
         """The ASGI app (the store opens in its lifespan)."""

@@ -140,6 +140,38 @@ def plan_of(gateway: Server, expected: str | None, timeout_s: float = 30.0) -> s
     return plan
 
 
+def capture_process_of(gateway: Server, timeout_s: float = 120.0) -> int:
+    """The pid of ``gateway``'s capture process once it is ready (it loads after the
+    gateway answers; until then the gateway captures every call itself)."""
+    deadline = time.monotonic() + timeout_s
+    state: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        state = httpx.get(gateway.url + "/health", verify=gateway.verify).json()["capture_process"]
+        if state["state"] == "ready":
+            return int(state["pid"])
+        time.sleep(0.05)
+    raise RuntimeError(f"no capture process ready in {timeout_s} s ({state}):\n{gateway.log()}")
+
+
+def verified_trajectories(node: Node) -> dict[str, Any]:
+    """The trajectories in the node's log, once its hash chain verified."""
+    from hermes_fed.serving.assembly import assemble_trajectories
+
+    store = node.open_store()
+    try:
+        assert store.verify().ok
+        return assemble_trajectories(store.read())
+    finally:
+        store.close()
+
+
+def metric(text: str, name: str) -> float:
+    """The value of an unlabelled sample in a Prometheus exposition."""
+    values = [float(line.split()[1]) for line in text.splitlines() if line.startswith(name + " ")]
+    assert values, f"{name} not exported"
+    return values[0]
+
+
 def model_serve(workdir: Path, *extra: str) -> Server:
     port = free_port()
     return Server([sys.executable, "-m", "hermes_fed.cli", "model", "serve", str(BASE_MODEL),

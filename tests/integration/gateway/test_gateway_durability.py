@@ -17,9 +17,7 @@ import httpx
 import openai
 import pytest
 
-from hermes_fed.serving.assembly import assemble_trajectories
-
-from .stack import TOKEN, Node, Server
+from .stack import TOKEN, Node, Server, capture_process_of, metric, verified_trajectories
 
 pytestmark = pytest.mark.slow
 
@@ -28,30 +26,20 @@ def _client(gateway: Server) -> openai.OpenAI:
     return openai.OpenAI(base_url=gateway.url + "/v1", api_key=TOKEN, max_retries=0)
 
 
-def _verified_trajectories(node: Node) -> dict[str, Any]:
-    """The trajectories in the node's log, once its hash chain verified."""
-    store = node.open_store()
-    try:
-        assert store.verify().ok
-        return assemble_trajectories(store.read())
-    finally:
-        store.close()
-
-
-def _metric(text: str, name: str) -> float:
-    values = [float(line.split()[1]) for line in text.splitlines() if line.startswith(name + " ")]
-    assert values, f"{name} not exported"
-    return values[0]
-
-
-@pytest.mark.parametrize("capture_sync", ["commit", "behind"])
+@pytest.mark.parametrize(("capture_sync", "capture_process"),
+                         [("commit", True), ("behind", True), ("commit", False)])
 def test_kill_9_after_answers_loses_no_captured_call(workdir: Path, stub: Server,
-                                                    capture_sync: str) -> None:
+                                                    capture_sync: str,
+                                                    capture_process: bool) -> None:
     # Prepare: 12 client threads calling as fast as they can, each call a new session
     # (behind: the commit writes the WAL, the fsync follows the answer; a killed process
-    # loses nothing the OS holds)
-    node = Node(workdir / f"durable-node-{capture_sync}", stub.url, capture_sync=capture_sync)
+    # loses nothing the OS holds). With a capture process, the calls that overlap are
+    # captured there: it is ready before the first call.
+    node = Node(workdir / f"durable-node-{capture_sync}-{capture_process}", stub.url,
+                capture_sync=capture_sync, capture_process=capture_process)
     gateway = node.gateway().start()
+    if capture_process:
+        capture_process_of(gateway)
     answered: list[tuple[str, str, str]] = []  # (trajectory id, user text, answer)
     lock = threading.Lock()
     enough = threading.Event()
@@ -79,14 +67,18 @@ def test_kill_9_after_answers_loses_no_captured_call(workdir: Path, stub: Server
 
     # Execute: kill -9 while calls are in flight
     assert enough.wait(120), f"too few answers before the kill:\n{gateway.log()[-2000:]}"
+    by_process = metric(httpx.get(gateway.url + "/metrics").text,
+                         "hermes_gateway_capture_process_calls_total")
     gateway.kill9()
     for t in threads:
         t.join(30)
     with lock:
         received = list(answered)
 
-    # Assert: every answer a client received is in the log, whole
-    trajectories = _verified_trajectories(node)
+    # Assert: every answer a client received is in the log, whole (and with a capture
+    # process, some were captured there: the kill hit that path too)
+    assert (by_process > 0) == capture_process
+    trajectories = verified_trajectories(node)
     missing = [r for r in received if r[0] not in trajectories]
     assert not missing, f"{len(missing)} of {len(received)} answered calls lost"
     for tid, text, answer in received:
@@ -142,7 +134,7 @@ def test_behind_fsyncs_every_group_commit_after_its_answer(workdir: Path, stub: 
         metrics = ""
         for _ in range(500):  # the last fsync may still be under way: poll the gauge
             metrics = httpx.get(gateway.url + "/metrics").text
-            if _metric(metrics, "hermes_gateway_capture_unsynced_commits") == 0:
+            if metric(metrics, "hermes_gateway_capture_unsynced_commits") == 0:
                 break
         log_text = gateway.log()
     finally:
@@ -150,13 +142,13 @@ def test_behind_fsyncs_every_group_commit_after_its_answer(workdir: Path, stub: 
 
     # Assert: every commit covered by an fsync (some may share one), each window measured,
     # and the gateway said which mode it runs in
-    commits = _metric(metrics, "hermes_gateway_capture_batch_calls_count")
-    syncs = _metric(metrics, "hermes_gateway_capture_sync_lag_seconds_count")
-    assert _metric(metrics, "hermes_gateway_capture_unsynced_commits") == 0
+    commits = metric(metrics, "hermes_gateway_capture_batch_calls_count")
+    syncs = metric(metrics, "hermes_gateway_capture_sync_lag_seconds_count")
+    assert metric(metrics, "hermes_gateway_capture_unsynced_commits") == 0
     assert commits >= 20 and 1 <= syncs <= commits
-    assert _metric(metrics, "hermes_gateway_capture_sync_lag_seconds_sum") > 0
+    assert metric(metrics, "hermes_gateway_capture_sync_lag_seconds_sum") > 0
     assert "capture_sync=behind" in log_text
-    assert len(_verified_trajectories(node)) == 20
+    assert len(verified_trajectories(node)) == 20
 
 
 def test_wal_checkpoints_run_on_their_own_thread_and_keep_the_wal_bounded(
@@ -177,7 +169,7 @@ def test_wal_checkpoints_run_on_their_own_thread_and_keep_the_wal_bounded(
         metrics = ""
         for _ in range(500):  # the checkpoint thread may still be copying: poll the count
             metrics = httpx.get(gateway.url + "/metrics").text
-            if _metric(metrics, "hermes_gateway_wal_checkpoint_seconds_count") >= 1:
+            if metric(metrics, "hermes_gateway_wal_checkpoint_seconds_count") >= 1:
                 break
         wal_bytes = wal.stat().st_size
     finally:
@@ -185,10 +177,10 @@ def test_wal_checkpoints_run_on_their_own_thread_and_keep_the_wal_bounded(
 
     # Assert: the checkpoint thread copied the WAL, which stayed bounded (it grows without
     # end when nothing checkpoints), and every call is in the log
-    assert _metric(metrics, "hermes_gateway_wal_checkpoint_seconds_count") >= 1
-    assert _metric(metrics, "hermes_gateway_wal_checkpoint_frames_total") >= 1000
+    assert metric(metrics, "hermes_gateway_wal_checkpoint_seconds_count") >= 1
+    assert metric(metrics, "hermes_gateway_wal_checkpoint_frames_total") >= 1000
     assert wal_bytes < 2000 * 4120
-    assert len(_verified_trajectories(node)) == 240
+    assert len(verified_trajectories(node)) == 240
 
 
 @pytest.mark.parametrize(("store_url", "capture_sync", "message"), [
@@ -217,8 +209,9 @@ def test_a_gateway_that_cannot_start_exits_1_and_says_why(
 
 def test_a_lone_call_commits_inline_and_concurrent_calls_share_group_commits(
         workdir: Path, stub: Server) -> None:
-    # Prepare
-    node = Node(workdir / "inline-node", stub.url)
+    # Prepare: the gateway's own writer (a capture process takes concurrent captures:
+    # test_gateway_capture_process)
+    node = Node(workdir / "inline-node", stub.url, capture_process=False)
     gateway = node.gateway().start()
     try:
         client = _client(gateway)
@@ -247,13 +240,13 @@ def test_a_lone_call_commits_inline_and_concurrent_calls_share_group_commits(
 
     # Assert: alone, every capture committed on the loop's thread; in a crowd most went to
     # the writer, which grouped them; every call is in the log either way
-    assert _metric(lone, "hermes_gateway_capture_inline_total") == 10
-    inline = _metric(crowd, "hermes_gateway_capture_inline_total") - 10
-    commits = _metric(crowd, "hermes_gateway_capture_batch_calls_count") - 10
-    grouped_calls = _metric(crowd, "hermes_gateway_capture_batch_calls_sum") - 10
+    assert metric(lone, "hermes_gateway_capture_inline_total") == 10
+    inline = metric(crowd, "hermes_gateway_capture_inline_total") - 10
+    commits = metric(crowd, "hermes_gateway_capture_batch_calls_count") - 10
+    grouped_calls = metric(crowd, "hermes_gateway_capture_batch_calls_sum") - 10
     assert inline < 80, f"{inline} of 160 concurrent captures committed inline"
     assert grouped_calls == 160 and commits < 160  # some commits carried several calls
-    assert len(_verified_trajectories(node)) == 170
+    assert len(verified_trajectories(node)) == 170
 
 
 def test_a_lone_capture_never_holds_the_event_loop_on_another_writers_lock(
@@ -282,7 +275,7 @@ def test_a_lone_capture_never_holds_the_event_loop_on_another_writers_lock(
         metrics = ""
         for _ in range(500):  # poll until the capture has gone to the writer
             metrics = httpx.get(gateway.url + "/metrics").text
-            if _metric(metrics, "hermes_gateway_capture_inline_busy_total") >= 1:
+            if metric(metrics, "hermes_gateway_capture_inline_busy_total") >= 1:
                 break
         health = httpx.get(gateway.url + "/health", timeout=5)  # the loop still serves
         waiting = not answered
@@ -295,8 +288,8 @@ def test_a_lone_capture_never_holds_the_event_loop_on_another_writers_lock(
 
     # Assert: handed to the writer at once, the gateway answered /health meanwhile, and the
     # call was answered (and captured) once the lock was free
-    assert _metric(metrics, "hermes_gateway_capture_inline_busy_total") == 1
+    assert metric(metrics, "hermes_gateway_capture_inline_busy_total") == 1
     assert health.status_code == 200 and waiting
     assert answered == ["echo: while the log is locked"]
-    assert _metric(after, "hermes_gateway_capture_inline_total") == 1  # the first call
-    assert len(_verified_trajectories(node)) == 2  # two conversations
+    assert metric(after, "hermes_gateway_capture_inline_total") == 1  # the first call
+    assert len(verified_trajectories(node)) == 2  # two conversations
