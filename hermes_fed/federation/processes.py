@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import IO
 
 from hermes_fed.errors import FederationError
+from hermes_fed.serving.child_process import free_port as child_free_port
 
 logger = logging.getLogger(__name__)
 
@@ -37,11 +37,9 @@ BIN = Path(sys.executable).parent
 
 
 def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port free on 127.0.0.1 a moment ago, never one this process handed out before
+    (:func:`hermes_fed.serving.child_process.free_port`)."""
+    return child_free_port(LOOPBACK)
 
 
 def flower_env(flwr_home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -36,11 +37,27 @@ class ChildServerError(HermesFedError):
     """A child server did not start, or died; the message carries its log's tail."""
 
 
+_HANDED_OUT: set[int] = set()
+_HANDED_OUT_LOCK = threading.Lock()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on now (another process may still take it first)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port nothing listens on now and that this process has not handed out before
+    (another process may still take it first).
+
+    The OS may give one port to two ``bind(0)`` calls in a row once the first socket is
+    closed, so a caller that picks several ports before starting their servers (the demo:
+    nine) could get one twice; the second server then fails to bind while the first one's
+    ``/health`` answers for it. Remembering what was handed out rules that out."""
+    with _HANDED_OUT_LOCK:
+        for _ in range(1000):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind((host, 0))
+                port = int(sock.getsockname()[1])
+            if port not in _HANDED_OUT:
+                _HANDED_OUT.add(port)
+                return port
+    raise OSError(f"no port on {host} that this process has not handed out already")
 
 
 def http_ok(url: str, *, headers: Mapping[str, str] | None = None, timeout: float = 2.0) -> bool:

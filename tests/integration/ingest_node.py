@@ -7,23 +7,17 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from hermes_fed.client import IngestClient, RetryPolicy
+from hermes_fed.serving.child_process import free_port
 from hermes_fed.store import Keyring, SqlEventStore, open_store
 
 TENANT = "acme"
 TOKEN = "node-token-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _toml(value: Any) -> str:

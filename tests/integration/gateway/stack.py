@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,15 +18,11 @@ from typing import Any
 import httpx
 import numpy as np
 
+from hermes_fed.serving.child_process import free_port
+
 BASE_MODEL = Path(__file__).resolve().parents[3] / "examples" / "flywheel" / "base_model"
 TENANT = "acme"
 TOKEN = "gateway-token-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_adapter(directory: Path, seed: int, scale: float = 0.5) -> Path:
