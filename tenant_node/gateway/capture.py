@@ -151,7 +151,7 @@ class CaptureWriter:
                 results = await asyncio.wrap_future(self.submit(events))
             return results
         except Exception as exc:
-            log.error("event=capture_failed error=%s", type(exc).__name__)
+            log.error("event=capture_failed error=%s", getattr(exc, "kind", type(exc).__name__))
             raise
 
     async def _append_in_process(self, events: Sequence[NewEvent]) -> list[AppendResult] | None:

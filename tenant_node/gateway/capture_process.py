@@ -19,9 +19,11 @@ process).
 If the child dies, every capture it had not answered is appended by the gateway's own
 writer: events keep their ids, so one the child had committed is a duplicate and nothing
 is stored twice (invariant 3). The gateway starts a new child after ``RESTART_AFTER_S``.
-The child ignores SIGINT and SIGTERM (the gateway, told to stop, stops it after the calls
-in flight: the child commits what it was sent, then exits) and exits when the gateway's
-end of the pipe closes, a ``kill -9`` of the gateway included.
+The gateway, told to stop, stops the child after the calls in flight: the child commits
+what it was sent, then exits (a child still loading is killed: it was sent nothing). The
+child ignores SIGINT (Ctrl-C reaches the whole process group), ends as gracefully on
+SIGTERM, and exits when the gateway's end of the pipe closes, a ``kill -9`` of the
+gateway included; whatever it had not answered when it ended, the gateway appends.
 
 The child's metrics (group commits, checkpoints, redactions) are recorded, shipped with its
 replies and counted into the gateway's registry, so ``/metrics`` shows one gateway.
@@ -61,7 +63,12 @@ class CaptureProcessGone(RuntimeError):
 
 
 class CaptureFailed(RuntimeError):
-    """The capture process's append raised (the message names the store's error)."""
+    """The capture process's append raised; ``kind`` is the store error's type name (only
+    the name crosses the pipe: an error's message may quote the data)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"the capture process's append failed: {kind}")
+        self.kind = kind
 
 
 # --- metrics: recorded in the child, counted in the gateway ---------------------------------
@@ -122,11 +129,17 @@ def _drain(sink: deque[Op]) -> list[Op]:
 
 
 # --- the child ---------------------------------------------------------------------------------
+def _exit_on_signal(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)  # through child_main's finally: what it was sent commits
+
+
 def child_main(config: Any, conn: Any) -> None:
     """The capture process (``multiprocessing`` spawn target): open the log behind the
     node's gate, append what the gateway sends, answer each capture once committed."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the gateway decides when this ends
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Ctrl-C reaches the whole process group: the gateway decides when this ends. SIGTERM
+    # (a supervisor's stop, multiprocessing's at exit) ends it after what it was sent.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     from hermes_fed.cli import daemon_logging
 
     daemon_logging(0)  # the gateway's format, into the gateway's stderr
@@ -177,7 +190,7 @@ def child_main(config: Any, conn: Any) -> None:
                 if error is None:
                     reply("ok", cid, future.result())
                 else:
-                    reply("err", cid, f"{type(error).__name__}: {error}")
+                    reply("err", cid, type(error).__name__)
 
             writer.submit(events).add_done_callback(answered)
     finally:
@@ -216,7 +229,7 @@ class CaptureProcess:
         context = multiprocessing.get_context("spawn")
         ours, theirs = context.Pipe(duplex=True)
         process = context.Process(target=child_main, args=(self._config, theirs),
-                                  name="hermes-capture", daemon=False)
+                                  name="hermes-capture", daemon=True)
         process.start()
         theirs.close()
         self._conn, self._process, self._loop = ours, process, loop
@@ -305,9 +318,12 @@ class CaptureProcess:
             self._process.join(timeout=0)  # reap it if it has exited
 
     def stop(self, timeout_s: float = 60.0) -> None:
-        """Have the child commit what it was sent and exit (after the calls in flight)."""
+        """Have the child commit what it was sent and exit (after the calls in flight). A
+        child still loading was sent nothing: it is killed, not waited for."""
         conn, process = self._conn, self._process
-        self.ready = False
+        was_ready, self.ready = self.ready, False
+        if conn is not None and not was_ready and not self._pending and process is not None:
+            process.kill()
         if conn is not None:
             if self._loop is not None:
                 self._loop.remove_reader(conn.fileno())
