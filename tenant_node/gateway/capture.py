@@ -155,16 +155,11 @@ class CaptureWriter:
             raise
 
     async def _append_in_process(self, events: Sequence[NewEvent]) -> list[AppendResult] | None:
-        """The append by the capture process, or None: there is none running (the writer
+        """The append by the capture process, or None: there is none ready (the writer
         appends them; a capture the process had committed before it ended is a duplicate
-        there, nothing is stored twice). A gone process is started again after a pause."""
+        there, nothing is stored twice)."""
         process = self._process
-        if process is None:
-            return None
-        if not process.ready:
-            if process.restart_due():
-                process.start(asyncio.get_running_loop())
-                self._metrics.capture_process_starts.inc()
+        if process is None or not process.ready:
             return None
         try:
             results = await process.append(events)

@@ -18,7 +18,8 @@ process).
 
 If the child dies, every capture it had not answered is appended by the gateway's own
 writer: events keep their ids, so one the child had committed is a duplicate and nothing
-is stored twice (invariant 3). The gateway starts a new child after ``RESTART_AFTER_S``.
+is stored twice (invariant 3). The gateway starts a new child ``RESTART_AFTER_S`` later
+(longer after children that never got ready: a log that cannot be opened, say).
 The gateway, told to stop, stops the child after the calls in flight: the child commits
 what it was sent, then exits (a child still loading is killed: it was sent nothing). The
 child ignores SIGINT (Ctrl-C reaches the whole process group), ends as gracefully on
@@ -51,8 +52,10 @@ from hermes_fed.store import AppendResult
 
 log = logging.getLogger(__name__)
 
-#: Seconds after a child's death before the gateway starts another.
+#: Seconds after a child's death before the gateway starts another; doubled (up to
+#: ``RESTART_MAX_S``) after each child that ended before it was ready.
 RESTART_AFTER_S = 5.0
+RESTART_MAX_S = 60.0
 
 Op = tuple[str, str, tuple[Any, ...], str, Any]
 """A metric update done in the child: (registry kind, attribute, labels, method, value)."""
@@ -207,13 +210,19 @@ class CaptureProcess:
     Used on the event loop's thread only (replies are read by the loop, ``add_reader``).
     ``targets`` are the gateway's metrics by kind (``gateway``, ``node``), into which the
     child's updates are counted; ``on_state`` is told 1 when the child is ready, 0 when it
-    is gone."""
+    is gone; ``on_start`` is called at each spawn. A child that ends is replaced after a
+    pause, until :meth:`stop`."""
 
     def __init__(self, config: Any, targets: dict[str, Any],
-                 on_state: Callable[[int], None] = lambda _: None) -> None:
+                 on_state: Callable[[int], None] = lambda _: None,
+                 on_start: Callable[[], None] = lambda: None) -> None:
         self._config = config
         self._targets = targets
         self._on_state = on_state
+        self._on_start = on_start
+        self._pause = RESTART_AFTER_S
+        self._stopped = False
+        self._restart: asyncio.TimerHandle | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[list[AppendResult]]] = {}
         self._conn: Any = None
@@ -234,13 +243,15 @@ class CaptureProcess:
         theirs.close()
         self._conn, self._process, self._loop = ours, process, loop
         self._gone_at = None
+        self._restart = None
         self.starts += 1
+        self._on_start()
         loop.add_reader(ours.fileno(), self._readable)
         log.info("event=capture_process_started pid=%s", process.pid)
 
-    def restart_due(self) -> bool:
-        """The child is gone and the pause before a new one has passed."""
-        return self._gone_at is not None and time.monotonic() - self._gone_at >= RESTART_AFTER_S
+    def _start_again(self) -> None:
+        if not self._stopped and self._conn is None and self._loop is not None:
+            self.start(self._loop)
 
     @property
     def pid(self) -> int | None:
@@ -248,8 +259,8 @@ class CaptureProcess:
 
     @property
     def state(self) -> str:
-        """``ready``, ``starting`` (spawned, loading) or ``gone`` (ended; replaced on the
-        next busy capture after the pause)."""
+        """``ready``, ``starting`` (spawned, loading) or ``gone`` (ended; replaced after a
+        pause)."""
         if self.ready:
             return "ready"
         return "gone" if self._gone_at is not None or self._conn is None else "starting"
@@ -283,6 +294,7 @@ class CaptureProcess:
             apply_ops(ops, self._targets)
         if kind == "ready":
             self.ready = True
+            self._pause = RESTART_AFTER_S
             self._on_state(1)
             log.info("event=capture_process_ready pid=%s", self.pid)
         elif kind in ("ok", "err"):
@@ -301,13 +313,19 @@ class CaptureProcess:
     def _gone(self, why: str) -> None:
         if self._conn is None:
             return
-        if self.ready or self._pending:
-            log.error("event=capture_process_gone why=%s pending=%d", why, len(self._pending))
+        log.error("event=capture_process_gone why=%s pending=%d restart_in_s=%.0f", why,
+                  len(self._pending), self._pause)
+        if not self.ready:  # it never got ready: wait longer before the next one
+            pause, self._pause = self._pause, min(RESTART_MAX_S, self._pause * 2)
+        else:
+            pause = self._pause
         self.ready = False
         self._on_state(0)
         self._gone_at = time.monotonic()
         if self._loop is not None:
             self._loop.remove_reader(self._conn.fileno())
+            if not self._stopped:
+                self._restart = self._loop.call_later(pause, self._start_again)
         self._conn.close()
         self._conn = None
         pending, self._pending = self._pending, {}
@@ -320,6 +338,9 @@ class CaptureProcess:
     def stop(self, timeout_s: float = 60.0) -> None:
         """Have the child commit what it was sent and exit (after the calls in flight). A
         child still loading was sent nothing: it is killed, not waited for."""
+        self._stopped = True
+        if self._restart is not None:
+            self._restart.cancel()
         conn, process = self._conn, self._process
         was_ready, self.ready = self.ready, False
         if conn is not None and not was_ready and not self._pending and process is not None:

@@ -67,9 +67,9 @@ class GatewayServer:
             # Spawned now, it loads while the gateway does; until it reports ready the
             # gateway captures every call itself.
             process = CaptureProcess(config, {"gateway": self.metrics, "node": node_metrics},
-                                     self.metrics.capture_process_up.set)
+                                     self.metrics.capture_process_up.set,
+                                     self.metrics.capture_process_starts.inc)
             process.start(asyncio.get_running_loop())
-            self.metrics.capture_process_starts.inc()
             writer.attach(process)
         upstream = Upstream(gw.upstream_url, gw.upstream_timeout_s, gw.resolved_upstream_key())
         adapters = PurePath(gw.upstream_adapters_dir) if gw.upstream_adapters_dir \
