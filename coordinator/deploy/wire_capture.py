@@ -65,6 +65,19 @@ class CaptureRelay:
         with self._lock:
             return b"".join(bytes(c.upstream) for c in self._connections)
 
+    def mark(self) -> tuple[int, ...]:
+        """How many bytes each connection has sent so far, for :meth:`upstream_since`."""
+        with self._lock:
+            return tuple(len(c.upstream) for c in self._connections)
+
+    def upstream_since(self, mark: tuple[int, ...]) -> bytes:
+        """What clients sent after ``mark``: each connection's bytes past its length then,
+        concatenated. (An offset into :meth:`upstream_bytes` misses what a connection kept
+        alive across the mark sent later: its new bytes sit before later connections'.)"""
+        with self._lock:
+            return b"".join(bytes(c.upstream[mark[i] if i < len(mark) else 0:])
+                            for i, c in enumerate(self._connections))
+
     def downstream_bytes(self) -> bytes:
         with self._lock:
             return b"".join(bytes(c.downstream) for c in self._connections)

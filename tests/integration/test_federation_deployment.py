@@ -73,7 +73,7 @@ def test_one_round_per_mode_publishes_a_version_with_lineage_and_leaks_nothing(
     assert len(workers) == len(TENANTS)
     with AdapterRegistry.open(coordinator_dir) as registry:
         before = [v.version for v in registry.versions()]
-    bytes_before = len(federation.relay.upstream_bytes())
+    bytes_before = federation.relay.mark()
 
     # Execute
     outcome = federation.run(_run_config(coordinator_dir, tiny_model, mode))
@@ -119,7 +119,7 @@ def test_one_round_per_mode_publishes_a_version_with_lineage_and_leaks_nothing(
         assert registry.store.verify().ok
 
     # Assert: invariant 8 -- no canary in any byte the nodes sent to the SuperLink
-    sent = federation.relay.upstream_bytes()[bytes_before:]
+    sent = federation.relay.upstream_since(bytes_before)
     assert b"lora_B" in sent  # the capture saw the adapter replies (the scan is not vacuous)
     for tenant in tenants:
         assert find_canaries(sent, tenant.canaries) == []

@@ -76,6 +76,39 @@ def test_relay_records_both_directions_byte_for_byte(upstream: _Upstream) -> Non
     assert up == payload and down == payload
 
 
+def _echoed(conn: socket.socket, data: bytes) -> bytes:
+    """Send ``data`` on an open connection and read its echo back whole."""
+    conn.sendall(data)
+    got = bytearray()
+    while len(got) < len(data):
+        chunk = conn.recv(65536)
+        assert chunk, "the connection closed before the echo"
+        got.extend(chunk)
+    return bytes(got)
+
+
+def test_upstream_since_a_mark_holds_what_every_connection_sent_after_it(
+        upstream: _Upstream) -> None:
+    # Prepare: connection A stays open across the mark; B came and went before it
+    with CaptureRelay(upstream.port) as relay:
+        kept = socket.create_connection((LOOPBACK, relay.port), timeout=10)
+        assert _echoed(kept, b"a1") == b"a1"
+        assert _echo(relay.port, b"b1") == b"b1"
+        mark = relay.mark()
+
+        # Execute: A sends more, then a new connection C
+        assert _echoed(kept, b"a2") == b"a2"
+        assert _echo(relay.port, b"c1") == b"c1"
+        kept.close()
+        since, whole = relay.upstream_since(mark), relay.upstream_bytes()
+
+    # Assert: A's and C's new bytes, nothing from before the mark; an offset into the
+    # whole capture (what the egress tests used) takes B's old bytes and misses A's new
+    assert since == b"a2c1"
+    assert whole == b"a1a2b1c1"
+    assert whole[len(b"a1b1"):] == b"b1c1"
+
+
 def test_a_peer_that_stops_reading_does_not_stall_other_connections(upstream: _Upstream
                                                                     ) -> None:
     # Prepare: a connection pushes far more than the kernel buffers hold to a server that
