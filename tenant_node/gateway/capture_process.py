@@ -188,6 +188,7 @@ def child_main(config: Any, conn: Any) -> None:
             if kind == "stop":
                 break
             _, cid, events = message
+
             def answered(future: Any, cid: int = cid) -> None:
                 error = future.exception()
                 if error is None:
