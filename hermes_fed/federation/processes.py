@@ -27,19 +27,13 @@ from pathlib import Path
 from typing import IO
 
 from hermes_fed.errors import FederationError
-from hermes_fed.serving.child_process import free_port as child_free_port
+from hermes_fed.serving.child_process import free_port as free_port  # re-exported
 
 logger = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 BIN = Path(sys.executable).parent
 """Where this environment's Flower commands live."""
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 a moment ago, never one this process handed out before
-    (:func:`hermes_fed.serving.child_process.free_port`)."""
-    return child_free_port(LOOPBACK)
 
 
 def flower_env(flwr_home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -229,9 +229,7 @@ class CaptureProcess:
         self._conn: Any = None
         self._process: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._gone_at: float | None = None
         self.ready = False
-        self.starts = 0
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Spawn the child; it reports ready on its own (meanwhile the gateway captures
@@ -243,9 +241,7 @@ class CaptureProcess:
         process.start()
         theirs.close()
         self._conn, self._process, self._loop = ours, process, loop
-        self._gone_at = None
         self._restart = None
-        self.starts += 1
         self._on_start()
         loop.add_reader(ours.fileno(), self._readable)
         log.info("event=capture_process_started pid=%s", process.pid)
@@ -264,7 +260,7 @@ class CaptureProcess:
         pause)."""
         if self.ready:
             return "ready"
-        return "gone" if self._gone_at is not None or self._conn is None else "starting"
+        return "gone" if self._conn is None else "starting"
 
     async def append(self, events: Sequence[NewEvent]) -> list[AppendResult]:
         """Append ``events`` through the child; raises :class:`CaptureProcessGone` if it
@@ -322,19 +318,22 @@ class CaptureProcess:
             pause = self._pause
         self.ready = False
         self._on_state(0)
-        self._gone_at = time.monotonic()
         if self._loop is not None:
             self._loop.remove_reader(self._conn.fileno())
             if not self._stopped:
                 self._restart = self._loop.call_later(pause, self._start_again)
         self._conn.close()
         self._conn = None
+        self._fail_pending("the capture process ended")
+        if self._process is not None:
+            self._process.join(timeout=0)  # reap it if it has exited
+
+    def _fail_pending(self, why: str) -> None:
+        """Captures sent and not answered: their callers append them themselves."""
         pending, self._pending = self._pending, {}
         for future in pending.values():
             if not future.done():
-                future.set_exception(CaptureProcessGone("the capture process ended"))
-        if self._process is not None:
-            self._process.join(timeout=0)  # reap it if it has exited
+                future.set_exception(CaptureProcessGone(why))
 
     def stop(self, timeout_s: float = 60.0) -> None:
         """Have the child commit what it was sent and exit (after the calls in flight). A
@@ -344,27 +343,16 @@ class CaptureProcess:
             self._restart.cancel()
         conn, process = self._conn, self._process
         was_ready, self.ready = self.ready, False
-        if conn is not None and not was_ready and not self._pending and process is not None:
-            process.kill()
         if conn is not None:
             if self._loop is not None:
                 self._loop.remove_reader(conn.fileno())
-            try:
-                conn.send(("stop",))
-                deadline = time.monotonic() + timeout_s
-                while time.monotonic() < deadline and conn.poll(max(0.0, deadline - time.monotonic())):
-                    message = conn.recv()
-                    self._handle(message)
-                    if message[0] == "stopped":
-                        break
-            except (EOFError, OSError):
-                pass
+            if was_ready or self._pending:
+                self._stop_child(conn, timeout_s)
+            elif process is not None:
+                process.kill()  # still loading: it was sent nothing
             conn.close()
             self._conn = None
-        pending, self._pending = self._pending, {}
-        for future in pending.values():
-            if not future.done():
-                future.set_exception(CaptureProcessGone("the capture process stopped"))
+        self._fail_pending("the capture process stopped")
         if process is not None:
             process.join(timeout=timeout_s)
             if process.is_alive():
@@ -372,3 +360,16 @@ class CaptureProcess:
                 process.kill()
                 process.join(timeout=10)
         self._on_state(0)
+
+    def _stop_child(self, conn: Any, timeout_s: float) -> None:
+        """Tell the child to stop and handle its replies until it says it has."""
+        try:
+            conn.send(("stop",))
+            deadline = time.monotonic() + timeout_s
+            while conn.poll(max(0.0, deadline - time.monotonic())):
+                message = conn.recv()
+                self._handle(message)
+                if message[0] == "stopped" or time.monotonic() >= deadline:
+                    return
+        except (EOFError, OSError):
+            return
