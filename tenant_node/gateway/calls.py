@@ -160,7 +160,10 @@ class ChatCalls:
         try:
             parsed = parse_chat_request(await read_body(request, self.config.max_body_bytes))
             call = self.prepare(request, parsed)
-            state = await self.sessions.get(call.context.stream_id)
+            # Nothing else in flight: a local log's read runs right here (as a lone
+            # call's append does).
+            state = await self.sessions.get(call.context.stream_id,
+                                            inline=self.writer.inline and not self.answering)
             self.metrics.sessions.set(len(self.sessions))
         except WireError as exc:
             return self._answered(error_response(exc), started, False)

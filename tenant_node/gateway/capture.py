@@ -273,7 +273,11 @@ class SessionCache:
     def peek(self, stream_id: str) -> SessionState | None:
         return self._states.get(stream_id)
 
-    async def get(self, stream_id: str) -> SessionState:
+    async def get(self, stream_id: str, inline: bool = False) -> SessionState:
+        """The session's state, read from its stream when it is not cached: by a reader
+        thread, or with ``inline`` (a lone call on a local SQLite log, whose reads never
+        wait for a writer) on this thread, sparing the two thread hand-offs (~0.1 ms of
+        the read's ~0.2 ms here) while the event loop has nothing else to do."""
         state = self._states.get(stream_id)
         if state is not None:
             self._states.move_to_end(stream_id)
@@ -281,6 +285,11 @@ class SessionCache:
         pending = self._loading.get(stream_id)
         if pending is not None:
             return await asyncio.shield(pending)
+        if inline and not self._loading:
+            state = self._load(stream_id)
+            self._states[stream_id] = state
+            self._evict()
+            return state
         loop = asyncio.get_running_loop()
         future: asyncio.Future[SessionState] = loop.create_future()
         self._loading[stream_id] = future
