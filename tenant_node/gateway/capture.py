@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: Sessions whose last capture's writer is remembered (past this, all are forgotten).
+_OWNERS_KEPT = 100_000
+
 
 def build_writer(config: NodeConfig, metrics: GatewayMetrics,
                  node_metrics: NodeMetrics) -> tuple[SqlEventStore, CaptureWriter]:
@@ -77,7 +80,9 @@ class CaptureWriter:
     :class:`WalCheckpointer` checkpoints its WAL on a thread of its own, told of each
     commit, holding the appends off for the checkpoint's short tail only. With a
     :class:`~tenant_node.gateway.capture_process.CaptureProcess` attached, a capture that is
-    not a lone call's goes to it (the gateway's second core) while it runs."""
+    not a lone call's goes to it (the gateway's second core) while it runs; a session whose
+    captures move from one writer to the other has its placeholder numbers read again by
+    the one taking it (:meth:`forget`), so they never collide with the other's."""
 
     def __init__(self, store: EventStore, metrics: GatewayMetrics, max_batch: int = 512,
                  syncer: WalSyncer | None = None, inline: bool = False,
@@ -92,6 +97,30 @@ class CaptureWriter:
             checkpoint_db, synchronous=synchronous, on_checkpoint=self._checkpointed,
             hold_writers=self._committer.exclusive) if checkpoint_db else None
         self._process: CaptureProcess | None = None
+        self._gate = getattr(store, "gate", None)
+        # Which writer (the capture process: True) took each session's last capture: a
+        # session whose captures move between the two is told to the one that takes it,
+        # which reads its placeholder numbers again (the other may have added some).
+        self._in_process: dict[str, bool] = {}
+
+    def _take(self, events: Sequence[NewEvent], in_process: bool) -> list[str]:
+        """Mark ``events``' sessions as captured by one writer; those the other writer (or
+        a writer unknown: a session not seen, or forgotten) captured last."""
+        owners = self._in_process
+        moved = [s for s in {e.stream_id for e in events} if owners.get(s) is not in_process]
+        if len(owners) + len(moved) > _OWNERS_KEPT:
+            owners.clear()  # unknown again: each next capture re-reads its session's numbers
+        for stream_id in moved:
+            owners[stream_id] = in_process
+        return moved
+
+    def forget(self, stream_ids: Sequence[str]) -> None:
+        """Sessions another writer captured last: the gate reads their placeholder numbers
+        again at their next batch (else a stale number collides in the append, and the
+        whole group is redacted again)."""
+        forget = getattr(self._gate, "forget", None)
+        if forget is not None and stream_ids:
+            forget(stream_ids)
 
     def attach(self, process: CaptureProcess) -> None:
         """Send busy periods' captures to ``process`` (started by the caller)."""
@@ -148,6 +177,7 @@ class CaptureWriter:
             else:
                 results = await self._append_in_process(events)
             if results is None:
+                self.forget(self._take(events, False))
                 results = await asyncio.wrap_future(self.submit(events))
             return results
         except Exception as exc:
@@ -162,7 +192,7 @@ class CaptureWriter:
         if process is None or not process.ready:
             return None
         try:
-            results = await process.append(events)
+            results = await process.append(events, self._take(events, True))
         except CaptureProcessGone:
             return None
         self._metrics.capture_process_calls.inc()
@@ -176,6 +206,8 @@ class CaptureWriter:
     def _append_inline(self, events: Sequence[NewEvent]) -> list[AppendResult] | None:
         """The append on this thread, or None: the writer is busy, or another process
         holds the log's write lock."""
+        moved = self._take(events, False)
+        self.forget(moved)
         try:
             with without_waiting():
                 results = self._committer.append_if_idle(events)

@@ -187,7 +187,9 @@ def child_main(config: Any, conn: Any) -> None:
             kind = message[0]
             if kind == "stop":
                 break
-            _, cid, events = message
+            _, cid, events, moved = message
+            if moved:  # sessions the gateway's own writer captured last
+                writer.forget(moved)
 
             def answered(future: Any, cid: int = cid) -> None:
                 error = future.exception()
@@ -262,16 +264,18 @@ class CaptureProcess:
             return "ready"
         return "gone" if self._conn is None else "starting"
 
-    async def append(self, events: Sequence[NewEvent]) -> list[AppendResult]:
+    async def append(self, events: Sequence[NewEvent],
+                     moved: Sequence[str] = ()) -> list[AppendResult]:
         """Append ``events`` through the child; raises :class:`CaptureProcessGone` if it
-        ended first, :class:`CaptureFailed` if the store refused them."""
+        ended first, :class:`CaptureFailed` if the store refused them. ``moved``: sessions
+        another writer captured last (the child reads their placeholder numbers again)."""
         if not self.ready:
             raise CaptureProcessGone("the capture process is not running")
         future: asyncio.Future[list[AppendResult]] = asyncio.get_running_loop().create_future()
         cid = next(self._ids)
         self._pending[cid] = future
         try:
-            self._conn.send(("append", cid, list(events)))
+            self._conn.send(("append", cid, list(events), list(moved)))
         except OSError as exc:
             self._pending.pop(cid, None)
             self._gone(f"send failed: {exc}")

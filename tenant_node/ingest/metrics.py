@@ -37,6 +37,10 @@ class NodeMetrics:
         self.append_latency = Histogram(
             "hermes_node_append_seconds", "AppendEvents latency (validate+redact+append)",
             buckets=_LATENCY_BUCKETS, registry=r)
+        self.placeholder_conflicts = Counter(
+            "hermes_node_placeholder_conflicts",
+            "Appends numbered again: another writer of the log took a placeholder number of "
+            "their session first", registry=r)
         self.log_head = Gauge("hermes_node_log_head", "Highest position in the log", registry=r)
         self.group_batches = Histogram(
             "hermes_node_group_commit_batches", "AppendEvents batches per group commit",

@@ -14,8 +14,9 @@ import importlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent import futures
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,15 +53,24 @@ class NodeGate:
 
         self.redactor = redactor
         self._metrics = metrics
+        self._index = placeholder_index if isinstance(placeholder_index,
+                                                      StagedPlaceholderIndex) else None
         self._staged = staged_gate(redactor, placeholder_index) \
-            if isinstance(placeholder_index, StagedPlaceholderIndex) else None
+            if self._index is not None else None
 
     def __call__(self, events: Sequence[NewEvent]) -> Sequence[NewEvent] | GatedBatch:
         if self._staged is not None:
             batch = self._staged(events)
             assert isinstance(batch, GatedBatch)
             self._metrics.count_redactions(batch.events)
-            return batch
+            discard = batch.conflicted
+
+            def conflicted() -> None:
+                self._metrics.placeholder_conflicts.inc()
+                if discard is not None:
+                    discard()
+
+            return replace(batch, conflicted=conflicted)
         redacted = self.redactor.redact_new_events(events)
         self._metrics.count_redactions(redacted)
         return redacted
@@ -68,6 +78,13 @@ class NodeGate:
     def prewarm(self, value: Any, key: str | None = None, depth: int = 0) -> None:
         """See :meth:`hermes_fed.privacy.Redactor.prewarm`."""
         self.redactor.prewarm(value, key, depth)
+
+    def forget(self, session_keys: Collection[str]) -> None:
+        """Sessions another writer of the log may have numbered placeholders in since this
+        gate last did: their numbers are read again at their next batch, instead of a
+        stale number colliding in the append and the batch being redacted again."""
+        if self._index is not None and session_keys:
+            self._index.forget(session_keys)
 
 
 def build_gate(
