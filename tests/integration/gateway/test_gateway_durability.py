@@ -26,17 +26,23 @@ def _client(gateway: Server) -> openai.OpenAI:
     return openai.OpenAI(base_url=gateway.url + "/v1", api_key=TOKEN, max_retries=0)
 
 
-@pytest.mark.parametrize(("capture_sync", "capture_process"),
-                         [("commit", True), ("behind", True), ("commit", False)])
+@pytest.mark.parametrize(("log", "capture_sync", "capture_process"), [
+    ("sqlite", "commit", True), ("sqlite", "behind", True), ("sqlite", "commit", False),
+    pytest.param("postgres", "commit", True, marks=pytest.mark.postgres),
+])
 def test_kill_9_after_answers_loses_no_captured_call(workdir: Path, stub: Server,
+                                                    request: pytest.FixtureRequest, log: str,
                                                     capture_sync: str,
                                                     capture_process: bool) -> None:
     # Prepare: 12 client threads calling as fast as they can, each call a new session
     # (behind: the commit writes the WAL, the fsync follows the answer; a killed process
     # loses nothing the OS holds). With a capture process, the calls that overlap are
-    # captured there: it is ready before the first call.
-    node = Node(workdir / f"durable-node-{capture_sync}-{capture_process}", stub.url,
-                capture_sync=capture_sync, capture_process=capture_process)
+    # captured there: it is ready before the first call. On PostgreSQL (the production
+    # log, a schema of its own) both writers append through the server's lock.
+    store = {} if log == "sqlite" else {"store_url": request.getfixturevalue("pg_url"),
+                                        "schema": request.getfixturevalue("pg_schema")}
+    node = Node(workdir / f"durable-node-{log}-{capture_sync}-{capture_process}", stub.url,
+                **store, capture_sync=capture_sync, capture_process=capture_process)
     gateway = node.gateway().start()
     if capture_process:
         capture_process_of(gateway)
