@@ -12,6 +12,11 @@ next one each round; the first gateway named is the baseline of the paired diffe
         --gateway off=.,redact_ahead=false --gateway on=.,redact_ahead=true
     .venv/bin/python bench/gateway/bench_side_by_side.py \\
         --gateway full=. --gateway normal=.,sqlite_synchronous=NORMAL
+    .venv/bin/python bench/gateway/bench_side_by_side.py --gateway sqlite=. \\
+        --gateway pg=.,store_url=postgresql+psycopg://postgres@127.0.0.1:5432/test,store_schema=bench_pg
+
+(a PostgreSQL schema is created on first use and left there: drop it after, or name a new
+one each run).
 
 Each gateway runs ``python -m hermes_fed.cli node gateway`` with its working directory
 *and* ``PYTHONPATH`` in its tree: ``-m`` puts the working directory first on ``sys.path``,
@@ -65,13 +70,19 @@ def parse_gateway(spec: str) -> tuple[str, Path, dict[str, Any]]:
     return name, path, settings
 
 
+#: Node settings (not ``[gateway]`` ones) a gateway's spec may name.
+NODE_KEYS = ("sqlite_synchronous", "store_url", "store_schema")
+
+
 def start_gateway(workdir: Path, upstream: str, tree: Path, settings: dict[str, Any],
                   synchronous: str) -> Server:
-    """``settings`` are ``[gateway]`` keys, but ``sqlite_synchronous`` (the node's store
-    setting) overrides ``--synchronous`` for this gateway."""
+    """``settings`` are ``[gateway]`` keys, but the node's :data:`NODE_KEYS`: its log
+    (``store_url``, a PostgreSQL ``store_schema``) and ``sqlite_synchronous``, which
+    overrides ``--synchronous`` for this gateway."""
     settings = dict(settings)
-    synchronous = settings.pop("sqlite_synchronous", synchronous)
-    node = Node(workdir, upstream, top={"sqlite_synchronous": synchronous}, **settings)
+    top = {"sqlite_synchronous": settings.pop("sqlite_synchronous", synchronous)}
+    top.update({key: settings.pop(key) for key in NODE_KEYS[1:] if key in settings})
+    node = Node(workdir, upstream, top=top, **settings)
     server = node.gateway()
     server.env = dict(_env(), PYTHONPATH=str(tree))
     old_cwd = os.getcwd()
