@@ -37,7 +37,7 @@ from hermes_fed.store.schema_ddl import redaction_placeholders as placeholders
 from hermes_fed.store.sql_backend import SqlBackend
 from hermes_fed.store.sqlite import create_tables
 
-from .placeholders import StagedPlaceholderIndex, StagedRow
+from .placeholders import PlaceholderStage, StagedPlaceholderIndex, StagedRow
 from .redactor import Redactor
 
 __all__ = ["StorePlaceholderIndex", "placeholders", "staged_gate"]
@@ -51,6 +51,9 @@ deny_terms = sa.Table(
     sa.Column("key_id", sa.String(32), nullable=False),
     sa.Column("sealed", sa.LargeBinary, nullable=False),
 )
+
+
+_DENY_QUERY = "SELECT session_key, key_id, sealed FROM redaction_deny_terms WHERE session_key IN ({})"
 
 
 class StorePlaceholderIndex(StagedPlaceholderIndex):
@@ -81,6 +84,28 @@ class StorePlaceholderIndex(StagedPlaceholderIndex):
             return False
         return True
 
+    def stage(self, session_keys: Collection[str]) -> PlaceholderStage:
+        """The batch's stage: its sessions' deny terms and the numbers of those not cached,
+        read in one transaction (on PostgreSQL two reads of their own cost a BEGIN, a
+        COMMIT and a pooled connection more per batch, ~0.3 ms)."""
+        backend = self.backend
+        if self.engine is None or not isinstance(backend, SqlBackend):
+            return super().stage(session_keys)
+        keys = list(session_keys)
+        missing = self.uncached(keys)
+        with backend.mapped("cannot read the placeholder index"):
+            raw = self.engine.raw_connection()
+            try:
+                cur = raw.cursor()
+                deny = backend.select_in(cur, _DENY_QUERY, keys)
+                rows = backend.select_placeholders(cur, missing) if missing else []
+                backend.end_read(raw)
+            finally:
+                raw.close()
+        return PlaceholderStage(self, self.cache(keys, missing, rows),
+                                {s: self._open(s, key_id, bytes(sealed))
+                                 for s, key_id, sealed in deny})
+
     # --- deny terms ------------------------------------------------------------------------
     def add_deny_terms(self, session_key: str, terms: Iterable[str]) -> None:
         merged = tuple(dict.fromkeys((*self.deny_terms(session_key), *(t for t in terms if t.strip()))))
@@ -102,13 +127,12 @@ class StorePlaceholderIndex(StagedPlaceholderIndex):
             return {s: self._memory_deny[s] for s in session_keys if s in self._memory_deny}
         backend = self.backend
         assert isinstance(backend, SqlBackend)
-        query = "SELECT session_key, key_id, sealed FROM redaction_deny_terms WHERE session_key IN ({})"
         # Through the DBAPI cursor, as the log reads: SQLAlchemy's expanding IN cost more
         # than the rest of the batch's index work together.
         with backend.mapped("cannot read the session deny terms"):
             raw = self.engine.raw_connection()
             try:
-                rows = backend.select_in(raw.cursor(), query, list(session_keys))
+                rows = backend.select_in(raw.cursor(), _DENY_QUERY, list(session_keys))
                 backend.end_read(raw)
             finally:
                 raw.close()

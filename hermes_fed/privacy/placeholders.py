@@ -113,18 +113,33 @@ class StagedPlaceholderIndex(PlaceholderIndex):
 
     def committed(self, session_keys: Collection[str]) -> dict[str, SessionNumbers]:
         """The committed numbers of these sessions (one read for those not cached)."""
+        missing = self.uncached(session_keys)
+        return self.cache(session_keys, missing, self.load(missing) if missing else ())
+
+    def uncached(self, session_keys: Collection[str]) -> list[str]:
+        """Those of these sessions whose numbers are not cached."""
         sessions = self._sessions
-        out = {s: sessions[s] for s in session_keys if s in sessions}
-        missing = [s for s in session_keys if s not in out]
+        return [s for s in session_keys if s not in sessions]
+
+    def cache(self, session_keys: Collection[str], missing: Collection[str],
+              rows: Iterable[StagedRow]) -> dict[str, SessionNumbers]:
+        """:meth:`committed`, given the stored ``rows`` of the ``missing`` sessions (read
+        by the caller, with whatever else it reads)."""
+        sessions = self._sessions
+        out = {s: sessions[s] for s in session_keys if s in sessions and s not in missing}
         if missing:
             loaded = {s: SessionNumbers() for s in missing}
-            for session_key, entity_type, digest, number in self.load(missing):
-                loaded[session_key].add(entity_type, digest, number)
+            for session_key, entity_type, digest, number in rows:
+                if session_key in loaded:
+                    loaded[session_key].add(entity_type, digest, number)
             with self._cache_lock:
                 if len(sessions) + len(loaded) > self._CACHE_SESSIONS:
                     sessions.clear()  # a daemon sees endless sessions; reloading is one query
                 for s, numbers in loaded.items():
                     out[s] = sessions.setdefault(s, numbers)
+        late = [s for s in session_keys if s not in out]  # dropped from the cache meanwhile
+        if late:
+            out.update(self.committed(late))
         return out
 
     def remember(self, rows: Iterable[StagedRow]) -> None:

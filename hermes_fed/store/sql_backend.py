@@ -242,17 +242,23 @@ class SqlBackend(Backend):
         return [SubjectKey(*r) for r in self.select_in(cur, query, subject_ids)]
 
     def placeholders(self, session_keys: Sequence[str]) -> list[PlaceholderRow]:
+        with self.mapped("cannot read the placeholder index"):
+            raw = self.engine.raw_connection()
+            try:
+                rows = self.select_placeholders(raw.cursor(), session_keys)
+                self._end_read(raw)
+            finally:
+                raw.close()
+        return rows
+
+    def select_placeholders(self, cur: Any, session_keys: Sequence[str]) -> list[PlaceholderRow]:
+        """The stored placeholder rows of these sessions, through a DBAPI cursor of
+        :attr:`engine` (a caller reading more in the same transaction ends it)."""
         query = (
             "SELECT session_key, entity_type, digest, number FROM redaction_placeholders "
             "WHERE session_key IN ({})"
         )
-        with self.mapped("cannot read the placeholder index"):
-            raw = self.engine.raw_connection()
-            try:
-                rows = self.select_in(raw.cursor(), query, list(session_keys))
-                self._end_read(raw)
-            finally:
-                raw.close()
+        rows = self.select_in(cur, query, list(session_keys))
         return [PlaceholderRow(s, t, bytes(d), int(n)) for s, t, d, n in rows]
 
     # --- queries --------------------------------------------------------------------------

@@ -136,6 +136,29 @@ def test_p4_a_writer_numbering_from_a_stale_view_numbers_again(make_store: Calla
     assert texts == ["<EMAIL_ADDRESS_1>", "<EMAIL_ADDRESS_2>", "<EMAIL_ADDRESS_1> and <EMAIL_ADDRESS_2>"]
 
 
+@pytest.mark.sql
+def test_a_batch_reads_its_sessions_deny_terms_and_numbers_together(
+        make_store: Callable[..., object]) -> None:
+    # Prepare: one process numbered ann in session-1 and sealed a deny term for it
+    keyring = Keyring.generate("acme")
+    first = make_store(keyring=keyring)
+    _gated(first, keyring)
+    first.append(_judged("session-1", "from ann@example.com"))  # type: ignore[attr-defined]
+    StorePlaceholderIndex(first, keyring).add_deny_terms(  # type: ignore[arg-type]
+        "session-1", ["Initech"])
+    # Execute: another process, nothing cached, stages a batch of session-1 and a new
+    # session, then appends through its gate
+    second = make_store(keyring=keyring)
+    stage = _gated(second, keyring).stage(["session-1", "session-2"])
+    staged = (stage.deny_terms("session-1"), stage.deny_terms("session-2"),
+              dict(stage.sessions["session-1"].top), dict(stage.sessions["session-2"].top))
+    second.append(_judged("session-1", "ann@example.com and bob@example.com of Initech"))  # type: ignore[attr-defined]
+    # Assert: the stage read both sessions' numbers and deny terms; the batch used them
+    assert staged == (("Initech",), (), {"EMAIL_ADDRESS": 1}, {})
+    texts = [e.data["rationale"] for e in second.read_stream("session-1")]  # type: ignore[attr-defined]
+    assert texts[1] == "<EMAIL_ADDRESS_1> and <EMAIL_ADDRESS_2> of <DENY_LIST_1>"
+
+
 def test_erasure_under_the_staged_gate(make_store: Callable[..., object]) -> None:
     # Prepare: a session of a subject, written through the gate
     keyring = Keyring.generate("acme")
