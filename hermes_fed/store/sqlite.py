@@ -8,6 +8,7 @@ instead of waiting).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import sqlite3
 import threading
 import time
@@ -176,14 +177,25 @@ def _retry_locked(step: Callable[[], None], timeout_s: float = 30.0) -> None:
             time.sleep(0.05)
 
 
+#: The PostgreSQL advisory lock :func:`create_tables` holds while it creates tables.
+_DDL_LOCK = int.from_bytes(hashlib.sha256(b"hermes_fed.create_tables").digest()[:8], "big",
+                           signed=True)
+
+
 def create_tables(metadata: sa.MetaData, engine: sa.Engine) -> None:
     """Create ``metadata``'s missing tables in ``engine``'s database (idempotent).
 
-    On SQLite, two processes creating them at once collide as the log's opening steps do
-    (:func:`_retry_locked`: ``create_all`` reads the schema, then writes): the loser tries
-    again. Other databases wait on their own locks.
+    Two processes creating them at once (a node's daemon and its gateway opening a new log,
+    a gateway and its capture process) both find a table missing and both create it. On
+    SQLite the second is answered "database is locked" (:func:`_retry_locked`: it tries
+    again). On PostgreSQL the second CREATE TABLE fails on the catalog's unique index
+    (``pg_type_typname_nsp_index``) rather than waiting, so the check and the creation run
+    in one transaction under an advisory lock: the second opener finds the tables made.
     """
     if engine.dialect.name == "sqlite":
         _retry_locked(lambda: metadata.create_all(engine))
-    else:
-        metadata.create_all(engine)
+        return
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
+        metadata.create_all(conn)

@@ -3,7 +3,9 @@
 Two processes opening a new SQLite log together (a node daemon and its gateway, or two
 writers) both run ``create_all``, which reads the schema and then writes it: SQLite
 answers the second writer "database is locked" at once (its busy handler cannot break
-that), which once failed a writer in CI. `create_tables` retries it.
+that), which once failed a writer in CI. `create_tables` retries it. On PostgreSQL the
+second CREATE TABLE fails on the catalog's unique index instead of waiting (it failed the
+two-process placeholder test in CI): there `create_tables` holds an advisory lock.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from hermes_fed.store import open_store
@@ -24,10 +27,15 @@ def _tables(count: int) -> sa.MetaData:
     return metadata
 
 
-def test_openers_racing_on_a_new_sqlite_file_all_succeed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("log", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_openers_racing_on_a_new_log_all_succeed(tmp_path: Path, request: pytest.FixtureRequest,
+                                                 log: str) -> None:
     # Prepare: 8 openers, each with its own engine (as separate processes have), one barrier
-    url = f"sqlite:///{tmp_path / 'tenant.db'}"
-    stores = [open_store(url, "acme") for _ in range(8)]
+    if log == "sqlite":
+        url, schema = f"sqlite:///{tmp_path / 'tenant.db'}", None
+    else:
+        url, schema = request.getfixturevalue("pg_url"), request.getfixturevalue("pg_schema")
+    stores = [open_store(url, "acme", schema=schema) for _ in range(8)]
     metadata = _tables(20)
     barrier = threading.Barrier(len(stores))
     errors: list[BaseException] = []
