@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 import bench.gateway.bench_gateway as gateway_bench  # noqa: E402
 from bench.gateway.bench_gateway import Contender, throughput  # noqa: E402
 from bench.gateway.bench_side_by_side import parse_gateway, start_gateway  # noqa: E402
-from tests.integration.gateway.stack import TOKEN, stub_upstream  # noqa: E402
+from tests.integration.gateway.stack import TOKEN, metric, stub_upstream  # noqa: E402
 
 
 def new_pii_text(conversation: int, turn: int) -> str:
@@ -39,13 +39,6 @@ def new_pii_text(conversation: int, turn: int) -> str:
     return (f"Turn {turn}: my order {4711 + conversation} has not arrived; send the tracking "
             f"link to person{conversation}-turn{turn}@example.com or call +1 415 555 "
             f"{1000 + (conversation * 7 + turn) % 9000:04d}.")
-
-
-def metric(url: str, name: str) -> float | None:
-    text = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
-    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-              if line.startswith(name + " ") or line.startswith(name + "{")]
-    return sum(values) if values else None
 
 
 def wait_capture_process(url: str, timeout_s: float = 120.0) -> None:
@@ -84,8 +77,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 contender = Contender(name, server.url + "/v1", "hermes-fed", TOKEN,
                                       server.process.pid)
                 run = throughput(contender, args.threads, args.seconds, offset * 10_000_000)
-                inline = metric(server.url, "hermes_gateway_capture_inline_total")
-                in_process = metric(server.url, "hermes_gateway_capture_process_calls_total")
+                exposition = urllib.request.urlopen(server.url + "/metrics",
+                                                    timeout=10).read().decode()
+                inline = metric(exposition, "hermes_gateway_capture_inline_total")
+                in_process = metric(exposition, "hermes_gateway_capture_process_calls_total")
             finally:
                 server.stop()
             result["gateways"][name] = {

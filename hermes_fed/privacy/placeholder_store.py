@@ -23,7 +23,8 @@ active data key, in a table of their own (rare writes, one transaction each).
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
@@ -97,14 +98,12 @@ class StorePlaceholderIndex(StagedPlaceholderIndex):
             raw = self.engine.raw_connection()
             try:
                 cur = raw.cursor()
-                deny = backend.select_in(cur, _DENY_QUERY, keys)
+                deny = self._select_deny(backend, cur, keys)
                 rows = backend.select_placeholders(cur, missing) if missing else []
                 backend.end_read(raw)
             finally:
                 raw.close()
-        return PlaceholderStage(self, self.cache(keys, missing, rows),
-                                {s: self._open(s, key_id, bytes(sealed))
-                                 for s, key_id, sealed in deny})
+        return PlaceholderStage(self, self.cache(keys, missing, rows), deny)
 
     # --- deny terms ------------------------------------------------------------------------
     def add_deny_terms(self, session_key: str, terms: Iterable[str]) -> None:
@@ -132,10 +131,16 @@ class StorePlaceholderIndex(StagedPlaceholderIndex):
         with backend.mapped("cannot read the session deny terms"):
             raw = self.engine.raw_connection()
             try:
-                rows = backend.select_in(raw.cursor(), _DENY_QUERY, list(session_keys))
+                terms = self._select_deny(backend, raw.cursor(), list(session_keys))
                 backend.end_read(raw)
             finally:
                 raw.close()
+        return terms
+
+    def _select_deny(self, backend: SqlBackend, cur: Any,
+                     session_keys: Sequence[str]) -> dict[str, tuple[str, ...]]:
+        """The sealed deny terms of these sessions, opened, through a DBAPI cursor."""
+        rows = backend.select_in(cur, _DENY_QUERY, session_keys)
         return {s: self._open(s, key_id, bytes(sealed)) for s, key_id, sealed in rows}
 
     def _open(self, session_key: str, key_id: str, sealed: bytes) -> tuple[str, ...]:
@@ -148,14 +153,21 @@ class StorePlaceholderIndex(StagedPlaceholderIndex):
         return tuple(str(t) for t in orjson.loads(plain))
 
 
-def staged_gate(redactor: Redactor, index: StagedPlaceholderIndex) -> Gate:
+def staged_gate(redactor: Redactor, index: StagedPlaceholderIndex,
+                on_conflict: Callable[[], None] | None = None) -> Gate:
     """The log's gate: each batch redacted on a stage of ``index``; the new placeholder rows
-    go to the log with the events (:class:`GatedBatch`), committed in the same transaction."""
+    go to the log with the events (:class:`GatedBatch`), committed in the same transaction.
+    ``on_conflict`` is told of each batch whose numbers collided with another writer's."""
 
     def gate(events: Sequence[NewEvent]) -> GatedBatch:
         stage = index.stage({e.stream_id for e in events})
         redacted = redactor.redact_new_events(events, index=stage)
         rows = [PlaceholderRow(*r) for r in stage.rows]
-        return GatedBatch(redacted, rows, stage.commit, stage.discard)
+        discard = stage.discard
+        if on_conflict is not None:
+            def discard() -> None:
+                on_conflict()
+                stage.discard()
+        return GatedBatch(redacted, rows, stage.commit, discard)
 
     return gate

@@ -114,6 +114,10 @@ class CaptureWriter:
             owners[stream_id] = in_process
         return moved
 
+    def _take_over(self, events: Sequence[NewEvent]) -> None:
+        """This process's writer takes ``events``' sessions (see :meth:`_take`)."""
+        self.forget(self._take(events, False))
+
     def forget(self, stream_ids: Sequence[str]) -> None:
         """Sessions another writer captured last: the gate reads their placeholder numbers
         again at their next batch (else a stale number collides in the append, and the
@@ -177,7 +181,7 @@ class CaptureWriter:
             else:
                 results = await self._append_in_process(events)
             if results is None:
-                self.forget(self._take(events, False))
+                self._take_over(events)
                 results = await asyncio.wrap_future(self.submit(events))
             return results
         except Exception as exc:
@@ -206,8 +210,7 @@ class CaptureWriter:
     def _append_inline(self, events: Sequence[NewEvent]) -> list[AppendResult] | None:
         """The append on this thread, or None: the writer is busy, or another process
         holds the log's write lock."""
-        moved = self._take(events, False)
-        self.forget(moved)
+        self._take_over(events)
         try:
             with without_waiting():
                 results = self._committer.append_if_idle(events)
@@ -319,9 +322,14 @@ class SessionCache:
             return await asyncio.shield(pending)
         if inline and not self._loading:
             state = self._load(stream_id)
-            self._states[stream_id] = state
-            self._evict()
-            return state
+        else:
+            state = await self._load_on_reader(stream_id)
+        self._states[stream_id] = state
+        self._evict()
+        return state
+
+    async def _load_on_reader(self, stream_id: str) -> SessionState:
+        """:meth:`_load` by the reader thread; other calls of the session wait for it."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[SessionState] = loop.create_future()
         self._loading[stream_id] = future
@@ -333,9 +341,7 @@ class SessionCache:
             raise
         finally:
             self._loading.pop(stream_id, None)
-        self._states[stream_id] = state
-        future.set_result(state)
-        self._evict()
+        future.set_result(state)  # its waiters run after this task has cached it
         return state
 
     def _load(self, stream_id: str) -> SessionState:

@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Collection, Sequence
 from concurrent import futures
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +54,8 @@ class NodeGate:
         self._metrics = metrics
         self._index = placeholder_index if isinstance(placeholder_index,
                                                       StagedPlaceholderIndex) else None
-        self._staged = staged_gate(redactor, placeholder_index) \
+        self._staged = staged_gate(redactor, placeholder_index,
+                                   metrics.placeholder_conflicts.inc) \
             if self._index is not None else None
 
     def __call__(self, events: Sequence[NewEvent]) -> Sequence[NewEvent] | GatedBatch:
@@ -63,14 +63,7 @@ class NodeGate:
             batch = self._staged(events)
             assert isinstance(batch, GatedBatch)
             self._metrics.count_redactions(batch.events)
-            discard = batch.conflicted
-
-            def conflicted() -> None:
-                self._metrics.placeholder_conflicts.inc()
-                if discard is not None:
-                    discard()
-
-            return replace(batch, conflicted=conflicted)
+            return batch
         redacted = self.redactor.redact_new_events(events)
         self._metrics.count_redactions(redacted)
         return redacted
